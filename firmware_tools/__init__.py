@@ -1,0 +1,1 @@
+"""acmon firmware tools: inspect, verify and prepare models and devices."""
