@@ -1,0 +1,197 @@
+"""On-device int8 inference: pick a TFLite runtime, check the model against the front end, score patches."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .errors import ModelError
+from .features import FeatureParams
+from .model_file import ModelMetadata, load_metadata, sha256_hex
+
+logger = logging.getLogger(__name__)
+
+# Tried in this order. ai-edge-litert is the maintained runtime (64-bit only);
+# tflite-runtime 2.14 is the last build for 32-bit ARM Pis; full TensorFlow is a
+# last resort for a development machine and is never needed on a device.
+RUNTIMES = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow.lite"),
+)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    interpreter_class: Callable[..., Any]
+
+
+def select_runtime(preferred: str | None = None) -> Runtime:
+    """The first TFLite runtime that imports.
+
+    Args:
+        preferred: a name from RUNTIMES to use that one only.
+
+    Raises:
+        ModelError: no runtime (or not the preferred one) can be imported.
+    """
+    candidates = [r for r in RUNTIMES if preferred in (None, r[0])]
+    if not candidates:
+        raise ModelError(f"unknown runtime {preferred!r}; choose one of {[r[0] for r in RUNTIMES]}")
+    failures = []
+    for name, module_name in candidates:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            failures.append(f"{name}: {exc}")
+            continue
+        return Runtime(name, module.Interpreter)
+    raise ModelError(
+        "no TFLite runtime could be imported ("
+        + "; ".join(failures)
+        + "); install one: pip install ai-edge-litert (64-bit) or tflite-runtime (32-bit Pi)"
+    )
+
+
+def check_params(model_params: FeatureParams, expected: Mapping[str, Any], source: str) -> None:
+    """Refuse a model whose feature parameters differ from what this device computes.
+
+    Args:
+        model_params: the parameters the model was trained with.
+        expected: the values this device will use (pinned in its config, or fixed by its code),
+            as {FeatureParams field name: value}.
+
+    Raises:
+        ModelError: naming the first differing field and both values.
+    """
+    for name, value in expected.items():
+        if not hasattr(model_params, name):
+            raise ModelError(f"{source}: unknown feature parameter {name!r} pinned in the config")
+        if getattr(model_params, name) != value:
+            raise ModelError(
+                f"{source}: model was trained with {name}={getattr(model_params, name)!r} but this device "
+                f"uses {name}={value!r}; retrain the model or change features.{name} in the config"
+            )
+
+
+class AnomalyModel:
+    """An int8 TFLite anomaly model with its front-end parameters and threshold.
+
+    Loading checks, once, everything that could make scores silently wrong:
+    the metadata's front-end version and any pinned parameters, the input
+    tensor's shape and dtype against FeatureParams, and the quantization
+    parameters, which are read from the interpreter (never hard-coded).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        runtime: str | None = None,
+        expected_params: Mapping[str, Any] | None = None,
+        num_threads: int | None = 1,
+    ):
+        self.path, data, self.metadata = load_metadata(path)
+        self.sha256 = sha256_hex(data)
+        source = str(self.path)
+        params = self.metadata.feature_params
+        check_params(params, {"frontend_version": FeatureParams().frontend_version, **(expected_params or {})}, source)
+        self.runtime = select_runtime(runtime)
+        try:
+            kwargs: dict[str, Any] = {"model_content": data}
+            if num_threads is not None:
+                kwargs["num_threads"] = num_threads
+            self._interpreter = self.runtime.interpreter_class(**kwargs)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{source}: {self.runtime.name} cannot load this model: {exc}") from None
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{source}: expected 1 input and 1 output tensor, found {len(inputs)} and {len(outputs)}")
+        self._input, self._output = inputs[0], outputs[0]
+        expected_shape = (1, *params.patch_shape, 1)
+        if tuple(self._input["shape"]) != expected_shape:
+            raise ModelError(
+                f"{source}: input shape {tuple(self._input['shape'])} does not match the feature parameters "
+                f"{expected_shape} (n_frames, n_mels); the metadata and the model disagree: re-export it"
+            )
+        if self._input["dtype"] != np.int8 or self._output["dtype"] != np.int8:
+            raise ModelError(
+                f"{source}: input/output are {np.dtype(self._input['dtype']).name}/"
+                f"{np.dtype(self._output['dtype']).name}, need int8/int8 (full-integer quantization)"
+            )
+        self.input_scale, self.input_zero_point = _quantization(self._input, source, "input")
+        self.output_scale, self.output_zero_point = _quantization(self._output, source, "output")
+        self.output_shape = tuple(self._output["shape"])
+        logger.debug(
+            "loaded %s with %s: input %s scale %.6g zp %d",
+            source,
+            self.runtime.name,
+            expected_shape,
+            self.input_scale,
+            self.input_zero_point,
+        )
+
+    @property
+    def params(self) -> FeatureParams:
+        return self.metadata.feature_params
+
+    @property
+    def threshold(self) -> float:
+        return self.metadata.threshold
+
+    def quantize(self, patch: np.ndarray) -> np.ndarray:
+        """Float patch to the model's int8 input: q = round(x / scale) + zero_point, saturated."""
+        q = np.round(patch / self.input_scale) + self.input_zero_point
+        return np.clip(q, -128, 127).astype(np.int8)
+
+    def dequantize_input(self, q: np.ndarray) -> np.ndarray:
+        return ((q.astype(np.float32) - self.input_zero_point) * self.input_scale).astype(np.float32)
+
+    def run_int8(self, q_patch: np.ndarray) -> np.ndarray:
+        """Raw int8 output for one quantized patch (n_frames, n_mels)."""
+        self._interpreter.set_tensor(self._input["index"], q_patch.reshape(self._input["shape"]))
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"]).copy()
+
+    def infer(self, patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quantize a normalized patch, run the model and dequantize its output.
+
+        Args:
+            patch: float32 (n_frames, n_mels) from device.features.extract_patch.
+
+        Returns:
+            (int8 input as fed to the model, float32 dequantized output).
+        """
+        q = self.quantize(patch)
+        raw = self.run_int8(q)
+        out = (raw.astype(np.float32) - self.output_zero_point) * self.output_scale
+        return q, out
+
+    def score(self, patch: np.ndarray) -> float:
+        """Anomaly score of one normalized patch; higher is more anomalous.
+
+        reconstruction_mse: mean squared difference between the model's input,
+        as the model saw it (after int8 quantization), and its reconstruction.
+        Comparing with the quantized input rather than the float patch keeps
+        input rounding noise out of the score.
+        anomaly_probability: 1 - P(normal), P(normal) being output 0.
+        """
+        q, out = self.infer(patch)
+        if self.metadata.score_kind == "reconstruction_mse":
+            diff = out.reshape(-1) - self.dequantize_input(q).reshape(-1)
+            return float(np.mean(diff * diff))
+        return float(1.0 - out.reshape(-1)[0])
+
+
+def _quantization(details: Mapping[str, Any], source: str, which: str) -> tuple[float, int]:
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    if not scale:
+        raise ModelError(f"{source}: the {which} tensor has no quantization parameters; export a full-integer model")
+    return float(scale), int(zero_point)

@@ -1,0 +1,236 @@
+"""Audio sources: WAV files (replay) and the microphone, delivering mono float32 blocks at the model's rate."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+
+from .audio_io import WavReader, to_mono
+from .errors import AudioError
+from .resample import StreamingResampler
+
+logger = logging.getLogger(__name__)
+
+WAV_SUFFIXES = (".wav", ".wave")
+
+
+class Stream(Protocol):
+    """One continuous stream of audio: a file, or the microphone from open to close."""
+
+    name: str
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Mono float32 blocks at the target rate, in order, until the stream ends."""
+        ...
+
+
+def expand_wav_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders replaced by their .wav files in name order.
+
+    Raises:
+        AudioError: a path does not exist, or a folder holds no .wav file.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in WAV_SUFFIXES and f.is_file())
+            if not found:
+                raise AudioError(f"{p}: folder contains no .wav files")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise AudioError(f"{p}: no such file or folder")
+    return out
+
+
+class WavFileStream:
+    """A WAV file read block by block from disk, mixed or channel-picked to mono and resampled.
+
+    With realtime=True blocks are released at the pace they would arrive from a
+    microphone, so a replay exercises the live timing too.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        target_rate_hz: int,
+        block_samples: int = 1024,
+        channel: int | None = None,
+        realtime: bool = False,
+    ):
+        self.path = Path(path)
+        self.name = str(path)
+        self.target_rate_hz = target_rate_hz
+        self.block_samples = block_samples
+        self.channel = channel
+        self.realtime = realtime
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        with WavReader(self.path) as reader:
+            if reader.n_frames == 0:
+                raise AudioError(f"{self.path}: no audio samples (0 frames)")
+            if reader.channels > 1:
+                how = f"channel {self.channel}" if self.channel is not None else "the mean of all channels"
+                logger.info("%s: %d channels, using %s", self.path, reader.channels, how)
+            resampler = None
+            if reader.sample_rate_hz != self.target_rate_hz:
+                logger.info("%s: resampling %d Hz to %d Hz", self.path, reader.sample_rate_hz, self.target_rate_hz)
+                resampler = StreamingResampler(reader.sample_rate_hz, self.target_rate_hz)
+            # Read in blocks of the file's own rate that last as long as block_samples at the target rate.
+            read_frames = max(1, round(self.block_samples * reader.sample_rate_hz / self.target_rate_hz))
+            start = time.monotonic()
+            delivered = 0
+            while True:
+                frames = reader.read(read_frames)
+                if len(frames) == 0:
+                    break
+                mono = to_mono(frames, self.channel)
+                block = resampler.process(mono) if resampler is not None else mono
+                if self.realtime:
+                    delivered += len(block)
+                    delay = start + delivered / self.target_rate_hz - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                if len(block):
+                    yield block
+            if resampler is not None:
+                tail = resampler.flush()
+                if len(tail):
+                    yield tail
+
+
+class MicrophoneStream:
+    """The live microphone through sounddevice (PortAudio).
+
+    The PortAudio callback runs on PortAudio's own thread and only copies the
+    block into a bounded queue and counts overflows; everything else happens
+    on the reading side. If the queue is full (analysis fell behind), the block
+    is dropped and counted rather than blocking the audio thread.
+    """
+
+    def __init__(
+        self,
+        target_rate_hz: int,
+        block_samples: int = 1024,
+        input_device: str | int | None = None,
+        capture_rate_hz: int | None = None,
+        channels: int = 1,
+        channel: int | None = None,
+        queue_blocks: int = 64,
+        stall_timeout_seconds: float = 5.0,
+        stop_event: threading.Event | None = None,
+    ):
+        self.name = f"microphone:{input_device if input_device is not None else 'default'}"
+        self.target_rate_hz = target_rate_hz
+        self.capture_rate_hz = capture_rate_hz or target_rate_hz
+        self.block_samples = block_samples
+        self.input_device = input_device
+        self.channels = channels
+        self.channel = channel
+        self.stall_timeout_seconds = stall_timeout_seconds
+        self.stop_event = stop_event or threading.Event()
+        self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=queue_blocks)
+        self.overflows = 0
+        self.dropped_blocks = 0
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        if status.input_overflow:
+            self.overflows += 1
+        try:
+            self._queue.put_nowait(indata.copy())
+        except queue.Full:
+            self.dropped_blocks += 1
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        import sounddevice as sd  # the device extra; PortAudio is loaded only when capturing
+
+        resampler = None
+        if self.capture_rate_hz != self.target_rate_hz:
+            resampler = StreamingResampler(self.capture_rate_hz, self.target_rate_hz)
+        read_frames = max(1, round(self.block_samples * self.capture_rate_hz / self.target_rate_hz))
+        try:
+            stream = sd.InputStream(
+                device=self.input_device,
+                samplerate=self.capture_rate_hz,
+                channels=self.channels,
+                dtype="float32",
+                blocksize=read_frames,
+                callback=self._callback,
+            )
+        except (sd.PortAudioError, ValueError) as exc:
+            raise AudioError(
+                f"microphone {self.input_device!r}: cannot open at {self.capture_rate_hz} Hz, "
+                f"{self.channels} channel(s): {exc}; list devices with: python -m device list-devices"
+            ) from None
+        with stream:
+            logger.info("capturing from %s at %d Hz", self.name, self.capture_rate_hz)
+            while not self.stop_event.is_set():
+                try:
+                    frames = self._queue.get(timeout=self.stall_timeout_seconds)
+                except queue.Empty:
+                    raise AudioError(
+                        f"{self.name}: no audio for {self.stall_timeout_seconds:.0f} s; the microphone hung "
+                        "or was disconnected"
+                    ) from None
+                mono = to_mono(frames, self.channel)
+                yield resampler.process(mono) if resampler is not None else mono
+
+
+STDIN_FORMATS = {"s16le": ("<i2", 32768.0), "s32le": ("<i4", 2147483648.0), "f32le": ("<f4", 1.0)}
+
+
+class RawPcmStream:
+    """Interleaved raw PCM from a byte stream, e.g. `arecord -f S16_LE -r 16000 -c 1 - | python -m device run`."""
+
+    def __init__(
+        self,
+        stream,
+        sample_rate_hz: int,
+        target_rate_hz: int,
+        sample_format: str = "s16le",
+        channels: int = 1,
+        channel: int | None = None,
+        block_samples: int = 1024,
+        name: str = "stdin",
+    ):
+        if sample_format not in STDIN_FORMATS:
+            raise AudioError(f"{name}: unsupported raw format {sample_format!r}; use one of {sorted(STDIN_FORMATS)}")
+        self.stream = stream
+        self.name = name
+        self.dtype, self.full_scale = STDIN_FORMATS[sample_format]
+        self.channels = channels
+        self.channel = channel
+        self.sample_rate_hz = sample_rate_hz
+        self.target_rate_hz = target_rate_hz
+        self.block_samples = block_samples
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        frame_bytes = np.dtype(self.dtype).itemsize * self.channels
+        resampler = None
+        if self.sample_rate_hz != self.target_rate_hz:
+            resampler = StreamingResampler(self.sample_rate_hz, self.target_rate_hz)
+        carry = b""
+        while True:
+            chunk = self.stream.read(self.block_samples * frame_bytes)
+            if not chunk:
+                break
+            data = carry + chunk
+            usable = len(data) - len(data) % frame_bytes  # a read may end mid-frame
+            data, carry = data[:usable], data[usable:]
+            if not data:
+                continue
+            frames = np.frombuffer(data, dtype=self.dtype).reshape(-1, self.channels).astype(np.float32)
+            mono = to_mono(frames / np.float32(self.full_scale), self.channel)
+            yield resampler.process(mono) if resampler is not None else mono
+        if resampler is not None:
+            tail = resampler.flush()
+            if len(tail):
+                yield tail
