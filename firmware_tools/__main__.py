@@ -1,0 +1,29 @@
+"""`python -m firmware_tools`: inspect and verify models for devices."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from device import __version__
+from device.cli import run_command
+
+from . import inspect_model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m firmware_tools", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"acmon {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    inspect_model.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

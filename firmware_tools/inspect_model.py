@@ -1,0 +1,69 @@
+"""`inspect` and `verify`: what a model file carries, and whether this device can run it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from device.features import extract_patch
+from device.inference import AnomalyModel
+from device.model_file import load_metadata, sha256_hex
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path, data, meta = load_metadata(args.model)
+    if args.json:
+        print(json.dumps({"path": str(path), "sha256": sha256_hex(data), "size_bytes": len(data), "metadata": meta.extra}, indent=2))
+        return 0
+    p = meta.feature_params
+    print(f"model       {path} ({len(data) / 1024:.1f} KiB, sha256 {sha256_hex(data)[:16]}...)")
+    print(f"name        {meta.name}  version {meta.version}  made by acmon {meta.extra.get('acmon_version', '?')}")
+    print(f"score       {meta.score_kind}, threshold {meta.threshold:.6g}")
+    cal = meta.extra.get("calibration")
+    if cal:
+        print(
+            f"calibrated  {cal['method']} on {cal['n_windows']} held-out normal windows, "
+            f"target false-alarm rate {cal['window_false_alarm_rate']:g} per window"
+        )
+    print(
+        f"front end   {p.sample_rate_hz} Hz, n_fft {p.n_fft}, STFT hop {p.stft_hop_samples}, {p.n_mels} mels "
+        f"{p.fmin_hz:g}-{p.fmax_hz:g} Hz, {p.normalization} normalization (front end v{p.frontend_version})"
+    )
+    print(
+        f"windows     {p.window_seconds:.3f} s ({p.window_samples} samples), hop {p.hop_seconds:.3f} s "
+        f"({100 * (1 - p.hop_samples / p.window_samples):.0f}% overlap), patch {p.n_frames}x{p.n_mels}"
+    )
+    training = meta.extra.get("training")
+    if training:
+        print(f"trained on  {training.get('files')} file(s), {training.get('seconds', 0) / 60:.1f} min, {training.get('patches')} patches")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Load the model with this machine's runtime and run one window of noise through it."""
+    model = AnomalyModel(args.model, runtime=args.runtime)
+    p = model.params
+    rng = np.random.default_rng(0)
+    noise = (0.05 * rng.standard_normal(p.window_samples)).astype(np.float32)
+    score = model.score(extract_patch(noise, p))
+    if not np.isfinite(score):
+        print(f"{model.path}: FAILED: score is {score}")
+        return 1
+    print(
+        f"{model.path}: OK with {model.runtime.name}: input int8 {p.n_frames}x{p.n_mels} "
+        f"(scale {model.input_scale:.4g}, zero point {model.input_zero_point}), test score {score:.4g}"
+    )
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("inspect", help="show a model's feature parameters, threshold and training summary")
+    p.add_argument("model", help="model.tflite or its folder")
+    p.add_argument("--json", action="store_true", help="print the whole metadata document as JSON")
+    p.set_defaults(func=cmd_inspect)
+    p = subparsers.add_parser("verify", help="check that this machine's TFLite runtime loads and runs the model")
+    p.add_argument("model", help="model.tflite or its folder")
+    p.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"], help="use this runtime only")
+    p.set_defaults(func=cmd_verify)

@@ -1,0 +1,88 @@
+"""Full-integer int8 TFLite export with the acmon metadata embedded in the model file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from device.model_file import METADATA_NAME, METADATA_SCHEMA_VERSION, embedded_metadata
+
+from .tf_setup import import_tensorflow
+
+logger = logging.getLogger(__name__)
+
+
+def convert_int8(model, representative_patches: np.ndarray) -> bytes:
+    """Quantize a Keras model to full-integer int8 TFLite (int8 input and output).
+
+    The representative patches set the activation ranges; they must be
+    normalized patches from the same front end the device runs, or the
+    int8 input scale will not fit what the device feeds in.
+
+    Args:
+        model: a keras.Model built with batch_size=1.
+        representative_patches: float32 (n, n_frames, n_mels); a few hundred suffice.
+
+    Returns:
+        The .tflite FlatBuffer.
+    """
+    tf = import_tensorflow()
+
+    def representative_dataset() -> Iterable[list[np.ndarray]]:
+        for patch in representative_patches:
+            yield [patch[None, :, :, None].astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return bytes(converter.convert())
+
+
+def embed_metadata(tflite_bytes: bytes, document: dict[str, Any]) -> bytes:
+    """Store a JSON document in the model's FlatBuffer metadata under METADATA_NAME.
+
+    An existing acmon entry is replaced, so the threshold can be recalibrated
+    without touching the weights.
+    """
+    import_tensorflow()
+    from tensorflow.lite.python import schema_py_generated as schema_fb  # noqa: PLC0415
+    from tensorflow.lite.tools import flatbuffer_utils  # noqa: PLC0415
+
+    document = {"schema_version": METADATA_SCHEMA_VERSION, **document}
+    payload = json.dumps(document, sort_keys=True, indent=1).encode()
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
+    model.metadata = model.metadata or []
+    existing = [m for m in model.metadata if _name(m) == METADATA_NAME]
+    if existing:
+        buffer = model.buffers[existing[0].buffer]
+    else:
+        buffer = schema_fb.BufferT()
+        model.buffers.append(buffer)
+        entry = schema_fb.MetadataT()
+        entry.name = METADATA_NAME
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+    buffer.data = np.frombuffer(payload, dtype=np.uint8)
+    out = flatbuffer_utils.convert_object_to_bytearray(model)
+    # Read it back with the device's own reader: what we wrote is what the device will see.
+    assert json.loads(embedded_metadata(out, "exported model")[METADATA_NAME]) == document
+    return out
+
+
+def _name(entry) -> str:
+    name = entry.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so a reader sees the old or the new content, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,57 @@
+"""Small CNNs over one log-mel patch, sized for int8 inference on a Raspberry Pi."""
+
+from __future__ import annotations
+
+from device.features import FeatureParams
+
+from .tf_setup import import_tensorflow
+
+
+def build_autoencoder(params: FeatureParams, batch_size: int | None = None, bottleneck: int = 32):
+    """Convolutional autoencoder: a normalized patch in, its reconstruction out.
+
+    Trained on normal sound only, it learns to rebuild what a healthy machine
+    sounds like through a narrow bottleneck; a fault it has never heard is
+    rebuilt poorly, and the mean squared reconstruction error is the anomaly
+    score ('reconstruction_mse').
+
+    The encoder halves time and frequency three times with strided 3x3
+    convolutions, so n_frames and n_mels must be divisible by 8. The export
+    copy is built with batch_size=1: a fixed batch keeps SHAPE/PACK ops out of
+    the int8 graph.
+
+    Args:
+        params: front-end parameters; the input is (n_frames, n_mels, 1).
+        batch_size: None for training, 1 for export.
+        bottleneck: width of the dense code.
+
+    Returns:
+        An uncompiled keras.Model.
+    """
+    tf = import_tensorflow()
+    keras = tf.keras
+    layers = keras.layers
+    n_frames, n_mels = params.patch_shape
+    if n_frames % 8 or n_mels % 8:
+        raise ValueError(f"patch {params.patch_shape} must be divisible by 8 in both axes for this autoencoder")
+    inputs = keras.Input(shape=(n_frames, n_mels, 1), batch_size=batch_size, name="logmel")
+    x = inputs
+    for filters in (16, 32, 32):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+    coarse_shape = (n_frames // 8, n_mels // 8, 16)
+    x = layers.Conv2D(coarse_shape[2], 1, activation="relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(bottleneck, activation="relu", name="code")(x)
+    x = layers.Dense(coarse_shape[0] * coarse_shape[1] * coarse_shape[2], activation="relu")(x)
+    x = layers.Reshape(coarse_shape)(x)
+    for filters in (32, 32, 16):
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(x)
+    outputs = layers.Conv2D(1, 3, padding="same", name="reconstruction")(x)
+    return keras.Model(inputs, outputs, name="acmon_autoencoder")
+
+
+def copy_for_export(model, params: FeatureParams, **kwargs):
+    """The same network rebuilt with batch_size=1 and the trained weights."""
+    export_model = build_autoencoder(params, batch_size=1, **kwargs)
+    export_model.set_weights(model.get_weights())
+    return export_model
