@@ -89,8 +89,13 @@ class Pipeline:
         return self._ring
 
     def reset(self) -> None:
-        """Start a new stream (new file); an open event should be closed first with close()."""
+        """Start a new stream (new file): empty ring buffer, fresh decisions (no cooldown carried over).
+
+        Stream time restarts at 0, so detector state from the previous stream
+        would be meaningless; close() the previous stream first to end its event.
+        """
         self._ring.reset()
+        self._detector = Detector(self.settings)
         self._last_index = -1
         self._last_end_seconds = 0.0
 
