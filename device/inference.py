@@ -116,9 +116,10 @@ class AnomalyModel:
             raise ModelError(f"{source}: expected 1 input and 1 output tensor, found {len(inputs)} and {len(outputs)}")
         self._input, self._output = inputs[0], outputs[0]
         expected_shape = (1, *params.patch_shape, 1)
-        if tuple(self._input["shape"]) != expected_shape:
+        input_shape = tuple(int(d) for d in self._input["shape"])
+        if input_shape != expected_shape:
             raise ModelError(
-                f"{source}: input shape {tuple(self._input['shape'])} does not match the feature parameters "
+                f"{source}: input shape {input_shape} does not match the feature parameters "
                 f"{expected_shape} (n_frames, n_mels); the metadata and the model disagree: re-export it"
             )
         if self._input["dtype"] != np.int8 or self._output["dtype"] != np.int8:
@@ -128,7 +129,7 @@ class AnomalyModel:
             )
         self.input_scale, self.input_zero_point = _quantization(self._input, source, "input")
         self.output_scale, self.output_zero_point = _quantization(self._output, source, "output")
-        self.output_shape = tuple(self._output["shape"])
+        self.output_shape = tuple(int(d) for d in self._output["shape"])
         logger.debug(
             "loaded %s with %s: input %s scale %.6g zp %d",
             source,
@@ -177,17 +178,35 @@ class AnomalyModel:
     def score(self, patch: np.ndarray) -> float:
         """Anomaly score of one normalized patch; higher is more anomalous.
 
-        reconstruction_mse: mean squared difference between the model's input,
-        as the model saw it (after int8 quantization), and its reconstruction.
-        Comparing with the quantized input rather than the float patch keeps
-        input rounding noise out of the score.
+        Reconstruction scores compare the model's input as the model saw it
+        (after int8 quantization) with its reconstruction, which keeps input
+        rounding noise out of the score:
+        reconstruction_band_max: squared error averaged over time in each mel
+        band, then the worst band. A fault that lives in a few bands (a bearing
+        resonance, a mains harmonic) stands out against the reconstruction
+        noise that a mean over all bands would dilute it into.
+        reconstruction_mse: mean squared error over the whole patch.
         anomaly_probability: 1 - P(normal), P(normal) being output 0.
         """
         q, out = self.infer(patch)
-        if self.metadata.score_kind == "reconstruction_mse":
-            diff = out.reshape(-1) - self.dequantize_input(q).reshape(-1)
-            return float(np.mean(diff * diff))
-        return float(1.0 - out.reshape(-1)[0])
+        kind = self.metadata.score_kind
+        if kind == "anomaly_probability":
+            return float(1.0 - out.reshape(-1)[0])
+        return reconstruction_score(patch_of(self.dequantize_input(q), self.params), patch_of(out, self.params), kind)
+
+
+def patch_of(x: np.ndarray, params: FeatureParams) -> np.ndarray:
+    return x.reshape(params.patch_shape)
+
+
+def reconstruction_score(patch: np.ndarray, reconstruction: np.ndarray, kind: str) -> float:
+    """Score from a patch (n_frames, n_mels) and its reconstruction; shared by the device and training's float check."""
+    err = (reconstruction.astype(np.float32) - patch.astype(np.float32)) ** 2
+    if kind == "reconstruction_mse":
+        return float(err.mean())
+    if kind == "reconstruction_band_max":
+        return float(err.mean(axis=0).max())
+    raise ValueError(f"not a reconstruction score kind: {kind!r}")
 
 
 def _quantization(details: Mapping[str, Any], source: str, which: str) -> tuple[float, int]:

@@ -20,7 +20,7 @@ from device import __version__
 from device.detector import DetectorSettings
 from device.errors import AcmonError
 from device.features import FeatureParams
-from device.inference import AnomalyModel
+from device.inference import AnomalyModel, reconstruction_score
 from device.model_file import MODEL_FILENAME, sha256_hex
 from device.pipeline import Pipeline
 
@@ -53,9 +53,20 @@ class FitOptions:
     """Target probability that a normal window scores above the threshold."""
     representative_patches: int = 300
     """Patches used to calibrate int8 activation ranges."""
+    score_kind: str = "reconstruction_band_max"
+    """How reconstruction error becomes a score: 'reconstruction_band_max' or 'reconstruction_mse'."""
     seed: int = 0
     name: str | None = None
     """Model name; defaults to the data folder's name (usually the machine type)."""
+
+    def __post_init__(self) -> None:
+        kinds = ("reconstruction_band_max", "reconstruction_mse")
+        if self.score_kind not in kinds:
+            raise ValueError(f"score_kind must be one of {kinds} (got {self.score_kind!r})")
+        if not 0 < self.window_false_alarm_rate < 1:
+            raise ValueError(f"window_false_alarm_rate must be in (0, 1) (got {self.window_false_alarm_rate})")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1) (got {self.validation_fraction})")
 
 
 def load_training_config(path: str | Path | None) -> tuple[FeatureParams, FitOptions]:
@@ -176,7 +187,7 @@ def fit(data_dir: str | Path, out_dir: str | Path, params: FeatureParams, option
         "acmon_version": __version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "feature_params": params.to_dict(),
-        "score_kind": "reconstruction_mse",
+        "score_kind": options.score_kind,
         "threshold": _UNCALIBRATED,
         "labels": [],
         "training": {
@@ -202,7 +213,7 @@ def fit(data_dir: str | Path, out_dir: str | Path, params: FeatureParams, option
         int8_scores.extend(r.score for r in pipeline.process(clip))
     int8_scores = np.asarray(int8_scores, dtype=np.float64)
     threshold, info = calibrate_threshold(int8_scores, options.window_false_alarm_rate)
-    float_scores = _float_scores(model, val_clips, params)
+    float_scores = _float_scores(model, val_clips, params, options.score_kind)
     parity = {
         "score_correlation": float(np.corrcoef(float_scores, int8_scores)[0, 1]) if len(int8_scores) > 1 else 1.0,
         "mean_abs_score_difference": float(np.mean(np.abs(float_scores - int8_scores))),
@@ -231,11 +242,11 @@ def fit(data_dir: str | Path, out_dir: str | Path, params: FeatureParams, option
     return summary
 
 
-def _float_scores(model, clips, params: FeatureParams) -> np.ndarray:
-    """Reconstruction MSE of the float Keras model on the same windows, for the int8 parity check."""
+def _float_scores(model, clips, params: FeatureParams, kind: str) -> np.ndarray:
+    """Scores of the float Keras model on the same windows, for the int8 parity check."""
     patches = clip_patches(clips, params)
     recon = model.predict(patches[..., None], verbose=0)[..., 0]
-    return np.mean((recon - patches) ** 2, axis=(1, 2)).astype(np.float64)
+    return np.array([reconstruction_score(p, r, kind) for p, r in zip(patches, recon)], dtype=np.float64)
 
 
 def register(subparsers) -> None:
