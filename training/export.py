@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -42,7 +46,43 @@ def convert_int8(model, representative_patches: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return bytes(converter.convert())
+    with quiet_native_output():
+        return bytes(converter.convert())
+
+
+@contextlib.contextmanager
+def quiet_native_output():
+    """Capture what the converter prints to file descriptors 1 and 2 (C++ logs, saved-model chatter).
+
+    The converter writes hundreds of lines a user cannot act on; they are kept
+    out of the terminal and logged at DEBUG, or shown in full if conversion fails.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        failed = False
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            text = sink.read().decode(errors="replace")
+            if failed:
+                sys.stderr.write(text)
+            else:
+                logger.debug("converter output:\n%s", text)
 
 
 def embed_metadata(tflite_bytes: bytes, document: dict[str, Any]) -> bytes:
