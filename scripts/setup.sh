@@ -70,7 +70,8 @@ if ((WITH_TFLITE)); then
   if [[ ! -f .venv-tflite/.acmon-installed ]]; then
     say "Creating .venv-tflite: tflite-runtime 2.14 with numpy<2, as on a 32-bit Raspberry Pi"
     [[ -x .venv-tflite/bin/python ]] || "$PYTHON" -m venv .venv-tflite
-    .venv-tflite/bin/python -m pip install --quiet "tflite-runtime==2.14.0" "numpy<2"
+    # The device CLI's own dependencies (no TensorFlow, no paho: scoring runs offline).
+    .venv-tflite/bin/python -m pip install --quiet "tflite-runtime==2.14.0" "numpy<2" pyyaml "pydantic>=2.5,<3"
     touch .venv-tflite/.acmon-installed
   fi
 fi

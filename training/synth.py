@@ -89,6 +89,7 @@ FAULT_LEVEL_DB = {
 BEARING_JITTER_FRACTION = 0.015  # rolling elements slip: defect intervals jitter by ~1-2 %
 BEARING_LOAD_ZONE_DEPTH = 0.6  # impact strength modulated once per shaft turn
 IMBALANCE_AM_DEPTH = 0.4  # amplitude modulation of the whole machine at the shaft rate
+IMBALANCE_HARMONICS_DB = ((1, 0.0), (2, -10.0), (3, -16.0))  # (multiple of shaft rate, level re 1x)
 RUB_RATE_HZ_RANGE = (2.0, 5.0)  # bursts per second
 CAVITATION_PULSE_RATE_HZ = 3000.0  # bubble collapses per second inside a burst
 CAVITATION_HIGHPASS_HZ = 1500.0
@@ -202,8 +203,8 @@ def machine_profile(machine_type: str, machine_id: int) -> MachineProfile:
         for k, a in zip(range(1, 4), (1.0, 0.45, 0.2)):
             add(k * blade_count, a * rng.uniform(0.6, 1.4), "blade")
         c1, c2 = rng.uniform(300.0, 1200.0), rng.uniform(1500.0, 4000.0)
-        resonances = ((c1, c1 * rng.uniform(0.3, 0.6), rng.uniform(3.0, 8.0)), (c2, c2 * 0.3, rng.uniform(1.0, 4.0)))
-        noise_slope, noise_to_tone_db = 0.3, rng.uniform(-6.0, 0.0)
+        resonances = ((c1, c1 * rng.uniform(0.3, 0.6), rng.uniform(2.0, 10.0)), (c2, c2 * 0.3, rng.uniform(1.0, 6.0)))
+        noise_slope, noise_to_tone_db = rng.uniform(0.1, 0.5), rng.uniform(-6.0, 0.0)
     elif machine_type == "fan":
         # Axial/centrifugal fan: slow shaft (12-25 Hz), 5-12 blades. Blade-pass tone and harmonics over strong
         # pinkish air turbulence with one broad hump from the duct.
@@ -214,8 +215,9 @@ def machine_profile(machine_type: str, machine_id: int) -> MachineProfile:
         for k, a in zip(range(1, 6), (1.0, 0.5, 0.3, 0.15, 0.1)):
             add(k * blade_count, a * rng.uniform(0.6, 1.4), "blade")
         c1 = rng.uniform(400.0, 1500.0)
-        resonances = ((c1, c1, rng.uniform(1.0, 3.0)),)
-        noise_slope, noise_to_tone_db = 0.5, rng.uniform(4.0, 9.0)
+        c2 = rng.uniform(2000.0, 5000.0)
+        resonances = ((c1, c1, rng.uniform(1.0, 4.0)), (c2, c2 * 0.5, rng.uniform(0.3, 2.0)))
+        noise_slope, noise_to_tone_db = rng.uniform(0.35, 0.7), rng.uniform(4.0, 9.0)
     elif machine_type == "gearbox":
         # Spur/helical gear stage: the mesh tone is teeth x shaft rate. Load and transmission error vary once
         # per turn, which amplitude-modulates the mesh tone and puts sidebands at +-k x shaft around it.
@@ -230,8 +232,8 @@ def machine_profile(machine_type: str, machine_id: int) -> MachineProfile:
                 for sign in (-1, 1):
                     add(k * blade_count + sign * j, mesh_amp * 0.3 * 0.6 ** (j - 1) * rng.uniform(0.5, 1.5), "sideband")
         c1 = rng.uniform(1000.0, 3500.0)
-        resonances = ((c1, c1 * 0.4, rng.uniform(2.0, 6.0)),)
-        noise_slope, noise_to_tone_db = 0.2, rng.uniform(-8.0, -3.0)
+        resonances = ((c1, c1 * 0.4, rng.uniform(2.0, 8.0)),)
+        noise_slope, noise_to_tone_db = rng.uniform(0.1, 0.4), rng.uniform(-8.0, -3.0)
     else:  # transformer
         # Magnetostriction makes the core lengthen twice per voltage cycle: the hum is at 2 x mains
         # (100 Hz for 50 Hz mains) with even harmonics of mains from core non-linearity. Cooling fans and
@@ -242,8 +244,8 @@ def machine_profile(machine_type: str, machine_id: int) -> MachineProfile:
         for h in range(2, 9):  # 200 ... 800 Hz for 50 Hz mains
             add(2 * h, min(0.6, 0.9 * h**-0.8 * rng.uniform(0.3, 1.2)), "hum_high")
         c1 = rng.uniform(300.0, 1000.0)
-        resonances = ((c1, c1 * 0.8, rng.uniform(1.0, 3.0)),)
-        noise_slope, noise_to_tone_db = 0.5, rng.uniform(-24.0, -18.0)
+        resonances = ((c1, c1 * 0.8, rng.uniform(1.0, 4.0)),)
+        noise_slope, noise_to_tone_db = rng.uniform(0.3, 0.8), rng.uniform(-26.0, -16.0)
 
     amps_arr = np.asarray(amps)
     amps_arr = amps_arr / np.sqrt(np.sum(amps_arr**2) / 2.0)  # unit RMS for the sum of tones
@@ -419,7 +421,8 @@ def _render_machine(
 def _render_background(n: int, sample_rate_hz: int, rng: np.random.Generator) -> np.ndarray:
     """Plant background of unit RMS: broadband, low rumble and sometimes a distant machine tone."""
     freqs = np.fft.rfftfreq(n, 1.0 / sample_rate_hz)
-    broadband = (np.maximum(freqs, 20.0) / 1000.0) ** -rng.uniform(*BG_SLOPE_RANGE) * _lowpass_mag(freqs, NOISE_ROLLOFF_HZ)
+    slope = rng.uniform(*BG_SLOPE_RANGE)
+    broadband = (np.maximum(freqs, 20.0) / 1000.0) ** -slope * _lowpass_mag(freqs, NOISE_ROLLOFF_HZ)
     rumble = _lowpass_mag(freqs, rng.uniform(*BG_RUMBLE_CORNER_HZ_RANGE))
     rumble_gain = 10.0 ** (rng.uniform(*BG_RUMBLE_GAIN_DB_RANGE) / 20.0)
     magnitude = broadband / _rms(broadband) + rumble_gain * rumble / _rms(rumble)
@@ -431,7 +434,10 @@ def _render_background(n: int, sample_rate_hz: int, rng: np.random.Generator) ->
         t = np.arange(n) / sample_rate_hz
         seconds = n / sample_rate_hz
         f0_hz = rng.uniform(*BG_TONE_HZ_RANGE)
-        tone = sum(a * np.sin(2.0 * np.pi * k * f0_hz * t + rng.uniform(0, 2 * np.pi)) for k, a in ((1, 1.0), (2, 0.5), (3, 0.25)) if k * f0_hz < MAX_FREQ_FRACTION * sample_rate_hz)
+        tone = np.zeros(n)
+        for k, amp in ((1, 1.0), (2, 0.5), (3, 0.25)):
+            if k * f0_hz < MAX_FREQ_FRACTION * sample_rate_hz:
+                tone += amp * np.sin(2.0 * np.pi * k * f0_hz * t + rng.uniform(0, 2 * np.pi))
         on_s = rng.uniform(-0.3, 0.7) * seconds
         off_s = on_s + rng.uniform(0.3, 1.0) * seconds
         fade_s = 0.5
@@ -442,6 +448,8 @@ def _render_background(n: int, sample_rate_hz: int, rng: np.random.Generator) ->
 
 @dataclass
 class _FaultInput:
+    """What a fault renderer needs: the machine it breaks, its random stream and the strength in (0, 1]."""
+
     profile: MachineProfile
     machine: _MachineSound
     n: int
@@ -455,6 +463,7 @@ class _FaultInput:
         return self.strength * self.machine.rms
 
     def clamp_hz(self, f_hz: float) -> float:
+        """A resonance frequency kept below 0.4 x sample rate (low sample rates)."""
         return min(f_hz, 0.4 * self.sample_rate_hz)
 
 
@@ -470,7 +479,9 @@ def _fault_bearing(f: _FaultInput) -> np.ndarray:
     # The load zone: impacts are hardest where the shaft load presses the race (once per revolution).
     load_zone = 1.0 + BEARING_LOAD_ZONE_DEPTH * np.cos(theta[events] - f.rng.uniform(0, 2 * np.pi))
     amplitudes = load_zone * f.rng.lognormal(0.0, 0.25, events.size)
-    ringing = _ring(_impulse_train(f.n, positions, amplitudes), f.sample_rate_hz, f.clamp_hz(f.profile.bearing_resonance_hz), f.profile.bearing_decay_s)
+    impulses = _impulse_train(f.n, positions, amplitudes)
+    resonance_hz = f.clamp_hz(f.profile.bearing_resonance_hz)
+    ringing = _ring(impulses, f.sample_rate_hz, resonance_hz, f.profile.bearing_decay_s)
     return _unit_rms(ringing) * f.level * 10.0 ** (FAULT_LEVEL_DB["bearing"] / 20.0)
 
 
@@ -478,9 +489,10 @@ def _fault_rubbing(f: _FaultInput) -> np.ndarray:
     """Rotor touching the stator/seal: random clicks (few ms) and scrapes (tens of ms) of band-passed noise."""
     sr = f.sample_rate_hz
     rate_hz = f.rng.uniform(*RUB_RATE_HZ_RANGE)
-    count = f.rng.poisson(rate_hz * f.n / sr)
+    count = max(1, int(f.rng.poisson(rate_hz * f.n / sr)))  # at least one contact per clip
     envelope = np.zeros(f.n)
-    for start, is_click, amp in zip(f.rng.integers(0, f.n, count), f.rng.random(count) < 0.6, f.rng.lognormal(0.0, 0.4, count)):
+    starts, is_clicks, amps = f.rng.integers(0, f.n, count), f.rng.random(count) < 0.6, f.rng.lognormal(0.0, 0.4, count)
+    for start, is_click, amp in zip(starts, is_clicks, amps):
         if is_click:
             length = int(f.rng.uniform(3e-3, 10e-3) * sr)
             k = np.arange(length)
@@ -497,9 +509,17 @@ def _fault_rubbing(f: _FaultInput) -> np.ndarray:
 
 
 def _fault_imbalance(f: _FaultInput) -> np.ndarray:
-    """Mass imbalance: a strong 1x shaft tone, and the whole machine sound modulated at the shaft rate."""
+    """Mass imbalance: a strong 1x shaft tone, and the whole machine sound modulated at the shaft rate.
+
+    The centrifugal force of the unbalanced mass turns once per revolution: 1x dominates. The larger
+    vibration drives the non-linear supports, adding weaker 2x and 3x (which also lifts the fault above
+    the ~50 Hz lower edge of the device's mel bands for slow machines).
+    """
     theta = f.machine.theta_rad
-    tone = np.sqrt(2.0) * np.sin(theta + f.rng.uniform(0, 2 * np.pi))  # unit RMS
+    tone = np.zeros(f.n)
+    for harmonic, gain_db in IMBALANCE_HARMONICS_DB:
+        tone += 10.0 ** (gain_db / 20.0) * np.sin(harmonic * theta + f.rng.uniform(0, 2 * np.pi))
+    tone = _unit_rms(tone)
     modulation = IMBALANCE_AM_DEPTH * f.strength * np.cos(theta + f.rng.uniform(0, 2 * np.pi)) * f.machine.total
     return tone * f.level * 10.0 ** (FAULT_LEVEL_DB["imbalance"] / 20.0) + modulation
 
@@ -514,7 +534,9 @@ def _fault_cavitation(f: _FaultInput) -> np.ndarray:
     t = np.arange(f.n) / sr
     envelope = np.full(f.n, 0.25)  # some steady crackle between the bursts
     count = f.rng.poisson(3.0 * f.n / sr)
-    for start_s, length_s, amp in zip(f.rng.uniform(0, f.n / sr, count), f.rng.uniform(0.05, 0.3, count), f.rng.uniform(0.5, 1.0, count)):
+    starts_s = f.rng.uniform(0, f.n / sr, count)
+    lengths_s, amps = f.rng.uniform(0.05, 0.3, count), f.rng.uniform(0.5, 1.0, count)
+    for start_s, length_s, amp in zip(starts_s, lengths_s, amps):
         inside = (t >= start_s) & (t < start_s + length_s)
         envelope[inside] += amp * np.sin(np.pi * (t[inside] - start_s) / length_s)
     vanes = max(1, f.profile.blade_count)
@@ -522,7 +544,8 @@ def _fault_cavitation(f: _FaultInput) -> np.ndarray:
     positions = np.flatnonzero(f.rng.random(f.n) < CAVITATION_PULSE_RATE_HZ / sr)
     spikes = _impulse_train(f.n, positions, np.minimum(f.rng.lognormal(0.0, 0.6, positions.size), 4.0)) * envelope
     freqs = np.fft.rfftfreq(f.n, 1.0 / sr)
-    shaped = np.fft.irfft(np.fft.rfft(spikes) * _highpass_mag(freqs, CAVITATION_HIGHPASS_HZ) * _lowpass_mag(freqs, NOISE_ROLLOFF_HZ), f.n)
+    response = _highpass_mag(freqs, CAVITATION_HIGHPASS_HZ) * _lowpass_mag(freqs, NOISE_ROLLOFF_HZ)
+    shaped = np.fft.irfft(np.fft.rfft(spikes) * response, f.n)
     return _unit_rms(shaped) * f.level * 10.0 ** (FAULT_LEVEL_DB["cavitation"] / 20.0)
 
 
@@ -538,7 +561,8 @@ def _fault_blade(f: _FaultInput) -> np.ndarray:
     window = _once_per_turn_window(theta, at_rad, np.pi / blades)
     missing = -BLADE_MISSING_DEPTH * f.strength * window * f.machine.groups.get("blade", np.zeros(f.n))
     freqs = np.fft.rfftfreq(f.n, 1.0 / f.sample_rate_hz)
-    turbulence = _once_per_turn_window(theta, at_rad, 2 * np.pi / blades) * _shaped_noise(f.rng, f.n, _bandpass_mag(freqs, 200.0, 3000.0))
+    band_noise = _shaped_noise(f.rng, f.n, _bandpass_mag(freqs, 200.0, 3000.0))
+    turbulence = _once_per_turn_window(theta, at_rad, 2 * np.pi / blades) * band_noise
     thump = _unit_rms(window - window.mean()) + _unit_rms(turbulence)
     return missing + _unit_rms(thump) * f.level * 10.0 ** (FAULT_LEVEL_DB["blade"] / 20.0)
 
@@ -564,7 +588,8 @@ def _fault_corona(f: _FaultInput) -> np.ndarray:
     k = np.arange(int(5 * CORONA_PULSE_DECAY_S * f.sample_rate_hz) + 1)
     pulse = f.rng.standard_normal(k.size) * np.exp(-k / (CORONA_PULSE_DECAY_S * f.sample_rate_hz))
     pulse_spectrum = np.fft.rfft(pulse / np.sqrt(np.sum(pulse**2)), f.n)
-    crackle = np.fft.irfft(np.fft.rfft(spikes) * pulse_spectrum * _highpass_mag(freqs, CORONA_HIGHPASS_HZ) * _lowpass_mag(freqs, NOISE_ROLLOFF_HZ), f.n)
+    response = pulse_spectrum * _highpass_mag(freqs, CORONA_HIGHPASS_HZ) * _lowpass_mag(freqs, NOISE_ROLLOFF_HZ)
+    crackle = np.fft.irfft(np.fft.rfft(spikes) * response, f.n)
     hum_increase = CORONA_HUM_INCREASE * f.strength * f.machine.groups.get("hum_high", np.zeros(f.n))
     return _unit_rms(crackle) * f.level * 10.0 ** (FAULT_LEVEL_DB["corona"] / 20.0) + hum_increase
 
@@ -577,7 +602,8 @@ def _fault_gear_tooth(f: _FaultInput) -> np.ndarray:
     impacts = _impulse_train(f.n, events.astype(float), f.rng.lognormal(0.0, 0.15, events.size))
     ringing = _ring(impacts, f.sample_rate_hz, f.clamp_hz(f.profile.casing_resonance_hz), GEAR_TOOTH_DECAY_S)
     teeth = max(1, f.profile.blade_count)
-    dip = -GEAR_TOOTH_MESH_DIP * f.strength * _once_per_turn_window(theta, at_rad, 2 * np.pi / teeth) * f.machine.groups.get("mesh", np.zeros(f.n))
+    window = _once_per_turn_window(theta, at_rad, 2 * np.pi / teeth)
+    dip = -GEAR_TOOTH_MESH_DIP * f.strength * window * f.machine.groups.get("mesh", np.zeros(f.n))
     return _unit_rms(ringing) * f.level * 10.0 ** (FAULT_LEVEL_DB["gear_tooth"] / 20.0) + dip
 
 
@@ -617,7 +643,7 @@ def render_clip(
         machine_id: machine id (>= 0); the machine's character is derived from (type, id).
         seconds: clip length in s.
         sample_rate_hz: sample rate in Hz (>= 8000).
-        fault: None for a normal clip, else one of FAULTS_BY_TYPE[machine_type].
+        fault: None (or "", as in the manifest) for a normal clip, else one of FAULTS_BY_TYPE[machine_type].
         fault_strength: in (0, 1]; scales the fault amplitude linearly (0.1 is faint, 1.0 clear).
         snr_db: machine RMS re background RMS in dB (fault not counted).
         seed: non-negative int; the clip's own seed.
@@ -630,8 +656,10 @@ def render_clip(
         AcmonError: an argument is out of range or unknown.
     """
     _check_machine_type(machine_type)
+    fault = fault or None
     if fault is not None and fault not in FAULTS_BY_TYPE[machine_type]:
-        raise AcmonError(f"fault: {fault!r} is not a {machine_type} fault; allowed: {', '.join(FAULTS_BY_TYPE[machine_type])}")
+        allowed = ", ".join(FAULTS_BY_TYPE[machine_type])
+        raise AcmonError(f"fault: {fault!r} is not a {machine_type} fault; allowed: {allowed}")
     if fault is not None and not 0.0 < fault_strength <= 1.0:
         raise AcmonError(f"fault_strength: must be in (0, 1], got {fault_strength}")
     if not seconds > 0:
@@ -645,7 +673,8 @@ def render_clip(
     sample_rate_hz = int(sample_rate_hz)
     n = max(1, int(round(seconds * sample_rate_hz)))
     profile = machine_profile(machine_type, machine_id)
-    op_rng, noise_rng, bg_rng, level_rng, fault_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5))
+    streams = np.random.SeedSequence(int(seed)).spawn(5)
+    op_rng, noise_rng, bg_rng, level_rng, fault_rng = (np.random.default_rng(s) for s in streams)
 
     machine = _render_machine(profile, n, sample_rate_hz, op_rng, noise_rng)
     background = _render_background(n, sample_rate_hz, bg_rng) * machine.rms * 10.0 ** (-snr_db / 20.0)
@@ -653,11 +682,12 @@ def render_clip(
     target_rms = 10.0 ** (level_rng.uniform(*CLIP_RMS_DBFS_RANGE) / 20.0)
     gain = target_rms / max(_rms(mix), 1e-12)
     if fault is not None:
-        mix = mix + _FAULT_RENDERERS[fault](_FaultInput(profile, machine, n, sample_rate_hz, fault_rng, float(fault_strength)))
+        fault_input = _FaultInput(profile, machine, n, sample_rate_hz, fault_rng, float(fault_strength))
+        mix = mix + _FAULT_RENDERERS[fault](fault_input)
     clip = mix * gain
     peak = float(np.max(np.abs(clip)))
     if peak > PEAK_LIMIT:
-        logger.debug("clip %s id %d seed %d: peak %.3f scaled down to %.2f", machine_type, machine_id, seed, peak, PEAK_LIMIT)
+        logger.debug("%s id %d seed %d: peak %.3f scaled to %.2f", machine_type, machine_id, seed, peak, PEAK_LIMIT)
         clip *= PEAK_LIMIT / peak
     return clip.astype(np.float32)
 
@@ -667,11 +697,17 @@ def clip_seed(seed: int, machine_type: str, machine_id: int, split: str, label: 
     return int(_clip_seed_sequence(seed, machine_type, machine_id, split, label, index).generate_state(1)[0])
 
 
-def _clip_seed_sequence(seed: int, machine_type: str, machine_id: int, split: str, label: str, index: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(seed), _type_code(machine_type), int(machine_id), SPLIT_CODES[split], LABEL_CODES[label], int(index)])
+def _clip_seed_sequence(
+    seed: int, machine_type: str, machine_id: int, split: str, label: str, index: int
+) -> np.random.SeedSequence:
+    entropy = [int(seed), _type_code(machine_type), int(machine_id), SPLIT_CODES[split], LABEL_CODES[label], int(index)]
+    return np.random.SeedSequence(entropy)
 
 
-def _check_range(name: str, value: Sequence[float], low: float | None, high: float | None, low_open: bool = False) -> tuple[float, float]:
+def _check_range(
+    name: str, value: Sequence[float], low: float | None, high: float | None, low_open: bool = False
+) -> tuple[float, float]:
+    """(lo, hi) as floats with lo <= hi inside [low, high] (low excluded if low_open); else AcmonError naming `name`."""
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -758,7 +794,7 @@ def make_dataset(
     rows = []
     for machine_type, machine_id, split, label, index in tqdm(jobs, desc="synth", unit="clip", disable=not progress):
         sequence = _clip_seed_sequence(seed, machine_type, machine_id, split, label, index)
-        this_seed = int(sequence.generate_state(1)[0])
+        clip = int(sequence.generate_state(1)[0])  # the clip's own seed
         meta_rng = np.random.default_rng(sequence)
         snr_db = round(float(meta_rng.uniform(snr_lo, snr_hi)), SNR_DECIMALS)
         fault, strength = None, 0.0
@@ -767,15 +803,25 @@ def make_dataset(
             fault = faults[index % len(faults)]
             strength = round(float(meta_rng.uniform(strength_lo, strength_hi)), STRENGTH_DECIMALS)
             strength = min(max(strength, 10.0**-STRENGTH_DECIMALS), 1.0)
-        samples = render_clip(machine_type, machine_id, seconds, sample_rate_hz, fault, strength if fault else 1.0, snr_db, this_seed)
+        samples = render_clip(
+            machine_type, machine_id, seconds, sample_rate_hz, fault, strength if fault else 1.0, snr_db, clip
+        )
         relative = Path(machine_type) / split / f"{label}_id_{machine_id:02d}_{index:08d}.wav"
         write_wav(out / relative, samples, sample_rate_hz, sample_format="int16")
-        rows.append((relative.as_posix(), machine_type, machine_id, split, label, fault or "", f"{strength:.{STRENGTH_DECIMALS}f}", f"{snr_db:.{SNR_DECIMALS}f}", this_seed))
+        strength_text, snr_text = f"{strength:.{STRENGTH_DECIMALS}f}", f"{snr_db:.{SNR_DECIMALS}f}"
+        rows.append(
+            (relative.as_posix(), machine_type, machine_id, split, label, fault or "", strength_text, snr_text, clip)
+        )
 
     with open(out / MANIFEST_NAME, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
         writer.writerows(rows)
+    written = {row[0] for row in rows}
+    on_disk = [path for machine_type in machine_types for path in (out / machine_type).glob("*/*.wav")]
+    stale = [path for path in on_disk if path.relative_to(out).as_posix() not in written]
+    if stale:
+        logger.warning("%s: %d older .wav file(s) not in %s remain (e.g. %s)", out, len(stale), MANIFEST_NAME, stale[0])
     logger.info("wrote %d clips and %s to %s", len(rows), MANIFEST_NAME, out)
     return out
 
@@ -819,18 +865,53 @@ def register(subparsers) -> argparse.ArgumentParser:
             "Deterministic for a given --seed. Negative values need '=': --snr-db=-3,9."
         ),
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--demo", action="store_true", help=f"write the small demo dataset ({DEMO_MACHINE_TYPE} id 0, {DEMO_N_TRAIN} train + {DEMO_N_TEST_NORMAL} + {DEMO_N_TEST_ANOMALY} test clips of {DEMO_SECONDS:g} s); other size options are ignored")
-    parser.add_argument("--machine-types", default="pump", metavar="T1,T2", help=f"comma-separated machine types from {','.join(MACHINE_TYPES)} (default: %(default)s)")
-    parser.add_argument("--ids", type=int, default=1, metavar="N", help=f"number of machines per type, ids 0..N-1, N <= {MAX_MACHINE_ID + 1} (default: %(default)s)")
-    parser.add_argument("--train", type=int, default=20, metavar="N", help="normal training clips per machine (default: %(default)s)")
-    parser.add_argument("--test-normal", type=int, default=5, metavar="N", help="normal test clips per machine (default: %(default)s)")
-    parser.add_argument("--test-anomaly", type=int, default=5, metavar="N", help="anomalous test clips per machine, cycling through the type's faults (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=10.0, metavar="S", help="clip length in seconds (default: %(default)s)")
-    parser.add_argument("--snr-db", default="3,9", metavar="LO,HI", help="machine-to-background ratio range in dB, drawn uniformly per clip (default: %(default)s)")
-    parser.add_argument("--fault-strength", default="0.5,1.0", metavar="LO,HI", help="fault strength range within (0, 1], 0.1 faint, 1.0 clear (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, metavar="N", help="dataset seed, >= 0 (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar on stderr")
+    add = parser.add_argument
+    add("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    add(
+        "--demo",
+        action="store_true",
+        help=f"write the small demo dataset instead ({DEMO_MACHINE_TYPE} id {DEMO_MACHINE_ID}, {DEMO_N_TRAIN} train + "
+        f"{DEMO_N_TEST_NORMAL} normal + {DEMO_N_TEST_ANOMALY} anomalous test clips of {DEMO_SECONDS:g} s); "
+        "the size, range and type options are ignored",
+    )
+    add(
+        "--machine-types",
+        default="pump",
+        metavar="T1,T2",
+        help=f"comma-separated machine types from {','.join(MACHINE_TYPES)} (default: %(default)s)",
+    )
+    add(
+        "--ids",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"machines per type, ids 0..N-1, N from 1 to {MAX_MACHINE_ID + 1} (default: %(default)s)",
+    )
+    add("--train", type=int, default=20, metavar="N", help="normal training clips per machine (default: %(default)s)")
+    add("--test-normal", type=int, default=5, metavar="N", help="normal test clips per machine (default: %(default)s)")
+    add(
+        "--test-anomaly",
+        type=int,
+        default=5,
+        metavar="N",
+        help="anomalous test clips per machine, cycling through the type's faults (default: %(default)s)",
+    )
+    add("--seconds", type=float, default=10.0, metavar="S", help="clip length in seconds (default: %(default)s)")
+    add(
+        "--snr-db",
+        default="3,9",
+        metavar="LO,HI",
+        help="machine-to-background ratio range in dB, drawn uniformly per clip; write negative values as "
+        "--snr-db=-3,9 (default: %(default)s)",
+    )
+    add(
+        "--fault-strength",
+        default="0.5,1.0",
+        metavar="LO,HI",
+        help="fault strength range within (0, 1]: 0.1 faint, 1.0 clear (default: %(default)s)",
+    )
+    add("--seed", type=int, default=0, metavar="N", help="dataset seed, >= 0 (default: %(default)s)")
+    add("--no-progress", action="store_true", help="do not show the progress bar on stderr")
     parser.set_defaults(func=run_synth)
     return parser
 
@@ -863,7 +944,8 @@ def run_synth(args: argparse.Namespace) -> int:
             _check_machine_type(machine_type, "--machine-types")
         if not 1 <= args.ids <= MAX_MACHINE_ID + 1:
             raise AcmonError(f"--ids: number of machines must be 1-{MAX_MACHINE_ID + 1}, got {args.ids}")
-        for flag, value in (("--train", args.train), ("--test-normal", args.test_normal), ("--test-anomaly", args.test_anomaly)):
+        counts = (("--train", args.train), ("--test-normal", args.test_normal), ("--test-anomaly", args.test_anomaly))
+        for flag, value in counts:
             if value < 0:
                 raise AcmonError(f"{flag}: must be >= 0, got {value}")
         if not args.seconds > 0:
@@ -871,7 +953,8 @@ def run_synth(args: argparse.Namespace) -> int:
         if args.seed < 0:
             raise AcmonError(f"--seed: must be >= 0, got {args.seed}")
         snr_db_range = _check_range("--snr-db", _parse_pair(args.snr_db, "--snr-db"), None, None)
-        strength_range = _check_range("--fault-strength", _parse_pair(args.fault_strength, "--fault-strength"), 0.0, 1.0, low_open=True)
+        strength_pair = _parse_pair(args.fault_strength, "--fault-strength")
+        strength_range = _check_range("--fault-strength", strength_pair, 0.0, 1.0, low_open=True)
         seconds = float(args.seconds)
         out = make_dataset(
             args.out,
@@ -888,5 +971,6 @@ def run_synth(args: argparse.Namespace) -> int:
         )
     with open(out / MANIFEST_NAME, encoding="utf-8") as fh:
         n_clips = sum(1 for _ in fh) - 1
-    print(f"synth: wrote {n_clips} clips ({n_clips * seconds / 60:.1f} min of audio, {SAMPLE_RATE_HZ} Hz 16-bit) and {MANIFEST_NAME} to {out}")
+    minutes = n_clips * seconds / 60.0
+    print(f"synth: wrote {n_clips} clips ({minutes:.1f} min of audio, 16-bit WAV) and {MANIFEST_NAME} to {out}")
     return 0

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # the package is not installed and pytest has no pythonpath setting
-    sys.path.insert(0, str(REPO_ROOT))
 
 from device.audio_io import WavReader, describe_wav, read_wav, to_mono, write_wav  # noqa: E402
 from device.errors import AudioError  # noqa: E402
@@ -288,10 +286,23 @@ def test_directory(tmp_path):
     _assert_audio_error(tmp_path, "directory")
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read anything")
-def test_permission_denied(tmp_path):
+def test_permission_denied(tmp_path, monkeypatch):
     path = tmp_path / "secret.wav"
     write_wav(path, np.zeros(4), 8000)
+    if os.geteuid() == 0:
+        # Root reads anything, and CI runs as root: simulate the kernel's refusal at open().
+        import builtins
+
+        real_open = builtins.open
+
+        def refusing_open(file, mode="r", *args, **kwargs):
+            if str(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refusing_open)
+        _assert_audio_error(path, "permission denied")
+        return
     path.chmod(0)
     try:
         _assert_audio_error(path, "permission denied")

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # the package is not installed and pytest has no pythonpath setting
-    sys.path.insert(0, str(REPO))
 
 from device.config import (  # noqa: E402
     AcmonConfig,

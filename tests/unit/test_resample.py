@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # the package is not installed and pytest has no pythonpath setting
-    sys.path.insert(0, str(REPO_ROOT))
 
 from device.resample import StreamingResampler, resample, resample_poly  # noqa: E402
 

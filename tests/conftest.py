@@ -1,0 +1,68 @@
+"""Shared fixtures: a real mosquitto on loopback, demo recordings, a tiny int8 model trained in the test run."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Mosquitto, Subscriber, require
+
+
+@pytest.fixture(scope="session")
+def mosquitto_bin() -> str:
+    path = shutil.which("mosquitto")
+    require(path is not None, "mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker(mosquitto_bin, tmp_path_factory):
+    """One broker for the session; tests keep apart by using their own topic prefixes."""
+    b = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def unique_prefix(request) -> str:
+    """A topic prefix of this test's own, so tests sharing a broker never see each other's messages."""
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
+    return f"t{time.monotonic_ns() % 10**9}-{name}"
+
+
+@pytest.fixture
+def subscribe():
+    subs: list[Subscriber] = []
+
+    def make(host: str, port: int, topic: str, **kwargs) -> Subscriber:
+        sub = Subscriber(host, port, topic, **kwargs)
+        subs.append(sub)
+        return sub
+
+    yield make
+    for sub in subs:
+        sub.close()
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """The demo's synthetic pump recordings (DCASE layout), made once per session."""
+    from training.synth import make_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo-data")
+    make_demo_dataset(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_model(demo_data, tmp_path_factory) -> Path:
+    """A real int8 model trained in this test run on the demo recordings (kept small for speed)."""
+    from device.features import FeatureParams
+    from training.fit import FitOptions, fit
+
+    out = tmp_path_factory.mktemp("model")
+    fit(demo_data / "pump", out, FeatureParams(), FitOptions(seed=0))
+    return out
