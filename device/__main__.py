@@ -46,8 +46,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
     use_mqtt = False if args.no_mqtt else (None if args.config else False)
+    runner = Runner(cfg, model_path=args.model, broker=args.broker, use_mqtt=use_mqtt)
     paths = expand_wav_paths(args.wavs)
-    with Runner(cfg, model_path=args.model, broker=args.broker, use_mqtt=use_mqtt) as runner:
+    with runner:
         for path in paths:
             stream = WavFileStream(
                 path,
@@ -70,8 +71,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .sources import WavFileStream, expand_wav_paths  # noqa: PLC0415
 
     cfg = _load_config(args.config)
-    paths = expand_wav_paths(args.wavs)
     runner = Runner(cfg, model_path=args.model, use_mqtt=False, events_out=None)
+    paths = expand_wav_paths(args.wavs)
     for path in paths:
         stream = WavFileStream(path, runner.model.params.sample_rate_hz, block_samples=cfg.audio.block_samples)
         summary = runner.run_stream(str(path), stream.blocks())

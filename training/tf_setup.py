@@ -16,7 +16,9 @@ def import_tensorflow(seed: int | None = None):
     Returns:
         The tensorflow module.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3 also hides TF's C++ "E0000 ... NodeDef mentions attribute" lines, which are harmless
+    # version-skew notices that look like failures; real failures still raise Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf  # noqa: PLC0415 - deliberately lazy: only training pays for it
 

@@ -1,0 +1,125 @@
+"""Speed of the device path: front end vs a scipy reference, int8 inference, and the whole replay pipeline.
+
+Usage: python benchmarks/bench_pipeline.py [--model models/demo] [--seconds 120] [--json]
+
+Measured in one run on the same windows:
+- front end per analysis window: device.features.compute_logmel against the textbook
+  route (scipy.signal.stft + mel matrix product + log), and their agreement;
+- int8 inference per window (the runtime the device picks);
+- whole pipeline (WavFileStream -> RingBuffer -> features -> int8 model -> Detector)
+  real-time factor at the model's hop (50 % overlap by default);
+- peak resident memory of this process.
+A benchmark, not a test: numbers vary with the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from device.audio_io import write_wav  # noqa: E402
+from device.detector import DetectorSettings  # noqa: E402
+from device.features import POWER_FLOOR, compute_logmel, extract_patch, mel_filterbank  # noqa: E402
+from device.inference import AnomalyModel  # noqa: E402
+from device.pipeline import Pipeline, iter_windows  # noqa: E402
+from device.sources import WavFileStream  # noqa: E402
+
+
+def scipy_reference(windows, params):
+    """The same log-mel through scipy.signal.stft (no padding, periodic Hann) and a matrix product."""
+    from scipy import signal
+
+    fb = mel_filterbank(params)
+    out = []
+    for w in windows:
+        _, _, z = signal.stft(
+            w, nperseg=params.n_fft, noverlap=params.n_fft - params.stft_hop_samples, window="hann",
+            boundary=None, padded=False, scaling="spectrum", detrend=False, return_onesided=True,
+        )
+        # scipy scales by 1/sum(window); undo it to compare raw power.
+        power = (np.abs(z.T) * np.hanning(params.n_fft + 1)[:-1].sum()) ** 2
+        out.append(10 * np.log10(np.maximum(power @ fb, POWER_FLOOR)))
+    return out
+
+
+def best_of(fn, repeats=5):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(REPO / "models" / "demo"), help="model file or folder (default: models/demo)")
+    parser.add_argument("--seconds", type=float, default=120.0, help="length of the replayed audio (seconds, default: 120)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    args = parser.parse_args()
+    model_path = Path(args.model)
+    if not (model_path / "model.tflite").exists() and not model_path.is_file():
+        print(f"error: {model_path}: no model; run `make demo` first or pass --model", file=sys.stderr)
+        return 1
+    model = AnomalyModel(model_path)
+    p = model.params
+    rng = np.random.default_rng(0)
+    t = np.arange(int(args.seconds * p.sample_rate_hz)) / p.sample_rate_hz
+    audio = (0.1 * np.sin(2 * np.pi * 50 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    windows = [w.samples for w in iter_windows([audio], p)]
+    n = len(windows)
+
+    ours_s = best_of(lambda: [compute_logmel(w, p) for w in windows]) / n
+    ref_s = best_of(lambda: scipy_reference(windows, p)) / n
+    diff_db = max(float(np.max(np.abs(a - compute_logmel(w, p)))) for a, w in zip(scipy_reference(windows[:20], p), windows[:20]))
+    patches = [extract_patch(w, p) for w in windows]
+    infer_s = best_of(lambda: [model.score(x) for x in patches], repeats=3) / n
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "bench.wav"
+        write_wav(wav, audio, p.sample_rate_hz)
+
+        def replay():
+            pipe = Pipeline(model, DetectorSettings(threshold=model.threshold))
+            for block in WavFileStream(wav, p.sample_rate_hz, block_samples=1024).blocks():
+                pipe.process(block)
+
+        replay_s = best_of(replay, repeats=3)
+    results = {
+        "windows": n,
+        "window_seconds": p.window_seconds,
+        "hop_seconds": p.hop_seconds,
+        "runtime": model.runtime.name,
+        "frontend_ms_per_window": ours_s * 1e3,
+        "scipy_reference_ms_per_window": ref_s * 1e3,
+        "frontend_max_abs_difference_db": diff_db,
+        "int8_inference_ms_per_window": infer_s * 1e3,
+        "replay_real_time_factor": args.seconds / replay_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"| measure ({n} windows of {p.window_seconds:.2f} s, hop {p.hop_seconds:.2f} s) | value |")
+    print("|---|---|")
+    print(f"| front end, acmon (numpy rfft + mel matmul) | {ours_s * 1e3:.3f} ms/window |")
+    print(f"| front end, reference (scipy.signal.stft + mel matmul) | {ref_s * 1e3:.3f} ms/window |")
+    print(f"| largest difference between the two | {diff_db:.4f} dB |")
+    print(f"| int8 inference ({model.runtime.name}, 1 thread) | {infer_s * 1e3:.3f} ms/window |")
+    print(f"| whole replay pipeline (WAV to decisions) | {args.seconds / replay_s:.0f}x real time |")
+    print(f"| peak RSS of this process (incl. scipy for the reference) | {results['peak_rss_mb']:.0f} MB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
