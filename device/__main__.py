@@ -8,8 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
-from . import __version__
-from .cli import run_command, setup_logging
+from .cli import make_parser, run_command, setup_logging
 
 logger = logging.getLogger("device")
 
@@ -145,10 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m device", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"acmon {__version__}")
-    parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    parser, commands = make_parser("python -m device", __doc__)
 
     p = commands.add_parser("run", help="run the monitor on the configured source (microphone, WAV or stdin)")
     p.add_argument("--config", required=True, help="YAML config file (see configs/device.yaml)")

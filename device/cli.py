@@ -17,6 +17,16 @@ def setup_logging(level: str | int = "INFO") -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
 
 
+def make_parser(prog: str, description: str | None) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The parser every acmon CLI starts from: --version, --debug, and a COMMAND subparser group."""
+    from . import __version__  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"acmon {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    return parser, parser.add_subparsers(title="commands", metavar="COMMAND")
+
+
 def run_command(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,

@@ -6,17 +6,13 @@ import argparse
 import sys
 from typing import Sequence
 
-from device import __version__
-from device.cli import run_command
+from device.cli import make_parser, run_command
 
 from . import inspect_model
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m firmware_tools", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"acmon {__version__}")
-    parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    parser, commands = make_parser("python -m firmware_tools", __doc__)
     inspect_model.register(commands)
     return parser
 

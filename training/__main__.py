@@ -6,17 +6,13 @@ import argparse
 import sys
 from typing import Sequence
 
-from device import __version__
-from device.cli import run_command
+from device.cli import make_parser, run_command
 
 from . import fit, synth
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"acmon {__version__}")
-    parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    parser, commands = make_parser("python -m training", __doc__)
     synth.register(commands)
     fit.register(commands)
     return parser
