@@ -24,8 +24,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     cal = meta.extra.get("calibration")
     if cal:
         print(
-            f"calibrated  {cal['method']} on {cal['n_windows']} held-out normal windows, "
-            f"target false-alarm rate {cal['window_false_alarm_rate']:g} per window"
+            f"calibrated  {cal['method']} on {cal['n_windows']} held-out normal windows "
+            f"({cal['held_out_seconds'] / 60:.1f} min) for {cal['false_alarms_per_day']:g} false alarm(s) per day "
+            f"with {cal['patience_windows']}-window patience"
         )
     print(
         f"front end   {p.sample_rate_hz} Hz, n_fft {p.n_fft}, STFT hop {p.stft_hop_samples}, {p.n_mels} mels "
