@@ -64,5 +64,5 @@ def trained_model(demo_data, tmp_path_factory) -> Path:
     from training.fit import FitOptions, fit
 
     out = tmp_path_factory.mktemp("model")
-    fit(demo_data / "pump", out, FeatureParams(), FitOptions(seed=0))
+    fit(demo_data / "pump", out, FeatureParams(), FitOptions(seed=0, cache_dir=str(out / "cache")), progress=False)
     return out

@@ -112,7 +112,7 @@ def embed_metadata(tflite_bytes: bytes, document: dict[str, Any]) -> bytes:
     buffer.data = np.frombuffer(payload, dtype=np.uint8)
     out = flatbuffer_utils.convert_object_to_bytearray(model)
     # Read it back with the device's own reader: what we wrote is what the device will see.
-    assert json.loads(embedded_metadata(out, "exported model")[METADATA_NAME]) == document
+    assert json.loads(embedded_metadata(out, "exported model")[METADATA_NAME]) == json.loads(payload)
     return out
 
 

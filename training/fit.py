@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
@@ -24,9 +26,10 @@ from device.inference import AnomalyModel, reconstruction_score
 from device.model_file import MODEL_FILENAME, sha256_hex
 from device.pipeline import Pipeline
 
-from .datasets import clip_patches, find_normal_training_files, load_clips
+from .datasets import clip_patches, find_normal_training_files, load_clip
 from .export import convert_int8, embed_metadata, write_atomic
-from .models import build_autoencoder, copy_for_export
+from .models import build_autoencoder, build_classifier, copy_classifier_for_export, copy_for_export
+from .sampling import AugmentOptions, WindowSampler, build_cache, make_dataset
 from .tf_setup import import_tensorflow
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,12 @@ class FitOptions:
     detector.patience_windows default); a device configured with more patience alarms less often."""
     representative_patches: int = 300
     """Patches used to calibrate int8 activation ranges."""
+    max_patches_per_epoch: int = 4000
+    """Random training windows per epoch at most (fewer for short datasets: one per train_hop_samples)."""
+    augment: AugmentOptions = field(default_factory=AugmentOptions)
+    """Augmentation of training windows (gain, background mixing, SpecAugment, mixup)."""
+    cache_dir: str | None = None
+    """Where decoded audio is cached as float32 .npy (default: ~/.cache/acmon/audio)."""
     score_kind: str = "reconstruction_band_max"
     """How reconstruction error becomes a score: 'reconstruction_band_max' or 'reconstruction_mse'."""
     seed: int = 0
@@ -96,8 +105,14 @@ def load_training_config(path: str | Path | None) -> tuple[FeatureParams, FitOpt
         raise AcmonError(f"{p}: unknown key {unknown[0]!r}; allowed: features, fit")
     sections = []
     for key, cls in (("features", FeatureParams), ("fit", FitOptions)):
-        section = data.get(key) or {}
+        section = dict(data.get(key) or {})
         names = {f.name for f in dataclasses.fields(cls)}
+        if key == "fit" and isinstance(section.get("augment"), dict):
+            aug_names = {f.name for f in dataclasses.fields(AugmentOptions)}
+            bad_aug = sorted(set(section["augment"]) - aug_names)
+            if bad_aug:
+                raise AcmonError(f"{p}: fit.augment.{bad_aug[0]}: unknown key; allowed: {', '.join(sorted(aug_names))}")
+            section["augment"] = AugmentOptions(**section["augment"])
         bad = sorted(set(section) - names)
         if bad:
             raise AcmonError(f"{p}: {key}.{bad[0]}: unknown key; allowed: {', '.join(sorted(names))}")
@@ -179,74 +194,165 @@ def calibrate_threshold(
     return threshold, info
 
 
-def fit(data_dir: str | Path, out_dir: str | Path, params: FeatureParams, options: FitOptions) -> dict[str, Any]:
-    """Train, export and calibrate one model; returns the training summary (also written to disk)."""
+@dataclass(frozen=True)
+class TrainingItem:
+    """One recording (or span of one) to train or validate on.
+
+    Attributes:
+        source: unique name (path, plus span if any), also the cache key.
+        label: 'normal' or a fault class name.
+        group: recordings sharing a group stay on the same side of the train/validation split.
+        load: returns mono float32 samples at the model's rate.
+    """
+
+    source: str
+    label: str
+    group: str
+    load: Callable[[], np.ndarray]
+
+
+def collect_items(data_dir: str | Path, params: FeatureParams) -> list[TrainingItem]:
+    """Training recordings of a data folder: the normal clips (DCASE layout or a folder of WAVs)."""
+    items = []
+    for path in find_normal_training_files(data_dir):
+        stat = path.stat()
+        source = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{params.sample_rate_hz}"
+        items.append(TrainingItem(source, "normal", str(path), functools.partial(load_clip, path, params.sample_rate_hz)))
+    return items
+
+
+def split_items(items: list[TrainingItem], fraction: float, seed: int) -> tuple[list[TrainingItem], list[TrainingItem]]:
+    """Hold out a share of the groups of every label (at least one group when a label has two)."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in sorted({i.label for i in items}):
+        groups = sorted({i.group for i in items if i.label == label})
+        order = rng.permutation(len(groups))
+        n_val = max(1, round(len(groups) * fraction)) if len(groups) >= 2 and fraction > 0 else 0
+        held = {groups[k] for k in order[:n_val]}
+        for item in items:
+            if item.label == label:
+                (val if item.group in held else train).append(item)
+    return train, val
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "acmon" / "audio"
+
+
+def fit(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    params: FeatureParams,
+    options: FitOptions,
+    items: list[TrainingItem] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train, export and calibrate one model; returns the training summary (also written to disk).
+
+    With only normal recordings it trains the autoencoder (unsupervised);
+    when the items carry fault labels it trains the classifier (supervised).
+
+    Args:
+        items: recordings to use; collect_items(data_dir) when None.
+    """
     started = time.monotonic()
     tf = import_tensorflow(seed=options.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = find_normal_training_files(data_dir)
-    rng = np.random.default_rng(options.seed)
-    order = rng.permutation(len(files))
-    n_val = max(1, round(len(files) * options.validation_fraction)) if len(files) >= 2 else 0
-    val_files = [files[i] for i in sorted(order[:n_val])]
-    train_files = [files[i] for i in sorted(order[n_val:])]
-
-    logger.info("loading %d training and %d validation file(s) from %s", len(train_files), len(val_files), data_dir)
-    train_clips, train_report = load_clips(train_files, params.sample_rate_hz)
-    val_clips, val_report = load_clips(val_files, params.sample_rate_hz)
+    items = items if items is not None else collect_items(data_dir, params)
+    labels = ["normal"] + sorted({i.label for i in items} - {"normal"})
+    supervised = len(labels) > 1
+    if not any(i.label == "normal" for i in items):
+        raise AcmonError(f"{data_dir}: no normal recordings; training needs the machine running normally")
+    train_items, val_items = split_items(items, options.validation_fraction, options.seed)
+    cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+    label_index = {name: k for k, name in enumerate(labels)}
+    logger.info(
+        "%s model: %d training and %d validation recording(s) from %s (labels: %s); audio cache %s",
+        "supervised" if supervised else "unsupervised",
+        len(train_items),
+        len(val_items),
+        data_dir,
+        ", ".join(labels),
+        cache_dir,
+    )
+    train_clips, train_failed = build_cache([(i.source, label_index[i.label], i.load) for i in train_items], cache_dir, progress)
+    val_clips, val_failed = build_cache([(i.source, label_index[i.label], i.load) for i in val_items], cache_dir, progress)
     if not train_clips:
-        raise AcmonError(f"{data_dir}: none of the {len(train_files)} training file(s) could be read")
-    if not val_clips:
-        logger.warning("no validation file: calibrating the threshold on training audio (optimistic)")
-        val_clips = train_clips
-    train_hop = options.train_hop_samples or max(1, params.hop_samples // 4)
-    x_train = clip_patches(train_clips, params, hop_samples=train_hop)
-    x_val = clip_patches(val_clips, params)
-    if len(x_train) == 0:
-        raise AcmonError(f"{data_dir}: clips are shorter than one analysis window ({params.window_seconds:.2f} s)")
-    logger.info("training: %s -> %d patches; validation: %s", train_report.summary(), len(x_train), val_report.summary())
+        raise AcmonError(f"{data_dir}: none of the {len(train_items)} training recording(s) could be read")
+    val_normal = [np.asarray(c.samples()) for c in val_clips if c.label == 0]
+    if not val_normal:
+        logger.warning("no held-out normal recording: calibrating the threshold on training audio (optimistic)")
+        val_normal = [np.asarray(c.samples()) for c in train_clips if c.label == 0]
 
-    model = build_autoencoder(params)
-    model.compile(optimizer=tf.keras.optimizers.Adam(options.learning_rate), loss="mse")
+    sampler = WindowSampler(train_clips, params, options.augment, options.seed)
+    train_hop = options.train_hop_samples or max(1, params.hop_samples // 4)
+    possible = sum(1 + (c.n_samples - params.window_samples) // train_hop for c in sampler.clips)
+    per_epoch = int(min(options.max_patches_per_epoch, possible))
+    target = "class" if supervised else "reconstruction"
+    dataset = make_dataset(sampler, per_epoch, options.batch_size, target, len(labels))
+    x_val, y_val = _validation_set(val_clips or train_clips, params, target, len(labels))
+    logger.info(
+        "training on %.1f min of audio: %d random windows per epoch, %d validation windows",
+        sampler.total_seconds / 60,
+        per_epoch,
+        len(x_val),
+    )
+
+    if supervised:
+        model = build_classifier(params, len(labels))
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(options.learning_rate), loss="categorical_crossentropy", metrics=["accuracy"]
+        )
+    else:
+        model = build_autoencoder(params)
+        model.compile(optimizer=tf.keras.optimizers.Adam(options.learning_rate), loss="mse")
     stop = tf.keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=options.early_stopping_patience, restore_best_weights=True
     )
     history = model.fit(
-        x_train[..., None],
-        x_train[..., None],
-        validation_data=(x_val[..., None], x_val[..., None]),
+        dataset,
+        validation_data=(x_val, y_val),
         epochs=options.epochs,
-        batch_size=options.batch_size,
-        shuffle=True,
         callbacks=[stop],
-        verbose=2,
+        verbose=2 if progress else 0,
     )
     model.save(out / "model_float.keras")
 
     logger.info("quantizing to int8")
-    rep = x_train[rng.permutation(len(x_train))[: options.representative_patches]]
-    tflite = convert_int8(copy_for_export(model, params), rep)
+    rep_rng = np.random.default_rng(options.seed)
+    rep_clips = [np.asarray(c.samples()) for c in train_clips]
+    rep = clip_patches(rep_clips, params)
+    rep = rep[rep_rng.permutation(len(rep))[: options.representative_patches]]
+    export_model = (
+        copy_classifier_for_export(model, params, len(labels)) if supervised else copy_for_export(model, params)
+    )
+    tflite = convert_int8(export_model, rep)
+    score_kind = "anomaly_probability" if supervised else options.score_kind
     name = options.name or Path(data_dir).resolve().name
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    train_seconds = sampler.total_seconds
     document: dict[str, Any] = {
         "name": name,
         "version": version,
         "acmon_version": __version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "feature_params": params.to_dict(),
-        "score_kind": options.score_kind,
+        "score_kind": score_kind,
         "threshold": _UNCALIBRATED,
-        "labels": [],
+        "labels": labels if supervised else [],
         "training": {
             "data": str(data_dir),
-            "files": len(train_report.loaded),
-            "validation_files": len(val_report.loaded),
-            "skipped_files": len(train_report.failed) + len(val_report.failed),
-            "seconds": round(train_report.seconds, 1),
-            "patches": int(len(x_train)),
+            "recordings": len(train_clips),
+            "validation_recordings": len(val_clips),
+            "skipped_recordings": len(train_failed) + len(val_failed),
+            "seconds": round(train_seconds, 1),
+            "windows_per_epoch": per_epoch,
             "epochs": len(history.history["loss"]),
             "seed": options.seed,
+            "augmentation": dataclasses.asdict(options.augment),
         },
     }
     model_path = out / MODEL_FILENAME
@@ -256,14 +362,14 @@ def fit(data_dir: str | Path, out_dir: str | Path, params: FeatureParams, option
     device_model = AnomalyModel(model_path)
     pipeline = Pipeline(device_model, DetectorSettings(threshold=_UNCALIBRATED), min_rms_dbfs=-200.0)
     per_clip = []
-    for clip in val_clips:
+    for clip in val_normal:
         pipeline.reset()
         per_clip.append(np.array([r.score for r in pipeline.process(clip)], dtype=np.float64))
     int8_scores = np.concatenate(per_clip)
     threshold, info = calibrate_threshold(
         per_clip, params.hop_seconds, options.false_alarms_per_day, options.patience_windows
     )
-    float_scores = _float_scores(model, val_clips, params, options.score_kind)
+    float_scores = float_model_scores(model, clip_patches(val_normal, params), score_kind)
     parity = {
         "score_correlation": float(np.corrcoef(float_scores, int8_scores)[0, 1]) if len(int8_scores) > 1 else 1.0,
         "mean_abs_score_difference": float(np.mean(np.abs(float_scores - int8_scores))),
@@ -280,10 +386,13 @@ def fit(data_dir: str | Path, out_dir: str | Path, params: FeatureParams, option
         "model": str(model_path),
         "sha256": sha256_hex(final),
         "size_bytes": len(final),
+        "score_kind": score_kind,
+        "labels": labels,
         "threshold": threshold,
         "calibration": info,
         "float_int8_parity": parity,
         "training": document["training"],
+        "skipped": [{"source": s.split("|")[0], "error": e} for s, e in train_failed + val_failed],
         "loss": [float(v) for v in history.history["loss"]],
         "val_loss": [float(v) for v in history.history["val_loss"]],
         "seconds": round(time.monotonic() - started, 1),
@@ -292,10 +401,24 @@ def fit(data_dir: str | Path, out_dir: str | Path, params: FeatureParams, option
     return summary
 
 
-def _float_scores(model, clips, params: FeatureParams, kind: str) -> np.ndarray:
-    """Scores of the float Keras model on the same windows, for the int8 parity check."""
-    patches = clip_patches(clips, params)
-    recon = model.predict(patches[..., None], verbose=0)[..., 0]
+def _validation_set(clips, params: FeatureParams, target: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation windows at the device's hop, without augmentation."""
+    xs, ys = [], []
+    for clip in clips:
+        patches = clip_patches([np.asarray(clip.samples())], params)
+        xs.append(patches)
+        ys.append(patches if target == "reconstruction" else np.repeat(np.eye(n_classes)[clip.label][None], len(patches), 0))
+    x = np.concatenate(xs)[..., None].astype(np.float32)
+    y = np.concatenate(ys).astype(np.float32)
+    return x, (y[..., None] if target == "reconstruction" else y)
+
+
+def float_model_scores(model, patches: np.ndarray, kind: str) -> np.ndarray:
+    """Scores of the float Keras model on given patches, for the float/int8 parity check."""
+    out = model.predict(patches[..., None], verbose=0, batch_size=64)
+    if kind == "anomaly_probability":
+        return (1.0 - out[:, 0]).astype(np.float64)
+    recon = out[..., 0]
     return np.array([reconstruction_score(p, r, kind) for p, r in zip(patches, recon)], dtype=np.float64)
 
 

@@ -55,3 +55,38 @@ def copy_for_export(model, params: FeatureParams, **kwargs):
     export_model = build_autoencoder(params, batch_size=1, **kwargs)
     export_model.set_weights(model.get_weights())
     return export_model
+
+
+def build_classifier(params: FeatureParams, n_classes: int, batch_size: int | None = None):
+    """Small CNN classifier for labelled faults: normal (class 0) versus named fault classes.
+
+    Three strided convolution blocks, global average pooling and a softmax,
+    about 25k parameters. The anomaly score on the device is 1 - P(normal)
+    ('anomaly_probability'), so an unknown new fault still scores high when
+    it does not look normal.
+
+    Args:
+        params: front-end parameters; the input is (n_frames, n_mels, 1).
+        n_classes: number of labels, 'normal' first.
+        batch_size: None for training, 1 for export.
+    """
+    tf = import_tensorflow()
+    keras = tf.keras
+    layers = keras.layers
+    inputs = keras.Input(shape=(*params.patch_shape, 1), batch_size=batch_size, name="logmel")
+    x = inputs
+    for filters in (16, 32, 64):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.2)(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="acmon_classifier")
+
+
+def copy_classifier_for_export(model, params: FeatureParams, n_classes: int):
+    """The same classifier rebuilt with batch_size=1 and the trained weights."""
+    export_model = build_classifier(params, n_classes, batch_size=1)
+    export_model.set_weights(model.get_weights())
+    return export_model
