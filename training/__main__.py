@@ -8,13 +8,14 @@ from typing import Sequence
 
 from device.cli import make_parser, run_command
 
-from . import fit, synth
+from . import evaluate, fit, synth
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser, commands = make_parser("python -m training", __doc__)
     synth.register(commands)
     fit.register(commands)
+    evaluate.register(commands)
     return parser
 
 
