@@ -303,6 +303,20 @@ class WavReader:
         self._next_frame += k
         return self._decode(raw).reshape(k, self.channels)
 
+    def seek(self, frame: int) -> None:
+        """Position the next read() at sample frame `frame` (0-based), without decoding what lies before.
+
+        Raises:
+            ValueError: frame is outside 0..n_frames.
+        """
+        if not 0 <= frame <= self.n_frames:
+            raise ValueError(f"{self.path}: frame {frame} outside 0..{self.n_frames}")
+        self._next_frame = int(frame)
+
+    def tell(self) -> int:
+        """The frame the next read() starts at."""
+        return self._next_frame
+
     def _decode(self, raw: bytes) -> np.ndarray:
         """Little-endian sample bytes -> float32, 1-D."""
         fmt = self.sample_format

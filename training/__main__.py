@@ -8,11 +8,13 @@ from typing import Sequence
 
 from device.cli import make_parser, run_command
 
-from . import evaluate, fit, synth
+from . import evaluate, fit, spectrograms, stats, synth
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser, commands = make_parser("python -m training", __doc__)
+    stats.register(commands)
+    spectrograms.register(commands)
     synth.register(commands)
     fit.register(commands)
     evaluate.register(commands)

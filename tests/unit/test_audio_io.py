@@ -448,3 +448,17 @@ def test_device_audio_modules_do_not_import_scipy():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert out.stdout.strip() == "[]"
+
+
+def test_seek_reads_from_the_frame_without_decoding_before(tmp_path):
+    x = np.random.default_rng(9).uniform(-0.5, 0.5, size=(5000, 2)).astype(np.float32)
+    path = tmp_path / "long.wav"
+    write_wav(path, x, 8000, sample_format="float32")
+    with WavReader(path) as reader:
+        reader.seek(3210)
+        assert reader.tell() == 3210
+        np.testing.assert_array_equal(reader.read(100), x[3210:3310])
+        reader.seek(reader.n_frames)
+        assert reader.read(10).shape == (0, 2)
+        with pytest.raises(ValueError, match="outside"):
+            reader.seek(5001)
