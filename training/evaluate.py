@@ -450,6 +450,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     config_path: str | Path | None = None,
+    machine_type: str | None = None,
 ) -> dict[str, Any]:
     """Score every labelled test clip through the device's streaming pipeline and write the report.
 
@@ -465,6 +466,9 @@ def evaluate(
             MODEL_DIR/evaluation by default.
         progress: show a tqdm progress bar on stderr.
         config_path: device YAML whose detector and feature settings to use; defaults otherwise.
+        machine_type: evaluate this machine type only. By default, when the data holds several
+            types and one of them is the model's name (fit names a model after its machine),
+            that one; a model is trained for one machine and says nothing about the others.
 
     Returns:
         The report (as written to report.json), plus "markdown": the text of report.md.
@@ -484,6 +488,14 @@ def evaluate(
     runner = Runner(cfg, model_path=str(model_path), use_mqtt=False, events_out=None)
     params = runner.model.params
     score_kind = runner.model.metadata.score_kind
+    types = sorted({c.machine_type for c in test_set.clips})
+    if machine_type is None and len(types) > 1 and runner.model.metadata.name in types:
+        machine_type = runner.model.metadata.name
+        logger.info("evaluating machine type %s (the model's name) out of %s", machine_type, ", ".join(types))
+    if machine_type is not None:
+        if machine_type not in types:
+            raise AcmonError(f"--machine-type {machine_type!r}: no test clips of it in {data_dir} (found: {', '.join(types)})")
+        test_set.clips = [c for c in test_set.clips if c.machine_type == machine_type]
 
     float_model, float_note = _load_float_model(model_folder / FLOAT_MODEL_FILENAME)
     if float_note:
@@ -631,11 +643,18 @@ def register(subparsers) -> None:
     parser.add_argument("--data", required=True, help="machine folder with test/, or a folder of machine folders")
     parser.add_argument("--out", help="report folder (default: MODEL/evaluation)")
     parser.add_argument("--config", help="device YAML for detector settings (optional; defaults otherwise)")
+    parser.add_argument("--machine-type", help="evaluate this machine type only (default: the model's, if the data holds several)")
     parser.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run `evaluate` from parsed arguments and print the Markdown report."""
-    report = evaluate(args.model, args.data, getattr(args, "out", None), config_path=getattr(args, "config", None))
+    report = evaluate(
+        args.model,
+        args.data,
+        getattr(args, "out", None),
+        config_path=getattr(args, "config", None),
+        machine_type=getattr(args, "machine_type", None),
+    )
     print(report["markdown"], end="")
     return 0

@@ -26,7 +26,7 @@ from device.inference import AnomalyModel, reconstruction_score
 from device.model_file import MODEL_FILENAME, sha256_hex
 from device.pipeline import Pipeline
 
-from .datasets import clip_patches, find_normal_training_files, load_clip
+from .datasets import ANOMALY, clip_patches, discover, load_record
 from .export import convert_int8, embed_metadata, write_atomic
 from .models import build_autoencoder, build_classifier, copy_classifier_for_export, copy_for_export
 from .sampling import AugmentOptions, WindowSampler, build_cache, make_dataset
@@ -211,13 +211,42 @@ class TrainingItem:
     load: Callable[[], np.ndarray]
 
 
-def collect_items(data_dir: str | Path, params: FeatureParams) -> list[TrainingItem]:
-    """Training recordings of a data folder: the normal clips (DCASE layout or a folder of WAVs)."""
+def collect_items(data_dir: str | Path, params: FeatureParams, machine_type: str | None = None) -> list[TrainingItem]:
+    """Training recordings of a data folder or manifest, in any layout training.datasets.discover() reads.
+
+    Records of the 'test' split (DCASE test/ folders, manifest rows) are left for
+    evaluation. Generic 'anomaly' labels from DCASE names carry no fault class, so
+    they are left out of training too. Spans of one recording share a group so they
+    land on the same side of the train/validation split.
+
+    Raises:
+        AcmonError: no usable recording, or several machine types (one model per machine).
+    """
+    records = [r for r in discover(data_dir, params) if r.split != "test" and r.label != ANOMALY]
+    types = sorted({r.machine_type for r in records if r.machine_type})
+    if machine_type is not None:
+        if machine_type not in types:
+            raise AcmonError(f"--machine-type {machine_type!r}: not in {data_dir} (found: {', '.join(types) or 'none'})")
+        records = [r for r in records if r.machine_type == machine_type]
+    elif len(types) > 1:
+        raise AcmonError(
+            f"{data_dir}: holds {len(types)} machine types ({', '.join(types)}); train one model per machine "
+            f"with --machine-type, e.g. --machine-type {types[0]}"
+        )
+    if not records:
+        raise AcmonError(f"{data_dir}: no training recordings found (looked for DCASE train/, label folders, a manifest, WAVs)")
     items = []
-    for path in find_normal_training_files(data_dir):
-        stat = path.stat()
-        source = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{params.sample_rate_hz}"
-        items.append(TrainingItem(source, "normal", str(path), functools.partial(load_clip, path, params.sample_rate_hz)))
+    for record in records:
+        path = Path(record.path)
+        try:
+            stat = path.stat()
+        except OSError:
+            stat = None
+        version = f"{stat.st_size}|{stat.st_mtime_ns}" if stat else "missing"
+        source = f"{path.resolve()}|{record.start_seconds}|{record.end_seconds}|{version}|{params.sample_rate_hz}"
+        items.append(
+            TrainingItem(source, record.label, str(path), functools.partial(load_record, record, params.sample_rate_hz))
+        )
     return items
 
 
@@ -248,6 +277,7 @@ def fit(
     options: FitOptions,
     items: list[TrainingItem] | None = None,
     progress: bool = True,
+    machine_type: str | None = None,
 ) -> dict[str, Any]:
     """Train, export and calibrate one model; returns the training summary (also written to disk).
 
@@ -261,7 +291,7 @@ def fit(
     tf = import_tensorflow(seed=options.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items = items if items is not None else collect_items(data_dir, params)
+    items = items if items is not None else collect_items(data_dir, params, machine_type)
     labels = ["normal"] + sorted({i.label for i in items} - {"normal"})
     supervised = len(labels) > 1
     if not any(i.label == "normal" for i in items):
@@ -331,7 +361,7 @@ def fit(
     )
     tflite = convert_int8(export_model, rep)
     score_kind = "anomaly_probability" if supervised else options.score_kind
-    name = options.name or Path(data_dir).resolve().name
+    name = options.name or machine_type or Path(data_dir).resolve().name
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     train_seconds = sampler.total_seconds
     document: dict[str, Any] = {
@@ -426,13 +456,19 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "fit",
         help="train an anomaly model on normal recordings and export it as int8 TFLite",
-        description="Train a convolutional autoencoder on the normal clips of a machine folder "
-        "(DCASE layout: MACHINE/train/normal_*.wav, or a folder of WAVs), export model.tflite "
-        "(full-integer int8) with its feature parameters and calibrated threshold embedded.",
+        description="Train on the recordings of one machine and export model.tflite (full-integer int8) with "
+        "its feature parameters and calibrated threshold embedded. Normal recordings only (DCASE layout "
+        "MACHINE/train/normal_*.wav, a folder of WAVs, long recordings with Audacity labels) train a "
+        "convolutional autoencoder; recordings labelled with faults (a folder per label, a CSV manifest) "
+        "train a CNN classifier. Test-split recordings are left for `evaluate`.",
     )
-    parser.add_argument("--data", required=True, help="machine folder (with train/) or folder of normal WAVs")
+    parser.add_argument("--data", required=True, help="machine folder (DCASE train/), label folders, a manifest .csv, or WAVs")
     parser.add_argument("--out", required=True, help="model folder to write (model.tflite, training_summary.json)")
     parser.add_argument("--config", help="training YAML with optional 'features:' and 'fit:' sections")
+    parser.add_argument("--machine-type", help="train on this machine type only, when the data holds several")
+    parser.add_argument(
+        "--false-alarms-per-day", type=float, help="target false alarms per day on normal sound, for the threshold (default: 1)"
+    )
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: 40)")
     parser.add_argument("--seed", type=int, help="random seed for a reproducible run (default: 0)")
     parser.set_defaults(func=run_fit)
@@ -440,9 +476,16 @@ def register(subparsers) -> None:
 
 def run_fit(args: argparse.Namespace) -> int:
     params, options = load_training_config(args.config)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
-    options = dataclasses.replace(options, **overrides)
-    summary = fit(args.data, args.out, params, options)
+    overrides = {
+        k: v
+        for k, v in (("epochs", args.epochs), ("seed", args.seed), ("false_alarms_per_day", args.false_alarms_per_day))
+        if v is not None
+    }
+    try:
+        options = dataclasses.replace(options, **overrides)
+    except ValueError as exc:
+        raise AcmonError(f"fit: {exc}") from None
+    summary = fit(args.data, args.out, params, options, machine_type=args.machine_type)
     parity = summary["float_int8_parity"]
     print(
         f"wrote {summary['model']} ({summary['size_bytes'] / 1024:.0f} KiB, threshold {summary['threshold']:.4g}, "
