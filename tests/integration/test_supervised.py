@@ -1,0 +1,46 @@
+"""Labelled faults train the classifier: a folder per label in, anomaly_probability model out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from device.audio_io import write_wav
+from device.features import FeatureParams
+from device.model_file import load_metadata
+from tests.helpers import run_cli
+from training.fit import FitOptions, fit
+from training.synth import render_clip
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def labelled_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("labelled")
+    for label, fault in (("normal", None), ("bearing_fault", "bearing"), ("cavitation", "cavitation")):
+        (root / label).mkdir()
+        for k in range(8):
+            clip = render_clip("pump", 1, seconds=4.0, fault=fault, fault_strength=0.9, snr_db=9.0, seed=100 + k)
+            write_wav(root / label / f"{label}_{k}.wav", clip, 16000)
+    test = root.parent / (root.name + "-test")
+    test.mkdir()
+    write_wav(test / "fault.wav", render_clip("pump", 1, 6.0, fault="bearing", fault_strength=0.9, seed=999), 16000)
+    write_wav(test / "clean.wav", render_clip("pump", 1, 6.0, fault=None, seed=998), 16000)
+    return root, test
+
+
+def test_classifier_from_label_folders(labelled_data, tmp_path):
+    data, test = labelled_data
+    summary = fit(data, tmp_path / "model", FeatureParams(), FitOptions(epochs=15, seed=0, cache_dir=str(tmp_path / "c")),
+                  progress=False)
+    assert summary["score_kind"] == "anomaly_probability"
+    assert summary["labels"] == ["normal", "bearing_fault", "cavitation"]
+    _, _, meta = load_metadata(tmp_path / "model")
+    assert meta.labels == ("normal", "bearing_fault", "cavitation") and 0 < meta.threshold < 1
+    out = run_cli("device", "score", "--model", str(tmp_path / "model"), str(test))
+    assert out.returncode == 0, out.stderr
+    rows = {json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line) for line in out.stdout.splitlines()}
+    assert rows["fault.wav"]["anomaly"] and not rows["clean.wav"]["anomaly"], rows
+    assert rows["fault.wav"]["score"] > rows["clean.wav"]["score"]
