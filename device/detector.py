@@ -79,7 +79,9 @@ class Detector:
     """Stateful decision rules over a stream of window scores; pure (no clock, no I/O).
 
     Feed every window in order with update(); skipped (gated) windows pass
-    score=None, which counts as neither anomalous nor normal.
+    score=None. A gated window never counts toward starting an event, and it
+    counts toward ending one: a machine that stops (or a window cut by a
+    start or stop) must not hold an alarm open forever.
     """
 
     settings: DetectorSettings
@@ -104,9 +106,13 @@ class Detector:
         Returns:
             The transitions this window caused (start, end, or none).
         """
-        if score is None:
-            return []
         s = self.settings
+        if score is None:
+            self._above = 0
+            if self._event is None:
+                return []
+            self._below += 1
+            return [self._end(window_index, time_seconds, None)] if self._below >= s.patience_windows else []
         if self._event is None:
             self._above = self._above + 1 if score > s.threshold else 0
             if self._above >= s.patience_windows and time_seconds >= self._cooldown_until:

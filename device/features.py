@@ -239,6 +239,29 @@ def extract_patch(samples: np.ndarray, params: FeatureParams) -> np.ndarray:
     return normalize(compute_logmel(samples, params), params)
 
 
+def steady_level_dbfs(samples: np.ndarray, frame_samples: int, percentile: float = 10.0) -> float:
+    """Level of the quiet part of a window: a low percentile of its per-frame RMS levels, in dBFS.
+
+    A window where a machine starts or stops is part sound, part silence; its
+    overall RMS looks like sound, but its patch (z-scored around a near-silent
+    floor) looks like nothing the model was trained on and scores as a huge
+    anomaly. Gating on the quiet part scores only windows that are sound
+    throughout.
+
+    Args:
+        samples: float32 (n,), full scale 1.0.
+        frame_samples: frame length for the per-frame RMS (the STFT hop is a good choice).
+        percentile: which low percentile of frame levels to report.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    n = (len(x) // frame_samples) * frame_samples
+    if n == 0:
+        return rms_dbfs(x)
+    power = np.mean(x[:n].reshape(-1, frame_samples) ** 2, axis=1)
+    low = float(np.percentile(power, percentile))
+    return 10.0 * float(np.log10(low)) if low > 0 else float("-inf")
+
+
 def rms_dbfs(samples: np.ndarray) -> float:
     """Root-mean-square level in dB relative to full scale (a full-scale sine is -3 dBFS)."""
     x = np.asarray(samples, dtype=np.float64)

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .detector import Detector, DetectorSettings, Transition
-from .features import FeatureParams, extract_patch, rms_dbfs
+from .features import FeatureParams, extract_patch, rms_dbfs, steady_level_dbfs
 from .inference import AnomalyModel
 from .ring_buffer import RingBuffer, Window
 
@@ -43,6 +43,7 @@ class WindowResult:
         start_sample: absolute stream position of the window's first sample.
         end_seconds: stream time at the window's end, in seconds.
         rms_dbfs: the window's level, in dBFS.
+        steady_dbfs: the level of its quiet part (see features.steady_level_dbfs), which the gate uses.
         score: anomaly score, or None if the window was below the level gate.
         transitions: events that started or ended at this window.
     """
@@ -51,6 +52,7 @@ class WindowResult:
     start_sample: int
     end_seconds: float
     rms_dbfs: float
+    steady_dbfs: float
     score: float | None
     transitions: tuple[Transition, ...] = ()
 
@@ -105,12 +107,13 @@ class Pipeline:
         p = self.params
         for window in self._ring.iter_push(block):
             level = rms_dbfs(window.samples)
+            steady = steady_level_dbfs(window.samples, p.stft_hop_samples)
             score = None
-            if level >= self.min_rms_dbfs:
+            if steady >= self.min_rms_dbfs:
                 score = self.model.score(extract_patch(window.samples, p))
             end_seconds = (window.start_sample + p.window_samples) / p.sample_rate_hz
             transitions = tuple(self._detector.update(window.index, end_seconds, score))
-            result = WindowResult(window.index, window.start_sample, end_seconds, level, score, transitions)
+            result = WindowResult(window.index, window.start_sample, end_seconds, level, steady, score, transitions)
             self._last_index, self._last_end_seconds = window.index, end_seconds
             if self.on_window is not None:
                 self.on_window(result)

@@ -66,3 +66,39 @@ def trained_model(demo_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model")
     fit(demo_data / "pump", out, FeatureParams(), FitOptions(seed=0, cache_dir=str(out / "cache")), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def pulse_sink(tmp_path_factory):
+    """A PulseAudio server with a null sink whose monitor is the default source: a microphone without hardware.
+
+    Yields the environment (PULSE_SERVER) that paplay and the daemon need. Stopped by PID.
+    """
+    import os
+    import subprocess
+
+    require(shutil.which("pulseaudio") is not None and shutil.which("paplay") is not None,
+            "pulseaudio/paplay not installed (apt-get install pulseaudio pulseaudio-utils)")
+    runtime = tmp_path_factory.mktemp("pulse")
+    socket_path = runtime / "native"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PULSE_SERVER": f"unix:{socket_path}", "HOME": str(runtime)}
+    proc = subprocess.Popen(
+        ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "-n",
+         "--load=module-null-sink sink_name=acmon_test rate=16000 channels=1",
+         f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket_path}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(runtime / "pulse.log", "wb"),
+    )
+    deadline = time.monotonic() + 15
+    while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"pulseaudio did not start: {(runtime / 'pulse.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    subprocess.run(["pactl", "set-default-source", "acmon_test.monitor"], env=env, check=True)
+    subprocess.run(["pactl", "set-default-sink", "acmon_test"], env=env, check=True)
+    yield {"PULSE_SERVER": env["PULSE_SERVER"], "XDG_RUNTIME_DIR": env["XDG_RUNTIME_DIR"]}
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()

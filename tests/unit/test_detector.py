@@ -43,8 +43,18 @@ def test_no_second_event_inside_cooldown():
     assert starts == [("start", 1, "ev0"), ("start", 10, "ev1")]
 
 
-def test_gated_windows_neither_count_nor_reset():
-    assert run([2, None, 2], patience_windows=2, cooldown_seconds=0)[0] == ("start", 2, "ev0")
+def test_gated_window_breaks_a_run_of_anomalous_windows():
+    # Patience counts consecutive scored windows: a window skipped by the level gate breaks the run.
+    assert run([2, None, 2], patience_windows=2, cooldown_seconds=0) == []
+    assert run([2, None, 2, 2], patience_windows=2, cooldown_seconds=0)[0] == ("start", 3, "ev0")
+
+
+def test_machine_stopping_ends_the_event():
+    # After the alarm, the machine stops: gated (silent) windows end the event instead of holding it open.
+    assert run([2, 2, None, None, None], patience_windows=2, cooldown_seconds=0) == [
+        ("start", 1, "ev0"),
+        ("end", 3, "ev0"),
+    ]
 
 
 def test_close_ends_open_event_with_stats():

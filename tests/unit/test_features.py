@@ -19,6 +19,7 @@ from device.features import (
     mel_filterbank,
     normalize,
     rms_dbfs,
+    steady_level_dbfs,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,3 +168,12 @@ def test_front_end_imports_numpy_only():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"device front end pulled in: {out.stdout.strip()}"
+
+
+def test_steady_level_sees_the_quiet_part_of_a_window():
+    p = FeatureParams()
+    tone = (0.1 * np.sin(np.arange(p.window_samples) * 0.3)).astype(np.float32)
+    assert steady_level_dbfs(tone, p.stft_hop_samples) == pytest.approx(rms_dbfs(tone), abs=0.5)
+    half = tone.copy()
+    half[: p.window_samples // 2] = 0.0  # a machine starting mid-window
+    assert rms_dbfs(half) > -30 and steady_level_dbfs(half, p.stft_hop_samples) == float("-inf")
