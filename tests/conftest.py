@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import device  # noqa: F401  - first: pins OpenBLAS to one thread before any test module loads numpy
+
 import shutil
 import time
 from pathlib import Path
