@@ -346,6 +346,7 @@ def fit(
         dataset,
         validation_data=(x_val, y_val),
         epochs=options.epochs,
+        shuffle=False,  # the sampler already draws random windows; Keras cannot shuffle a generator
         callbacks=[stop],
         verbose=2 if progress else 0,
     )
