@@ -81,7 +81,7 @@ def test_missing_wav_and_empty_folder(trained_model, tmp_path):
 
 def test_training_bad_data_folder(tmp_path):
     out = run_cli("training", "fit", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "m"))
-    assert_one_line_error(out, "nothing", "no such data folder")
+    assert_one_line_error(out, "nothing", "no such file or folder")
 
 
 def test_help_lists_commands():
