@@ -128,28 +128,6 @@ class LoadReport:
 # ==================================================================================================
 # Finding clips
 # ==================================================================================================
-def find_normal_training_files(data_dir: str | Path) -> list[Path]:
-    """Normal training clips: DATA/train/normal_*.wav (DCASE layout), else every .wav in DATA.
-
-    Raises:
-        AcmonError: the folder does not exist or holds no usable file.
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise AcmonError(f"{root}: no such data folder; give the machine folder with its train/ subfolder")
-    train = root / "train"
-    if train.is_dir():
-        files = sorted(p for p in train.iterdir() if p.suffix.lower() in WAV_SUFFIXES)
-        dcase = [p for p in files if DCASE_NAME.match(p.name)]
-        if dcase:
-            files = [p for p in dcase if DCASE_NAME.match(p.name).group("label").lower() == "normal"]
-    else:
-        files = sorted(p for p in root.iterdir() if p.suffix.lower() in WAV_SUFFIXES)
-    if not files:
-        raise AcmonError(f"{root}: no .wav files found (looked in {train if train.is_dir() else root})")
-    return files
-
-
 def parse_dcase_name(name: str) -> dict[str, str] | None:
     """Label, machine id, split and machine type from a DCASE Task 2 file name (2020 or 2021-2023 style).
 
@@ -753,11 +731,6 @@ def load_records(
     if report.failed:
         logger.warning("%s of %s clip(s) unreadable and skipped", len(report.failed), len(records))
     return clips, report
-
-
-def load_clips(paths: Sequence[Path], sample_rate_hz: int) -> tuple[list[np.ndarray], LoadReport]:
-    """Load many recordings; an unreadable one is logged, counted and skipped, never fatal."""
-    return load_records([ClipRecord(Path(p), NORMAL) for p in paths], sample_rate_hz)
 
 
 def clip_patches(clips: Iterable[np.ndarray], params: FeatureParams, hop_samples: int | None = None) -> np.ndarray:

@@ -19,7 +19,6 @@ from training.datasets import (
     discover,
     folds,
     load_clip,
-    load_clips,
     load_record,
     load_records,
     read_audacity_labels,
@@ -313,5 +312,5 @@ def test_corrupt_file_among_good_ones_is_counted_and_skipped(tmp_path, caplog):
     [(path, message)] = report.failed
     assert path == bad and "bad.wav" in message and "looks like MP3" in message
     assert "bad.wav" in caplog.text and "1 unreadable file(s) skipped" in report.summary()
-    clips, report = load_clips([good[0], bad], SR)
+    clips, report = load_records([ClipRecord(good[0], "normal"), ClipRecord(bad, "normal")], SR)
     assert len(clips) == 1 and len(report.failed) == 1
