@@ -1,10 +1,22 @@
-"""Turn per-window anomaly scores into alarm events: patience, hysteresis and cooldown, with no I/O."""
+"""Turn per-window anomaly scores into alarm events: smoothing, patience, hysteresis, cooldown, updates
+and muting, with no I/O."""
 
 from __future__ import annotations
 
+import collections
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Literal, Sequence
+
+import numpy as np
+
+Smoothing = Literal["mean", "median", "max"]
+SMOOTHING_METHODS: tuple[str, ...] = ("mean", "median", "max")
+_REDUCERS: dict[str, Callable[[Sequence[float]], float]] = {
+    "mean": lambda v: float(np.mean(v)),
+    "median": lambda v: float(np.median(v)),
+    "max": lambda v: float(np.max(v)),
+}
 
 
 @dataclass(frozen=True)
@@ -12,18 +24,29 @@ class DetectorSettings:
     """Decision rules, all in windows or seconds of stream time.
 
     Attributes:
-        threshold: a window whose score exceeds this counts as anomalous.
+        threshold: a window whose (smoothed) score exceeds this counts as anomalous.
         patience_windows: consecutive anomalous windows needed to start an event.
         release_ratio: an event ends after patience_windows consecutive windows
             scoring below threshold * release_ratio (hysteresis: < 1 keeps a
             borderline fault from toggling the alarm on and off).
+        off_threshold: explicit release threshold; when set it replaces
+            threshold * release_ratio. Must not exceed threshold.
         cooldown_seconds: after an event ends, no new event starts for this long.
+        smoothing_windows: the decision score is the smoothing of the last K
+            scored windows (1 = the window's own score).
+        smoothing: how the last K scores are combined: mean, median or max.
+        update_seconds: while an event is open, an 'update' transition every this
+            many seconds of stream time; 0 = no updates.
     """
 
     threshold: float
     patience_windows: int = 2
     release_ratio: float = 0.9
     cooldown_seconds: float = 30.0
+    off_threshold: float | None = None
+    smoothing_windows: int = 1
+    smoothing: Smoothing = "mean"
+    update_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.threshold > 0:
@@ -34,6 +57,44 @@ class DetectorSettings:
             raise ValueError(f"release_ratio must be in (0, 1] (got {self.release_ratio})")
         if self.cooldown_seconds < 0:
             raise ValueError(f"cooldown_seconds must be >= 0 (got {self.cooldown_seconds})")
+        if self.off_threshold is not None and not 0 < self.off_threshold <= self.threshold:
+            raise ValueError(f"off_threshold must be in (0, threshold={self.threshold}] (got {self.off_threshold})")
+        if self.smoothing_windows < 1:
+            raise ValueError(f"smoothing_windows must be >= 1 (got {self.smoothing_windows})")
+        if self.smoothing not in SMOOTHING_METHODS:
+            raise ValueError(f"smoothing must be one of {SMOOTHING_METHODS} (got {self.smoothing!r})")
+        if self.update_seconds < 0:
+            raise ValueError(f"update_seconds must be >= 0 (got {self.update_seconds})")
+
+    @property
+    def release_threshold(self) -> float:
+        """The score an open event must fall below (patience_windows times in a row) to end."""
+        return self.off_threshold if self.off_threshold is not None else self.threshold * self.release_ratio
+
+
+def smooth_series(scores: Iterable[float | None], smoothing_windows: int, smoothing: str = "mean") -> list[float | None]:
+    """The decision scores the Detector computes, for a whole series at once (calibration uses it).
+
+    A gated window (None) stays None and restarts the smoothing history: audio
+    on either side of a gap is not averaged together.
+    """
+    smoother = _Smoother(smoothing_windows, smoothing)
+    return [smoother.push(s) for s in scores]
+
+
+class _Smoother:
+    """Running mean, median or max of the last K scores; None (a gated window) clears it."""
+
+    def __init__(self, k: int, method: str):
+        self._recent: collections.deque[float] = collections.deque(maxlen=k)
+        self._reduce = _REDUCERS[method]
+
+    def push(self, score: float | None) -> float | None:
+        if score is None:
+            self._recent.clear()
+            return None
+        self._recent.append(float(score))
+        return self._reduce(self._recent) if len(self._recent) > 1 else float(score)
 
 
 @dataclass
@@ -41,7 +102,8 @@ class Event:
     """An alarm, from its start to its end.
 
     Times are stream time in seconds (the end of the window concerned), so a
-    replayed file and the live microphone produce the same events.
+    replayed file and the live microphone produce the same events. Scores are
+    decision (smoothed) scores.
     """
 
     event_id: str
@@ -53,6 +115,8 @@ class Event:
     end_seconds: float | None = None
     end_window: int | None = None
     last_score: float = 0.0
+    last_seconds: float = 0.0
+    evidence: str | None = None  # evidence file name, set by whoever records it
 
     @property
     def mean_score(self) -> float:
@@ -60,14 +124,16 @@ class Event:
 
     @property
     def duration_seconds(self) -> float:
-        return 0.0 if self.end_seconds is None else self.end_seconds - self.start_seconds
+        """Seconds from the start to the end (or, while open, to the last window seen)."""
+        end = self.end_seconds if self.end_seconds is not None else self.last_seconds
+        return max(0.0, end - self.start_seconds)
 
 
 @dataclass(frozen=True)
 class Transition:
-    """What update() reports: an event starting or ending at this window."""
+    """What update() reports about an event at this window."""
 
-    state: str  # "start" or "end"
+    state: str  # "start", "update" or "end"
     event: Event
     window_index: int
     time_seconds: float
@@ -90,10 +156,37 @@ class Detector:
     _below: int = 0
     _event: Event | None = None
     _cooldown_until: float = float("-inf")
+    _muted_until: float = float("-inf")
+    _next_update: float = float("inf")
+    _smoother: _Smoother = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._smoother = _Smoother(self.settings.smoothing_windows, self.settings.smoothing)
 
     @property
     def active(self) -> Event | None:
         return self._event
+
+    @property
+    def muted_until(self) -> float:
+        """Stream time until which no event starts (-inf when not muted)."""
+        return self._muted_until
+
+    def is_muted(self, time_seconds: float) -> bool:
+        return time_seconds < self._muted_until
+
+    def mute(self, until_seconds: float, window_index: int, time_seconds: float) -> list[Transition]:
+        """Suppress events until stream time `until_seconds`; an open event ends now.
+
+        Args:
+            until_seconds: stream time the mute lasts to (a past time unmutes).
+            window_index, time_seconds: the current window, for the end of an open event.
+        """
+        self._muted_until = until_seconds
+        self._above = 0
+        if self._event is not None and until_seconds > time_seconds:
+            return [self._end(window_index, time_seconds, None)]
+        return []
 
     def update(self, window_index: int, time_seconds: float, score: float | None) -> list[Transition]:
         """Account for one window.
@@ -104,28 +197,34 @@ class Detector:
             score: the window's anomaly score, or None if the window was not scored.
 
         Returns:
-            The transitions this window caused (start, end, or none).
+            The transitions this window caused (start, update, end, or none).
         """
         s = self.settings
+        score = self._smoother.push(score)
         if score is None:
             self._above = 0
             if self._event is None:
                 return []
+            self._event.last_seconds = time_seconds
             self._below += 1
-            return [self._end(window_index, time_seconds, None)] if self._below >= s.patience_windows else []
+            if self._below >= s.patience_windows:
+                return [self._end(window_index, time_seconds, None)]
+            return self._maybe_update(window_index, time_seconds, None)
         if self._event is None:
             self._above = self._above + 1 if score > s.threshold else 0
-            if self._above >= s.patience_windows and time_seconds >= self._cooldown_until:
-                self._event = Event(self.new_id(), time_seconds, window_index, score)
+            ready = time_seconds >= self._cooldown_until and not self.is_muted(time_seconds)
+            if self._above >= s.patience_windows and ready:
+                self._event = Event(self.new_id(), time_seconds, window_index, score, last_seconds=time_seconds)
                 self._below = 0
-                self._add(score)
+                self._add(score, time_seconds)
+                self._next_update = time_seconds + s.update_seconds if s.update_seconds > 0 else float("inf")
                 return [Transition("start", self._event, window_index, time_seconds, score)]
             return []
-        self._add(score)
-        self._below = self._below + 1 if score < s.threshold * s.release_ratio else 0
+        self._add(score, time_seconds)
+        self._below = self._below + 1 if score < s.release_threshold else 0
         if self._below >= s.patience_windows:
             return [self._end(window_index, time_seconds, score)]
-        return []
+        return self._maybe_update(window_index, time_seconds, score)
 
     def close(self, window_index: int, time_seconds: float) -> list[Transition]:
         """End the open event, if any (end of stream or shutdown)."""
@@ -133,13 +232,23 @@ class Detector:
             return []
         return [self._end(window_index, time_seconds, None)]
 
-    def _add(self, score: float) -> None:
+    def _maybe_update(self, window_index: int, time_seconds: float, score: float | None) -> list[Transition]:
+        if time_seconds < self._next_update:
+            return []
+        # Catch up in whole periods, so a long gap yields one update, not a burst.
+        period = self.settings.update_seconds
+        self._next_update += period * (1 + int((time_seconds - self._next_update) // period))
+        assert self._event is not None
+        return [Transition("update", self._event, window_index, time_seconds, score)]
+
+    def _add(self, score: float, time_seconds: float) -> None:
         ev = self._event
         assert ev is not None
         ev.n_windows += 1
         ev.score_sum += score
         ev.peak_score = max(ev.peak_score, score)
         ev.last_score = score
+        ev.last_seconds = time_seconds
 
     def _end(self, window_index: int, time_seconds: float, score: float | None) -> Transition:
         ev = self._event
@@ -147,5 +256,6 @@ class Detector:
         ev.end_seconds, ev.end_window = time_seconds, window_index
         self._event = None
         self._above = self._below = 0
+        self._next_update = float("inf")
         self._cooldown_until = time_seconds + self.settings.cooldown_seconds
         return Transition("end", ev, window_index, time_seconds, score)
