@@ -268,6 +268,107 @@ class DetectorConfig(SectionConfig):
         le=100,
         description="Multiplies the threshold, for on-site tuning (dimensionless; > 1 = fewer alarms).",
     )
+    release_ratio: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Hysteresis: an alarm ends after patience_windows windows below threshold * release_ratio "
+        "(dimensionless, <= 1).",
+    )
+    off_threshold: Optional[float] = Field(
+        None,
+        gt=0,
+        description="Explicit release threshold (score units); replaces threshold * release_ratio when set; "
+        "null = use release_ratio. Must not exceed the threshold.",
+    )
+    smoothing_windows: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Decisions use the last K window scores combined by `smoothing`, in windows (1 = no smoothing).",
+    )
+    smoothing: Literal["mean", "median", "max"] = Field(
+        "mean", description="How the last smoothing_windows scores are combined: 'mean', 'median' or 'max'."
+    )
+    update_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="While an alarm lasts, an 'update' event message every this many seconds; 0 = none.",
+    )
+
+
+class EvidenceConfig(SectionConfig):
+    """Audio clips saved for each alarm, kept in memory until written.
+
+    Each alarm writes `<time>_<event id>.wav` and a spectrogram `.png` into `directory`,
+    from `pre_roll_seconds` before the alarm to `post_roll_seconds` after it; the oldest
+    files are removed when the folder exceeds `quota_mb`.
+    """
+
+    enabled: bool = Field(True, description="Save an evidence clip and spectrogram for each alarm.")
+    directory: str = Field(
+        "evidence",
+        min_length=1,
+        description="Folder for the clips (created if missing; relative paths are relative to the working directory; "
+        "under systemd use /var/lib/acmon/evidence).",
+    )
+    pre_roll_seconds: float = Field(5.0, ge=0, le=60, description="Audio kept before the alarm, in seconds.")
+    post_roll_seconds: float = Field(5.0, ge=0, le=60, description="Audio recorded after the alarm, in seconds.")
+    quota_mb: float = Field(
+        200.0, gt=0, le=1_000_000, description="Largest total size of the evidence folder, in megabytes (10^6 bytes)."
+    )
+
+
+class HealthConfig(SectionConfig):
+    """Device health: input level checks, faults and periodic telemetry."""
+
+    telemetry_seconds: float = Field(
+        60.0, ge=1, le=86400, description="Telemetry message period, in seconds of audio."
+    )
+    silence_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        description="Digital silence (all-zero samples) or a flat line for this long is a dead-microphone fault, "
+        "in seconds.",
+    )
+    clipping_fault_ratio: float = Field(
+        0.01, gt=0, le=1, description="Fraction of clipped samples over a telemetry period that is a fault."
+    )
+    dc_offset_fault: float = Field(
+        0.1, gt=0, le=1, description="Absolute mean sample value (full scale = 1) that is a DC-offset fault."
+    )
+    reopen_min_seconds: float = Field(
+        1.0, gt=0, le=3600, description="First wait before reopening a microphone stream that failed, in seconds."
+    )
+    reopen_max_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Longest wait between reopen attempts (the wait doubles), in seconds."
+    )
+
+    @model_validator(mode="after")
+    def _check_reopen(self) -> "HealthConfig":
+        if self.reopen_max_seconds < self.reopen_min_seconds:
+            raise ValueError(
+                f"reopen_max_seconds ({self.reopen_max_seconds}) must be >= reopen_min_seconds "
+                f"({self.reopen_min_seconds})"
+            )
+        return self
+
+
+class CalibrationConfig(SectionConfig):
+    """On-site calibration (`python -m device calibrate`, or the `calibrate` command)."""
+
+    false_alarms_per_day: float = Field(
+        1.0, gt=0, le=10000, description="Target false-alarm rate on normal site audio, in alarms per day."
+    )
+    gate_margin_db: float = Field(
+        6.0,
+        ge=0,
+        le=60,
+        description="When calibration sets detector.min_rms_dbfs, it goes this far above the site's quiet level, "
+        "in dB.",
+    )
 
 
 class MqttTlsConfig(SectionConfig):
@@ -412,6 +513,9 @@ class AcmonConfig(SectionConfig):
     )
     audio: AudioConfig = Field(default_factory=AudioConfig, description="Where the audio comes from.")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="When scores become alarms.")
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Audio clips saved for each alarm.")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="Input checks, faults and telemetry.")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="On-site calibration.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Alerts to an MQTT broker.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
 
