@@ -445,7 +445,38 @@ class MqttConfig(SectionConfig):
         10000,
         ge=1,
         le=1000000,
-        description="Alerts kept in memory while the broker is unreachable, in alerts.",
+        description="Messages (events, state, command results) waiting in memory for the publisher thread, "
+        "which writes events to the spool; fills only if the disk stalls; beyond it the oldest is dropped, in messages.",
+    )
+    spool_dir: Optional[str] = Field(
+        None,
+        min_length=1,
+        description="Folder of the on-disk event spool; each device uses <spool_dir>/<topic_prefix>/<site>/<id>. "
+        "null = $STATE_DIRECTORY/spool under systemd (/var/lib/acmon/spool), else ~/.local/state/acmon/spool.",
+    )
+    spool_max_mb: float = Field(
+        20.0,
+        gt=0,
+        le=100000,
+        description="Largest total size of unacknowledged events kept on disk, in megabytes (10^6 bytes); "
+        "beyond it the oldest are dropped and counted in telemetry `spool.dropped`.",
+    )
+    spool_max_age_days: float = Field(
+        30.0,
+        gt=0,
+        le=3650,
+        description="Unacknowledged events older than this are dropped (and counted), in days.",
+    )
+    homeassistant_discovery: bool = Field(
+        True,
+        description="Publish retained Home Assistant discovery configs (anomaly, score, level, diagnostics) "
+        "and republish them when Home Assistant announces `online`.",
+    )
+    discovery_prefix: str = Field(
+        "homeassistant",
+        min_length=1,
+        description="Home Assistant's MQTT discovery prefix (its `discovery_prefix`); Home Assistant's "
+        "status topic is `<discovery_prefix>/status`.",
     )
 
     @field_validator("host")
@@ -455,7 +486,7 @@ class MqttConfig(SectionConfig):
             raise ValueError("give the host name or IP address only, without scheme or path (the port goes in port)")
         return value
 
-    @field_validator("topic_prefix")
+    @field_validator("topic_prefix", "discovery_prefix")
     @classmethod
     def _check_topic_prefix(cls, value: str) -> str:
         if "+" in value or "#" in value:
@@ -464,6 +495,8 @@ class MqttConfig(SectionConfig):
             raise ValueError("must not start or end with '/'")
         if "//" in value or "\x00" in value:
             raise ValueError("must not contain empty topic levels ('//') or NUL characters")
+        if any(level in (".", "..") for level in value.split("/")):
+            raise ValueError("must not contain '.' or '..' levels (topic levels also name the spool folders)")
         return value
 
     @field_validator("password_credential")

@@ -36,15 +36,17 @@ def free_port() -> int:
 class Mosquitto:
     """A mosquitto broker process on 127.0.0.1, started from a config file and stopped by PID."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = ""):
+    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "", template: str | None = None):
+        """template: a whole config with {port} and {workdir} placeholders; default tests/data/mosquitto.conf."""
         self.workdir = workdir
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.extra_config = extra_config
+        self.template = template
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
-        template = (DATA / "mosquitto.conf").read_text()
+        template = self.template if self.template is not None else (DATA / "mosquitto.conf").read_text()
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         conf.write_text(template.format(port=self.port, workdir=self.workdir) + self.extra_config)
         self.log = open(self.workdir / f"mosquitto-{self.port}.log", "ab")
