@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 import yaml
 
 from device import __version__
+from device.calibrate import calibrate_threshold, sustained_scores  # noqa: F401 - numpy-only, shared with the device
 from device.detector import DetectorSettings
 from device.errors import AcmonError
 from device.features import FeatureParams
@@ -121,77 +121,6 @@ def load_training_config(path: str | Path | None) -> tuple[FeatureParams, FitOpt
         except (TypeError, ValueError) as exc:
             raise AcmonError(f"{p}: {key}: {exc}") from None
     return sections[0], sections[1]
-
-
-def sustained_scores(clip_scores: list[np.ndarray], patience_windows: int) -> np.ndarray:
-    """Per window, the lowest score of the last `patience_windows` windows of the same clip.
-
-    The detector starts an alarm when `patience_windows` consecutive windows
-    exceed the threshold, that is when this sustained score does. Its
-    distribution on normal audio carries the real correlation between
-    overlapping windows, which an independence assumption (p ** patience)
-    would understate.
-    """
-    out = []
-    for scores in clip_scores:
-        s = np.asarray(scores, dtype=np.float64)
-        if len(s) >= patience_windows:
-            out.append(np.lib.stride_tricks.sliding_window_view(s, patience_windows).min(axis=1))
-    return np.concatenate(out) if out else np.zeros(0)
-
-
-def calibrate_threshold(
-    clip_scores: list[np.ndarray],
-    hop_seconds: float,
-    false_alarms_per_day: float,
-    patience_windows: int,
-) -> tuple[float, dict[str, Any]]:
-    """Threshold for a target false-alarm rate per day, from held-out normal window scores.
-
-    A day of monitoring has 86400 / hop_seconds windows; the target rate per
-    day therefore fixes the probability q that a normal window's sustained
-    score (see sustained_scores) exceeds the threshold: q = rate / windows per
-    day (about 6e-6 for one alarm a day at a 0.52 s hop). Held-out audio is
-    never long enough to observe such a quantile, so a gamma distribution is
-    fitted to the sustained scores (as the DCASE 2023 baseline fits its
-    scores) and its (1 - q) quantile extrapolates the tail. The threshold is
-    never below the highest held-out normal score. This estimate is only as
-    good as the held-out audio is representative: on-site calibration
-    (`python -m device calibrate`) replaces it with the site's own sound.
-
-    Args:
-        clip_scores: per held-out clip, its window scores in stream order.
-        hop_seconds: the device's step between windows, in seconds.
-
-    Returns:
-        (threshold, calibration record for the model metadata).
-    """
-    from scipy import stats  # noqa: PLC0415 - training-side only
-
-    windows_per_day = 86400.0 / hop_seconds
-    rate = min(0.5, false_alarms_per_day / windows_per_day)
-    sustained = sustained_scores(clip_scores, patience_windows)
-    if len(sustained) < 2:
-        sustained = np.concatenate([np.asarray(c, dtype=np.float64) for c in clip_scores])
-    info: dict[str, Any] = {
-        "method": "gamma_ppf_sustained",
-        "false_alarms_per_day": false_alarms_per_day,
-        "patience_windows": patience_windows,
-        "hop_seconds": hop_seconds,
-        "sustained_exceedance_probability": rate,
-        "n_windows": int(sum(len(c) for c in clip_scores)),
-        "held_out_seconds": round(sum(len(c) for c in clip_scores) * hop_seconds, 1),
-        "normal_mean": float(sustained.mean()),
-        "normal_std": float(sustained.std()),
-        "normal_max": float(sustained.max()),
-    }
-    shape, loc, scale = stats.gamma.fit(sustained, floc=0.0)
-    threshold = float(stats.gamma.ppf(1.0 - rate, shape, loc=loc, scale=scale))
-    info.update(gamma_shape=float(shape), gamma_scale=float(scale))
-    if not math.isfinite(threshold) or threshold < sustained.max():
-        info["method"] = "max_normal"
-        threshold = float(sustained.max())
-    return threshold, info
 
 
 @dataclass(frozen=True)

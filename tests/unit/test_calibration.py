@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from device.calibrate import calibrate_threshold, fit_gamma, gamma_isf, sustained_scores
 from device.detector import Detector, DetectorSettings
-from training.fit import FitOptions, calibrate_threshold, sustained_scores
+from training.fit import FitOptions
 
 
 def test_sustained_scores_is_min_over_patience_within_clips():
@@ -51,3 +52,25 @@ def test_fit_options_validate():
         FitOptions(false_alarms_per_day=0)
     with pytest.raises(ValueError, match="score_kind"):
         FitOptions(score_kind="psychic")
+
+
+@pytest.mark.parametrize("shape", [0.7, 3.0, 30.0, 300.0])
+def test_numpy_gamma_matches_scipy(shape):
+    """The device's scipy-free gamma fit and tail quantile equal scipy's to float precision."""
+    from scipy import stats
+
+    x = np.random.default_rng(int(shape * 10)).gamma(shape, 0.05, 500)
+    k, scale = fit_gamma(x)
+    k_ref, _, scale_ref = stats.gamma.fit(x, floc=0.0)
+    assert k == pytest.approx(k_ref, rel=1e-9) and scale == pytest.approx(scale_ref, rel=1e-9)
+    for q in (0.1, 1e-3, 6e-6, 1e-9):
+        assert gamma_isf(q, k, scale) == pytest.approx(stats.gamma.isf(q, k_ref, scale=scale_ref), rel=1e-9)
+
+
+def test_device_calibration_imports_no_scipy():
+    import subprocess
+    import sys
+
+    code = "import sys, device.calibrate, device.runner; print(sorted(m for m in ('scipy', 'tensorflow', 'training') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
