@@ -11,7 +11,7 @@ per machine type, one model of each kind is trained on the normal training clips
 - ours-int8: training.fit.fit() with default FeatureParams, then the device's streaming path exactly as
   `python -m device score` runs it (Runner.run_stream over a WavFileStream: the mean of the window scores);
 - ours-float: model_float.keras on the same windows (same level gate), scored with
-  device.inference.reconstruction_score and the model's own score kind, mean over windows;
+  device.inference.output_score and the model's own score kind, mean over windows;
 - dcase2020-ae: the DCASE 2020 Task 2 baseline re-implemented in benchmarks/baselines.py;
 - mahalanobis: clip-mean log-mel (device front end, dB) with a Ledoit-Wolf covariance.
 
@@ -47,7 +47,7 @@ from baselines import DcaseBaseline, DcaseParams, MahalanobisBaseline  # noqa: E
 from device.audio_io import read_wav, to_mono  # noqa: E402
 from device.config import AcmonConfig  # noqa: E402
 from device.features import FeatureParams, extract_patch, rms_dbfs  # noqa: E402
-from device.inference import reconstruction_score  # noqa: E402
+from device.inference import output_score  # noqa: E402
 from device.pipeline import iter_windows  # noqa: E402
 from device.runner import Runner  # noqa: E402
 from device.sources import WavFileStream  # noqa: E402
@@ -214,8 +214,8 @@ def score_ours_float(model_dir: Path, runner: Runner, clips: list[np.ndarray]) -
                 patches.append(extract_patch(window.samples, params))
                 owner.append(k)
     x = np.stack(patches)
-    recon = model.predict(x[..., None], batch_size=64, verbose=0)[..., 0]
-    scores = np.array([reconstruction_score(p, r, kind) for p, r in zip(x, recon)])
+    outputs = model.predict(x[..., None], batch_size=64, verbose=0)
+    scores = np.array([output_score(p, o, kind) for p, o in zip(x, outputs)])
     owner = np.asarray(owner)
     window_scores = [scores[owner == k].tolist() for k in range(len(clips))]
     return [float(np.mean(w)) for w in window_scores], window_scores
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         f"[FitOptions default {fit_defaults.epochs}], "
         f"score_kind={fit_defaults.score_kind}, seed={args.seed}); one model per machine type (all ids)",
         "ours-int8: Runner(AcmonConfig()).run_stream(WavFileStream(path, 16000).blocks()).score = mean of window scores",
-        "ours-float: model_float.keras on the same windows, device.inference.reconstruction_score, mean of windows",
+        "ours-float: model_float.keras on the same windows, device.inference.output_score, mean of windows",
         f"dcase2020-ae: {dataclasses.asdict(dcase_params)}, log-mel 10*log10(mel + eps), 5 frames -> 640 dims, "
         "AE 640-128x4-8-128x4-640 (BN+ReLU), Adam MSE, score = mean MSE over vectors; one model per type",
         "mahalanobis: clip-mean compute_logmel (FeatureParams(), dB), Ledoit-Wolf covariance; one per type",

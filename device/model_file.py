@@ -37,7 +37,7 @@ _BUFFER_DATA = 0
 _BUFFER_OFFSET = 1
 _BUFFER_SIZE = 2
 
-SCORE_KINDS = ("reconstruction_band_max", "reconstruction_mse", "anomaly_probability")
+SCORE_KINDS = ("gaussian_distance", "reconstruction_band_max", "reconstruction_mse", "anomaly_probability")
 
 
 class _FlatBuffer:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from device import __version__
 from device.errors import AcmonError
 from device.features import extract_patch
-from device.inference import reconstruction_score
+from device.inference import output_score
 from device.model_file import resolve_model_path
 from device.pipeline import WindowResult, clip_score, iter_windows
 from device.sources import WAV_SUFFIXES, WavFileStream
@@ -209,15 +209,9 @@ class FloatScorer:
         out = np.asarray(self.model.predict(x[..., None], verbose=0))
         start = 0
         for clip, patches in self._pending:
-            recon = out[start : start + len(patches)]
+            outputs = out[start : start + len(patches)]
             start += len(patches)
-            if self.score_kind == "anomaly_probability":
-                scores = [float(1.0 - r.reshape(-1)[0]) for r in recon]
-            else:
-                scores = [
-                    reconstruction_score(p, r.reshape(self.params.patch_shape), self.score_kind)
-                    for p, r in zip(patches, recon)
-                ]
+            scores = [output_score(p, o, self.score_kind) for p, o in zip(patches, outputs)]
             clip.float_score = clip_score(scores)
         self._pending, self._n_pending = [], 0
 

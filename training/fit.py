@@ -16,19 +16,28 @@ from typing import Any, Callable
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from device import __version__
 from device.calibrate import calibrate_threshold, sustained_scores  # noqa: F401 - numpy-only, shared with the device
 from device.detector import DetectorSettings
 from device.errors import AcmonError
 from device.features import FeatureParams
-from device.inference import AnomalyModel, reconstruction_score
+from device.inference import AnomalyModel, output_score
 from device.model_file import MODEL_FILENAME, sha256_hex
 from device.pipeline import Pipeline
 
 from .datasets import ANOMALY, clip_patches, discover, load_record
 from .export import convert_int8, embed_metadata, write_atomic
-from .models import build_autoencoder, build_classifier, copy_classifier_for_export, copy_for_export
+from .gaussian import amplified_deviations, fit_gaussian
+from .models import (
+    build_autoencoder,
+    build_band_statistics,
+    build_classifier,
+    build_gaussian,
+    copy_classifier_for_export,
+    copy_for_export,
+)
 from .sampling import AugmentOptions, WindowSampler, build_cache, make_dataset
 from .tf_setup import import_tensorflow
 
@@ -36,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 # Placeholder written before calibration; replaced before fit() returns.
 _UNCALIBRATED = 1.0
+
+
+MODEL_KINDS = ("auto", "gaussian", "autoencoder", "classifier")
 
 
 @dataclass(frozen=True)
@@ -65,13 +77,22 @@ class FitOptions:
     """Augmentation of training windows (gain, background mixing, SpecAugment, mixup)."""
     cache_dir: str | None = None
     """Where decoded audio is cached as float32 .npy (default: ~/.cache/acmon/audio)."""
+    model: str = "auto"
+    """'auto' (the classifier when fault labels exist, else the Gaussian model), 'gaussian', 'autoencoder' or
+    'classifier'. The Gaussian model of per-band window statistics is the measured best on normal-only data
+    (benchmarks/bench_detection.py); the autoencoder is kept for comparison."""
     score_kind: str = "reconstruction_band_max"
-    """How reconstruction error becomes a score: 'reconstruction_band_max' or 'reconstruction_mse'."""
+    """The autoencoder's score: 'reconstruction_band_max' or 'reconstruction_mse'."""
+    amplify_representative: float = 3.0
+    """Gaussian model: representative patches include normal patches with their deviation from the mean patch
+    multiplied by this, so the int8 output range covers clear faults instead of saturating near normal."""
     seed: int = 0
     name: str | None = None
     """Model name; defaults to the data folder's name (usually the machine type)."""
 
     def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"model must be one of {MODEL_KINDS} (got {self.model!r})")
         kinds = ("reconstruction_band_max", "reconstruction_mse")
         if self.score_kind not in kinds:
             raise ValueError(f"score_kind must be one of {kinds} (got {self.score_kind!r})")
@@ -210,7 +231,8 @@ def fit(
 ) -> dict[str, Any]:
     """Train, export and calibrate one model; returns the training summary (also written to disk).
 
-    With only normal recordings it trains the autoencoder (unsupervised);
+    With only normal recordings it fits the Gaussian model of per-band window
+    statistics (or, with options.model='autoencoder', trains the autoencoder);
     when the items carry fault labels it trains the classifier (supervised).
 
     Args:
@@ -246,54 +268,46 @@ def fit(
         logger.warning("no held-out normal recording: calibrating the threshold on training audio (optimistic)")
         val_normal = [np.asarray(c.samples()) for c in train_clips if c.label == 0]
 
-    sampler = WindowSampler(train_clips, params, options.augment, options.seed)
+    kind = resolve_model_kind(options.model, supervised, data_dir)
+    if kind != "classifier" and supervised:
+        logger.info("%s model: training on the normal recordings only; labelled faults are left for evaluate", kind)
+        train_clips = [c for c in train_clips if c.label == 0]
+        val_clips = [c for c in val_clips if c.label == 0]
+    rep_rng = np.random.default_rng(options.seed)
+    rep = clip_patches([np.asarray(c.samples()) for c in train_clips], params)
+    rep = rep[rep_rng.permutation(len(rep))[: options.representative_patches]]
     train_hop = options.train_hop_samples or max(1, params.hop_samples // 4)
-    possible = sum(1 + (c.n_samples - params.window_samples) // train_hop for c in sampler.clips)
-    per_epoch = int(min(options.max_patches_per_epoch, possible))
-    target = "class" if supervised else "reconstruction"
-    dataset = make_dataset(sampler, per_epoch, options.batch_size, target, len(labels))
-    x_val, y_val = _validation_set(val_clips or train_clips, params, target, len(labels))
-    logger.info(
-        "training on %.1f min of audio: %d random windows per epoch, %d validation windows",
-        sampler.total_seconds / 60,
-        per_epoch,
-        len(x_val),
-    )
+    train_seconds = sum(c.n_samples for c in train_clips) / params.sample_rate_hz
 
-    if supervised:
-        model = build_classifier(params, len(labels))
-        model.compile(
-            optimizer=tf.keras.optimizers.Adam(options.learning_rate), loss="categorical_crossentropy", metrics=["accuracy"]
+    if kind == "gaussian":
+        descriptors = band_statistics(train_clips, params, train_hop, progress)
+        gaussian = fit_gaussian(descriptors)
+        model = build_gaussian(params, gaussian.mean, gaussian.whitening, batch_size=None)
+        export_model = build_gaussian(params, gaussian.mean, gaussian.whitening, batch_size=1)
+        rep = np.concatenate([rep, amplified_deviations(rep, options.amplify_representative)])
+        history = {"loss": [], "val_loss": []}
+        trained = {"descriptors": gaussian.n, "descriptor_size": int(gaussian.mean.size), "shrinkage": round(gaussian.shrinkage, 4)}
+        logger.info(
+            "Gaussian model of %d per-band window statistics from %d windows (%.1f min of audio, shrinkage %.3f)",
+            gaussian.mean.size,
+            gaussian.n,
+            train_seconds / 60,
+            gaussian.shrinkage,
         )
     else:
-        model = build_autoencoder(params)
-        model.compile(optimizer=tf.keras.optimizers.Adam(options.learning_rate), loss="mse")
-    stop = tf.keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=options.early_stopping_patience, restore_best_weights=True
-    )
-    history = model.fit(
-        dataset,
-        validation_data=(x_val, y_val),
-        epochs=options.epochs,
-        shuffle=False,  # the sampler already draws random windows; Keras cannot shuffle a generator
-        callbacks=[stop],
-        verbose=2 if progress else 0,
-    )
+        model, history, trained = train_network(
+            tf, kind, train_clips, val_clips, params, options, train_hop, len(labels), progress
+        )
+        export_model = (
+            copy_classifier_for_export(model, params, len(labels)) if kind == "classifier" else copy_for_export(model, params)
+        )
     model.save(out / "model_float.keras")
 
     logger.info("quantizing to int8")
-    rep_rng = np.random.default_rng(options.seed)
-    rep_clips = [np.asarray(c.samples()) for c in train_clips]
-    rep = clip_patches(rep_clips, params)
-    rep = rep[rep_rng.permutation(len(rep))[: options.representative_patches]]
-    export_model = (
-        copy_classifier_for_export(model, params, len(labels)) if supervised else copy_for_export(model, params)
-    )
     tflite = convert_int8(export_model, rep)
-    score_kind = "anomaly_probability" if supervised else options.score_kind
+    score_kind = {"classifier": "anomaly_probability", "gaussian": "gaussian_distance"}.get(kind, options.score_kind)
     name = options.name or machine_type or Path(data_dir).resolve().name
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    train_seconds = sampler.total_seconds
     document: dict[str, Any] = {
         "name": name,
         "version": version,
@@ -302,15 +316,15 @@ def fit(
         "feature_params": params.to_dict(),
         "score_kind": score_kind,
         "threshold": _UNCALIBRATED,
-        "labels": labels if supervised else [],
+        "labels": labels if kind == "classifier" else [],
         "training": {
             "data": str(data_dir),
             "recordings": len(train_clips),
             "validation_recordings": len(val_clips),
             "skipped_recordings": len(train_failed) + len(val_failed),
             "seconds": round(train_seconds, 1),
-            "windows_per_epoch": per_epoch,
-            "epochs": len(history.history["loss"]),
+            "model": kind,
+            **trained,
             "seed": options.seed,
             "augmentation": dataclasses.asdict(options.augment),
         },
@@ -346,19 +360,84 @@ def fit(
         "model": str(model_path),
         "sha256": sha256_hex(final),
         "size_bytes": len(final),
+        "model_kind": kind,
         "score_kind": score_kind,
-        "labels": labels,
+        "labels": document["labels"],
         "threshold": threshold,
         "calibration": info,
         "float_int8_parity": parity,
         "training": document["training"],
         "skipped": [{"source": s.split("|")[0], "error": e} for s, e in train_failed + val_failed],
-        "loss": [float(v) for v in history.history["loss"]],
-        "val_loss": [float(v) for v in history.history["val_loss"]],
+        "loss": [float(v) for v in history["loss"]],
+        "val_loss": [float(v) for v in history["val_loss"]],
         "seconds": round(time.monotonic() - started, 1),
     }
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def resolve_model_kind(requested: str, supervised: bool, data_dir) -> str:
+    """The model to train: 'auto' picks the classifier for labelled faults, else the Gaussian model.
+
+    Raises:
+        AcmonError: a classifier was asked for but the data has no fault labels.
+    """
+    if requested == "auto":
+        return "classifier" if supervised else "gaussian"
+    if requested == "classifier" and not supervised:
+        raise AcmonError(f"{data_dir}: model 'classifier' needs recordings labelled with faults; these are all normal")
+    return requested
+
+
+def band_statistics(clips, params: FeatureParams, hop_samples: int, progress: bool = False) -> np.ndarray:
+    """Per-band statistics of every window of the clips (n, 2 * n_mels), from the same Keras layers the model exports."""
+    stats_model = build_band_statistics(params)
+    rows = []
+    for clip in tqdm(clips, desc="band statistics", unit="clip", disable=not progress):
+        patches = clip_patches([np.asarray(clip.samples())], params, hop_samples)
+        if len(patches):
+            rows.append(np.asarray(stats_model.predict(patches[..., None], batch_size=256, verbose=0), dtype=np.float64))
+    if not rows:
+        raise AcmonError("no training recording is as long as one analysis window")
+    return np.concatenate(rows)
+
+
+def train_network(tf, kind: str, train_clips, val_clips, params: FeatureParams, options: FitOptions, train_hop: int,
+                  n_classes: int, progress: bool):
+    """Train the autoencoder or the classifier on random augmented windows; returns (model, history dict, summary)."""
+    sampler = WindowSampler(train_clips, params, options.augment, options.seed)
+    possible = sum(1 + (c.n_samples - params.window_samples) // train_hop for c in sampler.clips)
+    per_epoch = int(min(options.max_patches_per_epoch, possible))
+    target = "class" if kind == "classifier" else "reconstruction"
+    dataset = make_dataset(sampler, per_epoch, options.batch_size, target, n_classes)
+    x_val, y_val = _validation_set(val_clips or train_clips, params, target, n_classes)
+    logger.info(
+        "training the %s on %.1f min of audio: %d random windows per epoch, %d validation windows",
+        kind,
+        sampler.total_seconds / 60,
+        per_epoch,
+        len(x_val),
+    )
+    if kind == "classifier":
+        model = build_classifier(params, n_classes)
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(options.learning_rate), loss="categorical_crossentropy", metrics=["accuracy"]
+        )
+    else:
+        model = build_autoencoder(params)
+        model.compile(optimizer=tf.keras.optimizers.Adam(options.learning_rate), loss="mse")
+    stop = tf.keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=options.early_stopping_patience, restore_best_weights=True
+    )
+    history = model.fit(
+        dataset,
+        validation_data=(x_val, y_val),
+        epochs=options.epochs,
+        shuffle=False,  # the sampler already draws random windows; Keras cannot shuffle a generator
+        callbacks=[stop],
+        verbose=2 if progress else 0,
+    )
+    return model, history.history, {"windows_per_epoch": per_epoch, "epochs": len(history.history["loss"])}
 
 
 def _validation_set(clips, params: FeatureParams, target: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -376,10 +455,7 @@ def _validation_set(clips, params: FeatureParams, target: str, n_classes: int) -
 def float_model_scores(model, patches: np.ndarray, kind: str) -> np.ndarray:
     """Scores of the float Keras model on given patches, for the float/int8 parity check."""
     out = model.predict(patches[..., None], verbose=0, batch_size=64)
-    if kind == "anomaly_probability":
-        return (1.0 - out[:, 0]).astype(np.float64)
-    recon = out[..., 0]
-    return np.array([reconstruction_score(p, r, kind) for p, r in zip(patches, recon)], dtype=np.float64)
+    return np.array([output_score(p, o, kind) for p, o in zip(patches, out)], dtype=np.float64)
 
 
 def register(subparsers) -> None:
@@ -388,8 +464,8 @@ def register(subparsers) -> None:
         help="train an anomaly model on normal recordings and export it as int8 TFLite",
         description="Train on the recordings of one machine and export model.tflite (full-integer int8) with "
         "its feature parameters and calibrated threshold embedded. Normal recordings only (DCASE layout "
-        "MACHINE/train/normal_*.wav, a folder of WAVs, long recordings with Audacity labels) train a "
-        "convolutional autoencoder; recordings labelled with faults (a folder per label, a CSV manifest) "
+        "MACHINE/train/normal_*.wav, a folder of WAVs, long recordings with Audacity labels) fit a "
+        "Gaussian model of per-band window statistics (or, with --model autoencoder, a convolutional autoencoder); recordings labelled with faults (a folder per label, a CSV manifest) "
         "train a CNN classifier. Test-split recordings are left for `evaluate`.",
     )
     parser.add_argument("--data", required=True, help="machine folder (DCASE train/), label folders, a manifest .csv, or WAVs")
@@ -399,7 +475,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--false-alarms-per-day", type=float, help="target false alarms per day on normal sound, for the threshold (default: 1)"
     )
-    parser.add_argument("--epochs", type=int, help="maximum epochs (default: 40)")
+    parser.add_argument(
+        "--model",
+        choices=MODEL_KINDS,
+        help="auto (default): the classifier when faults are labelled, else the Gaussian model of per-band window "
+        "statistics; autoencoder: the convolutional autoencoder",
+    )
+    parser.add_argument("--epochs", type=int, help="maximum epochs of the autoencoder or classifier (default: 40)")
     parser.add_argument("--seed", type=int, help="random seed for a reproducible run (default: 0)")
     parser.set_defaults(func=run_fit)
 
@@ -408,7 +490,12 @@ def run_fit(args: argparse.Namespace) -> int:
     params, options = load_training_config(args.config)
     overrides = {
         k: v
-        for k, v in (("epochs", args.epochs), ("seed", args.seed), ("false_alarms_per_day", args.false_alarms_per_day))
+        for k, v in (
+            ("epochs", args.epochs),
+            ("seed", args.seed),
+            ("false_alarms_per_day", args.false_alarms_per_day),
+            ("model", args.model),
+        )
         if v is not None
     }
     try:

@@ -18,8 +18,10 @@ from training.datasets import load_clip
 pytestmark = [pytest.mark.tflite_runtime, pytest.mark.slow]
 
 TFLITE_PYTHON = REPO / ".venv-tflite" / "bin" / "python"
-# XNNPACK (ai-edge-litert) and tflite-runtime's kernels round differently in places.
-MAX_INT8_STEPS = 3
+# XNNPACK (ai-edge-litert) and tflite-runtime's kernels round differently in places: the Gaussian
+# model's 128-input whitening layer was measured at most 4 steps apart, almost all outputs within 2.
+MAX_INT8_STEPS = 4
+TYPICAL_INT8_STEPS = 2
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,7 @@ def test_int8_outputs_agree_with_ai_edge_litert(tflite_python, trained_model, de
     assert reference.shape == litert.shape and reference.dtype == np.int8
     steps = np.abs(reference.astype(np.int16) - litert.astype(np.int16))
     assert steps.max() <= MAX_INT8_STEPS, f"max difference {steps.max()} int8 steps"
+    assert (steps <= TYPICAL_INT8_STEPS).mean() > 0.99, f"{(steps > TYPICAL_INT8_STEPS).mean():.1%} differ by more than 2 steps"
 
 
 def test_device_score_cli_under_tflite_runtime(tflite_python, trained_model, demo_data):
