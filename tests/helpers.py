@@ -76,7 +76,10 @@ class Mosquitto:
 class Subscriber:
     """A paho subscriber collecting (topic, payload) pairs; every wait has a timeout."""
 
-    def __init__(self, host: str, port: int, topic: str, client_id: str | None = None, clean_session: bool = True):
+    def __init__(
+        self, host: str, port: int, topic: str, client_id: str | None = None, clean_session: bool = True, setup=None
+    ):
+        """setup: called with the paho client before it connects (credentials, TLS)."""
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
@@ -90,6 +93,8 @@ class Subscriber:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.reconnect_delay_set(1, 1)
+        if setup is not None:
+            setup(self.client)
         self.client.connect_async(host, port)
         self.client.loop_start()
         assert self._subscribed.wait(10), "subscriber did not get SUBACK within 10 s"
