@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .detector import Detector, DetectorSettings, Transition
-from .features import FeatureParams, extract_patch, rms_dbfs, steady_level_dbfs
+from .features import FeatureParams, compute_logmel, extract_patch, rms_dbfs, steady_level_dbfs
 from .inference import AnomalyModel
 from .ring_buffer import RingBuffer, Window
 
@@ -34,6 +34,28 @@ def iter_windows(blocks: Iterable[np.ndarray], params: FeatureParams, hop_sample
         yield from ring.iter_push(block)
 
 
+def logmel_image(samples: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Log-mel frames of a whole clip, as the device computes them, for display.
+
+    The clip is cut into consecutive non-overlapping analysis windows (iter_windows with
+    hop = window_samples) and each window's compute_logmel frames are concatenated along time.
+    A tail shorter than one window is dropped, as the device drops it. Within a window frames
+    are stft_hop_samples apart; at a window boundary the step is window_samples - (n_frames - 1) *
+    stft_hop_samples (512 samples with the defaults instead of 256), which a display ignores.
+
+    Args:
+        samples: float32 (n,), mono, at params.sample_rate_hz.
+
+    Returns:
+        float32 (n_windows * n_frames, n_mels) in dB re full scale, before normalization;
+        (0, n_mels) if the clip is shorter than one window.
+    """
+    frames = [compute_logmel(w.samples, params) for w in iter_windows([samples], params, params.window_samples)]
+    if not frames:
+        return np.zeros((0, params.n_mels), dtype=np.float32)
+    return np.concatenate(frames, axis=0)
+
+
 @dataclass(frozen=True)
 class WindowResult:
     """The outcome of one analysis window.
@@ -45,7 +67,9 @@ class WindowResult:
         rms_dbfs: the window's level, in dBFS.
         steady_dbfs: the level of its quiet part (see features.steady_level_dbfs), which the gate uses.
         score: anomaly score, or None if the window was below the level gate.
-        transitions: events that started or ended at this window.
+        transitions: events that started, updated or ended at this window.
+        model_score: the model's score even for a gated window when the pipeline
+            scores every window (calibration); otherwise equal to score.
     """
 
     index: int
@@ -55,6 +79,7 @@ class WindowResult:
     steady_dbfs: float
     score: float | None
     transitions: tuple[Transition, ...] = ()
+    model_score: float | None = None
 
 
 @dataclass
@@ -63,7 +88,9 @@ class Pipeline:
 
     The same object serves the microphone, replayed WAV files and `score`, so
     a replay is the live pipeline. Call reset() between unrelated streams
-    (files): windows never straddle two files.
+    (files): windows never straddle two files. With score_all set (calibration),
+    windows below the level gate are scored too, for WindowResult.model_score
+    only: decisions still see them as gated.
     """
 
     model: AnomalyModel
@@ -71,6 +98,7 @@ class Pipeline:
     min_rms_dbfs: float = -80.0
     history_seconds: float = 0.0
     on_window: Callable[[WindowResult], None] | None = None
+    score_all: bool = False
     _ring: RingBuffer = field(init=False)
     _detector: Detector = field(init=False)
 
@@ -101,6 +129,36 @@ class Pipeline:
         self._last_index = -1
         self._last_end_seconds = 0.0
 
+    @property
+    def detector(self) -> Detector:
+        return self._detector
+
+    @property
+    def stream_seconds(self) -> float:
+        """Stream time at the end of the last analysed window, in seconds."""
+        return self._last_end_seconds
+
+    def mute(self, until_seconds: float) -> list[Transition]:
+        """Suppress events until stream time until_seconds; ends an open event (see Detector.mute)."""
+        return self._detector.mute(until_seconds, max(self._last_index, 0), self._last_end_seconds)
+
+    def reconfigure(self, model: AnomalyModel, settings: DetectorSettings, min_rms_dbfs: float) -> list[Transition]:
+        """Swap in a new model and decision rules mid-stream, keeping the audio history.
+
+        The open event (if any) ends, as its scores were on the old scale; the mute stays.
+
+        Raises:
+            ValueError: the new model's feature parameters differ (the ring's windows would not fit).
+        """
+        if model.params != self.model.params:
+            raise ValueError("the new model's feature parameters differ from the running model's: restart the service")
+        ended = self.close()
+        muted_until = self._detector.muted_until
+        self.model, self.settings, self.min_rms_dbfs = model, settings, min_rms_dbfs
+        self._detector = Detector(settings)
+        self._detector.mute(muted_until, max(self._last_index, 0), self._last_end_seconds)
+        return ended
+
     def process(self, block: np.ndarray) -> list[WindowResult]:
         """Push one block of mono float32 samples at the model's rate; returns the windows it completed."""
         results = []
@@ -108,12 +166,16 @@ class Pipeline:
         for window in self._ring.iter_push(block):
             level = rms_dbfs(window.samples)
             steady = steady_level_dbfs(window.samples, p.stft_hop_samples)
-            score = None
-            if steady >= self.min_rms_dbfs:
-                score = self.model.score(extract_patch(window.samples, p))
+            gated = steady < self.min_rms_dbfs
+            model_score = None
+            if not gated or self.score_all:
+                model_score = self.model.score(extract_patch(window.samples, p))
+            score = None if gated else model_score
             end_seconds = (window.start_sample + p.window_samples) / p.sample_rate_hz
             transitions = tuple(self._detector.update(window.index, end_seconds, score))
-            result = WindowResult(window.index, window.start_sample, end_seconds, level, steady, score, transitions)
+            result = WindowResult(
+                window.index, window.start_sample, end_seconds, level, steady, score, transitions, model_score
+            )
             self._last_index, self._last_end_seconds = window.index, end_seconds
             if self.on_window is not None:
                 self.on_window(result)

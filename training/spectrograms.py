@@ -10,8 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from device.errors import AcmonError
-from device.features import FeatureParams, compute_logmel, hz_to_mel, mel_to_hz
-from device.pipeline import iter_windows
+from device.features import FeatureParams, hz_to_mel, mel_to_hz
+from device.pipeline import logmel_image  # noqa: F401 - re-exported: the device draws evidence with it
 
 from .datasets import ClipRecord, load_record
 from .stats import find_wavs
@@ -23,28 +23,6 @@ FIGURE_SIZE_INCHES = (10.0, 4.0)
 FIGURE_DPI = 100  # images are FIGURE_SIZE_INCHES * FIGURE_DPI pixels: 1000 x 400
 DYNAMIC_RANGE_DB = 80.0  # colours span the loudest value down to this many dB below it
 N_FREQUENCY_TICKS = 8
-
-
-def logmel_image(samples: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """Log-mel frames of a whole clip, as the device computes them, for display.
-
-    The clip is cut into consecutive non-overlapping analysis windows (iter_windows with
-    hop = window_samples) and each window's compute_logmel frames are concatenated along time.
-    A tail shorter than one window is dropped, as the device drops it. Within a window frames
-    are stft_hop_samples apart; at a window boundary the step is window_samples - (n_frames - 1) *
-    stft_hop_samples (512 samples with the defaults instead of 256), which a display ignores.
-
-    Args:
-        samples: float32 (n,), mono, at params.sample_rate_hz.
-
-    Returns:
-        float32 (n_windows * n_frames, n_mels) in dB re full scale, before normalization;
-        (0, n_mels) if the clip is shorter than one window.
-    """
-    frames = [compute_logmel(w.samples, params) for w in iter_windows([samples], params, params.window_samples)]
-    if not frames:
-        return np.zeros((0, params.n_mels), dtype=np.float32)
-    return np.concatenate(frames, axis=0)
 
 
 def mel_band_centres_hz(params: FeatureParams) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""Evidence clips: pre/post-roll from the ring buffer, a real PNG beside each WAV, and the disk quota."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from device.audio_io import read_wav
+from device.evidence import EvidenceRecorder, enforce_quota
+from device.features import FeatureParams
+from device.png import encode_png, spectrogram_rgb
+from device.ring_buffer import RingBuffer
+
+PARAMS = FeatureParams()
+RATE = PARAMS.sample_rate_hz
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    """A minimal PNG reader for 8-bit RGB, filter 0 (what encode_png writes), checking every CRC."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, size = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] == zlib.crc32(kind + body)
+        if kind == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height = size
+    rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + 3 * width)
+    assert not rows[:, 0].any()
+    return rows[:, 1:].reshape(height, width, 3)
+
+
+def test_png_round_trips():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(7, 5, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(_decode_png(encode_png(image)), image)
+
+
+def test_spectrogram_image_puts_low_bands_at_the_bottom():
+    logmel = np.full((10, PARAMS.n_mels), -90.0)
+    logmel[:, 0] = 0.0  # loud lowest band
+    img = spectrogram_rgb(logmel, scale=1)
+    assert img.shape == (PARAMS.n_mels, 10, 3)
+    assert img[-1].sum() > img[0].sum()
+
+
+def _stream(recorder: EvidenceRecorder, ring: RingBuffer, seconds: float, block: int = 1000) -> None:
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for i in range(0, len(x), block):
+        ring.push(x[i : i + block])
+        recorder.poll(ring)
+
+
+def test_clip_spans_pre_and_post_roll(tmp_path):
+    rec = EvidenceRecorder(tmp_path, PARAMS, pre_roll_seconds=2.0, post_roll_seconds=3.0, quota_mb=10)
+    ring = RingBuffer(PARAMS.window_samples, PARAMS.hop_samples, capacity_samples=int(rec.history_seconds * RATE))
+    _stream(rec, ring, 10.0)
+    name = rec.start("abc123", start_seconds=10.0, wall_time=0.0)
+    assert name == "19700101T000000Z_abc123.wav" and not (tmp_path / name).exists()  # waits for its post-roll
+    _stream(rec, ring, 5.0)
+    samples, rate = read_wav(tmp_path / name)
+    assert rate == RATE and len(samples) == 5 * RATE
+    assert (tmp_path / "19700101T000000Z_abc123.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_flush_writes_a_clip_cut_short_by_the_end_of_the_stream(tmp_path):
+    rec = EvidenceRecorder(tmp_path, PARAMS, pre_roll_seconds=2.0, post_roll_seconds=3.0, quota_mb=10)
+    ring = RingBuffer(PARAMS.window_samples, PARAMS.hop_samples, capacity_samples=int(rec.history_seconds * RATE))
+    _stream(rec, ring, 4.0)
+    name = rec.start("short", start_seconds=4.0, wall_time=0.0)
+    rec.flush(ring)
+    samples, _ = read_wav(tmp_path / name)
+    assert len(samples) == 2 * RATE
+
+
+def test_quota_removes_oldest_clips_first(tmp_path):
+    rec = EvidenceRecorder(tmp_path, PARAMS, pre_roll_seconds=1.0, post_roll_seconds=1.0, quota_mb=0.2)
+    ring = RingBuffer(PARAMS.window_samples, PARAMS.hop_samples, capacity_samples=int(rec.history_seconds * RATE))
+    _stream(rec, ring, 2.0)
+    names = []
+    for k in range(6):  # each clip: 2 s of int16 (64 kB) plus its PNG
+        names.append(rec.start(f"ev{k}", start_seconds=(ring.samples_written / RATE), wall_time=1000.0 + k))
+        _stream(rec, ring, 1.5)
+    total = sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert total <= 200_000
+    present = sorted(p.name for p in tmp_path.glob("*.wav"))
+    assert present == sorted(names[-len(present):])  # the newest survive
+    assert len(present) < 6
+    # Every surviving WAV keeps its PNG: they are removed together.
+    assert {p.stem for p in tmp_path.glob("*.png")} == {p.stem for p in tmp_path.glob("*.wav")}
+
+
+def test_quota_keeps_the_newest_clip_even_if_it_alone_is_too_big(tmp_path):
+    for stem in ("20200101T000000Z_a", "20200101T000001Z_b"):
+        (tmp_path / f"{stem}.wav").write_bytes(b"x" * 1000)
+    removed = enforce_quota(tmp_path, 10, keep=frozenset({"20200101T000001Z_b"}))
+    assert [p.name for p in removed] == ["20200101T000000Z_a.wav"]
+    assert os.listdir(tmp_path) == ["20200101T000001Z_b.wav"]
