@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("list-devices", help="list audio input devices (PortAudio)")
     p.set_defaults(func=cmd_list_devices)
+
+    from .monitor import add_monitor_parser  # noqa: PLC0415 - the parser lives with the command (issue 5)
+
+    add_monitor_parser(commands)
     return parser
 
 

@@ -1,0 +1,34 @@
+"""The monitor's view of a fleet: topics parsed, duplicates dropped, a stable plain-text table."""
+
+from __future__ import annotations
+
+import json
+
+from device.monitor import FleetView, render_table
+from tests.mqtt_support import sample_event, sample_state, sample_telemetry
+
+
+def _feed(fleet: FleetView, topic: str, payload) -> bool:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return fleet.update(topic, data, now=1000.0)
+
+
+def test_fleet_view_and_table():
+    fleet = FleetView("acmon/x")
+    assert _feed(fleet, "acmon/x/plant-a/pump-7/status", b"online")
+    assert _feed(fleet, "acmon/x/plant-a/pump-7/state", sample_state("anomaly", 2.5))
+    assert _feed(fleet, "acmon/x/plant-a/pump-7/telemetry", {**sample_telemetry(), "spool": {"pending": 2, "dropped": 0}})
+    event = sample_event(4)
+    assert _feed(fleet, "acmon/x/plant-a/pump-7/events", event)
+    assert _feed(fleet, "acmon/x/plant-a/pump-7/events", event)  # a duplicate delivery
+    assert _feed(fleet, "acmon/x/plant-b/fan-1/status", b"offline")
+    assert not _feed(fleet, "acmon/x/plant-a/pump-7/cmd/ping/result", b"{}")
+    assert not _feed(fleet, "other/plant-a/pump-7/state", b"{}")
+    assert not _feed(fleet, "acmon/x/plant-a/pump-7/state", b"not json")
+    table = render_table(fleet, now=1003.0)
+    lines = table.splitlines()
+    assert lines[2].split() == ["device", "status", "state", "score", "threshold", "level", "dBFS", "faults", "unsent",
+                                "last", "message"]
+    assert lines[4].split() == ["plant-a/pump-7", "online", "anomaly", "2.5", "1", "-31.5", "-", "2", "3", "s", "ago"]
+    assert lines[5].split()[:3] == ["plant-b/fan-1", "offline", "?"]
+    assert len(fleet.events) == 1 and event["event_id"][:8] in table
