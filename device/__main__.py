@@ -14,9 +14,11 @@ logger = logging.getLogger("device")
 
 
 def _load_config(path: str | None):
-    from .config import AcmonConfig, load_config  # noqa: PLC0415
+    """The config file with its calibration laid over it, or all defaults without a file."""
+    from .calibrate import load_site_config  # noqa: PLC0415
+    from .config import AcmonConfig  # noqa: PLC0415
 
-    return load_config(path) if path else AcmonConfig()
+    return load_site_config(path) if path else AcmonConfig()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -39,14 +41,17 @@ def cmd_list_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Replay WAV files through the live pipeline; events as JSON lines on stdout."""
+    """Replay WAV files through the live pipeline; events as JSON lines on stdout, optionally a score plot."""
     from .runner import Runner  # noqa: PLC0415
     from .sources import WavFileStream, expand_wav_paths  # noqa: PLC0415
 
     cfg = _load_config(args.config)
     use_mqtt = False if args.no_mqtt else (None if args.config else False)
-    runner = Runner(cfg, model_path=args.model, broker=args.broker, use_mqtt=use_mqtt)
+    runner = Runner(
+        cfg, model_path=args.model, broker=args.broker, use_mqtt=use_mqtt, config_path=args.config, evidence=args.evidence
+    )
     paths = expand_wav_paths(args.wavs)
+    trace = _ScoreTrace()
     with runner:
         for path in paths:
             stream = WavFileStream(
@@ -56,12 +61,53 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 channel=args.channel if args.channel is not None else cfg.audio.channel,
                 realtime=args.realtime,
             )
-            summary = runner.run_stream(stream.name, stream.blocks())
+            summary = runner.run_stream(stream.name, stream.blocks(), on_window=trace.add)
+            trace.next_stream()
             logger.info("%s: %d windows, %d event(s)", path, summary.windows, summary.events)
             if runner.stop_event.is_set():
                 break
         undelivered = runner.close(flush_seconds=args.flush_seconds)
+    if args.plot:
+        from .plot import write_score_plot  # noqa: PLC0415
+
+        write_score_plot(args.plot, trace.times, trace.scores, runner.settings.threshold, trace.event_spans())
+        logger.info("score plot: %s (%.1f s across, threshold %.4g dashed, events shaded)", args.plot,
+                    trace.times[-1] if trace.times else 0.0, runner.settings.threshold)
     return 3 if undelivered else 0
+
+
+class _ScoreTrace:
+    """Window scores and event spans of consecutive streams on one time axis, for --plot."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.scores: list[float | None] = []
+        self._offset = 0.0
+        self._last = 0.0
+        self._spans: list[tuple[float, float]] = []
+        self._open: float | None = None
+
+    def add(self, result) -> None:
+        t = self._offset + result.end_seconds
+        self.times.append(t)
+        self.scores.append(result.score)
+        self._last = t
+        for transition in result.transitions:
+            if transition.state == "start":
+                self._open = t
+            elif transition.state == "end" and self._open is not None:
+                self._spans.append((self._open, t))
+                self._open = None
+
+    def next_stream(self) -> None:
+        self.event_spans()  # an event still open at the end of a file ends with it
+        self._offset = self._last
+
+    def event_spans(self) -> list[tuple[float, float]]:
+        if self._open is not None:
+            self._spans.append((self._open, self._last))
+            self._open = None
+        return list(self._spans)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -94,52 +140,93 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon: analyse the configured source until stopped."""
-    from .config import load_config  # noqa: PLC0415
+    from .calibrate import load_site_config  # noqa: PLC0415
     from .runner import Runner  # noqa: PLC0415
-    from .sources import MicrophoneStream, RawPcmStream, WavFileStream, expand_wav_paths  # noqa: PLC0415
+    from .sources import RawPcmStream, WavFileStream, expand_wav_paths  # noqa: PLC0415
 
-    cfg = load_config(args.config)
+    cfg = load_site_config(args.config)
     if args.check_config:
         print(f"{args.config}: OK")
         return 0
     setup_logging("DEBUG" if args.debug else cfg.logging.level.upper())
     audio = cfg.audio
-    with Runner(cfg, model_path=args.model, broker=args.broker, events_out=sys.stdout if args.print_events else None) as runner:
+    with Runner(
+        cfg,
+        model_path=args.model,
+        broker=args.broker,
+        events_out=sys.stdout if args.print_events else None,
+        config_path=args.config,
+        evidence=cfg.evidence.enabled,
+    ) as runner:
         runner.install_signal_handlers()
         rate = runner.model.params.sample_rate_hz
         if audio.source == "wav":
-            streams = [
-                WavFileStream(p, rate, audio.block_samples, audio.channel, realtime=audio.realtime)
-                for p in expand_wav_paths(audio.wav_paths)
-            ]
+            for path in expand_wav_paths(audio.wav_paths):
+                stream = WavFileStream(path, rate, audio.block_samples, audio.channel, realtime=audio.realtime)
+                runner.run_stream(stream.name, stream.blocks())
+                if runner.stop_event.is_set():
+                    break
         elif audio.source == "stdin":
-            streams = [
-                RawPcmStream(
-                    sys.stdin.buffer,
-                    audio.stdin_rate_hz or rate,
-                    rate,
-                    audio.stdin_format,
-                    audio.channels,
-                    audio.channel,
-                    audio.block_samples,
-                )
-            ]
+            stream = RawPcmStream(
+                sys.stdin.buffer, audio.stdin_rate_hz or rate, rate, audio.stdin_format, audio.channels, audio.channel,
+                audio.block_samples,
+            )
+            runner.run_stream(stream.name, stream.blocks())
         else:
-            streams = [
-                MicrophoneStream(
-                    rate,
-                    audio.block_samples,
-                    audio.input_device,
-                    audio.capture_rate_hz,
-                    audio.channels,
-                    audio.channel,
-                    stop_event=runner.stop_event,
-                )
-            ]
-        for stream in streams:
+            runner.run_live(lambda: _microphone(cfg, rate, runner.stop_event))
+    return 0
+
+
+def _microphone(cfg, rate_hz: int, stop_event):
+    from .sources import MicrophoneStream  # noqa: PLC0415
+
+    a = cfg.audio
+    return MicrophoneStream(rate_hz, a.block_samples, a.input_device, a.capture_rate_hz, a.channels, a.channel,
+                            stop_event=stop_event)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Learn the site's normal: threshold (and level gate if needed) from N minutes through the live pipeline."""
+    from .calibrate import rollback_calibration  # noqa: PLC0415
+    from .errors import AcmonError  # noqa: PLC0415
+    from .runner import Runner  # noqa: PLC0415
+    from .sources import WavFileStream, expand_wav_paths  # noqa: PLC0415
+
+    if args.rollback:
+        path = rollback_calibration(args.config)
+        _load_config(args.config)  # the restored calibration must be valid
+        print(json.dumps({"rolled_back": str(path)}))
+        return 0
+    if args.source == "file" and not args.wavs:
+        raise AcmonError("calibrate --source file: give the WAV files (or folders) to calibrate on")
+    if args.source == "mic" and args.wavs:
+        raise AcmonError("calibrate: WAV files are only read with --source file")
+    cfg = _load_config(args.config)
+    runner = Runner(cfg, model_path=args.model, use_mqtt=False, events_out=None, config_path=args.config, evidence=False)
+    outcome: dict = {}
+
+    def reply(result, error=None) -> None:
+        outcome.update(result=result, error=error)
+        runner.stop_event.set()
+
+    runner.install_signal_handlers()
+    runner.start_calibration(args.minutes, reply)
+    rate = runner.model.params.sample_rate_hz
+    if args.source == "mic":
+        runner.run_live(lambda: _microphone(cfg, rate, runner.stop_event))
+    else:
+        for path in expand_wav_paths(args.wavs):
+            stream = WavFileStream(path, rate, cfg.audio.block_samples, cfg.audio.channel)
             runner.run_stream(stream.name, stream.blocks())
             if runner.stop_event.is_set():
                 break
+    if not outcome:
+        logger.warning("calibrate: the audio ended before %.1f minutes: calibrating on what there is", args.minutes)
+        runner.finish_calibration()
+    runner.close()
+    if outcome.get("error"):
+        raise AcmonError(outcome["error"])
+    print(json.dumps(outcome["result"]))
     return 0
 
 
@@ -172,7 +259,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--flush-seconds", type=float, default=10.0, help="wait this long for the broker to acknowledge events (seconds, default: 10)"
     )
+    p.add_argument("--plot", metavar="PNG", help="also draw the score over time, threshold and events to this PNG file")
+    p.add_argument("--evidence", action="store_true", default=False,
+                   help="save evidence clips for events (evidence.* in the config; default: off for replays)")
     p.set_defaults(func=cmd_replay)
+
+    p = commands.add_parser(
+        "calibrate",
+        help="learn the site's normal sound: set the threshold (and level gate) for a false-alarm rate",
+        description="Record (or read) N minutes of the site's normal sound through the live pipeline and set the "
+        "threshold for calibration.false_alarms_per_day, and detector.min_rms_dbfs if quiet periods (machine off) "
+        "would raise alarms. Written atomically to calibration.yaml next to the config (the previous one kept as "
+        "calibration.prev.yaml) and laid over the config at start; a running daemon picks it up on SIGHUP.",
+    )
+    p.add_argument("wavs", nargs="*", metavar="WAV", help="with --source file: WAV files or folders of the site's sound")
+    p.add_argument("--config", required=True, help="YAML config file; calibration.yaml is written beside it")
+    p.add_argument("--minutes", type=float, default=10.0, help="audio to calibrate on (minutes, default: 10)")
+    p.add_argument("--source", choices=("mic", "file"), default="mic",
+                   help="record the configured microphone, or read WAV files (default: mic)")
+    p.add_argument("--model", help="model file or folder (default: model.path from the config)")
+    p.add_argument("--rollback", action="store_true", help="swap back to calibration.prev.yaml and exit")
+    p.set_defaults(func=cmd_calibrate)
 
     p = commands.add_parser("score", help="score WAV files: one JSON line per file")
     p.add_argument("wavs", nargs="+", metavar="FILE", help="WAV files or folders")

@@ -8,6 +8,9 @@ from typing import Any
 from .detector import Transition
 
 EVENT_SCHEMA = "acmon.event/1"
+STATE_SCHEMA = "acmon.state/1"
+TELEMETRY_SCHEMA = "acmon.telemetry/1"
+HEALTH_SCHEMA = "acmon.health/1"
 
 
 def utc_now_iso() -> str:
@@ -25,14 +28,17 @@ def event_payload(
     model_version: str,
     source: str,
     time_utc: str | None = None,
+    evidence: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of one event message (start or end of an alarm).
+    """The JSON body of one event message (start, update or end of an alarm).
 
     Args:
         transition: what the Detector reported.
         seq: the device's message sequence number (monotonic; for ordering and deduplication).
         source: the stream the audio came from (a WAV path or 'microphone:<name>').
         time_utc: wall-clock time of the message; now unless given.
+        evidence: file name of the event's evidence clip (WAV; a PNG of the same
+            stem beside it), or None when evidence is off.
     """
     ev = transition.event
     return {
@@ -52,4 +58,86 @@ def event_payload(
         "threshold": round(threshold, 6),
         "model": {"name": model_name, "version": model_version},
         "source": source,
+        "evidence": evidence,
+    }
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds and a Z suffix."""
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def state_payload(
+    device_id: str,
+    site: str,
+    state: str,
+    score: float | None,
+    threshold: float,
+    event_id: str | None,
+    faults: list[str],
+    time_utc: str | None = None,
+) -> dict[str, Any]:
+    """The retained current state: 'ok', 'anomaly' (an event is open), 'fault' or 'muted'.
+
+    Args:
+        score: the latest decision score, None before the first scored window.
+        faults: names of the active faults (see device.health).
+    """
+    return {
+        "schema": STATE_SCHEMA,
+        "device_id": device_id,
+        "site": site,
+        "time": time_utc or utc_now_iso(),
+        "state": state,
+        "score": None if score is None else round(score, 6),
+        "threshold": round(threshold, 6),
+        "event_id": event_id,
+        "faults": sorted(faults),
+    }
+
+
+def telemetry_payload(
+    device_id: str,
+    site: str,
+    uptime_seconds: float,
+    period: dict[str, Any],
+    threshold: float,
+    cpu_temperature_c: float | None,
+    time_utc: str | None = None,
+) -> dict[str, Any]:
+    """One periodic telemetry message (QoS 0); the publisher adds its own `spool` statistics.
+
+    Args:
+        period: HealthMonitor.take_telemetry() (level_dbfs, clipping_ratio, dc_offset,
+            score_mean, score_max, windows, scored_windows, realtime_factor = analysis
+            time / audio time, dropped_blocks).
+        cpu_temperature_c: degrees Celsius, None where the board does not expose it.
+    """
+    keys = ("level_dbfs", "clipping_ratio", "dc_offset", "score_mean", "score_max", "windows", "scored_windows",
+            "realtime_factor", "dropped_blocks")
+    return {
+        "schema": TELEMETRY_SCHEMA,
+        "device_id": device_id,
+        "site": site,
+        "time": time_utc or utc_now_iso(),
+        "uptime_seconds": round(uptime_seconds, 1),
+        **{k: period.get(k) for k in keys},
+        "cpu_temperature_c": None if cpu_temperature_c is None else round(cpu_temperature_c, 1),
+        "threshold": round(threshold, 6),
+    }
+
+
+def health_payload(device_id: str, site: str, faults: list[Any], time_utc: str | None = None) -> dict[str, Any]:
+    """The retained health message: active faults with their start time; ok when there are none.
+
+    Args:
+        faults: objects with `fault`, `since` (seconds since the epoch) and `detail` (device.health.Fault).
+    """
+    return {
+        "schema": HEALTH_SCHEMA,
+        "device_id": device_id,
+        "site": site,
+        "time": time_utc or utc_now_iso(),
+        "faults": [{"fault": f.fault, "since": iso_utc(f.since), "detail": f.detail} for f in faults],
+        "ok": not faults,
     }

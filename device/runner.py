@@ -1,23 +1,36 @@
-"""Wires config, model, pipeline and publisher together for `run`, `replay` and `score`."""
+"""Wires config, model, pipeline, evidence, health and publisher together for `run`, `replay`, `score` and `calibrate`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import queue
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TextIO
 
+from .calibrate import calibrate_site, calibration_document, load_site_config, write_calibration
 from .config import AcmonConfig, feature_pins, resolve_mqtt_password
 from .detector import DetectorSettings, Transition
-from .errors import AcmonError
+from .errors import AcmonError, AudioError
+from .evidence import EvidenceRecorder
+from .health import HealthMonitor, read_cpu_temperature_c
 from .inference import AnomalyModel
-from .payloads import event_payload
+from .payloads import event_payload, health_payload, iso_utc, state_payload, telemetry_payload
 from .pipeline import Pipeline, WindowResult, clip_score
+from .sdnotify import SystemdNotifier
+from .sources import Stream
 
 logger = logging.getLogger(__name__)
+
+Reply = Callable[..., None]  # reply(result: dict | None, error: str | None = None)
+COMMANDS = ("ping", "reload", "mute", "set_threshold", "calibrate")
+# Longest pause between checks of the stop event, commands and the watchdog while waiting to reopen a source.
+WAIT_STEP_SECONDS = 0.25
 
 
 def parse_broker(text: str, default_port: int = 1883) -> tuple[str, int]:
@@ -38,6 +51,29 @@ def parse_broker(text: str, default_port: int = 1883) -> tuple[str, int]:
     return host, port
 
 
+def detector_settings(cfg: AcmonConfig, model: AnomalyModel) -> DetectorSettings:
+    """The decision rules the config asks for, with the site (or model) threshold.
+
+    Raises:
+        AcmonError: the combination is invalid (e.g. detector.off_threshold above the threshold).
+    """
+    d = cfg.detector
+    threshold = (cfg.model.threshold or model.threshold) * d.threshold_scale
+    try:
+        return DetectorSettings(
+            threshold=threshold,
+            patience_windows=d.patience_windows,
+            release_ratio=d.release_ratio,
+            cooldown_seconds=d.cooldown_seconds,
+            off_threshold=d.off_threshold,
+            smoothing_windows=d.smoothing_windows,
+            smoothing=d.smoothing,
+            update_seconds=d.update_seconds,
+        )
+    except ValueError as exc:
+        raise AcmonError(f"detector: {exc}; change detector.off_threshold or the threshold") from None
+
+
 @dataclass
 class StreamSummary:
     """Per-stream outcome, for `score` and for logs."""
@@ -53,11 +89,44 @@ class StreamSummary:
         return clip_score(self.scores)
 
 
-class Runner:
-    """One device: a model, the pipeline and, if configured, an MQTT publisher.
+@dataclass
+class CalibrationSession:
+    """Window levels and model scores collected for an on-site calibration.
 
-    Every way audio enters (microphone, WAV replay, stdin) ends in run_stream(),
-    so replay exercises exactly the code that runs live.
+    Attributes:
+        target_windows: windows to collect (the requested minutes at the model's hop).
+        reply: called with the result (or the error) when the calibration ends.
+        segments: per uninterrupted stretch of audio, (steady dBFS, model score) per window.
+    """
+
+    target_windows: int
+    reply: Reply
+    segments: list[list[tuple[float, float]]] = field(default_factory=lambda: [[]])
+
+    @property
+    def collected(self) -> int:
+        return sum(len(s) for s in self.segments)
+
+    @property
+    def done(self) -> bool:
+        return self.collected >= self.target_windows
+
+    def new_segment(self) -> None:
+        if self.segments[-1]:
+            self.segments.append([])
+
+    def add(self, result: WindowResult) -> None:
+        if result.model_score is not None:
+            self.segments[-1].append((result.steady_dbfs, result.model_score))
+
+
+class Runner:
+    """One device: a model, the pipeline and, if configured, evidence, health and an MQTT publisher.
+
+    Every way audio enters (microphone, WAV replay, stdin, calibration) ends in
+    run_stream(), so replay exercises exactly the code that runs live. Commands
+    (MQTT, SIGHUP) are queued from any thread and carried out on the analysis
+    thread, between blocks.
     """
 
     def __init__(
@@ -68,51 +137,85 @@ class Runner:
         use_mqtt: bool | None = None,
         events_out: TextIO | None = sys.stdout,
         runtime: str | None = None,
+        config_path: str | None = None,
+        evidence: bool = False,
+        notifier: SystemdNotifier | None = None,
     ):
         self.cfg = cfg
+        self.config_path = config_path
+        self.model_path = model_path
+        self.runtime = runtime
         self.stop_event = threading.Event()
-        self.model = AnomalyModel(model_path or cfg.model.path, runtime=runtime, expected_params=feature_pins(cfg))
-        threshold = (cfg.model.threshold or self.model.threshold) * cfg.detector.threshold_scale
-        self.settings = DetectorSettings(
-            threshold=threshold,
-            patience_windows=cfg.detector.patience_windows,
-            cooldown_seconds=cfg.detector.cooldown_seconds,
+        self.started_monotonic = time.monotonic()
+        self.model = self._load_model(cfg)
+        self.settings = detector_settings(cfg, self.model)
+        params = self.model.params
+        self.evidence: EvidenceRecorder | None = None
+        if evidence:  # the daemon passes cfg.evidence.enabled; replays and scoring ask for it explicitly
+            e = cfg.evidence
+            self.evidence = EvidenceRecorder(e.directory, params, e.pre_roll_seconds, e.post_roll_seconds, e.quota_mb)
+        self.pipeline = Pipeline(
+            self.model,
+            self.settings,
+            min_rms_dbfs=cfg.detector.min_rms_dbfs,
+            history_seconds=self.evidence.history_seconds if self.evidence else 0.0,
         )
-        self.pipeline = Pipeline(self.model, self.settings, min_rms_dbfs=cfg.detector.min_rms_dbfs)
+        h = cfg.health
+        self.health = HealthMonitor(
+            params.sample_rate_hz, h.telemetry_seconds, h.silence_seconds, h.clipping_fault_ratio, h.dc_offset_fault
+        )
+        self.notifier = notifier or SystemdNotifier()
         self.events_out = events_out
         self.seq = 0
+        self.windows_total = 0
+        self.last_score: float | None = None
+        self.muted_until_wall = 0.0
+        self._commands: queue.Queue[tuple[str, dict[str, Any], Reply]] = queue.Queue()
+        self._calibration: CalibrationSession | None = None
+        self._published_state: tuple | None = None
         self.publisher = None
         mqtt_wanted = cfg.mqtt.enabled if use_mqtt is None else use_mqtt
         if mqtt_wanted or broker:
             self.publisher = self._make_publisher(broker)
+            set_handler = getattr(self.publisher, "set_command_handler", None)
+            if set_handler is not None:
+                set_handler(self.handle_command)
         logger.info(
             "model %s (%s %s, %s), threshold %.4g, window %.2f s, hop %.2f s",
             self.model.path,
             self.model.metadata.name,
             self.model.metadata.version,
             self.model.runtime.name,
-            threshold,
-            self.model.params.window_seconds,
-            self.model.params.hop_seconds,
+            self.settings.threshold,
+            params.window_seconds,
+            params.hop_seconds,
         )
 
+    def _load_model(self, cfg: AcmonConfig) -> AnomalyModel:
+        return AnomalyModel(self.model_path or cfg.model.path, runtime=self.runtime, expected_params=feature_pins(cfg))
+
     def _make_publisher(self, broker: str | None):
-        from .publisher import MqttPublisher, topic_base  # noqa: PLC0415 - paho only when MQTT is used
+        from . import publisher as mqtt_publisher  # noqa: PLC0415 - paho only when MQTT is used
 
         m = self.cfg.mqtt
         host, port = parse_broker(broker, m.port) if broker else (m.host, m.port)
+        password = resolve_mqtt_password(m) if m.username else None
+        make = getattr(mqtt_publisher, "make_publisher", None)
+        if make is not None:
+            label = f"{self.model.metadata.name} {self.model.metadata.version}"
+            return make(self.cfg, host=host, port=port, password=password, model_label=label)
         dev = self.cfg.device
-        return MqttPublisher(
+        return mqtt_publisher.MqttPublisher(
             host=host,
             port=port,
-            base_topic=topic_base(m.topic_prefix, dev.site, dev.id),
+            base_topic=mqtt_publisher.topic_base(m.topic_prefix, dev.site, dev.id),
             client_id=m.client_id or f"acmon-{dev.site}-{dev.id}",
             keepalive_seconds=m.keepalive_seconds,
             reconnect_min_seconds=m.reconnect_min_seconds,
             reconnect_max_seconds=m.reconnect_max_seconds,
             max_pending=m.max_pending_alerts,
             username=m.username,
-            password=resolve_mqtt_password(m) if m.username else None,
+            password=password,
             tls=m.tls,
         )
 
@@ -127,19 +230,27 @@ class Runner:
         self.close()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT both set the one stop event; loops notice it between blocks."""
+        """SIGTERM and SIGINT set the one stop event; SIGHUP queues a reload for the analysis thread."""
 
-        def handle(signum, frame) -> None:
+        def handle_stop(signum, frame) -> None:
             logger.info("received %s, stopping", signal.Signals(signum).name)
             self.stop_event.set()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        def handle_hup(signum, frame) -> None:
+            logger.info("received SIGHUP: reloading the config and model")
+            self.handle_command("reload", {}, _log_reply("reload (SIGHUP)"))
+
+        signal.signal(signal.SIGTERM, handle_stop)
+        signal.signal(signal.SIGINT, handle_stop)
+        signal.signal(signal.SIGHUP, handle_hup)
 
     def close(self, flush_seconds: float = 10.0) -> int:
         """Flush and stop the publisher; returns the number of events not acknowledged by the broker."""
+        self.notifier.stopping()
+        self.notifier.close()
         if self.publisher is None:
             return 0
+        self._publish_state(force=True)
         delivered = self.publisher.flush(flush_seconds)
         left = self.publisher.stats.pending
         self.publisher.stop()
@@ -150,31 +261,126 @@ class Runner:
 
     # -- streams -------------------------------------------------------
 
-    def run_stream(self, name: str, blocks: Iterable, on_window: Callable[[WindowResult], None] | None = None) -> StreamSummary:
-        """Analyse one stream from start to end (or until stop), emitting events as they happen."""
+    def run_stream(
+        self,
+        name: str,
+        blocks: Iterable,
+        on_window: Callable[[WindowResult], None] | None = None,
+        dropped_blocks: Callable[[], int] | None = None,
+    ) -> StreamSummary:
+        """Analyse one stream from start to end (or until stop), emitting events as they happen.
+
+        Args:
+            name: the stream's name in events and logs.
+            blocks: mono float32 blocks at the model's rate.
+            on_window: called with every window's result.
+            dropped_blocks: the source's running count of blocks it dropped (microphone).
+
+        Raises:
+            AudioError: the source failed; open events are ended and evidence written first.
+        """
         summary = StreamSummary(name)
         self.pipeline.reset()
-        for block in blocks:
-            for result in self.pipeline.process(block):
-                summary.windows += 1
-                if result.score is not None:
-                    summary.scored += 1
-                    summary.scores.append(result.score)
-                for transition in result.transitions:
-                    summary.events += transition.state == "start"
-                    self.emit(transition, name)
-                if on_window is not None:
-                    on_window(result)
-            if self.stop_event.is_set():
-                break
-        for transition in self.pipeline.close():
-            self.emit(transition, name)
+        self._reapply_mute()
+        if self._calibration is not None:
+            self._calibration.new_segment()
+        dropped_seen = 0
+        try:
+            for block in blocks:
+                started = time.perf_counter()
+                results = self.pipeline.process(block)
+                self.health.add_block(block, time.perf_counter() - started)
+                if dropped_blocks is not None:
+                    total = dropped_blocks()
+                    self.health.add_dropped_blocks(total - dropped_seen)
+                    dropped_seen = total
+                for result in results:
+                    self._account(result, summary, name)
+                    if on_window is not None:
+                        on_window(result)
+                if self.evidence is not None:
+                    self.evidence.poll(self.pipeline.ring)
+                self._after_block()
+                if self.stop_event.is_set():
+                    break
+        finally:
+            for transition in self.pipeline.close():
+                self.emit(transition, name)
+            if self.evidence is not None:
+                self.evidence.flush(self.pipeline.ring)
         if summary.windows == 0:
             logger.warning("%s: shorter than one analysis window (%.2f s): nothing analysed", name, self.model.params.window_seconds)
         return summary
 
+    def run_live(self, open_stream: Callable[[], Stream]) -> None:
+        """Run a live source until stopped, reopening it with exponential backoff when it fails.
+
+        A stream that delivered audio before failing is retried after
+        health.reopen_min_seconds; each failure without audio doubles the wait up to
+        health.reopen_max_seconds. The failure is a 'stream_error' fault until audio flows again.
+        """
+        h = self.cfg.health
+        delay = h.reopen_min_seconds
+        while not self.stop_event.is_set():
+            before = self.windows_total
+            stream = open_stream()
+            try:
+                self.run_stream(stream.name, stream.blocks(), dropped_blocks=lambda s=stream: getattr(s, "dropped_blocks", 0))
+                return  # a stream that simply ends (stdin closed) or a stop request
+            except AudioError as exc:
+                self.health.set("stream_error", str(exc))
+                if self.windows_total > before:
+                    delay = h.reopen_min_seconds
+                logger.error("%s; reopening in %.0f s", exc, delay)
+                self._after_block()
+                self.wait(delay)
+                delay = min(delay * 2, h.reopen_max_seconds)
+
+    def wait(self, seconds: float) -> None:
+        """Wait (for a reopen) while still serving commands and the watchdog: the loop is alive, only idle."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.stop_event.wait(min(remaining, WAIT_STEP_SECONDS))
+            self.notifier.watchdog_tick()
+            self._drain_commands()
+
+    def _account(self, result: WindowResult, summary: StreamSummary, name: str) -> None:
+        summary.windows += 1
+        self.windows_total += 1
+        if result.score is not None:
+            summary.scored += 1
+            summary.scores.append(result.score)
+            self.last_score = result.score
+        self.health.add_window(result.score)
+        for transition in result.transitions:
+            summary.events += transition.state == "start"
+            self.emit(transition, name)
+        if self._calibration is not None:
+            self._calibration.add(result)
+            if self._calibration.done:
+                self.finish_calibration()
+        self.notifier.ready(f"analysing {name}")
+        self.notifier.watchdog_tick()
+
+    def _after_block(self) -> None:
+        """Between blocks: commands, then telemetry, health and state when due."""
+        self._drain_commands()
+        if self.health.telemetry_due:
+            self._publish_telemetry()
+        if self.health.take_changed():
+            self._publish("publish_health", health_payload(self.cfg.device.id, self.cfg.device.site, list(self.health.faults.values())))
+        self._publish_state()
+
+    # -- messages --------------------------------------------------------
+
     def emit(self, transition: Transition, source: str) -> dict[str, Any]:
-        """Publish one event message (stdout JSON line and MQTT)."""
+        """Publish one event message (stdout JSON line and MQTT); a start plans the evidence clip."""
+        ev = transition.event
+        if transition.state == "start" and self.evidence is not None:
+            ev.evidence = self.evidence.start(ev.event_id, transition.time_seconds)
         payload = event_payload(
             transition,
             seq=self.seq,
@@ -184,13 +390,14 @@ class Runner:
             model_name=self.model.metadata.name,
             model_version=self.model.metadata.version,
             source=source,
+            evidence=ev.evidence,
         )
         self.seq += 1
         log = logger.warning if transition.state == "start" else logger.info
         log(
             "event %s %s at %.2f s in %s (score %s, threshold %.4g)",
             transition.state,
-            transition.event.event_id[:8],
+            ev.event_id[:8],
             transition.time_seconds,
             source,
             "-" if transition.score is None else f"{transition.score:.4g}",
@@ -203,3 +410,211 @@ class Runner:
             self.publisher.publish_event(payload)
         return payload
 
+    @property
+    def state(self) -> str:
+        """'anomaly' while an event is open, else 'fault' with active faults, else 'muted' or 'ok'."""
+        if self.pipeline.detector.active is not None:
+            return "anomaly"
+        if self.health.faults:
+            return "fault"
+        return "muted" if time.time() < self.muted_until_wall else "ok"
+
+    def _publish(self, method: str, payload: dict[str, Any]) -> None:
+        # The publisher API grows with issue 5; an older publisher simply lacks the method.
+        send = getattr(self.publisher, method, None) if self.publisher is not None else None
+        if send is not None:
+            send(payload)
+
+    def _publish_state(self, force: bool = False) -> None:
+        active = self.pipeline.detector.active
+        key = (self.state, active.event_id if active else None, tuple(sorted(self.health.faults)), self.settings.threshold)
+        if key == self._published_state and not force:
+            return
+        self._published_state = key
+        self._publish(
+            "publish_state",
+            state_payload(self.cfg.device.id, self.cfg.device.site, key[0], self.last_score, self.settings.threshold,
+                          key[1], list(key[2])),
+        )
+
+    def _publish_telemetry(self) -> None:
+        period = self.health.take_telemetry()
+        payload = telemetry_payload(
+            self.cfg.device.id,
+            self.cfg.device.site,
+            time.monotonic() - self.started_monotonic,
+            period,
+            self.settings.threshold,
+            read_cpu_temperature_c(),
+        )
+        logger.debug("telemetry %s", payload)
+        self._publish("publish_telemetry", payload)
+        self._publish_state(force=True)
+
+    # -- commands (queued from any thread, run on the analysis thread) ---
+
+    def handle_command(self, name: str, args: dict[str, Any], reply: Reply) -> None:
+        """Queue a command; safe from the MQTT thread or a signal handler (never blocks)."""
+        self._commands.put((name, dict(args or {}), reply))
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                name, args, reply = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if name == "calibrate":
+                    self.start_calibration(float(args["minutes"]), reply)
+                    continue
+                result = self._run_command(name, args)
+            except (AcmonError, ValueError, KeyError, TypeError) as exc:
+                logger.error("command %s failed: %s", name, exc)
+                reply(None, str(exc))
+            else:
+                reply(result)
+
+    def _run_command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if name == "ping":
+            return self.ping()
+        if name == "reload":
+            return self.reload()
+        if name == "mute":
+            return self.mute(float(args["minutes"]))
+        if name == "set_threshold":
+            return self.set_threshold(float(args["value"]))
+        raise AcmonError(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
+
+    def ping(self) -> dict[str, Any]:
+        return {
+            "uptime_seconds": round(time.monotonic() - self.started_monotonic, 1),
+            "model_version": self.model.metadata.version,
+            "state": self.state,
+        }
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config (with its calibration) and the model; keep the old ones if either is invalid.
+
+        The model, the model and calibration threshold and the detector section
+        take effect at once; other sections need a restart (logged).
+
+        Raises:
+            AcmonError: no config file, or the new config or model is invalid (nothing changed).
+        """
+        if self.config_path is None:
+            raise AcmonError("reload: the daemon was started without --config: nothing to reload")
+        cfg = load_site_config(self.config_path)
+        model = self._load_model(cfg)
+        settings = detector_settings(cfg, model)
+        try:
+            ended = self.pipeline.reconfigure(model, settings, cfg.detector.min_rms_dbfs)
+        except ValueError as exc:
+            raise AcmonError(f"reload: {exc}") from None
+        restart_needed = [s for s in ("device", "audio", "mqtt", "evidence", "health", "features", "logging")
+                          if getattr(cfg, s) != getattr(self.cfg, s)]
+        if restart_needed:
+            logger.warning("reload: changes to %s take effect after a restart", ", ".join(restart_needed))
+        self.cfg, self.model, self.settings = cfg, model, settings
+        for transition in ended:
+            self.emit(transition, "reload")
+        logger.info("reloaded %s: model %s %s, threshold %.4g, level gate %.1f dBFS", self.config_path,
+                    model.metadata.name, model.metadata.version, settings.threshold, cfg.detector.min_rms_dbfs)
+        return {"model_version": model.metadata.version, "threshold": round(settings.threshold, 6),
+                "min_rms_dbfs": cfg.detector.min_rms_dbfs}
+
+    def mute(self, minutes: float) -> dict[str, Any]:
+        """Suppress events for `minutes` (wall clock); an open event ends now."""
+        if not 0 < minutes <= 1440:
+            raise AcmonError(f"mute: minutes must be in (0, 1440], got {minutes}")
+        self.muted_until_wall = time.time() + minutes * 60.0
+        for transition in self.pipeline.mute(self.pipeline.stream_seconds + minutes * 60.0):
+            self.emit(transition, "mute")
+        logger.warning("events muted until %s", iso_utc(self.muted_until_wall))
+        return {"muted_until": iso_utc(self.muted_until_wall)}
+
+    def _reapply_mute(self) -> None:
+        """A new stream restarts stream time at 0: carry the remaining mute over."""
+        remaining = self.muted_until_wall - time.time()
+        if remaining > 0:
+            self.pipeline.mute(remaining)
+
+    def set_threshold(self, value: float) -> dict[str, Any]:
+        """Replace the detector threshold at once (not persisted; calibrate persists)."""
+        if not value > 0:
+            raise AcmonError(f"set_threshold: value must be > 0, got {value}")
+        try:
+            settings = dataclasses.replace(self.settings, threshold=value)
+        except ValueError as exc:
+            raise AcmonError(f"set_threshold: {exc}") from None
+        for transition in self.pipeline.reconfigure(self.model, settings, self.pipeline.min_rms_dbfs):
+            self.emit(transition, "set_threshold")
+        self.settings = settings
+        logger.warning("threshold set to %.4g (until the next reload or restart)", value)
+        return {"threshold": value}
+
+    # -- calibration ------------------------------------------------------
+
+    def start_calibration(self, minutes: float, reply: Reply) -> None:
+        """Collect `minutes` of audio from the running stream(s), then calibrate (see finish_calibration)."""
+        if not 0 < minutes <= 240:
+            raise AcmonError(f"calibrate: minutes must be in (0, 240], got {minutes}")
+        if self._calibration is not None:
+            raise AcmonError("calibrate: a calibration is already running")
+        if self.config_path is None:
+            raise AcmonError("calibrate: the daemon was started without --config: nowhere to write calibration.yaml")
+        target = max(1, round(minutes * 60.0 / self.model.params.hop_seconds))
+        self._calibration = CalibrationSession(target, reply)
+        self.pipeline.score_all = True
+        logger.info("calibrating: collecting %.1f min of audio (%d windows)", minutes, target)
+
+    def finish_calibration(self) -> None:
+        """Calibrate on what was collected, write calibration.yaml, apply it (reload) and reply."""
+        session, self._calibration = self._calibration, None
+        self.pipeline.score_all = False
+        if session is None:
+            return
+        try:
+            result = self.calibrate_now(session)
+        except AcmonError as exc:
+            logger.error("calibration failed: %s", exc)
+            session.reply(None, str(exc))
+        else:
+            session.reply(result)
+
+    def calibrate_now(self, session: CalibrationSession) -> dict[str, Any]:
+        c, d = self.cfg.calibration, self.cfg.detector
+        result = calibrate_site(
+            session.segments,
+            self.model.params.hop_seconds,
+            c.false_alarms_per_day,
+            d.patience_windows,
+            d.smoothing_windows,
+            d.smoothing,
+            d.min_rms_dbfs,
+            c.gate_margin_db,
+        )
+        assert self.config_path is not None
+        path = write_calibration(self.config_path, calibration_document(result, f"{self.model.metadata.name} {self.model.metadata.version}"))
+        logger.warning("calibration written to %s: threshold %.4g, level gate %s", path, result.threshold,
+                       "unchanged" if result.min_rms_dbfs is None else f"{result.min_rms_dbfs} dBFS")
+        applied = self.reload()
+        return {
+            "file": str(path),
+            "threshold": round(result.threshold, 6),
+            "min_rms_dbfs": applied["min_rms_dbfs"],
+            "gate": result.info.get("gate"),
+            "windows": session.collected,
+            "method": result.info.get("method"),
+        }
+
+
+def _log_reply(what: str) -> Reply:
+    """A reply for commands nobody waits on (SIGHUP): log the outcome."""
+
+    def reply(result: dict[str, Any] | None, error: str | None = None) -> None:
+        if error is not None:
+            logger.error("%s failed, keeping the running config and model: %s", what, error)
+        else:
+            logger.info("%s done: %s", what, result)
+
+    return reply
