@@ -43,5 +43,6 @@ def test_unit_security_exposure_is_low(tmp_path):
 
 def test_unit_essentials():
     text = UNIT.read_text()
-    for line in ("Restart=always", "After=network-online.target", "LoadCredential=mqtt-password:", "--check-config"):
+    for line in ("Restart=always", "After=network-online.target", "LoadCredential=mqtt-password:", "--check-config",
+                 "Type=notify", "NotifyAccess=main", "WatchdogSec="):
         assert line in text
