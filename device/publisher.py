@@ -153,6 +153,7 @@ class MqttPublisher:
         self._inbox: collections.deque[_Outgoing] = collections.deque()
         self._queued = self._delivered = self._inbox_dropped = 0
         self._spool_pending = len(self.spool.pending())
+        self._in_transit = 0  # an event taken from the inbox, being written to the spool
         self._connected = False
         self._refused: str | None = None
         self._stop = threading.Event()
@@ -263,7 +264,7 @@ class MqttPublisher:
             )
 
     def _pending_locked(self) -> int:
-        return sum(item.kind == "event" for item in self._inbox) + self._spool_pending
+        return sum(item.kind == "event" for item in self._inbox) + self._in_transit + self._spool_pending
 
     def _enqueue(self, item: _Outgoing) -> None:
         with self._lock:
@@ -308,6 +309,7 @@ class MqttPublisher:
                 if not self._inbox:
                     return
                 item = self._inbox.popleft()
+                self._in_transit = int(item.kind == "event")
             if item.kind == "event":
                 entry = self.spool.append(item.topic, item.payload)
                 if entry is not None:
@@ -380,6 +382,7 @@ class MqttPublisher:
     def _sync_spool_count(self) -> None:
         with self._lock:
             self._spool_pending = len(self.spool.pending())
+            self._in_transit = 0
             self._lock.notify_all()
 
     def _shutdown(self) -> None:
