@@ -308,7 +308,7 @@ class Runner:
                 self.emit(transition, name)
             if self.evidence is not None:
                 self.evidence.flush(self.pipeline.ring)
-        if summary.windows == 0:
+        if summary.windows == 0 and not self.stop_event.is_set():
             logger.warning("%s: shorter than one analysis window (%.2f s): nothing analysed", name, self.model.params.window_seconds)
         return summary
 
@@ -331,7 +331,7 @@ class Runner:
                 self.health.set("stream_error", str(exc))
                 if self.windows_total > before:
                     delay = h.reopen_min_seconds
-                logger.error("%s; reopening in %.0f s", exc, delay)
+                logger.error("%s; reopening in %.1f s", exc, delay)
                 self._after_block()
                 self.wait(delay)
                 delay = min(delay * 2, h.reopen_max_seconds)
