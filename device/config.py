@@ -307,11 +307,12 @@ class EvidenceConfig(SectionConfig):
     """
 
     enabled: bool = Field(True, description="Save an evidence clip and spectrogram for each alarm.")
-    directory: str = Field(
-        "evidence",
+    directory: Optional[str] = Field(
+        None,
         min_length=1,
-        description="Folder for the clips (created if missing; relative paths are relative to the working directory; "
-        "under systemd use /var/lib/acmon/evidence).",
+        description="Folder for the clips (created if missing); null = $STATE_DIRECTORY/evidence under systemd "
+        "(/var/lib/acmon/evidence with StateDirectory=acmon), else $XDG_STATE_HOME/acmon/evidence "
+        "(~/.local/state/acmon/evidence).",
     )
     pre_roll_seconds: float = Field(5.0, ge=0, le=60, description="Audio kept before the alarm, in seconds.")
     post_roll_seconds: float = Field(5.0, ge=0, le=60, description="Audio recorded after the alarm, in seconds.")

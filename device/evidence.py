@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from .audio_io import write_wav
 from .errors import AcmonError
@@ -36,6 +37,19 @@ class PendingClip:
     stem: str
     start_sample: int
     end_sample: int
+
+
+def default_evidence_directory(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where evidence goes when the config does not say: the service's state folder, never the working directory.
+
+    systemd sets $STATE_DIRECTORY for StateDirectory= (the one writable place under
+    ProtectSystem=strict); elsewhere the XDG state folder of the user.
+    """
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state) / "evidence"
+    base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")).expanduser() / ".local" / "state")
+    return Path(base) / "acmon" / "evidence"
 
 
 def evidence_stem(event_id: str, wall_time: float) -> str:

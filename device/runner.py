@@ -17,7 +17,7 @@ from .calibrate import calibrate_site, calibration_document, load_site_config, w
 from .config import AcmonConfig, feature_pins, resolve_mqtt_password
 from .detector import DetectorSettings, Transition
 from .errors import AcmonError, AudioError
-from .evidence import EvidenceRecorder
+from .evidence import EvidenceRecorder, default_evidence_directory
 from .health import HealthMonitor, read_cpu_temperature_c
 from .inference import AnomalyModel
 from .payloads import event_payload, health_payload, iso_utc, state_payload, telemetry_payload
@@ -153,7 +153,8 @@ class Runner:
         self.evidence: EvidenceRecorder | None = None
         if evidence:  # the daemon passes cfg.evidence.enabled; replays and scoring ask for it explicitly
             e = cfg.evidence
-            self.evidence = EvidenceRecorder(e.directory, params, e.pre_roll_seconds, e.post_roll_seconds, e.quota_mb)
+            directory = e.directory or default_evidence_directory()
+            self.evidence = EvidenceRecorder(directory, params, e.pre_roll_seconds, e.post_roll_seconds, e.quota_mb)
         self.pipeline = Pipeline(
             self.model,
             self.settings,

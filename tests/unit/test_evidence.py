@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -104,3 +105,11 @@ def test_quota_keeps_the_newest_clip_even_if_it_alone_is_too_big(tmp_path):
     removed = enforce_quota(tmp_path, 10, keep=frozenset({"20200101T000001Z_b"}))
     assert [p.name for p in removed] == ["20200101T000000Z_a.wav"]
     assert os.listdir(tmp_path) == ["20200101T000001Z_b.wav"]
+
+
+def test_default_directory_is_the_state_folder_not_the_working_directory(tmp_path):
+    from device.evidence import default_evidence_directory
+
+    assert default_evidence_directory({"STATE_DIRECTORY": "/var/lib/acmon"}) == Path("/var/lib/acmon/evidence")
+    assert default_evidence_directory({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "acmon" / "evidence"
+    assert default_evidence_directory({"HOME": "/home/pi"}) == Path("/home/pi/.local/state/acmon/evidence")
