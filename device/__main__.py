@@ -6,9 +6,12 @@ import argparse
 import json
 import logging
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .cli import make_parser, run_command, setup_logging
+
+if TYPE_CHECKING:
+    from .pipeline import WindowResult
 
 logger = logging.getLogger("device")
 
@@ -87,7 +90,7 @@ class _ScoreTrace:
         self._spans: list[tuple[float, float]] = []
         self._open: float | None = None
 
-    def add(self, result) -> None:
+    def add(self, result: "WindowResult") -> None:
         t = self._offset + result.end_seconds
         self.times.append(t)
         self.scores.append(result.score)

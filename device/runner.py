@@ -326,7 +326,7 @@ class Runner:
             before = self.windows_total
             stream = open_stream()
             try:
-                self.run_stream(stream.name, stream.blocks(), dropped_blocks=lambda s=stream: getattr(s, "dropped_blocks", 0))
+                self.run_stream(stream.name, stream.blocks(), dropped_blocks=lambda s=stream: _lost_blocks(s))
                 return  # a stream that simply ends (stdin closed) or a stop request
             except AudioError as exc:
                 self.health.set("stream_error", str(exc))
@@ -607,6 +607,11 @@ class Runner:
             "windows": session.collected,
             "method": result.info.get("method"),
         }
+
+
+def _lost_blocks(stream: Stream) -> int:
+    """Blocks a live source lost: dropped from its full queue, or overflowed inside PortAudio."""
+    return int(getattr(stream, "dropped_blocks", 0)) + int(getattr(stream, "overflows", 0))
 
 
 def _log_reply(what: str) -> Reply:

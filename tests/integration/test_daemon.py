@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -51,10 +53,10 @@ def _replay(runner: Runner, path: Path):
 
 def test_anomaly_raises_event_with_evidence_clip(trained_model, demo_data, tmp_path):
     runner = _runner(_config(tmp_path, trained_model), evidence=True)
-    emitted = []
-    runner.events_out = type("Out", (), {"write": lambda self, s: emitted.append(s), "flush": lambda self: None})()
+    out = io.StringIO()
+    runner.events_out = out
     assert _replay(runner, _wav(demo_data, "anomaly")).events >= 1
-    start = next(e for e in map(__import__("json").loads, emitted) if e["state"] == "start")
+    start = next(e for e in map(json.loads, out.getvalue().splitlines()) if e["state"] == "start")
     assert start["evidence"] and (tmp_path / "evidence" / start["evidence"]).exists()
     assert (tmp_path / "evidence" / start["evidence"]).with_suffix(".png").exists()
 

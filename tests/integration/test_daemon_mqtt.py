@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import paho.mqtt.publish as mqtt_publish
