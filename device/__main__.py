@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Record (or read) N minutes of the site's normal sound through the live pipeline and set the "
         "threshold for calibration.false_alarms_per_day, and detector.min_rms_dbfs if quiet periods (machine off) "
         "would raise alarms. Written atomically to calibration.yaml next to the config (the previous one kept as "
-        "calibration.prev.yaml) and laid over the config at start; a running daemon picks it up on SIGHUP.",
+        "calibration.prev.yaml) and laid over the config at start; a running daemon picks it up on SIGHUP. "
+        "While the daemon runs, the microphone may be busy: use its MQTT command calibrate {minutes} instead.",
     )
     p.add_argument("wavs", nargs="*", metavar="WAV", help="with --source file: WAV files or folders of the site's sound")
     p.add_argument("--config", required=True, help="YAML config file; calibration.yaml is written beside it")

@@ -171,6 +171,7 @@ class Runner:
         self.windows_total = 0
         self.last_score: float | None = None
         self.muted_until_wall = 0.0
+        self.source_name = "none"  # the stream being analysed, named in events that commands end
         self._commands: queue.Queue[tuple[str, dict[str, Any], Reply]] = queue.Queue()
         self._calibration: CalibrationSession | None = None
         self._published_state: tuple | None = None
@@ -281,6 +282,7 @@ class Runner:
             AudioError: the source failed; open events are ended and evidence written first.
         """
         summary = StreamSummary(name)
+        self.source_name = name
         self.pipeline.reset()
         self._reapply_mute()
         if self._calibration is not None:
@@ -517,7 +519,7 @@ class Runner:
             logger.warning("reload: changes to %s take effect after a restart", ", ".join(restart_needed))
         self.cfg, self.model, self.settings = cfg, model, settings
         for transition in ended:
-            self.emit(transition, "reload")
+            self.emit(transition, self.source_name)
         logger.info("reloaded %s: model %s %s, threshold %.4g, level gate %.1f dBFS", self.config_path,
                     model.metadata.name, model.metadata.version, settings.threshold, cfg.detector.min_rms_dbfs)
         return {"model_version": model.metadata.version, "threshold": round(settings.threshold, 6),
@@ -529,7 +531,7 @@ class Runner:
             raise AcmonError(f"mute: minutes must be in (0, 1440], got {minutes}")
         self.muted_until_wall = time.time() + minutes * 60.0
         for transition in self.pipeline.mute(self.pipeline.stream_seconds + minutes * 60.0):
-            self.emit(transition, "mute")
+            self.emit(transition, self.source_name)
         logger.warning("events muted until %s", iso_utc(self.muted_until_wall))
         return {"muted_until": iso_utc(self.muted_until_wall)}
 
@@ -548,7 +550,7 @@ class Runner:
         except ValueError as exc:
             raise AcmonError(f"set_threshold: {exc}") from None
         for transition in self.pipeline.reconfigure(self.model, settings, self.pipeline.min_rms_dbfs):
-            self.emit(transition, "set_threshold")
+            self.emit(transition, self.source_name)
         self.settings = settings
         logger.warning("threshold set to %.4g (until the next reload or restart)", value)
         return {"threshold": value}
