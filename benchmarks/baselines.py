@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from device.features import FeatureParams, compute_logmel
+from training.gaussian import ledoit_wolf
 
 # ----------------------------------------------------------------------------------------------
 # DCASE 2020 Task 2 baseline
@@ -181,25 +182,6 @@ def clip_mean_logmel(samples: np.ndarray, params: FeatureParams = FeatureParams(
     x = np.asarray(samples, dtype=np.float32)
     whole = dataclasses.replace(params, window_samples=len(x), hop_samples=len(x))
     return compute_logmel(x, whole).astype(np.float64).mean(axis=0)
-
-
-def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ledoit-Wolf (2004) shrinkage of the sample covariance towards a scaled identity.
-
-    Returns:
-        (covariance (d, d), shrinkage in [0, 1]).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    n, d = x.shape
-    xc = x - x.mean(axis=0)
-    s = xc.T @ xc / n
-    mu = np.trace(s) / d
-    delta = np.sum((s - mu * np.eye(d)) ** 2) / d
-    x2 = xc**2
-    beta = (np.sum(x2.T @ x2) / n - np.sum(s**2)) / (d * n)  # = sum_k ||x_k x_k^T - S||^2 / (d n^2)
-    beta = min(beta, delta)
-    shrink = beta / delta if delta > 0 else 1.0
-    return (1.0 - shrink) * s + shrink * mu * np.eye(d), float(shrink)
 
 
 class MahalanobisBaseline:

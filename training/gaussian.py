@@ -51,8 +51,8 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
     mu = np.trace(sample) / d
     delta = np.sum((sample - mu * np.eye(d)) ** 2) / d
     x2 = xc**2
-    beta = min((np.sum(x2.T @ x2) / n - np.sum(sample**2)) / (d * n), delta)
-    shrinkage = 0.0 if delta == 0 else beta / delta
+    beta = min((np.sum(x2.T @ x2) / n - np.sum(sample**2)) / (d * n), delta)  # sum_k |x_k x_k' - S|^2 / (d n^2)
+    shrinkage = beta / delta if delta > 0 else 1.0  # all variances equal: the identity target is exact
     return (1 - shrinkage) * sample + shrinkage * mu * np.eye(d), float(shrinkage)
 
 
