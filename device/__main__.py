@@ -64,6 +64,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 channel=args.channel if args.channel is not None else cfg.audio.channel,
                 realtime=args.realtime,
             )
+            trace.start_stream(stream.name)
             summary = runner.run_stream(stream.name, stream.blocks(), on_window=trace.add)
             trace.next_stream()
             logger.info("%s: %d windows, %d event(s)", path, summary.windows, summary.events)
@@ -73,7 +74,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.plot:
         from .plot import write_score_plot  # noqa: PLC0415
 
-        write_score_plot(args.plot, trace.times, trace.scores, runner.settings.threshold, trace.event_spans())
+        write_score_plot(args.plot, trace.times, trace.scores, runner.settings.threshold, trace.event_spans(), trace.streams)
         logger.info("score plot: %s (%.1f s across, threshold %.4g dashed, events shaded)", args.plot,
                     trace.times[-1] if trace.times else 0.0, runner.settings.threshold)
     return 3 if undelivered else 0
@@ -89,6 +90,10 @@ class _ScoreTrace:
         self._last = 0.0
         self._spans: list[tuple[float, float]] = []
         self._open: float | None = None
+        self.streams: list[tuple[float, str]] = []  # (start on the common time axis, name) per file
+
+    def start_stream(self, name: str) -> None:
+        self.streams.append((self._offset, name))
 
     def add(self, result: "WindowResult") -> None:
         t = self._offset + result.end_seconds

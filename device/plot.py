@@ -1,4 +1,5 @@
-"""Score-over-time plot for `replay --plot`, drawn with numpy into a PNG (no matplotlib needed on a Pi)."""
+"""Score-over-time plot for `replay --plot`: with matplotlib when it is installed (axes, labels, file
+names), else drawn with numpy into a PNG, so the plot also works on a bare Pi."""
 
 from __future__ import annotations
 
@@ -88,6 +89,55 @@ def _polyline(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, colour: tuple[int
             img[max(a, 0) : min(b + 1, img.shape[0]), c] = colour
 
 
-def write_score_plot(path: str | os.PathLike, *args, **kwargs) -> Path:
-    """score_plot_rgb(...) written to a PNG file."""
-    return write_png(path, score_plot_rgb(*args, **kwargs))
+def write_score_plot(
+    path: str | os.PathLike,
+    times_seconds: Sequence[float],
+    scores: Sequence[float | None],
+    threshold: float,
+    events: Sequence[tuple[float, float]] = (),
+    streams: Sequence[tuple[float, str]] = (),
+) -> Path:
+    """The score plot as a PNG file: a labelled matplotlib figure if matplotlib is installed, else score_plot_rgb.
+
+    Args:
+        streams: (start time in seconds, name) of each replayed file on the common time axis.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - optional, slow to import
+        from matplotlib.figure import Figure  # noqa: PLC0415
+    except ImportError:
+        return write_png(path, score_plot_rgb(times_seconds, scores, threshold, events))
+    t = np.asarray(times_seconds, dtype=np.float64)
+    values = np.array([np.nan if v is None else float(v) for v in scores], dtype=np.float64)
+    breaks = np.searchsorted(t, [start for start, _ in streams[1:]], side="right")
+    line_t, line_v = np.insert(t, breaks, np.nan), np.insert(values, breaks, np.nan)  # no line joins two files
+    fig = Figure(figsize=(12, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for k, (start, end) in enumerate(events):
+        ax.axvspan(start, end, color="#ffd6d6", label="event" if k == 0 else None)
+    ax.plot(line_t, line_v, color="#1f5ab4", lw=1.5, marker=".", ms=3, label="window score")
+    gated = np.isnan(values)
+    if gated.any():
+        floor = np.full(int(gated.sum()), np.nanmin(values) if np.isfinite(values).any() else 0.0)
+        ax.plot(t[gated], floor, "|", color="#999999", label="below level gate")
+    ax.axhline(threshold, color="#c81e1e", ls="--", lw=1, label=f"threshold {threshold:.4g}")
+    for k, (start, name) in enumerate(streams):
+        if k:
+            ax.axvline(start, color="#888888", lw=0.8)
+        ax.annotate(Path(name).name, (start, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
+                    textcoords="offset points", va="top", fontsize=7, color="#444444")
+    ax.set_xlabel("time (s, files one after another)" if len(streams) > 1 else "time (s)")
+    ax.set_ylabel("anomaly score")
+    ax.set_xlim(0, max(float(t.max()) if len(t) else 1.0, 1e-6))
+    top = float(np.nanmax(values)) if np.isfinite(values).any() else threshold
+    if top > 20 * threshold:  # clear faults would flatten everything near the threshold
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, format="png")
+    return out
