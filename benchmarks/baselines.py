@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from device.features import FeatureParams, compute_logmel
-from training.gaussian import ledoit_wolf
+from device.gaussian import ledoit_wolf
 
 # ----------------------------------------------------------------------------------------------
 # DCASE 2020 Task 2 baseline

@@ -22,6 +22,7 @@ import yaml
 
 from .config import AcmonConfig, config_from_dict, load_config
 from .detector import smooth_series
+from .gaussian import SITE_FILE_PREFIX
 from .errors import AcmonError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ SILENCE_DBFS = -150.0
 # Two groups of window levels this far apart (dB, between their means) are "machine off" and "machine on".
 MIN_LEVEL_SEPARATION_DB = 10.0
 # Keys a calibration file may set, by section; everything else in it is rejected.
-CALIBRATED_KEYS = {"model": ("threshold",), "detector": ("min_rms_dbfs",)}
+CALIBRATED_KEYS = {"model": ("threshold", "site_statistics"), "detector": ("min_rms_dbfs",)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,9 +390,17 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def calibration_document(result: CalibrationResult, source: str, wall_time: float | None = None) -> str:
-    """The YAML text of a calibration file: the calibrated keys, and how they were measured."""
+def calibration_document(
+    result: CalibrationResult, source: str, wall_time: float | None = None, site_statistics: str | None = None
+) -> str:
+    """The YAML text of a calibration file: the calibrated keys, and how they were measured.
+
+    Args:
+        site_statistics: file name (beside the config) of the site's normal statistics, if learnt.
+    """
     sections: dict[str, Any] = {"model": {"threshold": round(result.threshold, 6)}}
+    if site_statistics is not None:
+        sections["model"]["site_statistics"] = site_statistics
     if result.min_rms_dbfs is not None:
         sections["detector"] = {"min_rms_dbfs": result.min_rms_dbfs}
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if wall_time is None else wall_time))
@@ -424,6 +433,22 @@ def write_calibration(config_path: str | os.PathLike, document: str) -> Path:
     return current
 
 
+def prune_site_statistics(config_path: str | os.PathLike) -> list[Path]:
+    """Delete site statistics files that neither calibration.yaml nor calibration.prev.yaml names; returns them."""
+    folder = Path(config_path).resolve().parent
+    referenced = set()
+    for path in calibration_paths(config_path):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            referenced.add(str((data.get("model") or {}).get("site_statistics")))
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+    removed = [f for f in folder.glob(f"{SITE_FILE_PREFIX}*.npz") if f.name not in referenced]
+    for f in removed:
+        f.unlink(missing_ok=True)
+    return removed
+
+
 def rollback_calibration(config_path: str | os.PathLike) -> Path:
     """Swap calibration.yaml and calibration.prev.yaml (a second rollback undoes the first).
 
@@ -448,7 +473,7 @@ def load_site_config(config_path: str | os.PathLike) -> AcmonConfig:
     Raises:
         ConfigError: the config or the calibration file is invalid; messages name the file and key.
     """
-    cfg = load_config(config_path)
+    cfg = _site_statistics_beside(load_config(config_path), config_path)
     current, _ = calibration_paths(config_path)
     if not current.exists():
         return cfg
@@ -475,4 +500,13 @@ def load_site_config(config_path: str | os.PathLike) -> AcmonConfig:
     except ConfigError as exc:
         raise ConfigError(f"{exc}; {hint}") from None
     logger.info("calibration %s laid over %s", current, config_path)
-    return out
+    return _site_statistics_beside(out, config_path)
+
+
+def _site_statistics_beside(cfg: AcmonConfig, config_path: str | os.PathLike) -> AcmonConfig:
+    """model.site_statistics made absolute: a relative name lies in the config file's folder."""
+    name = cfg.model.site_statistics
+    if not name or Path(name).is_absolute():
+        return cfg
+    path = Path(config_path).resolve().parent / name
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"site_statistics": str(path)})})

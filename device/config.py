@@ -91,6 +91,13 @@ class ModelConfig(SectionConfig):
         description="Anomaly score threshold (score units of the model); null = use the threshold "
         "calibrated with the model.",
     )
+    site_statistics: Optional[str] = Field(
+        None,
+        min_length=1,
+        description="The site's normal statistics for a Gaussian model, a file beside the config (relative "
+        "to its folder); written by `python -m device calibrate` into calibration.yaml, with the "
+        "threshold measured against them. null = score against the training data's statistics.",
+    )
 
 
 def _attribute_docstrings(cls: type) -> Dict[str, str]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import ModelError
 from .features import FeatureParams
+from .gaussian import SiteStatistics
 from .model_file import ModelMetadata, load_metadata, sha256_hex
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class AnomalyModel:
         self.input_scale, self.input_zero_point = _quantization(self._input, source, "input")
         self.output_scale, self.output_zero_point = _quantization(self._output, source, "output")
         self.output_shape = tuple(int(d) for d in self._output["shape"])
+        self.site: SiteStatistics | None = None
         logger.debug(
             "loaded %s with %s: input %s scale %.6g zp %d",
             source,
@@ -146,6 +148,28 @@ class AnomalyModel:
     @property
     def threshold(self) -> float:
         return self.metadata.threshold
+
+    def use_site_statistics(self, site: SiteStatistics | None, source: str = "site statistics") -> None:
+        """Score against the site's normal statistics (from on-site calibration) instead of the training data's.
+
+        Raises:
+            ModelError: this model has no Gaussian output, or the statistics were measured with another model.
+        """
+        if site is not None:
+            if self.metadata.score_kind != "gaussian_distance":
+                raise ModelError(
+                    f"{source}: site statistics apply to Gaussian models only; {self.path} scores by "
+                    f"{self.metadata.score_kind}: remove model.site_statistics or recalibrate"
+                )
+            size = int(np.prod(self.output_shape))
+            meta = self.metadata
+            if site.fit.mean.size != size or (site.model_name, site.model_version) != (meta.name, meta.version):
+                raise ModelError(
+                    f"{source}: measured with model {site.model_name} {site.model_version} ({site.fit.mean.size} "
+                    f"outputs), but the model is {meta.name} {meta.version} ({size} outputs): recalibrate on site "
+                    "(python -m device calibrate) or roll back"
+                )
+        self.site = site
 
     def quantize(self, patch: np.ndarray) -> np.ndarray:
         """Float patch to the model's int8 input: q = round(x / scale) + zero_point, saturated."""
@@ -176,14 +200,22 @@ class AnomalyModel:
         return q, out
 
     def score(self, patch: np.ndarray) -> float:
-        """Anomaly score of one normalized patch; higher is more anomalous (see output_score).
+        """Anomaly score of one normalized patch; higher is more anomalous (see evaluate)."""
+        return self.evaluate(patch)[0]
 
-        Reconstruction scores compare the model's input as the model saw it
-        (after int8 quantization) with its reconstruction, which keeps input
-        rounding noise out of the score.
+    def evaluate(self, patch: np.ndarray) -> tuple[float, np.ndarray]:
+        """(anomaly score, dequantized model output) of one normalized patch.
+
+        The score is output_score of the model's kind, or with site statistics
+        the output's distance to the site's normal. Reconstruction scores
+        compare the model's input as the model saw it (after int8
+        quantization) with its reconstruction, which keeps input rounding
+        noise out of the score.
         """
         q, out = self.infer(patch)
-        return output_score(patch_of(self.dequantize_input(q), self.params), out, self.metadata.score_kind)
+        if self.site is not None:
+            return self.site.distance(out), out
+        return output_score(patch_of(self.dequantize_input(q), self.params), out, self.metadata.score_kind), out
 
 
 def patch_of(x: np.ndarray, params: FeatureParams) -> np.ndarray:

@@ -70,6 +70,8 @@ class WindowResult:
         transitions: events that started, updated or ended at this window.
         model_score: the model's score even for a gated window when the pipeline
             scores every window (calibration); otherwise equal to score.
+        model_output: the model's dequantized output, kept only while scoring every window (calibration
+            learns the site's normal statistics from it); otherwise None.
     """
 
     index: int
@@ -80,6 +82,7 @@ class WindowResult:
     score: float | None
     transitions: tuple[Transition, ...] = ()
     model_score: float | None = None
+    model_output: np.ndarray | None = None
 
 
 @dataclass
@@ -167,14 +170,15 @@ class Pipeline:
             level = rms_dbfs(window.samples)
             steady = steady_level_dbfs(window.samples, p.stft_hop_samples)
             gated = steady < self.min_rms_dbfs
-            model_score = None
+            model_score, model_output = None, None
             if not gated or self.score_all:
-                model_score = self.model.score(extract_patch(window.samples, p))
+                model_score, output = self.model.evaluate(extract_patch(window.samples, p))
+                model_output = output if self.score_all else None
             score = None if gated else model_score
             end_seconds = (window.start_sample + p.window_samples) / p.sample_rate_hz
             transitions = tuple(self._detector.update(window.index, end_seconds, score))
             result = WindowResult(
-                window.index, window.start_sample, end_seconds, level, steady, score, transitions, model_score
+                window.index, window.start_sample, end_seconds, level, steady, score, transitions, model_score, model_output
             )
             self._last_index, self._last_end_seconds = window.index, end_seconds
             if self.on_window is not None:

@@ -11,13 +11,25 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
-from .calibrate import calibrate_site, calibration_document, load_site_config, write_calibration
+import numpy as np
+
+from .calibrate import (
+    SILENCE_DBFS,
+    CalibrationResult,
+    calibrate_site,
+    calibration_document,
+    load_site_config,
+    prune_site_statistics,
+    write_calibration,
+)
 from .config import AcmonConfig, feature_pins, resolve_mqtt_password
 from .detector import DetectorSettings, Transition
 from .errors import AcmonError, AudioError
 from .evidence import EvidenceRecorder, default_evidence_directory
+from .gaussian import SiteStatistics, fit_site_statistics
 from .health import HealthMonitor, read_cpu_temperature_c
 from .inference import AnomalyModel
 from .payloads import event_payload, health_payload, iso_utc, state_payload, telemetry_payload
@@ -102,6 +114,8 @@ class CalibrationSession:
     target_windows: int
     reply: Reply
     segments: list[list[tuple[float, float]]] = field(default_factory=lambda: [[]])
+    outputs: list[np.ndarray] = field(default_factory=list)
+    """The model's output for every collected window, in the order of the segments' windows."""
 
     @property
     def collected(self) -> int:
@@ -118,6 +132,7 @@ class CalibrationSession:
     def add(self, result: WindowResult) -> None:
         if result.model_score is not None:
             self.segments[-1].append((result.steady_dbfs, result.model_score))
+            self.outputs.append(result.model_output)
 
 
 class Runner:
@@ -194,7 +209,12 @@ class Runner:
         )
 
     def _load_model(self, cfg: AcmonConfig) -> AnomalyModel:
-        return AnomalyModel(self.model_path or cfg.model.path, runtime=self.runtime, expected_params=feature_pins(cfg))
+        model = AnomalyModel(self.model_path or cfg.model.path, runtime=self.runtime, expected_params=feature_pins(cfg))
+        if cfg.model.site_statistics:  # load_site_config made it absolute (beside the config)
+            path = Path(cfg.model.site_statistics)
+            model.use_site_statistics(SiteStatistics.load(path), source=str(path))
+            logger.info("scoring against the site's normal statistics in %s", path)
+        return model
 
     def _make_publisher(self, broker: str | None):
         from . import publisher as mqtt_publisher  # noqa: PLC0415 - paho only when MQTT is used
@@ -597,7 +617,14 @@ class Runner:
             c.gate_margin_db,
         )
         assert self.config_path is not None
-        path = write_calibration(self.config_path, calibration_document(result, f"{self.model.metadata.name} {self.model.metadata.version}"))
+        site_file = None
+        if self.model.metadata.score_kind == "gaussian_distance":
+            site, result = self.site_calibration(session, result)
+            if site is not None:
+                site_file = site.save(Path(self.config_path).resolve().parent).name
+        source = f"{self.model.metadata.name} {self.model.metadata.version}"
+        path = write_calibration(self.config_path, calibration_document(result, source, site_statistics=site_file))
+        prune_site_statistics(self.config_path)
         logger.warning("calibration written to %s: threshold %.4g, level gate %s", path, result.threshold,
                        "unchanged" if result.min_rms_dbfs is None else f"{result.min_rms_dbfs} dBFS")
         applied = self.reload()
@@ -608,7 +635,48 @@ class Runner:
             "gate": result.info.get("gate"),
             "windows": session.collected,
             "method": result.info.get("method"),
+            "site_statistics": site_file,
         }
+
+    def site_calibration(self, session: CalibrationSession, result: CalibrationResult) -> tuple[SiteStatistics | None, CalibrationResult]:
+        """Learn the site's normal statistics of a Gaussian model's output, and the threshold against them.
+
+        Fitted on the windows the (possibly new) level gate lets through; the
+        threshold is calibrated on cross-fitted site scores (each half of the
+        audio scored by the other half's fit), since a Gaussian scores its
+        own fitting data too low. With too little audio the training
+        statistics stay, and the result says why.
+        """
+        c, d = self.cfg.calibration, self.cfg.detector
+        gate = d.min_rms_dbfs if result.min_rms_dbfs is None else result.min_rms_dbfs
+        levels = np.array([max(level, SILENCE_DBFS) for seg in session.segments for level, _ in seg])
+        outputs = np.stack([np.asarray(o, dtype=np.float64).reshape(-1) for o in session.outputs])
+        keep = levels >= gate
+        meta = self.model.metadata
+        try:
+            site, cross = fit_site_statistics(outputs[keep], meta.name, meta.version)
+        except ValueError as exc:
+            logger.warning("calibration: keeping the training data's normal statistics: %s (calibrate for longer)", exc)
+            return None, dataclasses.replace(result, info={**result.info, "site_statistics": f"not learnt: {exc}"})
+        site_scores = iter(cross)
+        segments = []
+        flat = 0
+        for seg in session.segments:
+            rescored = []
+            for level, _ in seg:
+                score = next(site_scores) if keep[flat] else site.distance(outputs[flat])
+                rescored.append((level, float(score)))
+                flat += 1
+            segments.append(rescored)
+        site_result = calibrate_site(segments, self.model.params.hop_seconds, c.false_alarms_per_day, d.patience_windows,
+                                     d.smoothing_windows, d.smoothing, gate, c.gate_margin_db)
+        gate_info = ("gate", "quiet_level_dbfs", "loud_level_dbfs", "quiet_windows_above_threshold")
+        info = {**site_result.info, **{k: result.info[k] for k in gate_info if k in result.info},
+                "training_statistics_threshold": round(result.threshold, 6),
+                "site_statistics": f"learnt from {int(keep.sum())} windows (shrinkage {site.fit.shrinkage:.3f})"}
+        logger.info("calibration: site normal statistics from %d windows; threshold %.4g against them (%.4g against "
+                    "the training data's)", int(keep.sum()), site_result.threshold, result.threshold)
+        return site, CalibrationResult(site_result.threshold, result.min_rms_dbfs, info)
 
 
 def _lost_blocks(stream: Stream) -> int:

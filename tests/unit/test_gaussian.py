@@ -6,7 +6,8 @@ import pytest
 import device  # noqa: F401 - pins BLAS threads before numpy work
 from device.features import FeatureParams
 from device.inference import output_score
-from training.gaussian import amplified_deviations, fit_gaussian, ledoit_wolf
+from device.gaussian import fit_gaussian, ledoit_wolf
+from training.gaussian import amplified_deviations
 
 
 def test_whitening_turns_the_fitted_covariance_into_identity():
@@ -61,3 +62,48 @@ def test_exported_graph_computes_the_mahalanobis_distance_of_band_mean_and_max()
     expected = np.einsum("ij,jk,ik->i", diff, np.linalg.inv(cov), diff) / descriptors.shape[1]
     scores = [output_score(p, o, "gaussian_distance") for p, o in zip(patches[:8], out)]
     np.testing.assert_allclose(scores, expected, rtol=1e-3)
+
+
+def test_site_statistics_round_trip_and_name_follows_content(tmp_path):
+    from device.gaussian import SiteStatistics, fit_site_statistics
+
+    x = np.random.default_rng(5).standard_normal((400, 16)) + 2.0
+    site, _ = fit_site_statistics(x, "pump", "v1")
+    path = site.save(tmp_path)
+    loaded = SiteStatistics.load(path)
+    assert (loaded.model_name, loaded.model_version, loaded.fit.n) == ("pump", "v1", 400)
+    np.testing.assert_allclose(loaded.fit.whitening, site.fit.whitening)
+    assert loaded.distance(x[0]) == pytest.approx(site.distance(x[0]))
+    other, _ = fit_site_statistics(x[:300], "pump", "v1")
+    assert other.file_name() != site.file_name()
+
+
+def test_cross_fitted_site_scores_are_out_of_sample():
+    """In-sample distances understate new windows; the threshold is set on cross-fitted ones, which do not."""
+    from device.gaussian import fit_site_statistics
+
+    rng = np.random.default_rng(6)
+    mixing = rng.standard_normal((128, 128)) * np.linspace(3, 0.1, 128)  # correlated bands, as real spectra are
+    x = rng.standard_normal((300, 128)) @ mixing.T
+    site, cross = fit_site_statistics(x, "m", "v")
+    in_sample = site.fit.distance(x)
+    new = site.fit.distance(rng.standard_normal((2000, 128)) @ mixing.T)
+    assert in_sample.mean() < 0.85 * new.mean()  # measured 0.62 against 0.80
+    assert cross.mean() > 0.95 * new.mean()  # measured 0.84: a little conservative (each half fits on less)
+
+
+def test_site_statistics_need_enough_windows():
+    from device.gaussian import fit_site_statistics
+
+    with pytest.raises(ValueError, match="at least 256"):
+        fit_site_statistics(np.zeros((100, 128)), "m", "v")
+
+
+def test_unreadable_site_statistics_name_the_file(tmp_path):
+    from device.errors import ModelError
+    from device.gaussian import SiteStatistics
+
+    bad = tmp_path / "calibration-site-x.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="calibration-site-x.npz: cannot read site statistics"):
+        SiteStatistics.load(bad)
