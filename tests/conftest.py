@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import device  # noqa: F401  - first: pins OpenBLAS to one thread before any test module loads numpy
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -11,6 +12,18 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Mosquitto, Subscriber, require
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_state_home(tmp_path_factory):
+    """Spools and evidence default to $XDG_STATE_HOME/acmon: keep the tests' (and their daemons') out of ~/.local."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
 
 
 @pytest.fixture(scope="session")
