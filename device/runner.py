@@ -194,9 +194,7 @@ class Runner:
         mqtt_wanted = cfg.mqtt.enabled if use_mqtt is None else use_mqtt
         if mqtt_wanted or broker:
             self.publisher = self._make_publisher(broker)
-            set_handler = getattr(self.publisher, "set_command_handler", None)
-            if set_handler is not None:
-                set_handler(self.handle_command)
+            self.publisher.set_command_handler(self.handle_command)
         logger.info(
             "model %s (%s %s, %s), threshold %.4g, window %.2f s, hop %.2f s",
             self.model.path,
@@ -222,24 +220,8 @@ class Runner:
         m = self.cfg.mqtt
         host, port = parse_broker(broker, m.port) if broker else (m.host, m.port)
         password = resolve_mqtt_password(m) if m.username else None
-        make = getattr(mqtt_publisher, "make_publisher", None)
-        if make is not None:
-            label = f"{self.model.metadata.name} {self.model.metadata.version}"
-            return make(self.cfg, host=host, port=port, password=password, model_label=label)
-        dev = self.cfg.device
-        return mqtt_publisher.MqttPublisher(
-            host=host,
-            port=port,
-            base_topic=mqtt_publisher.topic_base(m.topic_prefix, dev.site, dev.id),
-            client_id=m.client_id or f"acmon-{dev.site}-{dev.id}",
-            keepalive_seconds=m.keepalive_seconds,
-            reconnect_min_seconds=m.reconnect_min_seconds,
-            reconnect_max_seconds=m.reconnect_max_seconds,
-            max_pending=m.max_pending_alerts,
-            username=m.username,
-            password=password,
-            tls=m.tls,
-        )
+        label = f"{self.model.metadata.name} {self.model.metadata.version}"
+        return mqtt_publisher.make_publisher(self.cfg, host=host, port=port, password=password, model_label=label)
 
     # -- lifecycle -----------------------------------------------------
 
@@ -443,10 +425,9 @@ class Runner:
         return "muted" if time.time() < self.muted_until_wall else "ok"
 
     def _publish(self, method: str, payload: dict[str, Any]) -> None:
-        # The publisher API grows with issue 5; an older publisher simply lacks the method.
-        send = getattr(self.publisher, method, None) if self.publisher is not None else None
-        if send is not None:
-            send(payload)
+        """publisher.<method>(payload) when MQTT is on (publish_state, publish_telemetry, publish_health)."""
+        if self.publisher is not None:
+            getattr(self.publisher, method)(payload)
 
     def _publish_state(self, force: bool = False) -> None:
         active = self.pipeline.detector.active

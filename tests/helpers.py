@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -137,3 +138,13 @@ def run_cli(*args: str, stdin: bytes | None = None, timeout: float = 120, env: d
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def stop_daemon(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """SIGTERM a daemon subprocess and wait; SIGKILL it if it does not stop in time. Returns its exit code."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)

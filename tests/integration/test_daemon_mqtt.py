@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import paho.mqtt.publish as mqtt_publish
 import pytest
 import yaml
 
-from tests.helpers import REPO
+from tests.helpers import REPO, stop_daemon
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -63,12 +62,7 @@ def test_commands_state_health_and_telemetry(broker, subscribe, unique_prefix, t
         reload = command("reload", {})
         assert reload["ok"] and reload["result"]["threshold"] != 1e-6  # the config's threshold is back
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait(5)
+        rc = stop_daemon(proc)
     assert rc == 0, log_path.read_text()
     for name, suffix in (("state", "/state"), ("health", "/health"), ("telemetry", "/telemetry")):
         for payload in sub.json_on(suffix):

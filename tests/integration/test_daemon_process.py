@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from device.audio_io import read_wav, write_wav
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, run_cli, stop_daemon
 
 pytestmark = [pytest.mark.slow]
 
@@ -93,12 +93,7 @@ def test_sighup_with_bad_config_keeps_the_running_daemon(trained_model, demo_dat
         proc.send_signal(signal.SIGHUP)
         assert _wait_for_log(log_path, "threshold 3", 20), log_path.read_text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait(5)
+        rc = stop_daemon(proc)
     assert rc == 0, log_path.read_text()
     assert notify.wait_for("STOPPING=1", timeout=5), notify.received
     notify.close()

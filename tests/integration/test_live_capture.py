@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, stop_daemon
 
 pytestmark = [pytest.mark.audio, pytest.mark.broker, pytest.mark.slow]
 
@@ -36,12 +35,7 @@ def _start_daemon(tmp_path: Path, model: Path, broker, prefix: str, pulse_env: d
 
 
 def _stop(proc: subprocess.Popen, tmp_path: Path) -> str:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        rc = proc.wait(5)
+    rc = stop_daemon(proc)
     log = (tmp_path / "daemon.log").read_text()
     assert rc == 0, log
     return log

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, require
+from tests.helpers import REPO, require, stop_daemon
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
 
@@ -89,11 +88,6 @@ def test_daemon_survives_pulseaudio_dying_and_coming_back(trained_model, tmp_pat
         assert _wait_for_log(log, "fault stream_error cleared", 30, lost) >= 0, log.read_text()
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait(5)
+        rc = stop_daemon(proc)
         pulse.kill()
     assert rc == 0, log.read_text()
