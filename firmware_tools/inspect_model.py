@@ -38,7 +38,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     )
     training = meta.extra.get("training")
     if training:
-        print(f"trained on  {training.get('files')} file(s), {training.get('seconds', 0) / 60:.1f} min, {training.get('patches')} patches")
+        print(f"trained on  {training_summary(training)}")
     return 0
 
 
@@ -68,3 +68,17 @@ def register(subparsers) -> None:
     p.add_argument("model", help="model.tflite or its folder")
     p.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"], help="use this runtime only")
     p.set_defaults(func=cmd_verify)
+
+
+def training_summary(training: dict) -> str:
+    """One line on what a model was trained on, from the metadata's `training` record."""
+    parts = [f"{training.get('recordings', '?')} recording(s), {training.get('seconds', 0) / 60:.1f} min of audio"]
+    kind = training.get("model")
+    if kind == "gaussian":
+        parts.append(f"Gaussian model of {training.get('descriptors', '?')} windows")
+    elif kind:
+        parts.append(f"{kind}, {training.get('epochs', '?')} epoch(s) of {training.get('windows_per_epoch', '?')} windows")
+    if training.get("skipped_recordings"):
+        parts.append(f"{training['skipped_recordings']} unreadable recording(s) skipped")
+    return ", ".join(parts)
+
