@@ -274,10 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "calibrate",
-        help="learn the site's normal sound: set the threshold (and level gate) for a false-alarm rate",
+        help="learn the site's normal sound: threshold, level gate and (Gaussian models) the site's normal statistics",
         description="Record (or read) N minutes of the site's normal sound through the live pipeline and set the "
         "threshold for calibration.false_alarms_per_day, and detector.min_rms_dbfs if quiet periods (machine off) "
-        "would raise alarms. Written atomically to calibration.yaml next to the config (the previous one kept as "
+        "would raise alarms. With a Gaussian model and at least 2.2 minutes of the machine running it also learns the "
+        "site's normal statistics (calibration-site-*.npz), so the site's own background stops reading as a fault. "
+        "Written atomically to calibration.yaml next to the config (the previous one kept as "
         "calibration.prev.yaml) and laid over the config at start; a running daemon picks it up on SIGHUP. "
         "While the daemon runs, the microphone may be busy: use its MQTT command calibrate {minutes} instead.",
     )
