@@ -1,9 +1,10 @@
 """The daemon as a process: start to first analysed window, steady-state memory, and memory over 6 hours of audio.
 
-Usage: python benchmarks/bench_daemon.py [--model models/demo] [--hours 6] [--starts 3] [--json]
+Usage: python benchmarks/bench_daemon.py [--model models/demo] [--hours 6] [--starts 3] [--mqtt] [--json]
 
-Runs `python -m device run` as a real subprocess (source: wav, as fast as possible, MQTT off,
-evidence on) and measures it from outside:
+Runs `python -m device run` as a real subprocess (source: wav, as fast as possible, evidence on;
+MQTT off, or with --mqtt publishing to a private mosquitto on loopback with its on-disk spool)
+and measures it from outside:
 - start to first analysed window: from spawning the process to its systemd READY=1 (sent after
   the first window), received on a unix datagram socket given as $NOTIFY_SOCKET; the median of
   --starts runs of a short replay;
@@ -57,11 +58,16 @@ def make_loop_wav(folder: Path) -> Path:
     return loop
 
 
-def write_config(folder: Path, model: Path, wav: Path, repeats: int) -> Path:
+def write_config(folder: Path, model: Path, wav: Path, repeats: int, mqtt_port: int | None = None) -> Path:
     cfg = folder / f"daemon-{repeats}.yaml"
     paths = "\n".join(f"    - {wav}" for _ in range(repeats))
+    mqtt = (
+        f"mqtt: {{enabled: true, host: 127.0.0.1, port: {mqtt_port}, spool_dir: {folder / 'spool'}}}\n"
+        if mqtt_port
+        else "mqtt: {enabled: false}\n"
+    )
     cfg.write_text(
-        f"model: {{path: {model}}}\nmqtt: {{enabled: false}}\n"
+        f"model: {{path: {model}}}\n{mqtt}"
         f"evidence: {{directory: {folder / 'evidence'}, quota_mb: 20}}\n"
         f"audio:\n  source: wav\n  realtime: false\n  wav_paths:\n{paths}\n"
     )
@@ -80,9 +86,11 @@ def rss_mb(pid: int) -> float | None:
 
 
 def spawn(cfg: Path, notify_path: str) -> subprocess.Popen:
+    """Start the daemon; its log goes to <notify_path>.log (a pipe nobody reads would fill and stall it)."""
     env = {**os.environ, "NOTIFY_SOCKET": notify_path}
+    log = open(f"{notify_path}.log", "wb")  # noqa: SIM115 - the child holds it; closed when the file object is collected
     return subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(cfg)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=log)
 
 
 def time_to_ready(cfg: Path, folder: Path) -> tuple[float, float | None]:
@@ -99,9 +107,9 @@ def time_to_ready(cfg: Path, folder: Path) -> tuple[float, float | None]:
             pass
         elapsed = time.perf_counter() - started
         rss = rss_mb(proc.pid)
-        _, err = proc.communicate(timeout=600)
+        proc.wait(timeout=600)
         if proc.returncode != 0:
-            raise RuntimeError(f"daemon failed: {err.decode()[-2000:]}")
+            raise RuntimeError(f"daemon failed: {Path(path + '.log').read_text(errors='replace')[-2000:]}")
     return elapsed, rss
 
 
@@ -116,7 +124,7 @@ def long_replay(cfg: Path, folder: Path) -> dict:
             samples.append((time.perf_counter() - started, rss))
         time.sleep(SAMPLE_EVERY_SECONDS)
     wall = time.perf_counter() - started
-    err = proc.stderr.read().decode() if proc.stderr else ""
+    err = Path(f"{folder / 'notify-long.sock'}.log").read_text(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"daemon failed: {err[-2000:]}")
     rss = np.array([r for _, r in samples])
@@ -132,20 +140,46 @@ def long_replay(cfg: Path, folder: Path) -> dict:
     }
 
 
+def start_mosquitto(folder: Path) -> tuple[subprocess.Popen, int]:
+    """A private mosquitto on a free loopback port (stopped by the caller)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = folder / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("mosquitto did not start (is it installed? apt install mosquitto)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "models" / "demo"), help="model folder (default: models/demo)")
     parser.add_argument("--hours", type=float, default=6.0, help="audio replayed for the memory run (hours, default: 6)")
     parser.add_argument("--starts", type=int, default=3, help="start-up measurements, median reported (default: 3)")
+    parser.add_argument("--mqtt", action="store_true", help="publish to a private mosquitto (state, telemetry, events)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
         folder = Path(tmp)
-        loop = make_loop_wav(folder)
-        starts = [time_to_ready(write_config(folder, Path(args.model), loop, 1), folder) for _ in range(args.starts)]
-        repeats = max(1, round(args.hours * 3600 / LOOP_SECONDS))
-        long = long_replay(write_config(folder, Path(args.model), loop, repeats), folder)
+        broker, port = start_mosquitto(folder) if args.mqtt else (None, None)
+        try:
+            loop = make_loop_wav(folder)
+            starts = [time_to_ready(write_config(folder, Path(args.model), loop, 1, port), folder) for _ in range(args.starts)]
+            repeats = max(1, round(args.hours * 3600 / LOOP_SECONDS))
+            long = long_replay(write_config(folder, Path(args.model), loop, repeats, port), folder)
+        finally:
+            if broker is not None:
+                broker.terminate()
+                broker.wait(10)
     audio_seconds = repeats * LOOP_SECONDS
     figures = {
         "start_to_first_window_seconds": round(statistics.median(s for s, _ in starts), 3),
@@ -154,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "audio_hours": round(audio_seconds / 3600, 2),
         **long,
         "realtime_factor_x": round(audio_seconds / long["wall_seconds"], 1),
+        "mqtt": bool(args.mqtt),
         "targets": {"rss_mb": TARGET_RSS_MB, "start_seconds": TARGET_START_SECONDS},
     }
     if args.json:
