@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins systemd openssl)
 WITH_TFLITE=0
+EXTRAS="device,train,dev"
 for arg in "$@"; do
   case "$arg" in
     --tflite-runtime) WITH_TFLITE=1 ;;
-    *) echo "setup.sh: unknown option $arg (known: --tflite-runtime)" >&2; exit 2 ;;
+    --device-only) EXTRAS="device" ;;  # a monitoring Pi: the daemon's dependencies, no TensorFlow
+    *) echo "setup.sh: unknown option $arg (known: --tflite-runtime, --device-only)" >&2; exit 2 ;;
   esac
 done
 
@@ -57,12 +59,12 @@ if ! "$PYTHON" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] < (3
 fi
 
 stamp=.venv/.acmon-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
 if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
-  say "Creating .venv and installing acmon with its device, training and test dependencies (first run: a few minutes)"
+  say "Creating .venv and installing acmon with its ${EXTRAS//,/, } dependencies (first run: a few minutes)"
   [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[device,train,dev]"
+  .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 fi
 
