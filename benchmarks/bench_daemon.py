@@ -32,8 +32,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from device.audio_io import read_wav, write_wav  # noqa: E402
+
+from broker import start_broker  # noqa: E402
 
 LOOP_SECONDS = 60
 SAMPLE_EVERY_SECONDS = 0.25
@@ -140,25 +143,6 @@ def long_replay(cfg: Path, folder: Path) -> dict:
     }
 
 
-def start_mosquitto(folder: Path) -> tuple[subprocess.Popen, int]:
-    """A private mosquitto on a free loopback port (stopped by the caller)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    conf = folder / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n")
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("mosquitto did not start (is it installed? apt install mosquitto)")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "models" / "demo"), help="model folder (default: models/demo)")
@@ -170,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
         folder = Path(tmp)
-        broker, port = start_mosquitto(folder) if args.mqtt else (None, None)
+        broker, port = start_broker(folder, "persistence false\n") if args.mqtt else (None, None)
         try:
             loop = make_loop_wav(folder)
             starts = [time_to_ready(write_config(folder, Path(args.model), loop, 1, port), folder) for _ in range(args.starts)]

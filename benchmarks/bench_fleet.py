@@ -21,9 +21,7 @@ import argparse
 import json
 import logging
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,31 +32,16 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from device.audio_io import read_wav, to_mono, write_wav  # noqa: E402
 from device.config import config_from_dict  # noqa: E402
 from device.runner import Runner  # noqa: E402
 from device.sources import WavFileStream  # noqa: E402
 
+from broker import start_broker  # noqa: E402
+
 PREFIX = "fleet"
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
-    """mosquitto on a free loopback port, no persistence; returns (process, port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nuser root\n")
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("mosquitto did not start")
 
 
 def make_clip(data: Path, out: Path, normal_seconds: float) -> tuple[float, float]:
@@ -131,7 +114,7 @@ def main() -> int:
         workdir = Path(tmp)
         clip = workdir / "clip.wav"
         onset, clip_seconds = make_clip(Path(args.data), clip, args.normal_seconds)
-        broker, port = start_broker(workdir)
+        broker, port = start_broker(workdir, "max_queued_messages 100000\n")
         collector = Collector(port)
         results: dict[str, dict] = {}
         threads = [
