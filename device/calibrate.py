@@ -473,10 +473,10 @@ def load_site_config(config_path: str | os.PathLike) -> AcmonConfig:
     Raises:
         ConfigError: the config or the calibration file is invalid; messages name the file and key.
     """
-    cfg = _site_statistics_beside(load_config(config_path), config_path)
+    cfg = load_config(config_path)
     current, _ = calibration_paths(config_path)
     if not current.exists():
-        return cfg
+        return _site_statistics_beside(cfg, config_path)
     hint = "fix it, or roll back with: python -m device calibrate --config FILE --rollback"
     try:
         data = yaml.safe_load(current.read_text(encoding="utf-8")) or {}

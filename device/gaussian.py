@@ -132,14 +132,15 @@ class SiteStatistics:
 
     def file_name(self) -> str:
         """A name that changes with the content, so a rollback can point at the previous file."""
-        return f"{SITE_FILE_PREFIX}{hashlib.sha256(self.to_bytes()).hexdigest()[:12]}.npz"
+        return _content_name(self.to_bytes())
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write atomically into folder under file_name(); returns the path."""
-        path = Path(folder) / self.file_name()
+        data = self.to_bytes()
+        path = Path(folder) / _content_name(data)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
-            f.write(self.to_bytes())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -165,6 +166,10 @@ class SiteStatistics:
         if mean.ndim != 1 or whitening.shape != (mean.size, mean.size):
             raise ModelError(f"{path}: site statistics have inconsistent shapes {mean.shape} and {whitening.shape}; recalibrate")
         return cls(fit, name, version)
+
+
+def _content_name(data: bytes) -> str:
+    return f"{SITE_FILE_PREFIX}{hashlib.sha256(data).hexdigest()[:12]}.npz"
 
 
 def fit_site_statistics(outputs: np.ndarray, model_name: str, model_version: str) -> tuple[SiteStatistics, np.ndarray]:

@@ -639,16 +639,10 @@ class Runner:
         except ValueError as exc:
             logger.warning("calibration: keeping the training data's normal statistics: %s (calibrate for longer)", exc)
             return None, dataclasses.replace(result, info={**result.info, "site_statistics": f"not learnt: {exc}"})
-        site_scores = iter(cross)
-        segments = []
-        flat = 0
-        for seg in session.segments:
-            rescored = []
-            for level, _ in seg:
-                score = next(site_scores) if keep[flat] else site.distance(outputs[flat])
-                rescored.append((level, float(score)))
-                flat += 1
-            segments.append(rescored)
+        scores = site.fit.distance(outputs)  # windows below the gate: the final fit's score
+        scores[keep] = cross  # the rest: cross-fitted, out of sample
+        flat = iter(scores.tolist())
+        segments = [[(level, next(flat)) for level, _ in seg] for seg in session.segments]
         site_result = calibrate_site(segments, self.model.params.hop_seconds, c.false_alarms_per_day, d.patience_windows,
                                      d.smoothing_windows, d.smoothing, gate, c.gate_margin_db)
         gate_info = ("gate", "quiet_level_dbfs", "loud_level_dbfs", "quiet_windows_above_threshold")

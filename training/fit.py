@@ -23,13 +23,14 @@ from device.calibrate import calibrate_threshold, sustained_scores  # noqa: F401
 from device.detector import DetectorSettings
 from device.errors import AcmonError
 from device.features import FeatureParams
+from device.gaussian import fit_gaussian
 from device.inference import AnomalyModel, output_score
 from device.model_file import MODEL_FILENAME, sha256_hex
 from device.pipeline import Pipeline
 
 from .datasets import ANOMALY, clip_patches, discover, load_record
 from .export import convert_int8, embed_metadata, write_atomic
-from .gaussian import amplified_deviations, fit_gaussian
+from .gaussian import amplified_deviations
 from .models import (
     build_autoencoder,
     build_band_statistics,

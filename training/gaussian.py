@@ -7,13 +7,14 @@ convolutional autoencoder (mean AUC 0.95 against 0.76) and than both
 published baselines (0.79), because it keeps what each band does over the
 window (steady balance and brief peaks) and models how the bands vary
 together on a healthy machine.
+
+The fit itself (Ledoit-Wolf, PCA whitening) is numpy in device/gaussian.py,
+shared with on-site calibration; this module holds what only training needs.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from device.gaussian import GaussianFit, fit_gaussian, ledoit_wolf  # noqa: F401 - numpy only, shared with the device
 
 
 def amplified_deviations(patches: np.ndarray, factor: float) -> np.ndarray:
