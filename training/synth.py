@@ -630,6 +630,7 @@ def render_clip(
     fault_strength: float = 1.0,
     snr_db: float = 6.0,
     seed: int = 0,
+    gain_jitter_db: float | None = None,
 ) -> np.ndarray:
     """One synthetic clip of a machine, with or without a fault, in plant background noise.
 
@@ -647,10 +648,15 @@ def render_clip(
         fault_strength: in (0, 1]; scales the fault amplitude linearly (0.1 is faint, 1.0 clear).
         snr_db: machine RMS re background RMS in dB (fault not counted).
         seed: non-negative int; the clip's own seed.
+        gain_jitter_db: None: every clip is set to its own random level between -35 and -15 dBFS
+            (as if the recorder's gain were set anew for each clip: the absolute level carries no
+            information). A number: a fixed microphone and gain per machine, as on a mounted sensor:
+            the machine's own level (which follows its load) reaches the file through a gain fixed
+            per (type, id), varied per clip by this many dB (standard deviation).
 
     Returns:
         float32 (n,) with n = round(seconds * sample_rate_hz); RMS of the fault-free mix is between
-        -35 and -15 dBFS; peak < 1.0.
+        -35 and -15 dBFS (about, with gain_jitter_db); peak < 1.0.
 
     Raises:
         AcmonError: an argument is out of range or unknown.
@@ -679,8 +685,15 @@ def render_clip(
     machine = _render_machine(profile, n, sample_rate_hz, op_rng, noise_rng)
     background = _render_background(n, sample_rate_hz, bg_rng) * machine.rms * 10.0 ** (-snr_db / 20.0)
     mix = machine.total + background
-    target_rms = 10.0 ** (level_rng.uniform(*CLIP_RMS_DBFS_RANGE) / 20.0)
-    gain = target_rms / max(_rms(mix), 1e-12)
+    if gain_jitter_db is None:
+        target_rms = 10.0 ** (level_rng.uniform(*CLIP_RMS_DBFS_RANGE) / 20.0)
+        gain = target_rms / max(_rms(mix), 1e-12)
+    else:
+        # The machine at nominal load has RMS about 1.2 (unit tones plus its broadband); the sensor's
+        # gain puts that at a level fixed per machine, whatever this clip's load and background.
+        machine_rng = np.random.default_rng([PROFILE_SALT, _type_code(machine_type), int(machine_id), 1])
+        level_dbfs = machine_rng.uniform(*CLIP_RMS_DBFS_RANGE) + level_rng.normal(0.0, gain_jitter_db)
+        gain = 10.0 ** (level_dbfs / 20.0) / 1.2
     if fault is not None:
         fault_input = _FaultInput(profile, machine, n, sample_rate_hz, fault_rng, float(fault_strength))
         mix = mix + _FAULT_RENDERERS[fault](fault_input)
@@ -734,6 +747,7 @@ def make_dataset(
     fault_strength_range: tuple[float, float] = (0.5, 1.0),
     seed: int = 0,
     progress: bool = True,
+    gain_jitter_db: float | None = None,
 ) -> Path:
     """Write a synthetic dataset in the DCASE 2020 Task 2 layout plus OUT/manifest.csv.
 
@@ -755,6 +769,8 @@ def make_dataset(
         fault_strength_range: (low, high) within (0, 1].
         seed: dataset seed (>= 0).
         progress: show a tqdm progress bar on stderr.
+        gain_jitter_db: see render_clip (None: each clip at its own random level; a number: a fixed
+            gain per machine with this jitter in dB; the manifest does not record it).
 
     Returns:
         out_dir as a Path.
@@ -804,7 +820,8 @@ def make_dataset(
             strength = round(float(meta_rng.uniform(strength_lo, strength_hi)), STRENGTH_DECIMALS)
             strength = min(max(strength, 10.0**-STRENGTH_DECIMALS), 1.0)
         samples = render_clip(
-            machine_type, machine_id, seconds, sample_rate_hz, fault, strength if fault else 1.0, snr_db, clip
+            machine_type, machine_id, seconds, sample_rate_hz, fault, strength if fault else 1.0, snr_db, clip,
+            gain_jitter_db,
         )
         relative = Path(machine_type) / split / f"{label}_id_{machine_id:02d}_{index:08d}.wav"
         write_wav(out / relative, samples, sample_rate_hz, sample_format="int16")
