@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from .config import AcmonConfig, config_from_dict, load_config
-from .detector import smooth_series
+from .detector import Detector, DetectorSettings, smooth_series
 from .gaussian import SITE_FILE_PREFIX
 from .errors import AcmonError, ConfigError
 
@@ -36,125 +36,6 @@ SILENCE_DBFS = -150.0
 MIN_LEVEL_SEPARATION_DB = 10.0
 # Keys a calibration file may set, by section; everything else in it is rejected.
 CALIBRATED_KEYS = {"model": ("threshold", "site_statistics"), "detector": ("min_rms_dbfs",)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Gamma distribution, numpy and math only (the device has no scipy)
-
-
-def digamma(x: float) -> float:
-    """psi(x) for x > 0: recurrence up to x >= 6, then the asymptotic series (error < 1e-12)."""
-    result = 0.0
-    while x < 6.0:
-        result -= 1.0 / x
-        x += 1.0
-    f = 1.0 / (x * x)
-    return result + math.log(x) - 0.5 / x - f * (1 / 12 - f * (1 / 120 - f * (1 / 252 - f * (1 / 240 - f / 132))))
-
-
-def trigamma(x: float) -> float:
-    """psi'(x) for x > 0, by the same recurrence and asymptotic series."""
-    result = 0.0
-    while x < 6.0:
-        result += 1.0 / (x * x)
-        x += 1.0
-    f = 1.0 / (x * x)
-    return result + 1 / x + f / 2 + f / x * (1 / 6 - f * (1 / 30 - f * (1 / 42 - f / 30)))
-
-
-def fit_gamma(samples: np.ndarray) -> tuple[float, float]:
-    """Maximum-likelihood gamma fit with the location fixed at 0 (scipy's gamma.fit(x, floc=0)).
-
-    The shape k solves log(k) - digamma(k) = log(mean) - mean(log x) (Newton's
-    method from Minka's closed-form start); the scale is mean / k.
-
-    Args:
-        samples: positive values (zeros and negatives are dropped: log x is undefined).
-
-    Returns:
-        (shape, scale).
-    """
-    x = np.asarray(samples, dtype=np.float64)
-    x = x[x > 0]
-    if len(x) < 2 or np.ptp(x) == 0:
-        raise ValueError("a gamma fit needs at least two different positive values")
-    mean = float(x.mean())
-    s = math.log(mean) - float(np.log(x).mean())
-    k = (3.0 - s + math.sqrt((s - 3.0) ** 2 + 24.0 * s)) / (12.0 * s)
-    for _ in range(100):
-        step = (math.log(k) - digamma(k) - s) / (1.0 / k - trigamma(k))
-        k_next = k - step
-        if k_next <= 0:
-            k_next = k / 2
-        if abs(k_next - k) <= 1e-12 * k:
-            k = k_next
-            break
-        k = k_next
-    return k, mean / k
-
-
-def gamma_upper_regularized(a: float, x: float) -> float:
-    """Q(a, x) = Gamma(a, x) / Gamma(a), the gamma survival function at x for shape a, scale 1.
-
-    The series for P converges fast for x < a + 1, the continued fraction for Q
-    (modified Lentz) for x >= a + 1; computing the upper tail directly keeps
-    its relative precision down to the tiny exceedance probabilities (1e-6)
-    a per-day alarm rate needs.
-    """
-    if x <= 0:
-        return 1.0
-    log_prefactor = a * math.log(x) - x - math.lgamma(a)
-    if x < a + 1.0:
-        term = total = 1.0 / a
-        n = a
-        for _ in range(10000):
-            n += 1.0
-            term *= x / n
-            total += term
-            if abs(term) < abs(total) * 1e-16:
-                break
-        return max(0.0, 1.0 - total * math.exp(log_prefactor))
-    tiny = 1e-300
-    b = x + 1.0 - a
-    c = 1.0 / tiny
-    d = 1.0 / b
-    h = d
-    for i in range(1, 10000):
-        an = -i * (i - a)
-        b += 2.0
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-16:
-            break
-    return math.exp(log_prefactor) * h
-
-
-def gamma_isf(probability: float, shape: float, scale: float) -> float:
-    """The value a gamma(shape, scale) variable exceeds with the given probability (scipy's gamma.isf).
-
-    Bisection on log x of gamma_upper_regularized: slow by scipy's standards (about
-    200 evaluations) but exact to float precision and run once per calibration.
-    """
-    if not 0 < probability < 1:
-        raise ValueError(f"probability must be in (0, 1), got {probability}")
-    lo, hi = 1e-300, max(shape, 1.0)
-    while gamma_upper_regularized(shape, hi) > probability:
-        lo, hi = hi, hi * 2.0
-    log_lo, log_hi = math.log(lo), math.log(hi)
-    for _ in range(200):
-        mid = 0.5 * (log_lo + log_hi)
-        if gamma_upper_regularized(shape, math.exp(mid)) > probability:
-            log_lo = mid
-        else:
-            log_hi = mid
-        if log_hi - log_lo < 1e-14:
-            break
-    return math.exp(0.5 * (log_lo + log_hi)) * scale
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,60 +66,198 @@ def calibrate_threshold(
     patience_windows: int,
     smoothing_windows: int = 1,
     smoothing: str = "mean",
+    cooldown_seconds: float = 30.0,
+    release_ratio: float = 0.9,
 ) -> tuple[float, dict[str, Any]]:
     """Threshold for a target false-alarm rate per day, from normal window scores.
 
-    A day of monitoring has 86400 / hop_seconds windows; the target rate per
-    day therefore fixes the probability q that a normal window's sustained
-    score (see sustained_scores) exceeds the threshold: q = rate / windows per
-    day (about 6e-6 for one alarm a day at a 0.52 s hop). Normal audio is
-    never long enough to observe such a quantile, so a gamma distribution is
-    fitted to the sustained scores (as the DCASE 2023 baseline fits its
-    scores) and its (1 - q) quantile extrapolates the tail. The threshold is
-    never below the highest normal score seen. The estimate is only as good as
-    the audio is representative: on-site calibration replaces the training
-    estimate with the site's own sound.
+    A day of monitoring has 86400 / hop_seconds windows, so the target fixes
+    how rarely the detector may start an event: about once in 86400 /
+    (rate * hop) windows (166,000 for one a day at a 0.52 s hop). No normal
+    recording is that long, so the tail is extrapolated, in two steps of
+    extreme-value statistics:
+
+    1. The sustained score (the lowest of the last patience_windows smoothed
+       scores: what must exceed the threshold to start an event) above its
+       90th percentile is fitted with a generalized Pareto distribution
+       (peaks over threshold, probability-weighted moments). Measured on
+       normal audio the tail is heavy (shape 0.1 to 0.4): the gamma fit used
+       before gave thresholds that fresh normal audio exceeded 10 to 40 times
+       more often than promised.
+    2. Exceedances come in clusters (overlapping windows, smoothing, patience,
+       cooldown), and only a cluster's first window starts an event. The
+       extremal index, events per exceedance, is measured by running the
+       device's own Detector over the audio at the highest level that still
+       has 10 exceedances; events per window = index * P(sustained > t).
+
+    When the target is rarer than once in the audio, the threshold is never
+    below the highest sustained normal score seen.
+    Resampling the recordings (bootstrap) gives the false-alarm rate's
+    uncertainty; the estimate is only as good as the audio is representative,
+    which is why on-site calibration replaces the training estimate with the
+    site's own sound.
 
     Args:
         clip_scores: per clip (or uninterrupted stretch of a stream), its window
-            scores in stream order.
+            scores in stream order; scores from fits that had not seen the clip.
         hop_seconds: the device's step between windows, in seconds.
-        smoothing_windows, smoothing: the detector's smoothing, applied first so
-            the calibrated scores are the ones the detector compares.
+        smoothing_windows, smoothing, cooldown_seconds, release_ratio: the detector's rules.
 
     Returns:
         (threshold, calibration record for the model metadata or calibration file).
     """
-    clips = [np.asarray(smooth_series(c, smoothing_windows, smoothing), dtype=np.float64) for c in clip_scores]
-    windows_per_day = SECONDS_PER_DAY / hop_seconds
-    rate = min(0.5, false_alarms_per_day / windows_per_day)
-    sustained = sustained_scores(clips, patience_windows)
-    if len(sustained) < 2:
-        sustained = np.concatenate(clips) if clips else np.zeros(0)
-    if len(sustained) == 0:
+    clips = [np.asarray(c, dtype=np.float64) for c in clip_scores if len(c)]
+    if not clips:
         raise ValueError("no scored windows to calibrate on")
+    decided = [np.asarray(smooth_series(c, smoothing_windows, smoothing), dtype=np.float64) for c in clips]
+    windows_per_day = SECONDS_PER_DAY / hop_seconds
+    target = min(0.5, false_alarms_per_day / windows_per_day)  # events per window
+    sustained = sustained_scores(decided, patience_windows)
+    if len(sustained) < 2:
+        sustained = np.concatenate(decided)
+    rules = dict(patience_windows=patience_windows, smoothing_windows=smoothing_windows, smoothing=smoothing,
+                 cooldown_seconds=cooldown_seconds, release_ratio=release_ratio)
+    threshold, tail = _tail_threshold(clips, sustained, target, hop_seconds, rules)
+    method = "pot_extremal"
+    # Beyond the audio (rarer than once in it) the threshold cannot lie below its highest normal score.
+    beyond = tail["exceedance_probability"] * len(sustained) < 1.0
+    if not math.isfinite(threshold) or (beyond and threshold < sustained.max()):
+        method, threshold = "max_normal", float(sustained.max())
+    n_windows = int(sum(len(c) for c in clips))
+    seconds = n_windows * hop_seconds
     info: dict[str, Any] = {
-        "method": "gamma_ppf_sustained",
+        "method": method,
         "false_alarms_per_day": false_alarms_per_day,
         "patience_windows": patience_windows,
+        "smoothing_windows": smoothing_windows,
         "hop_seconds": hop_seconds,
-        "sustained_exceedance_probability": rate,
-        "n_windows": int(sum(len(c) for c in clips)),
-        "held_out_seconds": round(sum(len(c) for c in clips) * hop_seconds, 1),
+        "events_per_window": target,
+        "n_windows": n_windows,
+        "held_out_seconds": round(seconds, 1),
         "normal_mean": float(sustained.mean()),
-        "normal_std": float(sustained.std()),
         "normal_max": float(sustained.max()),
+        **tail,
     }
-    try:
-        shape, scale = fit_gamma(sustained)
-        threshold = gamma_isf(rate, shape, scale)
-        info.update(gamma_shape=shape, gamma_scale=scale)
-    except ValueError:
-        threshold = float("nan")
-    if not math.isfinite(threshold) or threshold < sustained.max():
-        info["method"] = "max_normal"
-        threshold = float(sustained.max())
+    low, high = _rate_interval(clips, threshold, hop_seconds, rules)
+    info["false_alarms_per_day_90ci"] = [round(low, 3), round(high, 3)]
+    # The rate is an extrapolation: say when the audio is too short to stand behind it.
+    short = seconds < MIN_CALIBRATION_SECONDS or high > 4 * max(low, false_alarms_per_day / 4)
+    if short:
+        info["warning"] = (
+            f"{seconds / 60:.1f} min of held-out normal audio cannot pin down {false_alarms_per_day:g} false alarm(s) "
+            f"per day (90 % interval {low:.2g} to {high:.2g} per day): calibrate on site with at least "
+            f"{MIN_CALIBRATION_SECONDS / 60:.0f} minutes of the machine's normal sound (python -m device calibrate)"
+        )
     return threshold, info
+
+
+# Below this much held-out normal audio (seconds) a per-day false-alarm rate is reported as uncertain.
+MIN_CALIBRATION_SECONDS = 1800.0
+# The generalized Pareto tail is fitted to the sustained scores above this quantile (at least
+# _MIN_TAIL_POINTS of them); its shape is clamped to the range the moment estimator is sound in.
+_TAIL_QUANTILE = 0.9
+_MIN_TAIL_POINTS = 20
+_SHAPE_RANGE = (-0.4, 0.45)
+_BOOTSTRAP = 200
+
+
+def fit_pareto_tail(x: np.ndarray) -> tuple[float, float, float, float]:
+    """Generalized Pareto fit of the upper tail of x by probability-weighted moments (Hosking & Wallis 1987).
+
+    Returns:
+        (threshold u, share of x above u, shape xi, scale sigma); exceedances y = x - u > 0 are
+        modelled as P(y > v) = (1 + xi v / sigma) ** (-1 / xi).
+    """
+    x = np.sort(np.asarray(x, dtype=np.float64))
+    n_tail = max(_MIN_TAIL_POINTS, int(round(len(x) * (1 - _TAIL_QUANTILE))))
+    n_tail = min(n_tail, len(x) - 1)
+    u = float(x[-n_tail - 1])
+    y = x[-n_tail:] - u
+    y = y[y > 0]
+    if len(y) < 3:
+        return u, n_tail / len(x), 0.0, float(max(np.mean(y), 1e-12)) if len(y) else 1e-12
+    m = len(y)
+    a0 = float(np.mean(y))
+    a1 = float(np.mean(y * (m - np.arange(1, m + 1)) / (m - 1)))  # E[y (1 - F(y))]
+    xi = 2.0 - a0 / (a0 - 2.0 * a1)
+    sigma = 2.0 * a0 * a1 / (a0 - 2.0 * a1)
+    xi = float(np.clip(xi, *_SHAPE_RANGE))
+    if not sigma > 0:
+        sigma = a0 * (1 - xi)
+    return u, len(y) / len(x), xi, float(sigma)
+
+
+def pareto_quantile(u: float, share: float, xi: float, sigma: float, probability: float) -> float:
+    """The value exceeded with the given probability under the tail fit (valid below `share`)."""
+    r = share / probability
+    return u + (sigma / xi * (r**xi - 1.0) if abs(xi) > 1e-9 else sigma * math.log(r))
+
+
+def pareto_survival(u: float, share: float, xi: float, sigma: float, t: float) -> float:
+    """P(x > t) under the tail fit, for t >= u."""
+    v = max(0.0, t - u)
+    if abs(xi) <= 1e-9:
+        return share * math.exp(-v / sigma)
+    base = 1.0 + xi * v / sigma
+    return share * base ** (-1.0 / xi) if base > 0 else 0.0
+
+
+def _events(clips: Sequence[np.ndarray], threshold: float, hop_seconds: float, rules: dict[str, Any]) -> int:
+    """Events the device's Detector would start on these clips at this threshold."""
+    settings = DetectorSettings(threshold=threshold, **rules)
+    count = 0
+    for clip in clips:
+        detector = Detector(settings)
+        for i, s in enumerate(clip):
+            count += sum(t.state == "start" for t in detector.update(i, (i + 1) * hop_seconds, float(s)))
+    return count
+
+
+def _extremal_index(clips: Sequence[np.ndarray], sustained: np.ndarray, hop_seconds: float,
+                    rules: dict[str, Any]) -> tuple[float, float]:
+    """(events per exceedance, the level it was measured at): at the highest level with 10 exceedances."""
+    ordered = np.sort(sustained)
+    level = float(ordered[-min(10, len(ordered)) - 1]) if len(ordered) > 10 else float(ordered[0]) * 0.999
+    exceedances = int(np.count_nonzero(sustained > level))
+    if level <= 0 or exceedances == 0:
+        return 1.0, level
+    return min(1.0, _events(clips, level, hop_seconds, rules) / exceedances), level
+
+
+def _tail_threshold(clips, sustained: np.ndarray, target: float, hop_seconds: float,
+                    rules: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    theta, level = _extremal_index(clips, sustained, hop_seconds, rules)
+    probability = min(0.5, target / max(theta, 1e-3))  # exceedance probability of the sustained score
+    u, share, xi, sigma = fit_pareto_tail(sustained)
+    if probability >= share:
+        threshold = float(np.quantile(sustained, 1.0 - probability))
+    else:
+        threshold = pareto_quantile(u, share, xi, sigma, probability)
+    return float(threshold), {"extremal_index": round(theta, 4), "exceedance_probability": probability,
+                              "tail_shape": round(xi, 4),
+                              "tail_scale": round(sigma, 6), "tail_start": round(u, 6), "tail_share": round(share, 4)}
+
+
+def _rate_interval(clips: Sequence[np.ndarray], threshold: float, hop_seconds: float,
+                   rules: dict[str, Any]) -> tuple[float, float]:
+    """5th and 95th percentile of the false alarms per day at this threshold, over bootstrap resamples of the clips."""
+    rng = np.random.default_rng(0)
+    windows_per_day = SECONDS_PER_DAY / hop_seconds
+    patience = rules["patience_windows"]
+    smoothed = [np.asarray(smooth_series(c, rules["smoothing_windows"], rules["smoothing"])) for c in clips]
+    per_clip = [sustained_scores([c], patience) for c in smoothed]
+    theta, _ = _extremal_index(clips, np.concatenate(per_clip) if any(len(p) for p in per_clip)
+                               else np.concatenate(smoothed), hop_seconds, rules)
+    rates = []
+    for _ in range(_BOOTSTRAP):
+        pick = rng.integers(0, len(clips), len(clips))
+        sample = np.concatenate([per_clip[i] for i in pick])
+        if len(sample) < _MIN_TAIL_POINTS + 2:
+            sample = np.concatenate([smoothed[i] for i in pick])
+        u, share, xi, sigma = fit_pareto_tail(sample)
+        p = pareto_survival(u, share, xi, sigma, threshold) if threshold >= u else float(np.mean(sample > threshold))
+        rates.append(theta * p * windows_per_day)
+    return float(np.percentile(rates, 5)), float(np.percentile(rates, 95))
 
 
 # ---------------------------------------------------------------------------------------------

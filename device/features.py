@@ -168,6 +168,25 @@ def mel_filterbank(params: FeatureParams) -> np.ndarray:
     return weights
 
 
+def mel_band_centres_hz(params: FeatureParams) -> np.ndarray:
+    """Centre (peak) frequency of each mel band, in hertz: float64 (n_mels,)."""
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(params.fmin_hz), hz_to_mel(params.fmax_hz), params.n_mels + 2))
+    return edges_hz[1:-1]
+
+
+def tilt_weights(params: FeatureParams) -> np.ndarray:
+    """Weights w with w @ band_levels_db = the least-squares slope of the band levels in dB per octave.
+
+    The spectral tilt: how much the sound leans to low or high frequencies. The
+    slope is against log2 of the band centres, so every octave counts the same
+    whatever the number of mel bands in it. Adding a constant to every band
+    (gain) does not change it.
+    """
+    octaves = np.log2(mel_band_centres_hz(params))
+    centred = octaves - octaves.mean()
+    return centred / np.sum(centred * centred)
+
+
 @functools.lru_cache(maxsize=8)
 def analysis_window(n_fft: int) -> np.ndarray:
     """Periodic Hann window of n_fft samples (the DFT-even form used for spectral analysis)."""

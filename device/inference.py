@@ -12,8 +12,8 @@ import numpy as np
 
 from .errors import ModelError
 from .features import FeatureParams
-from .gaussian import SiteStatistics
-from .model_file import ModelMetadata, load_metadata, sha256_hex
+from .gaussian import Scorer, ScoreState, identity_fit
+from .model_file import GAUSSIAN_KINDS, SCORER_NAME, ModelMetadata, embedded_metadata, load_metadata, sha256_hex
 
 logger = logging.getLogger(__name__)
 
@@ -81,27 +81,17 @@ def check_params(model_params: FeatureParams, expected: Mapping[str, Any], sourc
             )
 
 
-class AnomalyModel:
-    """An int8 TFLite anomaly model with its front-end parameters and threshold.
+class QuantizedGraph:
+    """A full-integer int8 TFLite graph on one runtime: quantize a float patch, invoke, dequantize.
 
-    Loading checks, once, everything that could make scores silently wrong:
-    the metadata's front-end version and any pinned parameters, the input
-    tensor's shape and dtype against FeatureParams, and the quantization
-    parameters, which are read from the interpreter (never hard-coded).
+    Loading checks the input tensor's shape against the feature parameters and
+    reads the quantization parameters from the interpreter (never hard-coded).
+    Training uses it alone to score the graph it has just exported, exactly as
+    the device will; AnomalyModel adds the metadata and the scorer.
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        runtime: str | None = None,
-        expected_params: Mapping[str, Any] | None = None,
-        num_threads: int | None = 1,
-    ):
-        self.path, data, self.metadata = load_metadata(path)
-        self.sha256 = sha256_hex(data)
-        source = str(self.path)
-        params = self.metadata.feature_params
-        check_params(params, {"frontend_version": FeatureParams().frontend_version, **(expected_params or {})}, source)
+    def __init__(self, data: bytes, params: FeatureParams, source: str, runtime: str | None = None,
+                 num_threads: int | None = 1):
         self.runtime = select_runtime(runtime)
         try:
             kwargs: dict[str, Any] = {"model_content": data}
@@ -131,45 +121,8 @@ class AnomalyModel:
         self.input_scale, self.input_zero_point = _quantization(self._input, source, "input")
         self.output_scale, self.output_zero_point = _quantization(self._output, source, "output")
         self.output_shape = tuple(int(d) for d in self._output["shape"])
-        self.site: SiteStatistics | None = None
-        logger.debug(
-            "loaded %s with %s: input %s scale %.6g zp %d",
-            source,
-            self.runtime.name,
-            expected_shape,
-            self.input_scale,
-            self.input_zero_point,
-        )
-
-    @property
-    def params(self) -> FeatureParams:
-        return self.metadata.feature_params
-
-    @property
-    def threshold(self) -> float:
-        return self.metadata.threshold
-
-    def use_site_statistics(self, site: SiteStatistics | None, source: str = "site statistics") -> None:
-        """Score against the site's normal statistics (from on-site calibration) instead of the training data's.
-
-        Raises:
-            ModelError: this model has no Gaussian output, or the statistics were measured with another model.
-        """
-        if site is not None:
-            if self.metadata.score_kind != "gaussian_distance":
-                raise ModelError(
-                    f"{source}: site statistics apply to Gaussian models only; {self.path} scores by "
-                    f"{self.metadata.score_kind}: remove model.site_statistics or recalibrate"
-                )
-            size = int(np.prod(self.output_shape))
-            meta = self.metadata
-            if site.fit.mean.size != size or (site.model_name, site.model_version) != (meta.name, meta.version):
-                raise ModelError(
-                    f"{source}: measured with model {site.model_name} {site.model_version} ({site.fit.mean.size} "
-                    f"outputs), but the model is {meta.name} {meta.version} ({size} outputs): recalibrate on site "
-                    "(python -m device calibrate) or roll back"
-                )
-        self.site = site
+        logger.debug("loaded %s with %s: input %s scale %.6g zp %d", source, self.runtime.name, expected_shape,
+                     self.input_scale, self.input_zero_point)
 
     def quantize(self, patch: np.ndarray) -> np.ndarray:
         """Float patch to the model's int8 input: q = round(x / scale) + zero_point, saturated."""
@@ -199,22 +152,113 @@ class AnomalyModel:
         out = (raw.astype(np.float32) - self.output_zero_point) * self.output_scale
         return q, out
 
-    def score(self, patch: np.ndarray) -> float:
-        """Anomaly score of one normalized patch; higher is more anomalous (see evaluate)."""
-        return self.evaluate(patch)[0]
+    def outputs(self, patches: np.ndarray) -> np.ndarray:
+        """Dequantized outputs of many patches (n, n_frames, n_mels), flattened: float32 (n, output size)."""
+        size = int(np.prod(self.output_shape))
+        return np.stack([self.infer(p)[1].reshape(-1) for p in patches]) if len(patches) else np.zeros((0, size), np.float32)
 
-    def evaluate(self, patch: np.ndarray) -> tuple[float, np.ndarray]:
+
+class AnomalyModel(QuantizedGraph):
+    """An int8 TFLite anomaly model with its front-end parameters, threshold and (Gaussian models) scorer.
+
+    Loading checks, once, everything that could make scores silently wrong:
+    the metadata's front-end version and any pinned parameters, the input
+    tensor's shape and dtype against FeatureParams, the quantization
+    parameters, and the scorer's statistics against their recorded hash.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        runtime: str | None = None,
+        expected_params: Mapping[str, Any] | None = None,
+        num_threads: int | None = 1,
+    ):
+        self.path, data, self.metadata = load_metadata(path)
+        self.sha256 = sha256_hex(data)
+        source = str(self.path)
+        params = self.metadata.feature_params
+        check_params(params, {"frontend_version": FeatureParams().frontend_version, **(expected_params or {})}, source)
+        super().__init__(data, params, source, runtime, num_threads)
+        self.training_scorer = self._load_scorer(data, source)
+        self.scorer = self.training_scorer
+        self.site: Scorer | None = None
+
+    @property
+    def params(self) -> FeatureParams:
+        return self.metadata.feature_params
+
+    @property
+    def threshold(self) -> float:
+        return self.metadata.threshold
+
+    def _load_scorer(self, data: bytes, source: str) -> Scorer | None:
+        """The scorer of a Gaussian model: stored in the model file, or (older models) the plain window distance."""
+        kind = self.metadata.score_kind
+        size = int(np.prod(self.output_shape))
+        if kind == "gaussian_distance":  # acmon 0.1: the mean square of the (already whitened) output
+            return Scorer(identity_fit(size), None, 1, ("window",), (0.0, 1.0), (0.0,), (1.0,),
+                          self.metadata.name, self.metadata.version)
+        if kind != "gaussian_ensemble":
+            return None
+        raw = embedded_metadata(data, source).get(SCORER_NAME)
+        record = self.metadata.extra.get("scorer") or {}
+        if raw is None or not isinstance(record, dict):
+            raise ModelError(f"{source}: a {kind} model without its scorer statistics; re-export it with python -m training fit")
+        if sha256_hex(raw) != record.get("sha256"):
+            raise ModelError(f"{source}: the scorer statistics do not match their recorded SHA-256: the file is damaged; "
+                             "copy the model again or re-export it")
+        scorer = Scorer.from_bytes(raw, source)
+        if scorer.size != size or (scorer.model_name, scorer.model_version) != (self.metadata.name, self.metadata.version):
+            raise ModelError(f"{source}: the scorer statistics belong to another model ({scorer.model_name} "
+                             f"{scorer.model_version}, {scorer.size} outputs); re-export the model")
+        return scorer
+
+    def new_score_state(self) -> ScoreState | None:
+        """Per-stream memory for the scorer's context (None for models without a scorer)."""
+        return self.scorer.new_state() if self.scorer is not None else None
+
+    def use_site_statistics(self, site: Scorer | None, source: str = "site statistics") -> None:
+        """Score against the site's normal statistics (from on-site calibration) instead of the training data's.
+
+        Raises:
+            ModelError: this model has no Gaussian output, or the statistics were measured with another model.
+        """
+        if site is not None:
+            if self.metadata.score_kind not in GAUSSIAN_KINDS:
+                raise ModelError(
+                    f"{source}: site statistics apply to Gaussian models only; {self.path} scores by "
+                    f"{self.metadata.score_kind}: remove model.site_statistics or recalibrate"
+                )
+            size = int(np.prod(self.output_shape))
+            meta = self.metadata
+            if site.size != size or (site.model_name, site.model_version) != (meta.name, meta.version):
+                raise ModelError(
+                    f"{source}: measured with model {site.model_name} {site.model_version} ({site.size} "
+                    f"outputs), but the model is {meta.name} {meta.version} ({size} outputs): recalibrate on site "
+                    "(python -m device calibrate) or roll back"
+                )
+        self.site = site
+        self.scorer = site if site is not None else self.training_scorer
+
+    def score(self, patch: np.ndarray, state: ScoreState | None = None) -> float:
+        """Anomaly score of one normalized patch; higher is more anomalous (see evaluate)."""
+        return self.evaluate(patch, state)[0]
+
+    def evaluate(self, patch: np.ndarray, state: ScoreState | None = None) -> tuple[float, np.ndarray]:
         """(anomaly score, dequantized model output) of one normalized patch.
 
-        The score is output_score of the model's kind, or with site statistics
-        the output's distance to the site's normal. Reconstruction scores
+        Gaussian models score through their Scorer (the site's, after on-site
+        calibration), which remembers the stream's recent outputs in `state`
+        (a fresh state when None: the window as if a stream started there).
+        Other models: output_score of the model's kind. Reconstruction scores
         compare the model's input as the model saw it (after int8
         quantization) with its reconstruction, which keeps input rounding
         noise out of the score.
         """
         q, out = self.infer(patch)
-        if self.site is not None:
-            return self.site.distance(out), out
+        if self.scorer is not None:
+            return self.scorer.score(out, state if state is not None else self.scorer.new_state()), out
         return output_score(patch_of(self.dequantize_input(q), self.params), out, self.metadata.score_kind), out
 
 

@@ -24,6 +24,8 @@ from .errors import ModelError
 from .features import FeatureParams
 
 METADATA_NAME = "acmon"
+# A second metadata buffer: the Gaussian ensemble's scorer (device/gaussian.py Scorer.to_bytes).
+SCORER_NAME = "acmon_scorer"
 METADATA_SCHEMA_VERSION = 1
 TFLITE_IDENTIFIER = b"TFL3"
 MODEL_FILENAME = "model.tflite"
@@ -37,7 +39,10 @@ _BUFFER_DATA = 0
 _BUFFER_OFFSET = 1
 _BUFFER_SIZE = 2
 
-SCORE_KINDS = ("gaussian_distance", "reconstruction_band_max", "reconstruction_mse", "anomaly_probability")
+SCORE_KINDS = (
+    "gaussian_ensemble", "gaussian_distance", "reconstruction_band_max", "reconstruction_mse", "anomaly_probability",
+)
+GAUSSIAN_KINDS = ("gaussian_ensemble", "gaussian_distance")
 
 
 class _FlatBuffer:

@@ -110,6 +110,7 @@ class Pipeline:
         history = int(self.history_seconds * p.sample_rate_hz)
         self._ring = RingBuffer(p.window_samples, p.hop_samples, capacity_samples=history)
         self._detector = Detector(self.settings)
+        self._score_state = self.model.new_score_state()
         self._last_index = -1
         self._last_end_seconds = 0.0
 
@@ -129,6 +130,7 @@ class Pipeline:
         """
         self._ring.reset()
         self._detector = Detector(self.settings)
+        self._score_state = self.model.new_score_state()
         self._last_index = -1
         self._last_end_seconds = 0.0
 
@@ -159,6 +161,7 @@ class Pipeline:
         muted_until = self._detector.muted_until
         self.model, self.settings, self.min_rms_dbfs = model, settings, min_rms_dbfs
         self._detector = Detector(settings)
+        self._score_state = model.new_score_state()
         self._detector.mute(muted_until, max(self._last_index, 0), self._last_end_seconds)
         return ended
 
@@ -171,8 +174,12 @@ class Pipeline:
             steady = steady_level_dbfs(window.samples, p.stft_hop_samples)
             gated = steady < self.min_rms_dbfs
             model_score, model_output = None, None
+            if gated and self._score_state is not None:
+                self._score_state.clear()  # the context never averages across a gap
             if not gated or self.score_all:
-                model_score, output = self.model.evaluate(extract_patch(window.samples, p))
+                # A gated window scored for calibration gets a throwaway state: it is not part of the stream's context.
+                state = self._score_state if not gated else None
+                model_score, output = self.model.evaluate(extract_patch(window.samples, p), state)
                 model_output = output if self.score_all else None
             score = None if gated else model_score
             end_seconds = (window.start_sample + p.window_samples) / p.sample_rate_hz

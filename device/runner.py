@@ -29,7 +29,7 @@ from .config import AcmonConfig, feature_pins, resolve_mqtt_password
 from .detector import DetectorSettings, Transition
 from .errors import AcmonError, AudioError
 from .evidence import EvidenceRecorder, default_evidence_directory
-from .gaussian import SiteStatistics, fit_site_statistics
+from .gaussian import MIN_WINDOWS_PER_DIMENSION, CROSS_FIT_FOLDS, Scorer, cross_fitted_scores, fit_scorer
 from .health import HealthMonitor, read_cpu_temperature_c
 from .inference import AnomalyModel
 from .payloads import event_payload, health_payload, iso_utc, state_payload, telemetry_payload
@@ -210,7 +210,7 @@ class Runner:
         model = AnomalyModel(self.model_path or cfg.model.path, runtime=self.runtime, expected_params=feature_pins(cfg))
         if cfg.model.site_statistics:  # load_site_config made it absolute (beside the config)
             path = Path(cfg.model.site_statistics)
-            model.use_site_statistics(SiteStatistics.load(path), source=str(path))
+            model.use_site_statistics(Scorer.load(path), source=str(path))
             logger.info("scoring against the site's normal statistics in %s", path)
         return model
 
@@ -599,7 +599,7 @@ class Runner:
         )
         assert self.config_path is not None
         site_file = None
-        if self.model.metadata.score_kind == "gaussian_distance":
+        if self.model.training_scorer is not None:
             site, result = self.site_calibration(session, result)
             if site is not None:
                 site_file = site.save(Path(self.config_path).resolve().parent).name
@@ -619,28 +619,36 @@ class Runner:
             "site_statistics": site_file,
         }
 
-    def site_calibration(self, session: CalibrationSession, result: CalibrationResult) -> tuple[SiteStatistics | None, CalibrationResult]:
+    def site_calibration(self, session: CalibrationSession, result: CalibrationResult) -> tuple[Scorer | None, CalibrationResult]:
         """Learn the site's normal statistics of a Gaussian model's output, and the threshold against them.
 
-        Fitted on the windows the (possibly new) level gate lets through; the
-        threshold is calibrated on cross-fitted site scores (each half of the
-        audio scored by the other half's fit), since a Gaussian scores its
-        own fitting data too low. With too little audio the training
-        statistics stay, and the result says why.
+        The model's scorer (same members, same context length) is fitted again
+        on the windows the (possibly new) level gate lets through, cut into
+        contiguous blocks of time for cross-fitting; the threshold is
+        calibrated on the cross-fitted scores, since a Gaussian scores its own
+        fitting data too low. With too little audio the training statistics
+        stay, and the result says why.
         """
         c, d = self.cfg.calibration, self.cfg.detector
         gate = d.min_rms_dbfs if result.min_rms_dbfs is None else result.min_rms_dbfs
         levels = np.array([max(level, SILENCE_DBFS) for seg in session.segments for level, _ in seg])
         outputs = np.stack([np.asarray(o, dtype=np.float64).reshape(-1) for o in session.outputs])
         keep = levels >= gate
-        meta = self.model.metadata
+        meta, trained = self.model.metadata, self.model.training_scorer
+        assert trained is not None
+        needed = MIN_WINDOWS_PER_DIMENSION * outputs.shape[1]
+        stretches, groups, positions = _site_stretches(session, keep, CROSS_FIT_FOLDS)
         try:
-            site, cross = fit_site_statistics(outputs[keep], meta.name, meta.version)
+            if int(keep.sum()) < needed:
+                raise ValueError(f"site statistics need at least {needed} analysis windows, got {int(keep.sum())}")
+            site, cf = fit_scorer([outputs[p] for p in stretches], groups, trained.members, meta.name, meta.version,
+                                  trained.context_windows)
         except ValueError as exc:
             logger.warning("calibration: keeping the training data's normal statistics: %s (calibrate for longer)", exc)
             return None, dataclasses.replace(result, info={**result.info, "site_statistics": f"not learnt: {exc}"})
-        scores = site.fit.distance(outputs)  # windows below the gate: the final fit's score
-        scores[keep] = cross  # the rest: cross-fitted, out of sample
+        scores = np.array([site.score(o, site.new_state()) for o in outputs])  # gated windows: scored alone
+        for p, cross in zip(stretches, cross_fitted_scores(site, cf)):
+            scores[p] = cross  # the rest: cross-fitted, out of sample
         flat = iter(scores.tolist())
         segments = [[(level, next(flat)) for level, _ in seg] for seg in session.segments]
         site_result = calibrate_site(segments, self.model.params.hop_seconds, c.false_alarms_per_day, d.patience_windows,
@@ -648,10 +656,46 @@ class Runner:
         gate_info = ("gate", "quiet_level_dbfs", "loud_level_dbfs", "quiet_windows_above_threshold")
         info = {**site_result.info, **{k: result.info[k] for k in gate_info if k in result.info},
                 "training_statistics_threshold": round(result.threshold, 6),
-                "site_statistics": f"learnt from {int(keep.sum())} windows (shrinkage {site.fit.shrinkage:.3f})"}
+                "site_statistics": f"learnt from {int(keep.sum())} windows (shrinkage {site.window.shrinkage:.3f})"}
         logger.info("calibration: site normal statistics from %d windows; threshold %.4g against them (%.4g against "
                     "the training data's)", int(keep.sum()), site_result.threshold, result.threshold)
         return site, CalibrationResult(site_result.threshold, result.min_rms_dbfs, info)
+
+
+def _site_stretches(session: CalibrationSession, keep: np.ndarray, blocks: int) -> tuple[list[np.ndarray], list[int], int]:
+    """Uninterrupted runs of kept windows, each cut at the boundaries of `blocks` equal blocks of time.
+
+    Returns:
+        (per stretch, the indices of its windows in session order; per stretch, its block (the
+        cross-fitting group); the number of kept windows).
+    """
+    n = int(keep.sum())
+    per_block = max(1, -(-n // blocks))
+    stretches: list[np.ndarray] = []
+    groups: list[int] = []
+    index, kept_seen = 0, 0
+    for seg in session.segments:
+        current: list[int] = []
+        block = None
+        for _ in seg:
+            if keep[index]:
+                b = kept_seen // per_block
+                if block is not None and b != block and current:
+                    stretches.append(np.array(current))
+                    groups.append(block)
+                    current = []
+                block = b
+                current.append(index)
+                kept_seen += 1
+            elif current:
+                stretches.append(np.array(current))
+                groups.append(block)  # type: ignore[arg-type]
+                current = []
+            index += 1
+        if current:
+            stretches.append(np.array(current))
+            groups.append(block)  # type: ignore[arg-type]
+    return stretches, groups, n
 
 
 def _lost_blocks(stream: Stream) -> int:

@@ -180,10 +180,11 @@ def _tee(blocks: Iterable[np.ndarray], keep: list[np.ndarray] | None) -> Iterato
 class FloatScorer:
     """The float Keras model's clip scores on the windows the device scored, predicted in batches."""
 
-    def __init__(self, model, params, score_kind: str):
+    def __init__(self, model, params, score_kind: str, scorer=None):
         self.model = model
         self.params = params
         self.score_kind = score_kind
+        self.scorer = scorer  # a Gaussian model's Scorer: the float outputs go through it as the int8 ones do
         self._pending: list[tuple[TestClip, np.ndarray]] = []
         self._n_pending = 0
 
@@ -211,7 +212,10 @@ class FloatScorer:
         for clip, patches in self._pending:
             outputs = out[start : start + len(patches)]
             start += len(patches)
-            scores = [output_score(p, o, self.score_kind) for p, o in zip(patches, outputs)]
+            if self.scorer is not None:
+                scores = self.scorer.series(outputs.reshape(len(outputs), -1)).tolist()
+            else:
+                scores = [output_score(p, o, self.score_kind) for p, o in zip(patches, outputs)]
             clip.float_score = clip_score(scores)
         self._pending, self._n_pending = [], 0
 
@@ -494,7 +498,7 @@ def evaluate(
     float_model, float_note = _load_float_model(model_folder / FLOAT_MODEL_FILENAME)
     if float_note:
         logger.info("%s", float_note)
-    scorer = FloatScorer(float_model, params, score_kind) if float_model is not None else None
+    scorer = FloatScorer(float_model, params, score_kind, runner.model.scorer) if float_model is not None else None
 
     read: list[TestClip] = []
     unreadable: list[dict[str, str]] = []

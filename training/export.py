@@ -85,11 +85,14 @@ def quiet_native_output():
                 logger.debug("converter output:\n%s", text)
 
 
-def embed_metadata(tflite_bytes: bytes, document: dict[str, Any]) -> bytes:
-    """Store a JSON document in the model's FlatBuffer metadata under METADATA_NAME.
+def embed_metadata(tflite_bytes: bytes, document: dict[str, Any], buffers: dict[str, bytes] | None = None) -> bytes:
+    """Store a JSON document in the model's FlatBuffer metadata under METADATA_NAME (and raw buffers by name).
 
-    An existing acmon entry is replaced, so the threshold can be recalibrated
-    without touching the weights.
+    An existing entry of the same name is replaced, so the threshold can be
+    recalibrated without touching the weights.
+
+    Args:
+        buffers: further named metadata buffers (the Gaussian ensemble's scorer statistics).
     """
     import_tensorflow()
     from tensorflow.lite.python import schema_py_generated as schema_fb  # noqa: PLC0415
@@ -99,20 +102,23 @@ def embed_metadata(tflite_bytes: bytes, document: dict[str, Any]) -> bytes:
     payload = json.dumps(document, sort_keys=True, indent=1).encode()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
     model.metadata = model.metadata or []
-    existing = [m for m in model.metadata if _name(m) == METADATA_NAME]
-    if existing:
-        buffer = model.buffers[existing[0].buffer]
-    else:
-        buffer = schema_fb.BufferT()
-        model.buffers.append(buffer)
-        entry = schema_fb.MetadataT()
-        entry.name = METADATA_NAME
-        entry.buffer = len(model.buffers) - 1
-        model.metadata.append(entry)
-    buffer.data = np.frombuffer(payload, dtype=np.uint8)
+    for name, data in {METADATA_NAME: payload, **(buffers or {})}.items():
+        existing = [m for m in model.metadata if _name(m) == name]
+        if existing:
+            buffer = model.buffers[existing[0].buffer]
+        else:
+            buffer = schema_fb.BufferT()
+            model.buffers.append(buffer)
+            entry = schema_fb.MetadataT()
+            entry.name = name
+            entry.buffer = len(model.buffers) - 1
+            model.metadata.append(entry)
+        buffer.data = np.frombuffer(data, dtype=np.uint8)
     out = flatbuffer_utils.convert_object_to_bytearray(model)
     # Read it back with the device's own reader: what we wrote is what the device will see.
-    assert json.loads(embedded_metadata(out, "exported model")[METADATA_NAME]) == json.loads(payload)
+    stored = embedded_metadata(out, "exported model")
+    assert json.loads(stored[METADATA_NAME]) == json.loads(payload)
+    assert all(stored[name] == data for name, data in (buffers or {}).items())
     return out
 
 

@@ -93,26 +93,50 @@ def copy_classifier_for_export(model, params: FeatureParams, n_classes: int):
 
 
 def build_band_statistics(params: FeatureParams, batch_size: int | None = None):
-    """Per-band statistics of one patch: the mean and the maximum over time of each mel band.
+    """Per-band statistics of one patch: band mean and maximum over time, and (absolute input) level and tilt.
 
-    The descriptor that the Gaussian model whitens. The mean carries the
+    The descriptor that the Gaussian model whitens. The band means carry the
     spectral balance (a bearing resonance, a mains harmonic, a louder band);
-    the maximum carries what happens briefly (a rub, a blade pass, a crackle)
-    that a mean over a second would dilute. Both are plain int8 ops (MEAN and
-    REDUCE_MAX / pooling), so the statistics are computed inside the model.
+    the maxima carry what happens briefly (a rub, a blade pass, a crackle)
+    that a mean over a second would dilute. Both are taken after removing the
+    window's mean level, so they describe the spectrum's shape.
+
+    With params.normalization 'none' the model sees absolute dB and keeps two
+    side features that a per-window normalization throws away: the window's
+    level (mean dB over the patch) and its spectral tilt (dB per octave, see
+    device.features.tilt_weights). A machine that gets louder, or whose sound
+    leans further to the highs, is then not normalized into looking healthy.
+    All of it is plain int8 ops (MEAN, SUB, MAX pooling, FULLY_CONNECTED), so
+    the statistics are computed inside the model.
 
     Returns:
-        An uncompiled keras.Model from (n_frames, n_mels, 1) to (2 * n_mels,).
+        An uncompiled keras.Model from (n_frames, n_mels, 1) to (2 * n_mels,), or to
+        (2 * n_mels + 2,) when params.normalization is 'none'.
     """
+    import numpy as np  # noqa: PLC0415
+
+    from device.features import tilt_weights  # noqa: PLC0415
+
     tf = import_tensorflow()
     keras = tf.keras
     layers = keras.layers
     n_frames, n_mels = params.patch_shape
     inputs = keras.Input(shape=(n_frames, n_mels, 1), batch_size=batch_size, name="logmel")
     x = layers.Reshape((n_frames, n_mels))(inputs)
-    mean = layers.GlobalAveragePooling1D(name="band_mean")(x)
-    peak = layers.GlobalMaxPooling1D(name="band_max")(x)
-    outputs = layers.Concatenate(name="band_statistics")([mean, peak])
+    band_mean = layers.GlobalAveragePooling1D(name="band_mean_db")(x)  # (n_mels,)
+    if params.normalization != "none":
+        # The input is already normalized: its level carries nothing; the shape statistics as before.
+        mean = band_mean
+        peak = layers.GlobalMaxPooling1D(name="band_max")(x)
+        outputs = layers.Concatenate(name="band_statistics")([mean, peak])
+        return keras.Model(inputs, outputs, name="acmon_band_statistics")
+    level = layers.Reshape((1,))(layers.GlobalAveragePooling1D(name="level_db")(layers.Reshape((n_mels, 1))(band_mean)))
+    mean = layers.Subtract(name="band_mean")([band_mean, level])  # broadcasts the level over the bands
+    peak = layers.Subtract(name="band_max")([layers.GlobalMaxPooling1D()(x), level])
+    tilt_layer = layers.Dense(1, use_bias=False, trainable=False, name="tilt_db_per_octave")
+    tilt = tilt_layer(band_mean)
+    tilt_layer.set_weights([np.asarray(tilt_weights(params), dtype=np.float32)[:, None]])
+    outputs = layers.Concatenate(name="band_statistics")([mean, peak, level, tilt])
     return keras.Model(inputs, outputs, name="acmon_band_statistics")
 
 
@@ -121,18 +145,18 @@ def build_gaussian(params: FeatureParams, mean, whitening, batch_size: int | Non
 
     With whitening = V diag(lambda^-1/2) from the eigendecomposition of the
     normal descriptors' covariance, the squared length of z is the
-    Mahalanobis distance of the window to normal; the device takes
-    mean(z ** 2) as the score ('gaussian_distance'). Eigenvector columns are
-    unit vectors, which quantize to int8 per output channel far better than
-    a Cholesky factor of the precision matrix (measured: int8 AUC 0.950
-    against 0.943 on the detection benchmark, float 0.952).
+    Mahalanobis distance of the window to normal. The device's Scorer
+    (device/gaussian.py) takes it from there. Eigenvector columns are unit
+    vectors, which quantize to int8 per output channel far better than a
+    Cholesky factor of the precision matrix (measured: int8 AUC 0.950 against
+    0.943 on the detection benchmark, float 0.952).
 
     Args:
-        mean: float array (2 * n_mels,), the normal descriptors' mean.
-        whitening: float array (2 * n_mels, 2 * n_mels).
+        mean: float array (descriptor size,), the normal descriptors' mean.
+        whitening: float array (descriptor size, descriptor size).
 
     Returns:
-        An uncompiled keras.Model from (n_frames, n_mels, 1) to (2 * n_mels,).
+        An uncompiled keras.Model from (n_frames, n_mels, 1) to (descriptor size,).
     """
     import numpy as np  # noqa: PLC0415
 

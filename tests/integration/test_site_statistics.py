@@ -1,7 +1,7 @@
 """On-site calibration of a Gaussian model learns the site's normal: a neighbouring machine's hum stops raising alarms.
 
 The model is trained on the demo pump; the "site" is the same kind of pump with a neighbour's 180 Hz hum
-6 dB below it, which the training data never had. Through the CLI as a technician runs it: score before,
+as loud as it, which the training data never had. Through the CLI as a technician runs it: score before,
 calibrate on 3 minutes of the site's normal sound, score after, roll back.
 """
 
@@ -24,7 +24,7 @@ def _with_hum(src: Path, dest: Path, rng: np.random.Generator) -> None:
     x = x.reshape(len(x), -1)[:, 0].astype(np.float32)
     t = np.arange(len(x)) / rate
     hum = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) / k for k, f in enumerate((180, 360, 540), 1))
-    hum *= 0.5 * np.sqrt(np.mean(x**2)) / np.sqrt(np.mean(hum**2))
+    hum *= np.sqrt(np.mean(x**2)) / np.sqrt(np.mean(hum**2))
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_wav(dest, (x + hum).astype(np.float32), rate)
 
@@ -82,9 +82,11 @@ def test_site_statistics_silence_the_site_and_keep_the_faults(trained_model, sit
 
 def test_site_statistics_of_another_model_are_refused(trained_model, tmp_path):
     """A calibration made with one model must not silently score another: the error names both and what to do."""
-    from device.gaussian import SiteStatistics, fit_gaussian
+    from device.gaussian import fit_scorer
 
-    stats = SiteStatistics(fit_gaussian(np.random.default_rng(0).standard_normal((300, 128))), "pump", "19990101T000000Z")
+    rng = np.random.default_rng(0)
+    segments = [rng.standard_normal((150, 128)) for _ in range(4)]
+    stats, _ = fit_scorer(segments, range(4), ("window", "context"), "pump", "19990101T000000Z")
     name = stats.save(tmp_path).name
     config = tmp_path / "device.yaml"
     config.write_text(f"model: {{path: {trained_model}, site_statistics: {name}}}\nmqtt: {{enabled: false}}\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.calibrate import calibrate_threshold, fit_gamma, gamma_isf, sustained_scores
+from device.calibrate import calibrate_threshold, fit_pareto_tail, pareto_quantile, pareto_survival, sustained_scores
 from device.detector import Detector, DetectorSettings
 from training.fit import FitOptions
 
@@ -25,26 +25,52 @@ def test_more_alarms_per_day_means_lower_threshold():
     assert all(t >= max(sustained_scores(clips, 2)) for t in thresholds)
 
 
-def test_calibrated_threshold_meets_its_rate_on_a_long_normal_stream():
-    """Simulate a day of correlated normal scores: the detector's alarm count stays near the target."""
+def _ar_stream(rng, n, tail):
+    """Normal scores of overlapping windows: AR(1)-correlated, with a heavy (Pareto) tail when tail > 0."""
+    e = rng.gamma(30, 0.03, size=n) * (1.0 + (rng.pareto(1 / tail, size=n) * 0.05 if tail else 0.0))
+    out = np.empty(n)
+    out[0] = e[0]
+    for i in range(1, n):
+        out[i] = 0.5 * out[i - 1] + 0.5 * e[i]
+    return out
+
+
+@pytest.mark.parametrize("tail", [0.0, 0.3])
+def test_calibrated_threshold_meets_its_rate_on_a_long_normal_stream(tail):
+    """Two simulated days of correlated scores, light and heavy tailed: the Detector's alarms stay near the target.
+
+    The gamma fit the threshold used before gave 10-40 times the promised rate on heavy-tailed scores.
+    """
     rng = np.random.default_rng(1)
     hop_seconds = 0.52
-
-    def stream(n):  # overlapping windows share half their audio: AR(1)-correlated scores
-        e = rng.gamma(30, 0.03, size=n)
-        out = np.empty(n)
-        out[0] = e[0]
-        for i in range(1, n):
-            out[i] = 0.5 * out[i - 1] + 0.5 * e[i]
-        return out
-
-    held_out = [stream(200) for _ in range(20)]  # about 35 minutes
+    held_out = [_ar_stream(rng, 400, tail) for _ in range(30)]  # about 100 minutes
     threshold, info = calibrate_threshold(held_out, hop_seconds, false_alarms_per_day=50.0, patience_windows=2)
-    assert info["method"] == "gamma_ppf_sustained"
-    day = stream(int(86400 / hop_seconds))
-    det = Detector(DetectorSettings(threshold=threshold, patience_windows=2, cooldown_seconds=0))
-    alarms = sum(t.state == "start" for i, s in enumerate(day) for t in det.update(i, i * hop_seconds, s))
-    assert alarms <= 50 * 3, f"{alarms} alarms in a day for a target of 50"
+    assert info["method"] == "pot_extremal"
+    lo, hi = info["false_alarms_per_day_90ci"]
+    assert lo <= 50.0 <= hi
+    days = 2
+    stream = _ar_stream(rng, int(days * 86400 / hop_seconds), tail)
+    det = Detector(DetectorSettings(threshold=threshold, patience_windows=2))
+    alarms = sum(t.state == "start" for i, s in enumerate(stream) for t in det.update(i, i * hop_seconds, s))
+    assert 50 * days / 2.5 <= alarms <= 50 * days * 2.5, f"{alarms} alarms in {days} days for a target of 50 a day"
+
+
+def test_short_audio_warns_and_points_to_site_calibration():
+    rng = np.random.default_rng(2)
+    _, info = calibrate_threshold([_ar_stream(rng, 100, 0.2) for _ in range(5)], 0.52, 1.0, 2)
+    assert "calibrate on site" in info["warning"]
+
+
+def test_pareto_tail_recovers_a_known_tail():
+    """Moment estimates of a generalized Pareto tail: shape and far quantiles of a Pareto sample."""
+    rng = np.random.default_rng(3)
+    xi = 0.25
+    x = (rng.pareto(1 / xi, 200_000) + 1.0)  # P(x > t) = t ** (-1 / xi): a GPD tail of shape xi
+    u, share, shape, sigma = fit_pareto_tail(x)
+    assert shape == pytest.approx(xi, abs=0.03)
+    for p in (1e-3, 1e-5):
+        assert pareto_quantile(u, share, shape, sigma, p) == pytest.approx(p ** -xi, rel=0.15)
+        assert pareto_survival(u, share, shape, sigma, p ** -xi) == pytest.approx(p, rel=0.3)
 
 
 def test_fit_options_validate():
@@ -52,19 +78,6 @@ def test_fit_options_validate():
         FitOptions(false_alarms_per_day=0)
     with pytest.raises(ValueError, match="score_kind"):
         FitOptions(score_kind="psychic")
-
-
-@pytest.mark.parametrize("shape", [0.7, 3.0, 30.0, 300.0])
-def test_numpy_gamma_matches_scipy(shape):
-    """The device's scipy-free gamma fit and tail quantile equal scipy's to float precision."""
-    from scipy import stats
-
-    x = np.random.default_rng(int(shape * 10)).gamma(shape, 0.05, 500)
-    k, scale = fit_gamma(x)
-    k_ref, _, scale_ref = stats.gamma.fit(x, floc=0.0)
-    assert k == pytest.approx(k_ref, rel=1e-9) and scale == pytest.approx(scale_ref, rel=1e-9)
-    for q in (0.1, 1e-3, 6e-6, 1e-9):
-        assert gamma_isf(q, k, scale) == pytest.approx(stats.gamma.isf(q, k_ref, scale=scale_ref), rel=1e-9)
 
 
 def test_device_calibration_imports_no_scipy():

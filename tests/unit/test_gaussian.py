@@ -64,46 +64,116 @@ def test_exported_graph_computes_the_mahalanobis_distance_of_band_mean_and_max()
     np.testing.assert_allclose(scores, expected, rtol=1e-3)
 
 
-def test_site_statistics_round_trip_and_name_follows_content(tmp_path):
-    from device.gaussian import SiteStatistics, fit_site_statistics
-
-    x = np.random.default_rng(5).standard_normal((400, 16)) + 2.0
-    site, _ = fit_site_statistics(x, "pump", "v1")
-    path = site.save(tmp_path)
-    loaded = SiteStatistics.load(path)
-    assert (loaded.model_name, loaded.model_version, loaded.fit.n) == ("pump", "v1", 400)
-    np.testing.assert_allclose(loaded.fit.whitening, site.fit.whitening)
-    assert loaded.distance(x[0]) == pytest.approx(site.distance(x[0]))
-    other, _ = fit_site_statistics(x[:300], "pump", "v1")
-    assert other.file_name() != site.file_name()
+def _segments(rng, n_segments=12, length=60, d=16, mixing=None):
+    """Normal model outputs: correlated dimensions and slowly varying (overlapping-window) streams."""
+    mixing = rng.standard_normal((d, d)) * np.linspace(2, 0.2, d) if mixing is None else mixing
+    out = []
+    for _ in range(n_segments):
+        e = rng.standard_normal((length, d))
+        e[1:] = 0.6 * e[:-1] + 0.8 * e[1:]  # neighbouring windows share audio
+        out.append(e @ mixing.T + 1.0)
+    return out, mixing
 
 
-def test_cross_fitted_site_scores_are_out_of_sample():
-    """In-sample distances understate new windows; the threshold is set on cross-fitted ones, which do not."""
-    from device.gaussian import fit_site_statistics
+def test_scorer_round_trip_and_name_follows_content(tmp_path):
+    from device.gaussian import Scorer, fit_scorer
+
+    rng = np.random.default_rng(5)
+    segments, _ = _segments(rng)
+    scorer, _ = fit_scorer(segments, range(len(segments)), ("window", "context"), "pump", "v1", context_windows=4)
+    path = scorer.save(tmp_path)
+    loaded = Scorer.load(path)
+    assert (loaded.model_name, loaded.model_version, loaded.members, loaded.context_windows) == (
+        "pump", "v1", ("window", "context"), 4)
+    np.testing.assert_allclose(loaded.series(segments[0]), scorer.series(segments[0]))
+    other, _ = fit_scorer(segments[:10], range(10), ("window",), "pump", "v1", context_windows=4)
+    assert other.file_name() != scorer.file_name()
+
+
+def test_streaming_scores_equal_the_vectorised_scores_training_calibrates_on():
+    """The device scores window by window with a ScoreState; training combines precomputed distances: the same numbers."""
+    from device.gaussian import _fit_pair, fit_scorer, member_distances
+
+    rng = np.random.default_rng(7)
+    segments, _ = _segments(rng)
+    scorer, _ = fit_scorer(segments, range(len(segments)), ("window", "context"), "m", "v", context_windows=5)
+    new = _segments(rng, 1, 40)[0][0]
+    w, c, k = member_distances((scorer.window, scorer.context), new, scorer.context_windows)
+    np.testing.assert_allclose(scorer.series(new), scorer.fused(w, c, k), rtol=1e-9)
+    assert list(k[:6]) == [1, 2, 3, 4, 5, 5]
+    assert _fit_pair(segments, None)[1] is None
+
+
+def test_cross_fitted_scores_are_out_of_sample():
+    """In-sample distances understate new windows; cross-fitted ones (the threshold's evidence) do not."""
+    from device.gaussian import cross_fitted_scores, fit_scorer
 
     rng = np.random.default_rng(6)
-    mixing = rng.standard_normal((128, 128)) * np.linspace(3, 0.1, 128)  # correlated bands, as real spectra are
-    x = rng.standard_normal((300, 128)) @ mixing.T
-    site, cross = fit_site_statistics(x, "m", "v")
-    in_sample = site.fit.distance(x)
-    new = site.fit.distance(rng.standard_normal((2000, 128)) @ mixing.T)
-    assert in_sample.mean() < 0.85 * new.mean()  # measured 0.62 against 0.80
-    assert cross.mean() > 0.95 * new.mean()  # measured 0.84: a little conservative (each half fits on less)
+    segments, mixing = _segments(rng, 10, 40, d=64)
+    scorer, cf = fit_scorer(segments, range(10), ("window",), "m", "v", context_windows=4)
+    in_sample = np.mean([scorer.series(s).mean() for s in segments])
+    new = np.mean([scorer.series(s).mean() for s in _segments(rng, 10, 40, d=64, mixing=mixing)[0]])
+    cross = np.mean([s.mean() for s in cross_fitted_scores(scorer, cf)])
+    assert in_sample < 0.85 * new
+    assert cross == pytest.approx(new, rel=0.25)
 
 
-def test_site_statistics_need_enough_windows():
-    from device.gaussian import fit_site_statistics
+def test_context_start_windows_are_normalised_like_full_ones():
+    """A stream's first windows average fewer outputs; their own loc and scale keep them from reading as faults."""
+    from device.gaussian import fit_scorer
 
-    with pytest.raises(ValueError, match="at least 256"):
-        fit_site_statistics(np.zeros((100, 128)), "m", "v")
+    rng = np.random.default_rng(8)
+    segments, mixing = _segments(rng, 30, 30)
+    scorer, _ = fit_scorer(segments, range(30), ("context",), "m", "v", context_windows=8)
+    scores = np.array([scorer.series(s) for s in _segments(rng, 30, 30, mixing=mixing)[0]])
+    early, late = np.log(scores[:, :3]), np.log(scores[:, 10:])
+    assert early.mean() == pytest.approx(late.mean(), abs=0.3)
+    assert early.std() == pytest.approx(late.std(), rel=0.35)
 
 
-def test_unreadable_site_statistics_name_the_file(tmp_path):
+def test_cross_fitting_needs_two_recordings():
+    from device.gaussian import fit_scorer
+
+    with pytest.raises(ValueError, match="at least 2 recordings"):
+        fit_scorer([np.zeros((50, 4))], [0], ("window",), "m", "v")
+
+
+def test_acmon_0_1_site_statistics_still_load(tmp_path):
+    """A window-only site statistics file of the previous format scores as it did: the distance itself."""
+    from device.gaussian import Scorer, fit_gaussian
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((400, 8)) + 2.0
+    fit = fit_gaussian(x)
+    path = tmp_path / "calibration-site-old.npz"
+    np.savez(path, mean=fit.mean, whitening=fit.whitening, shrinkage=np.float64(fit.shrinkage), windows=np.int64(400),
+             model_name=np.str_("pump"), model_version=np.str_("v1"))
+    scorer = Scorer.load(path)
+    assert scorer.members == ("window",)
+    assert scorer.score(x[0], scorer.new_state()) == pytest.approx(float(fit.distance(x[0])))
+
+
+@pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04broken"])
+def test_unreadable_site_statistics_name_the_file(tmp_path, content):
     from device.errors import ModelError
-    from device.gaussian import SiteStatistics
+    from device.gaussian import Scorer
 
     bad = tmp_path / "calibration-site-x.npz"
-    bad.write_bytes(b"not a zip")
-    with pytest.raises(ModelError, match="calibration-site-x.npz: cannot read site statistics"):
-        SiteStatistics.load(bad)
+    bad.write_bytes(content)
+    with pytest.raises(ModelError, match="calibration-site-x.npz: cannot read"):
+        Scorer.load(bad)
+
+
+def test_scorer_with_non_finite_statistics_is_refused(tmp_path):
+    from device.errors import ModelError
+    from device.gaussian import Scorer, fit_scorer
+
+    rng = np.random.default_rng(10)
+    segments, _ = _segments(rng)
+    scorer, _ = fit_scorer(segments, range(len(segments)), ("window",), "m", "v", context_windows=4)
+    data = dict(np.load(scorer.save(tmp_path)))
+    data["window_whitening"] = data["window_whitening"] * np.nan
+    bad = tmp_path / "calibration-site-nan.npz"
+    np.savez(bad, **data)
+    with pytest.raises(ModelError, match="not finite"):
+        Scorer.load(bad)
