@@ -242,8 +242,9 @@ class Scorer:
         buffer = io.BytesIO()
         arrays = {
             "format": np.int64(SCORER_FORMAT),
-            "window_mean": self.window.mean,
-            "window_whitening": self.window.whitening,
+            # float32 halves the model file; the distances are still computed in float64.
+            "window_mean": self.window.mean.astype(np.float32),
+            "window_whitening": self.window.whitening.astype(np.float32),
             "window_shrinkage": np.float64(self.window.shrinkage),
             "window_n": np.int64(self.window.n),
             "context_windows": np.int64(self.context_windows),
@@ -255,7 +256,8 @@ class Scorer:
             "model_version": np.str_(self.model_version),
         }
         if self.context is not None:
-            arrays.update(context_mean=self.context.mean, context_whitening=self.context.whitening,
+            arrays.update(context_mean=self.context.mean.astype(np.float32),
+                          context_whitening=self.context.whitening.astype(np.float32),
                           context_shrinkage=np.float64(self.context.shrinkage), context_n=np.int64(self.context.n))
         np.savez(buffer, **arrays)
         return buffer.getvalue()

@@ -21,6 +21,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"model       {path} ({len(data) / 1024:.1f} KiB, sha256 {sha256_hex(data)[:16]}...)")
     print(f"name        {meta.name}  version {meta.version}  made by acmon {meta.extra.get('acmon_version', '?')}")
     print(f"score       {meta.score_kind}, threshold {meta.threshold:.6g}")
+    scorer = meta.extra.get("scorer")
+    if scorer:
+        choice = scorer.get("choice", {})
+        figures = ", ".join(f"{name} {v['auc']:.3f}" for name, v in choice.get("candidates", {}).items())
+        print(f"members     {' + '.join(scorer['members'])} (context {scorer['context_windows']} windows); chosen on "
+              f"{choice.get('faulty_clips', '?')} validation fault clips against {choice.get('normal_recordings', '?')} "
+              f"normal recordings, AUC {figures}")
     cal = meta.extra.get("calibration")
     if cal:
         print(
@@ -28,6 +35,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"({cal['held_out_seconds'] / 60:.1f} min) for {cal['false_alarms_per_day']:g} false alarm(s) per day "
             f"with {cal['patience_windows']}-window patience"
         )
+        if "false_alarms_per_day_90ci" in cal:
+            low, high = cal["false_alarms_per_day_90ci"]
+            print(f"            90 % interval of the false alarms per day: {low:.3g} to {high:.3g}; "
+                  f"{100 * cal.get('validation_faults_alarming_share', 0):.0f} % of validation faults alarm")
+        if cal.get("warning"):
+            print(f"warning     {cal['warning']}")
     print(
         f"front end   {p.sample_rate_hz} Hz, n_fft {p.n_fft}, STFT hop {p.stft_hop_samples}, {p.n_mels} mels "
         f"{p.fmin_hz:g}-{p.fmax_hz:g} Hz, {p.normalization} normalization (front end v{p.frontend_version})"
@@ -75,7 +88,9 @@ def training_summary(training: dict) -> str:
     parts = [f"{training.get('recordings', '?')} recording(s), {training.get('seconds', 0) / 60:.1f} min of audio"]
     kind = training.get("model")
     if kind == "gaussian":
-        parts.append(f"Gaussian model of {training.get('descriptors', '?')} windows")
+        folds = (training.get("cross_fitting") or {}).get("folds")
+        parts.append(f"Gaussian model of {training.get('descriptors', '?')} windows"
+                     + (f", cross-fitted in {folds} folds" if folds else ""))
     elif kind:
         parts.append(f"{kind}, {training.get('epochs', '?')} epoch(s) of {training.get('windows_per_epoch', '?')} windows")
     if training.get("skipped_recordings"):

@@ -160,5 +160,20 @@ def test_inspect_and_verify(trained_model):
     assert out.returncode == 0, out.stderr
     assert "threshold" in out.stdout and "64 mels" in out.stdout
     assert re.search(r"trained on  \d+ recording\(s\), [\d.]+ min of audio, Gaussian model of \d+ windows", out.stdout), out.stdout
+    assert re.search(r"members     [a-z +]+ \(context 8 windows\); chosen on \d+ validation fault clips", out.stdout), out.stdout
     out = run_cli("firmware_tools", "verify", str(trained_model))
     assert out.returncode == 0 and "OK with ai_edge_litert" in out.stdout, out.stderr
+
+
+def test_damaged_scorer_statistics_are_refused(trained_model, tmp_path):
+    """A byte changed in the scorer's statistics (copy error, tampering) is caught by its recorded SHA-256."""
+    from device.model_file import SCORER_NAME, embedded_metadata
+
+    data = bytearray((trained_model / "model.tflite").read_bytes())
+    stats = embedded_metadata(bytes(data), "model")[SCORER_NAME]
+    at = bytes(data).index(stats) + len(stats) // 2
+    data[at] ^= 0x01
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="scorer statistics do not match their recorded SHA-256"):
+        AnomalyModel(bad)
