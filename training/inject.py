@@ -71,13 +71,15 @@ def inject(samples: np.ndarray, rate_hz: int, kind: str, level: float, rng: np.r
         (float32 (n,) clip, Injection describing it).
 
     Raises:
-        ValueError: unknown kind, or a clip shorter than 0.1 s or silent.
+        ValueError: unknown kind, or a clip shorter than 0.1 s, silent or not finite.
     """
     if kind not in LEVEL_RANGES:
         raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 1 or x.size < rate_hz // 10:
         raise ValueError(f"need a mono clip of at least 0.1 s, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("cannot inject into a clip with NaN or infinite samples")
     rms = float(np.sqrt(np.mean(x * x)))
     if rms <= 0:
         raise ValueError("cannot inject into a silent clip")
