@@ -138,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _stamped(folder: Path, config: dict[str, Any], make) -> None:
     """Run make() unless folder holds a dataset made with this exact config."""
     stamp = folder / "bench_config.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == config:
+    if stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(config)):  # tuples become lists
         return
     started = time.monotonic()
     make()
@@ -498,8 +498,19 @@ def main(argv: list[str] | None = None) -> int:
     by_id, by_fault, alarms, fits = [], [], {}, {}
     for t in ("ours", "ours-float", "dcase2020-ae", "mahalanobis", "false-alarms"):
         timings[t] = 0.0
+    result_key = {"code": _code_stamp(), "seed": args.seed, "dcase_epochs": args.dcase_epochs,
+                  "long_minutes": args.long_minutes, "methods": methods, "quick": args.quick}
     for group in groups:
         label = f"{group.set_name}/{group.machine_type}"
+        saved = work / "results" / group.set_name / f"{group.machine_type}.json"
+        if saved.exists() and (done := json.loads(saved.read_text())).get("key") == result_key:
+            by_id += metrics(group, done["scores"])
+            by_fault += per_fault(group, done["scores"])
+            fits[label] = done["fit"]
+            if done.get("alarms"):
+                alarms[label] = done["alarms"]
+            print(f"{label}: results of an earlier run with the same code and settings", flush=True)
+            continue
         train = [load_mono(p) for p in sorted((group.data_dir / "train").glob("*.wav"))]
         clips = [load_mono(t["path"]) for t in group.tests]
         scores: dict[str, list[float]] = {}
@@ -528,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
             t4 = time.monotonic()
             alarms[label] = false_alarms(group, model_dir, runner, test_windows)
             timings["false-alarms"] += time.monotonic() - t4
+        saved.parent.mkdir(parents=True, exist_ok=True)  # a crash later keeps this group's work
+        saved.write_text(json.dumps({"key": result_key, "scores": scores, "fit": fits[label],
+                                     "alarms": alarms.get(label)}, default=str))
         print(f"{label}: done at {time.monotonic() - started:.0f} s (members {'+'.join(summary.get('members') or [])})",
               flush=True)
 
