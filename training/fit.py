@@ -304,13 +304,7 @@ def fit(
     tflite = convert_int8(export_model, rep)
     score_kind = {"classifier": "anomaly_probability"}.get(kind, options.score_kind)
     document: dict[str, Any] = {
-        "name": name,
-        "version": version,
-        "acmon_version": __version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "feature_params": params.to_dict(),
-        "score_kind": score_kind,
-        "threshold": _UNCALIBRATED,
+        **_document_header(name, version, params, score_kind, _UNCALIBRATED),
         "labels": labels if kind == "classifier" else [],
         "training": {
             "data": str(data_dir),
@@ -371,6 +365,19 @@ def fit(
     return summary
 
 
+def _document_header(name: str, version: str, params: FeatureParams, score_kind: str, threshold: float) -> dict[str, Any]:
+    """The metadata keys every model carries first, in this order (inspect and the device read them)."""
+    return {
+        "name": name,
+        "version": version,
+        "acmon_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "feature_params": params.to_dict(),
+        "score_kind": score_kind,
+        "threshold": threshold,
+    }
+
+
 def fit_gaussian_ensemble(data_dir, out: Path, params: FeatureParams, options: FitOptions, clips, failed, name: str,
                           version: str, progress: bool, started: float) -> dict[str, Any]:
     """The normal-only default: fit, choose and calibrate the Gaussian ensemble (training/ensemble.py), write the model."""
@@ -393,13 +400,7 @@ def fit_gaussian_ensemble(data_dir, out: Path, params: FeatureParams, options: F
     scorer_bytes = result.scorer.to_bytes()
     seconds = result.trained["seconds"]
     document: dict[str, Any] = {
-        "name": name,
-        "version": version,
-        "acmon_version": __version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "feature_params": gparams.to_dict(),
-        "score_kind": "gaussian_ensemble",
-        "threshold": result.threshold,
+        **_document_header(name, version, gparams, "gaussian_ensemble", result.threshold),
         "labels": [],
         "scorer": {
             "sha256": sha256_hex(scorer_bytes),

@@ -21,6 +21,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from device.resample import resample_poly
+from training.synth import impulse_train as _impulses
+from training.synth import ring_resonance as _ring
 
 # Kinds of change and the range of their level, drawn uniformly. For the additive kinds the level is
 # the added component's RMS in dB re the clip's RMS (inside the bursts for the intermittent kinds);
@@ -190,22 +192,6 @@ def injected_copies(
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(max(hi, lo * 1.001)))))
-
-
-def _impulses(n: int, positions: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
-    out = np.zeros(n)
-    keep = (positions >= 0) & (positions < n)
-    np.add.at(out, positions[keep].astype(np.int64), amplitudes[keep])
-    return out
-
-
-def _ring(impulses: np.ndarray, rate_hz: int, centre_hz: float, decay_s: float) -> np.ndarray:
-    """Each impulse rings a resonance: exp(-t / decay) * sin(2 pi f t), by FFT convolution."""
-    n = impulses.size
-    k = np.arange(min(n, int(decay_s * rate_hz * 9.2) + 1))  # to -80 dB
-    kernel = np.exp(-k / (decay_s * rate_hz)) * np.sin(2 * np.pi * centre_hz * (k + 1) / rate_hz)
-    size = n + k.size - 1
-    return np.fft.irfft(np.fft.rfft(impulses, size) * np.fft.rfft(kernel, size), size)[:n]
 
 
 def _change_speed(x: np.ndarray, fraction: float) -> np.ndarray:

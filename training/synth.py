@@ -338,14 +338,14 @@ def _phase_events(phase_rad: np.ndarray, offset_rad: float = 0.0) -> np.ndarray:
     return np.flatnonzero(np.diff(turns) > 0) + 1
 
 
-def _impulse_train(n: int, positions: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
+def impulse_train(n: int, positions: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
     x = np.zeros(n)
     keep = (positions >= 0) & (positions < n)
     np.add.at(x, positions[keep].astype(np.int64), amplitudes[keep])
     return x
 
 
-def _ring(impulses: np.ndarray, sample_rate_hz: int, center_hz: float, decay_s: float) -> np.ndarray:
+def ring_resonance(impulses: np.ndarray, sample_rate_hz: int, center_hz: float, decay_s: float) -> np.ndarray:
     """Each impulse excites a structural resonance: an exponentially decaying sine of peak ~1.
 
     The kernel is the impulse response of a two-pole resonator, exp(-t / decay_s) * sin(2 pi f t), cut
@@ -479,9 +479,9 @@ def _fault_bearing(f: _FaultInput) -> np.ndarray:
     # The load zone: impacts are hardest where the shaft load presses the race (once per revolution).
     load_zone = 1.0 + BEARING_LOAD_ZONE_DEPTH * np.cos(theta[events] - f.rng.uniform(0, 2 * np.pi))
     amplitudes = load_zone * f.rng.lognormal(0.0, 0.25, events.size)
-    impulses = _impulse_train(f.n, positions, amplitudes)
+    impulses = impulse_train(f.n, positions, amplitudes)
     resonance_hz = f.clamp_hz(f.profile.bearing_resonance_hz)
-    ringing = _ring(impulses, f.sample_rate_hz, resonance_hz, f.profile.bearing_decay_s)
+    ringing = ring_resonance(impulses, f.sample_rate_hz, resonance_hz, f.profile.bearing_decay_s)
     return _unit_rms(ringing) * f.level * 10.0 ** (FAULT_LEVEL_DB["bearing"] / 20.0)
 
 
@@ -542,7 +542,7 @@ def _fault_cavitation(f: _FaultInput) -> np.ndarray:
     vanes = max(1, f.profile.blade_count)
     envelope *= 1.0 + 0.5 * np.cos(vanes * f.machine.theta_rad)
     positions = np.flatnonzero(f.rng.random(f.n) < CAVITATION_PULSE_RATE_HZ / sr)
-    spikes = _impulse_train(f.n, positions, np.minimum(f.rng.lognormal(0.0, 0.6, positions.size), 4.0)) * envelope
+    spikes = impulse_train(f.n, positions, np.minimum(f.rng.lognormal(0.0, 0.6, positions.size), 4.0)) * envelope
     freqs = np.fft.rfftfreq(f.n, 1.0 / sr)
     response = _highpass_mag(freqs, CAVITATION_HIGHPASS_HZ) * _lowpass_mag(freqs, NOISE_ROLLOFF_HZ)
     shaped = np.fft.irfft(np.fft.rfft(spikes) * response, f.n)
@@ -582,7 +582,7 @@ def _fault_corona(f: _FaultInput) -> np.ndarray:
     base = np.repeat(events, counts)
     amplitudes = np.repeat(polarity_gain, counts) * f.rng.lognormal(0.0, 0.5, base.size)
     positions = np.round(base + f.rng.normal(0.0, CORONA_JITTER_S * f.sample_rate_hz, base.size))
-    spikes = _impulse_train(f.n, positions, amplitudes)
+    spikes = impulse_train(f.n, positions, amplitudes)
     freqs = np.fft.rfftfreq(f.n, 1.0 / f.sample_rate_hz)
     # Each discharge: a decaying noise burst (a fraction of a millisecond), then high-passed: crackle/hiss.
     k = np.arange(int(5 * CORONA_PULSE_DECAY_S * f.sample_rate_hz) + 1)
@@ -599,8 +599,8 @@ def _fault_gear_tooth(f: _FaultInput) -> np.ndarray:
     theta = f.machine.theta_rad
     at_rad = f.rng.uniform(0, 2 * np.pi)
     events = _phase_events(theta, offset_rad=at_rad)
-    impacts = _impulse_train(f.n, events.astype(float), f.rng.lognormal(0.0, 0.15, events.size))
-    ringing = _ring(impacts, f.sample_rate_hz, f.clamp_hz(f.profile.casing_resonance_hz), GEAR_TOOTH_DECAY_S)
+    impacts = impulse_train(f.n, events.astype(float), f.rng.lognormal(0.0, 0.15, events.size))
+    ringing = ring_resonance(impacts, f.sample_rate_hz, f.clamp_hz(f.profile.casing_resonance_hz), GEAR_TOOTH_DECAY_S)
     teeth = max(1, f.profile.blade_count)
     window = _once_per_turn_window(theta, at_rad, 2 * np.pi / teeth)
     dip = -GEAR_TOOTH_MESH_DIP * f.strength * window * f.machine.groups.get("mesh", np.zeros(f.n))
