@@ -19,7 +19,7 @@ step() { printf '\n\033[1m[%s] %s\033[0m\n' "$1" "$2"; }
 step 1/6 "Generating demo recordings of a pump (normal, and with faults) in data/demo/"
 $PY -m training synth --demo --out data/demo
 
-step 2/6 "Training an autoencoder on the normal recordings and exporting it as int8 TFLite to models/demo/"
+step 2/6 "Fitting a Gaussian ensemble to the normal recordings (members chosen on injected faults, threshold from the score tail) and exporting it as int8 TFLite to models/demo/"
 $PY -m training fit --data data/demo/pump --out models/demo
 
 step 3/6 "Inspecting the model: feature parameters and calibrated threshold travel inside the .tflite"
