@@ -143,10 +143,16 @@ def calibrate_threshold(
     # The rate is an extrapolation: say when the audio is too short to stand behind it.
     short = seconds < MIN_CALIBRATION_SECONDS or high > 4 * max(low, false_alarms_per_day / 4)
     if short:
+        # Under half an hour: more audio is the fix. With more, the target is simply rarer than the audio
+        # can show (one a day from an hour): the rate on site over the first days is what settles it.
+        advice = (
+            f"calibrate on site with at least {MIN_CALIBRATION_SECONDS / 60:.0f} minutes of the machine's normal sound"
+            if seconds < MIN_CALIBRATION_SECONDS
+            else "calibrate on site over hours of the machine's normal sound, and watch the alarm rate in the first days"
+        )
         info["warning"] = (
             f"{seconds / 60:.1f} min of held-out normal audio cannot pin down {false_alarms_per_day:g} false alarm(s) "
-            f"per day (90 % interval {low:.2g} to {high:.2g} per day): calibrate on site with at least "
-            f"{MIN_CALIBRATION_SECONDS / 60:.0f} minutes of the machine's normal sound (python -m device calibrate)"
+            f"per day (90 % interval {low:.2g} to {high:.2g} per day): {advice} (python -m device calibrate)"
         )
     return threshold, info
 

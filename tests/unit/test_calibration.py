@@ -58,7 +58,15 @@ def test_calibrated_threshold_meets_its_rate_on_a_long_normal_stream(tail):
 def test_short_audio_warns_and_points_to_site_calibration():
     rng = np.random.default_rng(2)
     _, info = calibrate_threshold([_ar_stream(rng, 100, 0.2) for _ in range(5)], 0.52, 1.0, 2)
-    assert "calibrate on site" in info["warning"]
+    assert "calibrate on site with at least 30 minutes" in info["warning"]
+
+
+def test_an_hour_for_one_alarm_a_day_warns_without_asking_for_the_half_hour_it_has():
+    """An hour is past the half-hour minimum but still far from pinning down one alarm a day."""
+    rng = np.random.default_rng(4)
+    _, info = calibrate_threshold([_ar_stream(rng, 700, 0.2) for _ in range(10)], 0.52, 1.0, 2)
+    assert info["held_out_seconds"] > 3000
+    assert "over hours" in info["warning"] and "at least 30 minutes" not in info["warning"]
 
 
 def test_pareto_tail_recovers_a_known_tail():
