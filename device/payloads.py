@@ -1,7 +1,9 @@
-"""MQTT/JSON payloads the device emits; their JSON Schemas live in device/schemas/."""
+"""MQTT/JSON payloads the device emits (their JSON Schemas live in device/schemas/), and a safe reader for JSON it receives."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,6 +13,75 @@ EVENT_SCHEMA = "acmon.event/1"
 STATE_SCHEMA = "acmon.state/1"
 TELEMETRY_SCHEMA = "acmon.telemetry/1"
 HEALTH_SCHEMA = "acmon.health/1"
+
+
+# The characters that open or close a nesting level or a string, or escape inside one.
+_JSON_STRUCTURE = re.compile(r'[\[\]{}"\\]')
+
+
+def json_nesting_depth(text: str, limit: int) -> int:
+    """How deeply arrays and objects nest in JSON text, without parsing it.
+
+    One pass over the structural characters, no recursion: safe on input that would
+    drive json.loads past the interpreter's recursion limit (about 1000 levels, less
+    on a thread's smaller stack). Brackets inside strings do not count. Malformed
+    text gives some number (json.loads then rejects the text anyway).
+
+    Args:
+        text: JSON text.
+        limit: stop scanning once the depth exceeds this.
+
+    Returns:
+        The deepest nesting (1 for a flat object), or a value > limit as soon as one is seen.
+    """
+    depth = deepest = 0
+    in_string = False
+    skip_to = 0  # the character after a backslash is escaped, whatever it is
+    for match in _JSON_STRUCTURE.finditer(text):
+        i = match.start()
+        if i < skip_to:
+            continue
+        char = text[i]
+        if in_string:
+            if char == "\\":
+                skip_to = i + 2
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_untrusted_json(data: bytes, max_depth: int) -> Any:
+    """json.loads for bytes from outside (MQTT commands, spool files): UTF-8, nesting bounded.
+
+    Args:
+        data: the raw bytes; the caller bounds their size.
+        max_depth: deepest nesting of arrays and objects allowed (1 = flat).
+
+    Raises:
+        ValueError: a one-line reason (not UTF-8, nested too deeply, or not JSON).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 (byte {exc.start})") from None
+    if json_nesting_depth(text, max_depth) > max_depth:
+        raise ValueError(f"nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} at character {exc.pos}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits
+        raise ValueError(str(exc).split("\n")[0][:200] or type(exc).__name__) from None
 
 
 def utc_now_iso() -> str:
