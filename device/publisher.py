@@ -5,6 +5,12 @@ One thread owns the paho client, the spool and every network call: it connects
 order, deletes them on PUBACK, keeps the retained state/health current, publishes Home
 Assistant discovery and dispatches commands. The analysis thread only appends to a
 bounded in-memory inbox and wakes the thread, so it never waits on the network or the disk.
+
+The thread is supervised: an exception in one pass of its loop (a callback, paho, the
+spool) is logged, counted and the next pass goes on; `failure()` says when the thread
+died, or stopped making progress, so the daemon can report it and stop feeding the
+watchdog. The spool is the one copy of unacknowledged events: each connection gets a
+fresh paho client, and events in flight when a connection ends are handed over again.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import random
 import select
 import socket
@@ -21,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .commands import CommandDispatcher, CommandHandler
+from .commands import CommandDispatcher, CommandHandler, ContainedErrors
 from .ha_discovery import DeviceInfo, discovery_messages
 from .ha_discovery import status_topic as ha_status_topic
+from .payloads import loads_untrusted_json
 from .spool import Spool, SpoolEntry, default_spool_root, remove_empty_parents, spool_directory
 
 if TYPE_CHECKING:
@@ -41,6 +49,32 @@ SPOOL_EXPIRE_EVERY_SECONDS = 60.0
 OFFLINE_ACK_SECONDS = 2.0
 MEGABYTE = 1_000_000
 DAY_SECONDS = 86400.0
+# Supervision. A pass of the loop takes at most POLL_SECONDS, or a connection attempt
+# (paho's 5 s connect timeout, a TLS handshake, a slow DNS lookup); no pass for this long
+# means the thread is stuck, or failing at every pass.
+STALL_SECONDS = 60.0
+# After a contained exception the next pass waits this long, so a persistent fault cannot spin.
+ERROR_PAUSE_SECONDS = 1.0
+# A broker that refuses a message closes the connection as it reads it (mosquitto does for
+# a packet over max_packet_size, or a topic it cannot accept). A connection lost within
+# REFUSAL_WINDOW_SECONDS of handing messages over makes them suspects, handed over one at
+# a time; a suspect that loses the connection MAX_REFUSALS times alone is quarantined.
+# (A network outage is noticed by the keepalive, after tens of seconds, so it makes no suspects.)
+REFUSAL_WINDOW_SECONDS = 10.0
+MAX_REFUSALS = 5
+# Command results waiting for a connection; older ones are dropped beyond this.
+MAX_WAITING_REPLIES = 100
+# Events are flat JSON objects with one nested object (`model`); room to grow.
+MAX_EVENT_DEPTH = 16
+
+
+def event_payload_problem(payload: bytes) -> str | None:
+    """None if a spooled payload is a JSON object (what every acmon event is), else why not."""
+    try:
+        data = loads_untrusted_json(payload, MAX_EVENT_DEPTH)
+    except ValueError as exc:
+        return f"payload is not JSON: {exc}"
+    return None if isinstance(data, dict) else "payload is not a JSON object"
 
 
 def topic_base(prefix: str, site: str, device_id: str) -> str:
@@ -78,6 +112,10 @@ class PublisherStats:
     pending: int
     connected: bool
     refused: str | None  # the broker's reason for the last refused connection, until one succeeds
+    thread_errors: int = 0  # exceptions contained on the publisher thread (its loop, callbacks, command handler)
+    quarantined: int = 0  # spooled messages moved aside: unpublishable, or refused by the broker again and again
+    unsaved: int = 0  # pending events held in memory only, because the spool cannot be written
+    spool_problem: str | None = None  # why the spool is not durable right now, None when it is
 
 
 @dataclass(frozen=True)
@@ -108,6 +146,7 @@ class MqttPublisher:
         spool_dir: root of the spools (null = default_spool_root()).
         device: for Home Assistant discovery; None = no discovery.
         discovery_prefix: Home Assistant's discovery prefix.
+        stall_seconds: failure() reports the thread once it has made no progress for this long, in seconds.
     """
 
     def __init__(
@@ -128,6 +167,7 @@ class MqttPublisher:
         spool_max_age_seconds: float = 30 * DAY_SECONDS,
         device: DeviceInfo | None = None,
         discovery_prefix: str = "homeassistant",
+        stall_seconds: float = STALL_SECONDS,
     ):
         import paho.mqtt.client as mqtt  # the device extra; not needed for offline replay
 
@@ -141,8 +181,12 @@ class MqttPublisher:
         self._reconnect_range = (reconnect_min_seconds, reconnect_max_seconds)
         self._max_pending = max_pending
         self._spool_root = Path(spool_dir) if spool_dir is not None else default_spool_root()
-        self.spool = Spool(spool_directory(self._spool_root, base_topic), spool_max_bytes, spool_max_age_seconds)
-        self.commands = CommandDispatcher(base_topic.rsplit("/", 1)[-1], self._enqueue_reply)
+        self.spool = Spool(
+            spool_directory(self._spool_root, base_topic), spool_max_bytes, spool_max_age_seconds,
+            topic_prefix=f"{base_topic}/", check_payload=event_payload_problem,
+        )
+        self._errors = ContainedErrors()
+        self.commands = CommandDispatcher(base_topic.rsplit("/", 1)[-1], self._enqueue_reply, errors=self._errors)
         self._discovery = [
             (topic, _encode(payload)) for topic, payload in discovery_messages(device, discovery_prefix)
         ] if device is not None else []
@@ -163,7 +207,11 @@ class MqttPublisher:
 
         # Owned by the publisher thread only.
         self._unsent: collections.deque[SpoolEntry] = collections.deque(self.spool.pending())
-        self._by_mid: dict[int, SpoolEntry] = {}
+        self._by_mid: dict[int, SpoolEntry | _Outgoing] = {}  # handed to paho, waiting for PUBACK
+        self._handed_at: dict[int, float] = {}  # spool number -> monotonic time it was last handed over
+        self._suspects: dict[int, SpoolEntry] = {}  # in flight when the broker closed the connection
+        self._refusals: collections.Counter[int] = collections.Counter()
+        self._replies: collections.deque[_Outgoing] = collections.deque(maxlen=MAX_WAITING_REPLIES)
         self._retained: dict[str, bytes] = {}
         self._dirty: set[str] = set()
         self._discovery_due = False
@@ -171,6 +219,21 @@ class MqttPublisher:
         self._next_attempt = 0.0
         self._thread: threading.Thread | None = None
 
+        # Supervision: written by the publisher thread, read by failure() on any thread.
+        self._stall_seconds = stall_seconds
+        self._progress_monotonic = time.monotonic()
+        self._last_pass_failed = False
+        self._death: str | None = None
+
+        self._mqtt = mqtt
+        self._client_settings = (client_id, username, password, tls)
+        self._client = self._new_client()
+        self._client_used = False
+
+    def _new_client(self):
+        """A paho client for one connection, its callbacks guarded so that none can end the thread."""
+        client_id, username, password, tls = self._client_settings
+        mqtt = self._mqtt
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         client.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         if username:
@@ -179,12 +242,20 @@ class MqttPublisher:
             client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
             if tls.insecure:
                 client.tls_insecure_set(True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        self._client = client
-        self._mqtt = mqtt
+        client.on_connect = self._guarded("MQTT on_connect", self._on_connect)
+        client.on_disconnect = self._guarded("MQTT on_disconnect", self._on_disconnect)
+        client.on_publish = self._guarded("MQTT on_publish", self._on_publish)
+        client.on_message = self._guarded("MQTT on_message", self._on_message)
+        return client
+
+    def _guarded(self, where: str, callback: Callable[..., None]) -> Callable[..., None]:
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:  # noqa: BLE001 - contained: paho's state stays consistent, the thread goes on
+                self._errors.record(where, exc)
+
+        return guarded
 
     # -- lifecycle (caller's thread) ----------------------------------------
 
@@ -219,7 +290,7 @@ class MqttPublisher:
                 return
         else:
             self._drain_inbox()
-        left = len(self.spool.pending())
+        left = sum(entry.path is not None for entry in self.spool.pending())
         if left:
             logger.warning("MQTT: %d event(s) not acknowledged yet; kept in %s for the next start", left, self.spool.directory)
         self.spool.close()
@@ -251,16 +322,44 @@ class MqttPublisher:
         """Register handler(name, args, reply) for validated commands (called on the publisher thread)."""
         self.commands.handler = handler
 
+    def failure(self) -> str | None:
+        """None while the publisher thread is alive and making progress (or not started, or stopped).
+
+        Otherwise one line for health and logs: "publisher thread died: <Type>: <message>",
+        "publisher thread failing for <n> s: <where>: <Type>: <message> (<k> errors)" when
+        every pass of its loop raises, or "publisher thread stalled for <n> s". Any thread.
+        """
+        thread = self._thread
+        if thread is None:
+            return None
+        if self._death is not None:
+            return f"publisher thread died: {self._death}"
+        if self._stop.is_set():
+            return None
+        if not thread.is_alive():
+            return "publisher thread ended unexpectedly"
+        idle = time.monotonic() - self._progress_monotonic
+        if idle <= self._stall_seconds:
+            return None
+        if self._last_pass_failed:
+            return f"publisher thread failing for {idle:.0f} s: {self._errors.last} ({self._errors.count} errors)"
+        return f"publisher thread stalled for {idle:.0f} s"
+
     @property
     def stats(self) -> PublisherStats:
+        spool = self.spool.stats
         with self._lock:
             return PublisherStats(
                 self._queued,
                 self._delivered,
-                self._inbox_dropped + self.spool.dropped,
+                self._inbox_dropped + spool.dropped,
                 self._pending_locked(),
                 self._connected,
                 self._refused,
+                self._errors.count,
+                spool.quarantined,
+                spool.unsaved,
+                spool.problem,
             )
 
     def _pending_locked(self) -> int:
@@ -289,18 +388,41 @@ class MqttPublisher:
     # -- the publisher thread ---------------------------------------------------
 
     def _run(self) -> None:
-        last_expire = time.monotonic()
-        while not self._stop.is_set():
-            self._drain_inbox()
-            if self._client.socket() is None and time.monotonic() >= self._next_attempt:
-                self._connect()
-            if self._connected:
-                self._hand_over()
-            if time.monotonic() - last_expire > SPOOL_EXPIRE_EVERY_SECONDS:
-                last_expire = time.monotonic()
-                self._expire_spool()
-            self._poll()
-        self._shutdown()
+        """The thread: passes of the loop until stop(); an exception ends one pass, not the thread."""
+        try:
+            self._last_expire = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    self._pass()
+                except Exception as exc:  # noqa: BLE001 - supervised: logged once, counted, carried on
+                    self._last_pass_failed = True
+                    self._errors.record("MQTT publisher loop", exc)
+                    self._stop.wait(ERROR_PAUSE_SECONDS)
+                else:
+                    self._last_pass_failed = False
+                    self._progress_monotonic = time.monotonic()
+            try:
+                self._shutdown()
+            except Exception as exc:  # noqa: BLE001 - stopping anyway; events stay in the spool
+                self._errors.record("MQTT publisher shutdown", exc)
+        except BaseException as exc:
+            # Something no pass could contain (not an Exception): make it visible, for failure() and the log.
+            if not self._stop.is_set():
+                self._death = f"{type(exc).__name__}: {str(exc)[:300]}"
+            logger.critical("MQTT: the publisher thread died: %s: %s; no further event will be published",
+                            type(exc).__name__, exc, exc_info=exc)
+
+    def _pass(self) -> None:
+        """One pass: spool the inbox, (re)connect when due, hand events over, expire, wait for traffic."""
+        self._drain_inbox()
+        if self._client.socket() is None and time.monotonic() >= self._next_attempt:
+            self._connect()
+        if self._connected:
+            self._hand_over()
+        if time.monotonic() - self._last_expire > SPOOL_EXPIRE_EVERY_SECONDS:
+            self._last_expire = time.monotonic()
+            self._expire_spool()
+        self._poll()
 
     def _drain_inbox(self) -> None:
         """Write queued events to the spool (fsync'd) and route the other messages."""
@@ -311,17 +433,34 @@ class MqttPublisher:
                 item = self._inbox.popleft()
                 self._in_transit = int(item.kind == "event")
             if item.kind == "event":
-                entry = self.spool.append(item.topic, item.payload)
+                try:
+                    entry = self.spool.append(item.topic, item.payload)
+                except Exception:
+                    with self._lock:
+                        self._inbox_dropped += 1
+                    raise
+                finally:
+                    self._sync_spool_count()  # also ends _in_transit, whatever happened
                 if entry is not None:
                     self._unsent.append(entry)
-                self._sync_spool_count()
             elif item.kind == "retained":
                 self._retained[item.topic] = item.payload
                 self._dirty.add(item.topic)
+            elif item.kind == "reply":
+                if self._connected:
+                    self._publish_reply(item)
+                else:
+                    self._replies.append(item)  # sent after the next connect
             elif self._connected:
-                self._client.publish(item.topic, item.payload, qos=0 if item.kind == "telemetry" else 1)
+                self._client.publish(item.topic, item.payload, qos=0)
 
     def _connect(self) -> None:
+        if self._client_used:
+            # A fresh client: the old one would re-send everything it had in flight, including
+            # a message the broker refuses. What was in flight goes back to the front of the queue.
+            self._take_back_in_flight()
+            self._client = self._new_client()
+        self._client_used = True
         try:
             self._client.connect(self.host, self.port, keepalive=self._keepalive)
         except (OSError, ValueError) as exc:  # refused, unreachable, TLS handshake, DNS
@@ -329,6 +468,18 @@ class MqttPublisher:
             delay = self._schedule_retry()
             log = logger.warning if self._failures == 1 else logger.debug
             log("MQTT: broker %s:%d unreachable (%s); keeping events, retry in %.1f s", self.host, self.port, exc, delay)
+        except Exception:
+            self._failures += 1
+            self._schedule_retry()
+            raise
+
+    def _take_back_in_flight(self) -> None:
+        """Messages handed to the old client and not acknowledged: events to _unsent, replies to _replies, in order."""
+        events = sorted((v for v in self._by_mid.values() if isinstance(v, SpoolEntry)), key=lambda e: e.number)
+        replies = [v for v in self._by_mid.values() if isinstance(v, _Outgoing)]
+        self._by_mid.clear()
+        self._unsent.extendleft(reversed(events))
+        self._replies.extendleft(reversed(replies))
 
     def _schedule_retry(self) -> float:
         delay = backoff_seconds(self._failures, *self._reconnect_range)
@@ -336,13 +487,36 @@ class MqttPublisher:
         return delay
 
     def _hand_over(self) -> None:
-        """Give paho the oldest unsent events within the in-flight window, and the latest retained values."""
-        while self._unsent and len(self._by_mid) < MAX_INFLIGHT:
+        """Give paho the oldest unsent events within the in-flight window, waiting replies, the latest retained values.
+
+        The window is one event while there are suspects (see REFUSAL_WINDOW_SECONDS), so
+        that a message the broker refuses is the only one in flight when it does.
+        """
+        self._suspects = {n: e for n, e in self._suspects.items() if self.spool.contains(e)}
+        window = 1 if self._suspects else MAX_INFLIGHT
+        in_flight = sum(isinstance(v, SpoolEntry) for v in self._by_mid.values())
+        while self._unsent and in_flight < window:
             entry = self._unsent.popleft()
             if not self.spool.contains(entry):
-                continue  # dropped by the spool's size or age bound
-            info = self._client.publish(entry.topic, entry.payload, qos=1)
+                continue  # dropped by the spool's size or age bound, or quarantined
+            problem = self.spool.check(entry.topic, entry.payload)
+            if problem is None:
+                try:
+                    info = self._client.publish(entry.topic, entry.payload, qos=1)
+                except ValueError as exc:  # paho refuses it (a topic or size the checks let through)
+                    problem = f"refused by the MQTT client: {exc}"
+                except Exception:
+                    self._unsent.appendleft(entry)
+                    raise
+            if problem is not None:
+                self.spool.quarantine(entry, problem)
+                self._sync_spool_count()
+                continue
             self._by_mid[info.mid] = entry
+            self._handed_at[entry.number] = time.monotonic()
+            in_flight += 1
+        while self._replies:
+            self._publish_reply(self._replies.popleft())
         for topic in sorted(self._dirty):
             self._client.publish(topic, self._retained[topic], qos=1, retain=True)
         self._dirty.clear()
@@ -350,6 +524,10 @@ class MqttPublisher:
             self._discovery_due = False
             for topic, payload in self._discovery:
                 self._client.publish(topic, payload, qos=1, retain=True)
+
+    def _publish_reply(self, item: _Outgoing) -> None:
+        info = self._client.publish(item.topic, item.payload, qos=1)
+        self._by_mid[info.mid] = item
 
     def _poll(self) -> None:
         """Wait for network traffic, a wake-up, or the next reconnect/keepalive time; then run paho's I/O."""
@@ -430,11 +608,40 @@ class MqttPublisher:
         delay = self._schedule_retry()
         if was_connected and not self._stop.is_set():
             logger.warning("MQTT: lost connection to %s:%d (%s); retry in %.1f s", self.host, self.port, reason_code, delay)
+            self._note_refusal()
+
+    def _note_refusal(self) -> None:
+        """The connection ended: if it did so right after events were handed over, suspect them (see MAX_REFUSALS)."""
+        in_flight = sorted((v for v in self._by_mid.values() if isinstance(v, SpoolEntry)), key=lambda e: e.number)
+        now = time.monotonic()
+        recent = [e for e in in_flight if now - self._handed_at.get(e.number, -math.inf) <= REFUSAL_WINDOW_SECONDS]
+        if not recent:
+            return
+        if len(in_flight) == 1 and in_flight[0].number in self._suspects:
+            entry = in_flight[0]
+            self._refusals[entry.number] += 1
+            if self._refusals[entry.number] >= MAX_REFUSALS:
+                self._forget(entry)
+                self.spool.quarantine(
+                    entry, f"the broker closed the connection {MAX_REFUSALS} times as it was being delivered"
+                )
+                self._sync_spool_count()
+                return
+        for entry in recent:
+            self._suspects[entry.number] = entry
+
+    def _forget(self, entry: SpoolEntry) -> None:
+        self._suspects.pop(entry.number, None)
+        self._refusals.pop(entry.number, None)
+        self._handed_at.pop(entry.number, None)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         entry = self._by_mid.pop(mid, None)
-        if entry is None:
+        if not isinstance(entry, SpoolEntry):
             return  # status, state, discovery or a reply
+        self._forget(entry)
+        if not self.spool.contains(entry):
+            return  # quarantined while in flight, and delivered after all
         self.spool.remove(entry)
         with self._lock:
             self._delivered += 1

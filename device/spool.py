@@ -208,6 +208,7 @@ class Spool:
         self._clock = clock
         self._entries: dict[int, SpoolEntry] = {}
         self._bytes = 0
+        self._unsaved = 0  # entries without a file; a count, so that stats never iterates (other threads read it)
         self.dropped = 0
         self.quarantined = 0
         self.problem: str | None = None
@@ -265,20 +266,18 @@ class Spool:
         entry = SpoolEntry(number, self._write(number, data), topic, payload, self._clock())
         self._entries[number] = entry
         self._bytes += entry.size_bytes
+        self._unsaved += entry.path is None
         return entry
 
     def remove(self, entry: SpoolEntry) -> None:
         """Forget a delivered message (unlink). A message already dropped is ignored."""
-        if self._entries.pop(entry.number, None) is None:
-            return
-        self._bytes -= entry.size_bytes
-        self._unlink(entry.path)
+        if self._take(entry):
+            self._unlink(entry.path)
 
     def quarantine(self, entry: SpoolEntry, reason: str) -> None:
         """Take a message out of the queue for good, moving its file aside into `.quarantine/`."""
-        if self._entries.pop(entry.number, None) is None:
+        if not self._take(entry):
             return
-        self._bytes -= entry.size_bytes
         if entry.path is None:
             self.quarantined += 1
             logger.error("spool: dropped message %d held in memory (%s); %d quarantined since start",
@@ -305,8 +304,8 @@ class Spool:
 
     @property
     def stats(self) -> SpoolStats:
-        unsaved = sum(entry.path is None for entry in self._entries.values())
-        return SpoolStats(len(self._entries), self.dropped, self._bytes, self.quarantined, unsaved, self.problem)
+        """Counters only (no iteration), so another thread may read them while the owner works."""
+        return SpoolStats(len(self._entries), self.dropped, self._bytes, self.quarantined, self._unsaved, self.problem)
 
     def close(self, remove_if_empty: bool = True) -> None:
         """Release the lock; with nothing left, delete the directory (and its empty parents are left alone)."""
@@ -504,9 +503,16 @@ class Spool:
     def _quarantine_target(self, name: str) -> Path | None:
         folder = self.directory / QUARANTINE_DIR
         try:
+            try:
+                mode = os.lstat(folder).st_mode
+            except FileNotFoundError:
+                mode = None
+            if mode is not None and not stat.S_ISDIR(mode):
+                # The name is the spool's own; a file, link or FIFO there is damage. Unlinking
+                # a link leaves its target alone.
+                logger.error("spool: removing %s, %s where the quarantine folder belongs", folder, _kind(mode))
+                os.unlink(folder)
             folder.mkdir(mode=0o700, exist_ok=True)
-            if not stat.S_ISDIR(os.lstat(folder).st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, "not a directory")
         except OSError as exc:
             if not self._quarantine_warned:
                 self._quarantine_warned = True
@@ -547,9 +553,16 @@ class Spool:
             self._count_drop(dropped, f"spool full ({self.max_bytes} bytes)")
 
     def _drop(self, entry: SpoolEntry) -> None:
-        self._entries.pop(entry.number, None)
+        if self._take(entry):
+            self._unlink(entry.path)
+
+    def _take(self, entry: SpoolEntry) -> bool:
+        """Remove an entry from the queue's books; False if it was not there."""
+        if self._entries.pop(entry.number, None) is None:
+            return False
         self._bytes -= entry.size_bytes
-        self._unlink(entry.path)
+        self._unsaved -= entry.path is None
+        return True
 
     def _count_drop(self, count: int, why: str) -> None:
         self.dropped += count
