@@ -556,6 +556,11 @@ class MqttPublisher:
     def _expire_spool(self) -> None:
         if self.spool.expire():
             self._sync_spool_count()
+        # Forget delivery bookkeeping of messages the spool no longer holds (dropped by its bounds).
+        held = {entry.number for entry in self.spool.pending()}
+        for book in (self._handed_at, self._refusals):
+            for number in [n for n in book if n not in held]:
+                del book[number]
 
     def _sync_spool_count(self) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from device.commands import COMMANDS, MAX_COMMAND_DEPTH, CommandDispatcher, parse_command
 from device.payloads import json_nesting_depth, loads_untrusted_json
 from device.publisher import MqttPublisher, _encode, event_payload_problem
-from device.spool import LOCK_NAME, QUARANTINE_DIR, SUFFIX, Spool, encode_entry, entry_name
+from device.spool import LOCK_NAME, QUARANTINE_DIR, SUFFIX, Spool, check_publish_topic, encode_entry, entry_name
 from tests.helpers import free_port
 from tests.mqtt_support import validate, wait_until
 
@@ -110,8 +110,14 @@ def test_nesting_depth_scan_agrees_with_the_parser(value):
 
     text = json.dumps(value, ensure_ascii=False)
     assert json_nesting_depth(text, 1000) == depth(value)
-    if depth(value) <= MAX_COMMAND_DEPTH:
-        assert loads_untrusted_json(text.encode("utf-8", "surrogatepass"), MAX_COMMAND_DEPTH) == value or True
+    lone_surrogates = any(0xD800 <= ord(c) <= 0xDFFF for c in text)  # encoded, they are not UTF-8
+    try:
+        parsed = loads_untrusted_json(text.encode("utf-8", "surrogatepass"), MAX_COMMAND_DEPTH)
+    except ValueError:
+        assert depth(value) > MAX_COMMAND_DEPTH or lone_surrogates
+    else:
+        assert depth(value) <= MAX_COMMAND_DEPTH and not lone_surrogates
+        assert json.dumps(parsed) == json.dumps(json.loads(text))  # the same value (NaN compares by text)
 
 
 # -- spool --------------------------------------------------------------------------------
@@ -191,6 +197,23 @@ def test_random_spool_folders_never_crash_loading_and_valid_entries_survive(fold
         assert [entry.payload for entry in again.pending()] == [payload for _, payload in expected] + [b'{"seq": "new"}']
         assert again.stats.quarantined == 0
         again.close(remove_if_empty=False)
+
+
+@FUZZ
+@given(suffix=st.text(max_size=40) | st.text(max_size=5).map(lambda t: t * 1000), payload=st.binary(max_size=50))
+def test_append_never_raises_and_stores_only_what_a_broker_accepts(suffix, payload):
+    import paho.mqtt.client as mqtt
+
+    topic = "acmon/plant-a/pump-7/" + suffix
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(tmp, 10**7, 10**9, topic_prefix="acmon/plant-a/pump-7/", check_payload=event_payload_problem)
+        entry = spool.append(topic, payload)
+        if entry is not None:
+            mqtt.Client._raise_for_invalid_topic(topic.encode())  # paho's own check agrees
+            assert check_publish_topic(topic) is None and "\n" not in topic
+        else:
+            assert spool.stats.dropped == 1
+        spool.close(remove_if_empty=False)
 
 
 # -- the publisher thread's supervision ----------------------------------------------------
