@@ -1,4 +1,4 @@
-"""MQTT/JSON payloads the device emits (their JSON Schemas live in device/schemas/), and a safe reader for JSON it receives."""
+"""MQTT/JSON payloads the device emits (JSON Schemas in device/schemas/), and a safe reader for JSON it receives."""
 
 from __future__ import annotations
 

@@ -318,3 +318,16 @@ def test_a_dead_thread_is_reported(publisher, caplog):
     assert wait_until(lambda: not pub._thread.is_alive(), 10)
     assert pub.failure() == "publisher thread died: _Fatal: out of everything"
     assert any(r.levelno == logging.CRITICAL and "publisher thread died" in r.getMessage() for r in caplog.records)
+
+
+def test_a_spool_that_cannot_be_created_does_not_stop_the_publisher(tmp_path):
+    (tmp_path / "state").write_text("a file where the spool folder's parent should be")
+    pub = MqttPublisher("127.0.0.1", free_port(), "acmon/plant-a/pump-7", "sup-test",
+                        reconnect_min_seconds=0.05, reconnect_max_seconds=0.1, spool_dir=str(tmp_path / "state" / "spool"))
+    pub.start()
+    try:
+        pub.publish_event({"seq": 1})
+        assert wait_until(lambda: pub.stats.unsaved == 1, 5)
+        assert "cannot create spool folder" in pub.stats.spool_problem and pub.failure() is None
+    finally:
+        pub.stop(timeout_seconds=2)
