@@ -24,9 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
 from dataclasses import dataclass
 from typing import Sequence
+
+# One OpenBLAS thread, as device/__init__.py sets for the daemon: the front end's matrix products are
+# tiny, and on a busy 2-core machine BLAS threads made every window 20-40x slower. Before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 

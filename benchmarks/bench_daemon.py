@@ -28,6 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# One OpenBLAS thread, as device/__init__.py sets for the daemon: the front end's matrix products are
+# tiny, and on a busy 2-core machine BLAS threads made every window 20-40x slower. Before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]

@@ -57,6 +57,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# One OpenBLAS thread, as device/__init__.py sets for the daemon: the front end's matrix products are
+# tiny, and on a busy 2-core machine BLAS threads made every window 20-40x slower. Before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]

@@ -73,6 +73,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+# One OpenBLAS thread, as device/__init__.py sets for the daemon: the front end's matrix products are
+# tiny, and on a busy 2-core machine BLAS threads made every window 20-40x slower. Before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 
 from device.audio_io import describe_wav, read_wav, to_mono, write_wav

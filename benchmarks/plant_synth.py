@@ -154,6 +154,10 @@ import time
 import zlib
 from typing import Callable, Iterable, Sequence
 
+# One OpenBLAS thread, as device/__init__.py sets for the daemon: the front end's matrix products are
+# tiny, and on a busy 2-core machine BLAS threads made every window 20-40x slower. Before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 from scipy import fft as sfft
 from scipy import signal as sps
