@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from device.errors import ModelError
-from device.features import FeatureParams, extract_patch
+from device.features import extract_patch
 from device.inference import AnomalyModel
 from device.model_file import METADATA_NAME, SCORER_NAME, embedded_metadata, load_metadata
 from tests.helpers import run_cli
@@ -81,7 +81,6 @@ def legacy(data: bytes) -> bytes:
 
 def with_raw_metadata(data: bytes, raw: bytes) -> bytes:
     """The model with its acmon metadata buffer replaced by arbitrary bytes (what a crafted file could carry)."""
-    import numpy as np
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
@@ -211,6 +210,39 @@ def test_old_models_keep_the_scorer_statistics_check(model_bytes, tmp_path):
     data = legacy(model_bytes)
     start, length = span_of(data, SCORER_NAME)
     assert_refused(write(tmp_path, flip(data, start + length // 2)), "scorer statistics do not match")
+
+
+def test_inspect_and_verify_report_the_check(model_bytes, tmp_path):
+    checked = write(tmp_path, model_bytes)
+    out = run_cli("firmware_tools", "inspect", str(checked))
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"integrity   content SHA-256 verified \([0-9a-f]{16}", out.stdout), out.stdout
+    out = run_cli("firmware_tools", "inspect", "--json", str(checked))
+    assert json.loads(out.stdout)["integrity"] == "verified", out.stdout
+    out = run_cli("firmware_tools", "verify", str(checked))
+    assert out.returncode == 0 and "content checksum verified" in out.stdout, out.stderr
+
+    old = tmp_path / "old"
+    old.mkdir()
+    write(old, legacy(model_bytes))
+    out = run_cli("firmware_tools", "inspect", str(old))
+    assert out.returncode == 0 and "integrity   not recorded" in out.stdout, out.stdout + out.stderr
+    assert "cannot be checked" in out.stderr
+    out = run_cli("firmware_tools", "verify", str(old))
+    assert out.returncode == 0 and "no content checksum" in out.stdout, out.stdout + out.stderr
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    start, length = weights_span(model_bytes)
+    write(damaged, flip(model_bytes, start + length // 2))
+    for command in ("inspect", "verify"):
+        out = run_cli("firmware_tools", command, str(damaged))
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "damaged" in errors[0], out.stderr
+
+
+# --- what the path points at -----------------------------------------------------------------------------
 
 
 def test_a_100_mib_sparse_file_is_refused_before_it_is_read(model_bytes, tmp_path):

@@ -11,7 +11,6 @@ import os
 import socket
 import struct
 import threading
-from pathlib import Path
 
 import pytest
 
