@@ -162,9 +162,11 @@ class AnomalyModel(QuantizedGraph):
     """An int8 TFLite anomaly model with its front-end parameters, threshold and (Gaussian models) scorer.
 
     Loading checks, once, everything that could make scores silently wrong:
-    the metadata's front-end version and any pinned parameters, the input
-    tensor's shape and dtype against FeatureParams, the quantization
-    parameters, and the scorer's statistics against their recorded hash.
+    the file's content against the checksum recorded at export
+    (device/model_file.py), the metadata's front-end version and any pinned
+    parameters, the input tensor's shape and dtype against FeatureParams, the
+    quantization parameters, and the scorer's statistics against their
+    recorded hash. The damaged file never reaches the TFLite runtime.
     """
 
     def __init__(
@@ -205,6 +207,7 @@ class AnomalyModel(QuantizedGraph):
         record = self.metadata.extra.get("scorer") or {}
         if raw is None or not isinstance(record, dict):
             raise ModelError(f"{source}: a {kind} model without its scorer statistics; re-export it with python -m training fit")
+        # The file checksum covers these bytes too; this check is what protects models made before it.
         if sha256_hex(raw) != record.get("sha256"):
             raise ModelError(f"{source}: the scorer statistics do not match their recorded SHA-256: the file is damaged; "
                              "copy the model again or re-export it")

@@ -9,16 +9,22 @@ import numpy as np
 
 from device.features import extract_patch
 from device.inference import AnomalyModel
-from device.model_file import load_metadata, sha256_hex
+from device.model_file import ModelMetadata, load_metadata, sha256_hex
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    path, data, meta = load_metadata(args.model)
+    path, data, meta = load_metadata(args.model)  # refuses a damaged file (ModelError)
     if args.json:
-        print(json.dumps({"path": str(path), "sha256": sha256_hex(data), "size_bytes": len(data), "metadata": meta.extra}, indent=2))
+        print(json.dumps({"path": str(path), "sha256": sha256_hex(data), "size_bytes": len(data),
+                          "integrity": integrity_status(meta), "metadata": meta.extra}, indent=2))
         return 0
     p = meta.feature_params
     print(f"model       {path} ({len(data) / 1024:.1f} KiB, sha256 {sha256_hex(data)[:16]}...)")
+    if meta.content_sha256:
+        print(f"integrity   content SHA-256 verified ({meta.content_sha256[:16]}...)")
+    else:
+        print("integrity   not recorded (made before acmon recorded a checksum): damage cannot be detected; "
+              "re-export the model to add one")
     print(f"name        {meta.name}  version {meta.version}  made by acmon {meta.extra.get('acmon_version', '?')}")
     print(f"score       {meta.score_kind}, threshold {meta.threshold:.6g}")
     scorer = meta.extra.get("scorer")
@@ -65,19 +71,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not np.isfinite(score):
         print(f"{model.path}: FAILED: score is {score}")
         return 1
+    checked = "content checksum verified" if model.metadata.content_sha256 else "no content checksum (older model)"
     print(
-        f"{model.path}: OK with {model.runtime.name}: input int8 {p.n_frames}x{p.n_mels} "
+        f"{model.path}: OK with {model.runtime.name}: {checked}; input int8 {p.n_frames}x{p.n_mels} "
         f"(scale {model.input_scale:.4g}, zero point {model.input_zero_point}), test score {score:.4g}"
     )
     return 0
 
 
+def integrity_status(meta: ModelMetadata) -> str:
+    """'verified' (the recorded content checksum matched at load) or 'not recorded' (a model from before it)."""
+    return "verified" if meta.content_sha256 else "not recorded"
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("inspect", help="show a model's feature parameters, threshold and training summary")
+    p = subparsers.add_parser("inspect", help="check a model's recorded checksum; show its feature parameters, threshold "
+                                              "and training summary")
     p.add_argument("model", help="model.tflite or its folder")
     p.add_argument("--json", action="store_true", help="print the whole metadata document as JSON")
     p.set_defaults(func=cmd_inspect)
-    p = subparsers.add_parser("verify", help="check that this machine's TFLite runtime loads and runs the model")
+    p = subparsers.add_parser("verify", help="check the model's recorded checksum and that this machine's TFLite runtime "
+                                             "loads and runs it")
     p.add_argument("model", help="model.tflite or its folder")
     p.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"], help="use this runtime only")
     p.set_defaults(func=cmd_verify)

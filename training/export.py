@@ -13,7 +13,19 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from device.model_file import METADATA_NAME, METADATA_SCHEMA_VERSION, embedded_metadata
+from device.model_file import (
+    DIGEST_KEY,
+    DIGEST_PLACEHOLDER,
+    INTEGRITY_KEY,
+    INTEGRITY_SCHEME,
+    METADATA_NAME,
+    METADATA_SCHEMA_VERSION,
+    content_digest,
+    digest_position,
+    embedded_metadata,
+    metadata_spans,
+    read_document,
+)
 
 from .tf_setup import import_tensorflow
 
@@ -89,16 +101,28 @@ def embed_metadata(tflite_bytes: bytes, document: dict[str, Any], buffers: dict[
     """Store a JSON document in the model's FlatBuffer metadata under METADATA_NAME (and raw buffers by name).
 
     An existing entry of the same name is replaced, so the threshold can be
-    recalibrated without touching the weights.
+    recalibrated without touching the weights. The document gets the file's
+    content checksum (device/model_file.py, DIGEST_KEY), which the device
+    verifies at load: any byte changed after this point is refused. A
+    checksum already in the document (from the model being re-embedded) is
+    replaced by the new file's.
 
     Args:
         buffers: further named metadata buffers (the Gaussian ensemble's scorer statistics).
+
+    Returns:
+        The .tflite FlatBuffer with the metadata and its checksum.
     """
     import_tensorflow()
     from tensorflow.lite.python import schema_py_generated as schema_fb  # noqa: PLC0415
     from tensorflow.lite.tools import flatbuffer_utils  # noqa: PLC0415
 
-    document = {"schema_version": METADATA_SCHEMA_VERSION, **document}
+    # The digest goes in last, over a placeholder of the same length: the FlatBuffer is laid out once
+    # and writing the digits moves no offset.
+    document = {
+        "schema_version": METADATA_SCHEMA_VERSION, **document,
+        INTEGRITY_KEY: INTEGRITY_SCHEME, DIGEST_KEY: DIGEST_PLACEHOLDER,
+    }
     payload = json.dumps(document, sort_keys=True, indent=1).encode()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
     model.metadata = model.metadata or []
@@ -114,10 +138,20 @@ def embed_metadata(tflite_bytes: bytes, document: dict[str, Any], buffers: dict[
             entry.buffer = len(model.buffers) - 1
             model.metadata.append(entry)
         buffer.data = np.frombuffer(data, dtype=np.uint8)
-    out = flatbuffer_utils.convert_object_to_bytearray(model)
-    # Read it back with the device's own reader: what we wrote is what the device will see.
+    out = bytearray(flatbuffer_utils.convert_object_to_bytearray(model))
+    start, length = metadata_spans(bytes(out), "exported model")[METADATA_NAME]
+    at = digest_position(bytes(out[start : start + length]), DIGEST_PLACEHOLDER)
+    if at is None:
+        raise ValueError(f"the metadata document must hold {DIGEST_KEY!r} once, at its top level")
+    at += start
+    out[at : at + len(DIGEST_PLACEHOLDER)] = content_digest(bytes(out), at).encode()
+    out = bytes(out)
+    # Read it back with the device's own reader: what we wrote is what the device will see, checksum included.
+    # (Compared as JSON text: a NaN in the document is equal to itself there.)
+    _, stored_document, digest = read_document(out, "exported model")
+    assert digest is not None
+    assert json.dumps(stored_document, sort_keys=True) == json.dumps({**document, DIGEST_KEY: digest}, sort_keys=True)
     stored = embedded_metadata(out, "exported model")
-    assert json.loads(stored[METADATA_NAME]) == json.loads(payload)
     assert all(stored[name] == data for name, data in (buffers or {}).items())
     return out
 
