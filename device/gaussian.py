@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ModelError
+from .model_file import read_regular_file
 
 # Site statistics need this many windows per dimension of the model's output (2 x 130 = 260
 # windows, 2.3 minutes at the default hop); with fewer, calibration keeps the training statistics.
@@ -270,6 +271,12 @@ class Scorer:
             ModelError: unreadable or inconsistent, naming the source and what to do.
         """
         try:
+            # Bounded before anything is unpacked: a few hundred KiB of statistics, not a zip bomb.
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                unpacked = sum(info.file_size for info in archive.infolist())
+            if unpacked > SCORER_MAX_UNPACKED_BYTES:
+                raise ModelError(f"{source}: the scorer's statistics unpack to {unpacked / 2**20:.0f} MiB (at most "
+                                 f"{SCORER_MAX_UNPACKED_BYTES / 2**20:.0f} MiB): not acmon statistics")
             with np.load(io.BytesIO(data), allow_pickle=False) as f:
                 if "format" not in f:  # acmon 0.1 site statistics: the window member alone, unnormalised
                     window = GaussianFit(np.asarray(f["mean"], np.float64), np.asarray(f["whitening"], np.float64),
@@ -327,16 +334,19 @@ class Scorer:
         Raises:
             ModelError: unreadable, or not a site statistics file (named, with what to do).
         """
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise ModelError(f"{path}: cannot read site statistics ({exc.strerror or exc}); recalibrate, or roll back "
-                             "with python -m device calibrate --config FILE --rollback") from None
+        what_to_do = "recalibrate, or roll back with python -m device calibrate --config FILE --rollback"
+        data = read_regular_file(Path(path), SITE_FILE_MAX_BYTES, what="site statistics file", missing_hint=what_to_do,
+                                 kind_hint=what_to_do, size_hint=f"a site statistics file is under 1 MiB; {what_to_do}")
         try:
             return cls.from_bytes(data, str(path))
         except ModelError as exc:
             raise ModelError(f"{exc}; recalibrate, or roll back with python -m device calibrate --config FILE "
                              "--rollback") from None
+
+
+# A site statistics file is about 100 KiB; anything far larger is not one (or is /dev/zero).
+SITE_FILE_MAX_BYTES = 16 * 1024 * 1024
+SCORER_MAX_UNPACKED_BYTES = 64 * 1024 * 1024
 
 
 def _content_name(data: bytes) -> str:

@@ -1,12 +1,16 @@
 """The Gaussian model: Ledoit-Wolf whitening, and the exported graph computing exactly that distance."""
 
+import io
+import zipfile
+
 import numpy as np
 import pytest
 
 import device  # noqa: F401 - pins BLAS threads before numpy work
+from device.errors import ModelError
 from device.features import FeatureParams
 from device.inference import output_score
-from device.gaussian import fit_gaussian, ledoit_wolf
+from device.gaussian import Scorer, fit_gaussian, ledoit_wolf
 from training.gaussian import amplified_deviations
 
 
@@ -177,3 +181,21 @@ def test_scorer_with_non_finite_statistics_is_refused(tmp_path):
     np.savez(bad, **data)
     with pytest.raises(ModelError, match="not finite"):
         Scorer.load(bad)
+
+
+def test_site_statistics_path_that_is_not_a_file_is_one_line_error(tmp_path):
+    """/dev/zero or a folder named as site statistics is refused before anything is read."""
+    for path in ("/dev/zero", str(tmp_path)):
+        with pytest.raises(ModelError) as err:
+            Scorer.load(path)
+        assert "not a regular file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_statistics_that_unpack_to_gigabytes_are_refused():
+    """A zip bomb in place of the statistics: refused from the archive's directory, nothing unpacked."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("window_mean.npy", b"\0" * (80 * 1024 * 1024))
+    assert len(buffer.getvalue()) < 1024 * 1024
+    with pytest.raises(ModelError, match="unpack to 80 MiB"):
+        Scorer.from_bytes(buffer.getvalue(), "bomb.npz")
