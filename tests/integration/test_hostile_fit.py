@@ -89,6 +89,26 @@ def _windows(x, p):
     return list(iter_windows([x], p))
 
 
+def test_a_fault_with_a_few_damaged_samples_still_alarms(trained_model, demo_data):
+    """No event lost to the gate: 100 NaN samples cost their windows, not the fault's alarm."""
+    model = AnomalyModel(trained_model)
+
+    def starts(x: np.ndarray) -> int:
+        pipe = Pipeline(model, DetectorSettings(threshold=model.threshold))
+        transitions = [t for r in pipe.process(x) for t in r.transitions] + pipe.close()
+        return sum(t.state == "start" for t in transitions)
+
+    alarmed = 0
+    for path in sorted((demo_data / "pump" / "test").glob("anomaly_id_00_*.wav")):
+        x = read_wav(path)[0][:, 0]
+        clean = starts(x)
+        x = x.copy()
+        x[20000:20100] = np.nan
+        assert starts(x) >= clean, path.name
+        alarmed += clean > 0
+    assert alarmed >= 2
+
+
 def test_calibration_scoring_never_scores_damaged_windows(trained_model, demo_data):
     model = AnomalyModel(trained_model)
     pipe = Pipeline(model, DetectorSettings(threshold=model.threshold), score_all=True)
