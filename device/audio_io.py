@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import struct
 from typing import Any, BinaryIO, Union
@@ -61,6 +62,39 @@ _WRITE_FORMATS = {
     "float32": (WAVE_FORMAT_IEEE_FLOAT, 32),
 }
 
+# -- Audio input bounds: what a header (or a stream's settings) may claim -----------------
+# Every size the reader allocates or loops over follows from these and the real file size,
+# never from a header field alone.
+
+MIN_SAMPLE_RATE_HZ = 1000
+"""Lowest sample rate accepted, in hertz. Below it a header is damaged, not a recording: a 1 Hz
+header on 16 kHz data would be upsampled 16000x into days of stream time and gigabytes."""
+
+MAX_SAMPLE_RATE_HZ = 384000
+"""Highest sample rate accepted, in hertz: the highest rate audio interfaces record at."""
+
+MAX_CHANNELS = 64
+"""Most interleaved channels accepted (a 64-element microphone array). A block of 1024 frames
+is then at most 512 KiB of float64; 65535 channels would make it 512 MiB."""
+
+MAX_SAMPLE_MAGNITUDE = 1e3
+"""Largest believable |sample| in full-scale units (+60 dBFS). Integer PCM never exceeds 1.0;
+float WAVs may go past full scale (unnormalized exports), but not by a thousand times. Larger
+values, like NaN and infinities, are damage: counted, and the windows holding them not scored."""
+
+MAX_RESAMPLE_FACTOR = 10_000
+"""Largest up or down factor, after reducing rate/target by their gcd, that is resampled. The
+polyphase filter has 20 * factor + 1 taps: 10000 designs in about 0.05 s and 16 MB at peak,
+while a coprime 383999 Hz -> 16 kHz would take 7.7 million taps, 860 MB and 4 s. Every rate in
+common use fits against 16 kHz (the largest is 44056 Hz, NTSC-locked audio: 2000/5507)."""
+
+_MAX_CHUNKS = 4096
+"""Chunks walked before the reader gives up. Real files have a handful (fmt, fact, LIST, bext,
+cue, data); each chunk costs a seek and a read, and empty 8-byte chunks could fill a file."""
+
+_FMT_READ_BYTES = 64
+"""Bytes of a 'fmt ' chunk read (WAVE_FORMAT_EXTENSIBLE needs 40), whatever its size field says."""
+
 # Sizes declared in 32-bit RIFF fields cannot describe more than this.
 _MAX_CHUNK_BYTES = 0xFFFFFFFF
 
@@ -83,6 +117,42 @@ def _sox_hint(path: PathLike) -> str:
     stem, suffix = os.path.splitext(name)
     target = stem + ("_pcm16.wav" if suffix.lower() == ".wav" else ".wav")
     return f"convert it with: sox {name} -e signed-integer -b 16 {target}"
+
+
+def check_stream_format(name: str, sample_rate_hz: int, channels: int,
+                        remedy: str = "the header is damaged") -> None:
+    """Refuse a sample rate or channel count outside the bounds above.
+
+    Args:
+        name: The file or stream, for the message.
+        sample_rate_hz: Claimed sample rate in hertz.
+        channels: Claimed number of interleaved channels.
+        remedy: What the user should do or know, ending the message.
+
+    Raises:
+        AudioError: One line naming the input, the value, the supported range and the remedy.
+    """
+    if not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ:
+        raise AudioError(f"{name}: a sample rate of {sample_rate_hz} Hz is outside the supported "
+                         f"{MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz; {remedy}")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{name}: {channels} channels is outside the supported 1..{MAX_CHANNELS}; {remedy}")
+
+
+def check_resampling(name: str, from_rate_hz: int, to_rate_hz: int) -> None:
+    """Refuse a rate conversion whose filter would be unreasonably large (see MAX_RESAMPLE_FACTOR).
+
+    Raises:
+        AudioError: One line naming the input, both rates and a sox command that converts it.
+    """
+    g = math.gcd(int(from_rate_hz), int(to_rate_hz))
+    factor = max(from_rate_hz, to_rate_hz) // g
+    if factor > MAX_RESAMPLE_FACTOR:
+        raise AudioError(
+            f"{name}: cannot resample {from_rate_hz} Hz to {to_rate_hz} Hz (the ratio reduces to "
+            f"{to_rate_hz // g}/{from_rate_hz // g}, whose filter would need {20 * factor + 1} taps); "
+            f"if the rate is right, convert with: sox {name} -r {to_rate_hz} out.wav"
+        )
 
 
 def _format_name(tag: int) -> str:
@@ -114,7 +184,15 @@ class WavReader:
     and WAVE_FORMAT_EXTENSIBLE with a PCM or float subformat, any number of
     channels. Unknown chunks are skipped. A data chunk that claims more bytes
     than the file holds (a recorder killed mid-write, or a streamed WAV with
-    size 0xFFFFFFFF) is read as far as the file goes, with one warning.
+    size 0xFFFFFFFF) is read as far as the file goes, with one warning: the
+    audio that is there is good, and refusing it would lose the recording a
+    power cut interrupted. Sizes come from the real file size, never from a
+    header field alone; the sample rate and channel count must lie within
+    MIN_SAMPLE_RATE_HZ..MAX_SAMPLE_RATE_HZ and 1..MAX_CHANNELS.
+
+    Float samples that are NaN, infinite or beyond MAX_SAMPLE_MAGNITUDE are
+    passed through unchanged (the pipeline gates the windows that hold them)
+    and counted in ``nonfinite_samples``.
 
     Use as a context manager::
 
@@ -131,6 +209,9 @@ class WavReader:
             or "float64".
         bits_per_sample: Container size of one sample in bits.
         duration_seconds: ``n_frames / sample_rate_hz``.
+        nonfinite_samples: Samples read so far that are NaN, infinite or
+            beyond MAX_SAMPLE_MAGNITUDE (float formats only; always 0 for PCM).
+        first_nonfinite_frame: The frame holding the first of them, or None.
 
     Raises:
         AudioError: The file is missing, unreadable, not a WAV file, or in an
@@ -147,6 +228,8 @@ class WavReader:
             self.close()
             raise
         self._next_frame = 0
+        self.nonfinite_samples = 0
+        self.first_nonfinite_frame: int | None = None
 
     # -- parsing ---------------------------------------------------------
 
@@ -197,9 +280,14 @@ class WavReader:
         data_bytes = 0
         declared_data_bytes = 0
         offset = 12
+        n_chunks = 0
         # The RIFF size field is ignored: streamed and truncated files get it
         # wrong, and the real file size is what bounds the chunks.
-        while offset + 8 <= file_size:
+        while offset + 8 <= file_size and (fmt is None or data_offset is None):
+            n_chunks += 1
+            if n_chunks > _MAX_CHUNKS:
+                raise self._fail(f"more than {_MAX_CHUNKS} chunks before the audio format and data; "
+                                 "the file is damaged or not a real WAV")
             chunk_header = self._read_at(offset, 8)
             if len(chunk_header) < 8:  # the file shrank while we read it
                 break
@@ -208,7 +296,7 @@ class WavReader:
             available = file_size - body
             if chunk_id == b"fmt ":
                 if fmt is None:
-                    fmt = self._read_at(body, min(chunk_size, available))
+                    fmt = self._read_at(body, min(chunk_size, available, _FMT_READ_BYTES))
             elif chunk_id == b"data" and data_offset is None:
                 data_offset = body
                 declared_data_bytes = chunk_size
@@ -239,7 +327,7 @@ class WavReader:
     def _parse_fmt(self, fmt: bytes) -> None:
         if len(fmt) < 16:
             raise self._fail(f"'fmt ' chunk is {len(fmt)} bytes, shorter than the 16 a WAV header needs; the file is damaged")
-        tag, channels, sample_rate_hz, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
+        tag, channels, sample_rate_hz, byte_rate, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
         if tag == WAVE_FORMAT_EXTENSIBLE:
             if len(fmt) < 40:
                 raise self._fail(f"WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk is {len(fmt)} bytes, shorter than 40; the file is damaged")
@@ -254,14 +342,20 @@ class WavReader:
                 f"unsupported WAV encoding: format {_format_name(tag)}; only PCM and IEEE float are "
                 f"supported; {_sox_hint(self.path)}"
             )
-        if channels == 0:
-            raise self._fail("header says 0 channels; the file is damaged")
-        if sample_rate_hz == 0:
-            raise self._fail("header says a sample rate of 0 Hz; the file is damaged")
         supported = _SUPPORTED.get((tag, bits))
         if supported is None:
             kind = "PCM (8, 16, 24 or 32 supported)" if tag == WAVE_FORMAT_PCM else "float (32 or 64 supported)"
             raise self._fail(f"unsupported bit depth: {bits}-bit {kind}; {_sox_hint(self.path)}")
+        remedy = "the header is damaged"
+        frame_bytes = channels * (bits // 8)
+        implied_rate_hz = byte_rate // frame_bytes if frame_bytes and byte_rate % frame_bytes == 0 else 0
+        if not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ \
+                and MIN_SAMPLE_RATE_HZ <= implied_rate_hz <= MAX_SAMPLE_RATE_HZ:
+            # Only the rate field is damaged: the byte rate still tells the real rate.
+            remedy += f" (its byte rate says {implied_rate_hz} Hz, so the rate field alone is wrong)"
+        elif channels > MAX_CHANNELS:
+            remedy += f", or keep one channel with: sox {self.path} out.wav remix 1"
+        check_stream_format(self.path, sample_rate_hz, channels, remedy)
         self.sample_format, self._dtype = supported
         self.bits_per_sample = bits
         self.channels = channels
@@ -300,8 +394,22 @@ class WavReader:
         # The file may have shrunk since it was opened: keep whole frames only.
         k = len(raw) // self._frame_bytes
         raw = raw[: k * self._frame_bytes]
+        first = self._next_frame
         self._next_frame += k
-        return self._decode(raw).reshape(k, self.channels)
+        frames = self._decode(raw).reshape(k, self.channels)
+        if self.sample_format in ("float32", "float64") and k:
+            self._count_nonfinite(frames, first)
+        return frames
+
+    def _count_nonfinite(self, frames: np.ndarray, first_frame: int) -> None:
+        """Count samples that are NaN, infinite or beyond MAX_SAMPLE_MAGNITUDE (PCM cannot hold any)."""
+        # Two reductions on the common clean block; NaN propagates through min/max and fails both tests.
+        if -MAX_SAMPLE_MAGNITUDE <= frames.min() and frames.max() <= MAX_SAMPLE_MAGNITUDE:
+            return
+        bad = ~(np.abs(frames) <= MAX_SAMPLE_MAGNITUDE)
+        self.nonfinite_samples += int(np.count_nonzero(bad))
+        if self.first_nonfinite_frame is None:
+            self.first_nonfinite_frame = first_frame + int(np.flatnonzero(bad.any(axis=1))[0])
 
     def seek(self, frame: int) -> None:
         """Position the next read() at sample frame `frame` (0-based), without decoding what lies before.
@@ -335,7 +443,10 @@ class WavReader:
             # int32 -> float32 rounds to 24 significant bits; dividing by a
             # power of two is then exact, so this equals rounding x / 2**31.
             return samples.astype(np.float32) / np.float32(2147483648.0)
-        return samples.astype(np.float32)  # float32 copy (writable), or float64 rounded
+        # float32 copy (writable), or float64 rounded; a float64 beyond float32's range becomes inf
+        # (counted by _count_nonfinite), without numpy's overflow warning.
+        with np.errstate(over="ignore"):
+            return samples.astype(np.float32)
 
     def close(self) -> None:
         """Close the file. Safe to call more than once."""
@@ -398,7 +509,10 @@ def to_mono(samples: np.ndarray, channel: int | None = None) -> np.ndarray:
         if n_channels == 0:
             raise AudioError("audio has 0 channels; nothing to convert to mono")
         if channel is None:
-            return np.mean(x, axis=1, dtype=np.float32)
+            # inf and -inf in one frame mix to NaN, huge values overflow to inf: both are damage the
+            # pipeline gates and counts, so numpy's warning about them would only repeat it per block.
+            with np.errstate(invalid="ignore", over="ignore"):
+                return np.mean(x, axis=1, dtype=np.float32)
     else:
         raise ValueError(f"to_mono expects shape (n,) or (n, channels), got {x.shape}")
     # Negative indices are rejected rather than counted from the end: a

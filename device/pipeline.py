@@ -6,17 +6,23 @@ block -> RingBuffer -> analysis windows -> level gate -> front end -> int8 model
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .audio_io import MAX_SAMPLE_MAGNITUDE
 from .detector import Detector, DetectorSettings, Transition
 from .features import FeatureParams, compute_logmel, extract_patch, rms_dbfs, steady_level_dbfs
 from .inference import AnomalyModel
 from .ring_buffer import RingBuffer, Window
 
 logger = logging.getLogger(__name__)
+
+NONFINITE_LOG_INTERVAL_SECONDS = 60.0
+"""After the first warning of a stream about windows with NaN, infinite or absurd samples, at most one
+more per this many seconds of wall-clock time (a broken source would otherwise log every window)."""
 
 
 def iter_windows(blocks: Iterable[np.ndarray], params: FeatureParams, hop_samples: int | None = None) -> Iterator[Window]:
@@ -72,6 +78,9 @@ class WindowResult:
             scores every window (calibration); otherwise equal to score.
         model_output: the model's dequantized output, kept only while scoring every window (calibration
             learns the site's normal statistics from it); otherwise None.
+        nonfinite: the window held a sample that is NaN, infinite or beyond audio_io.MAX_SAMPLE_MAGNITUDE;
+            it was gated like a quiet window (score and model_score None) and its levels are those of
+            the rest of its samples.
     """
 
     index: int
@@ -83,6 +92,7 @@ class WindowResult:
     transitions: tuple[Transition, ...] = ()
     model_score: float | None = None
     model_output: np.ndarray | None = None
+    nonfinite: bool = False
 
 
 @dataclass
@@ -94,6 +104,15 @@ class Pipeline:
     (files): windows never straddle two files. With score_all set (calibration),
     windows below the level gate are scored too, for WindowResult.model_score
     only: decisions still see them as gated.
+
+    A window holding a sample that is NaN, infinite or beyond audio_io.MAX_SAMPLE_MAGNITUDE
+    (a damaged file, a broken driver, a float stream gone wrong) is never scored, not even
+    with score_all: it is gated like a quiet window (the detector sees no score, the score
+    context is cleared) and counted in nonfinite_windows.
+
+    Attributes:
+        nonfinite_windows: windows skipped for NaN, infinite or absurd samples since the
+            pipeline was made; never reset (a counter for health and telemetry).
     """
 
     model: AnomalyModel
@@ -102,6 +121,7 @@ class Pipeline:
     history_seconds: float = 0.0
     on_window: Callable[[WindowResult], None] | None = None
     score_all: bool = False
+    nonfinite_windows: int = field(default=0, init=False)
     _ring: RingBuffer = field(init=False)
     _detector: Detector = field(init=False)
 
@@ -113,6 +133,9 @@ class Pipeline:
         self._score_state = self.model.new_score_state()
         self._last_index = -1
         self._last_end_seconds = 0.0
+        self._nonfinite_in_stream = 0
+        self._nonfinite_logged = 0
+        self._nonfinite_logged_at = 0.0
 
     @property
     def params(self) -> FeatureParams:
@@ -133,6 +156,8 @@ class Pipeline:
         self._score_state = self.model.new_score_state()
         self._last_index = -1
         self._last_end_seconds = 0.0
+        self._nonfinite_in_stream = 0
+        self._nonfinite_logged = 0
 
     @property
     def detector(self) -> Detector:
@@ -170,13 +195,19 @@ class Pipeline:
         results = []
         p = self.params
         for window in self._ring.iter_push(block):
-            level = rms_dbfs(window.samples)
-            steady = steady_level_dbfs(window.samples, p.stft_hop_samples)
-            gated = steady < self.min_rms_dbfs
+            samples = window.samples
+            # One pass for min and one for max: NaN propagates through both and fails either comparison,
+            # so this catches NaN, infinities and absurd magnitudes at about 1 % of a window's cost.
+            nonfinite = not (-MAX_SAMPLE_MAGNITUDE <= samples.min() and samples.max() <= MAX_SAMPLE_MAGNITUDE)
+            if nonfinite:
+                samples = self._count_nonfinite(window)
+            level = rms_dbfs(samples)
+            steady = steady_level_dbfs(samples, p.stft_hop_samples)
+            gated = nonfinite or steady < self.min_rms_dbfs
             model_score, model_output = None, None
             if gated and self._score_state is not None:
                 self._score_state.clear()  # the context never averages across a gap
-            if not gated or self.score_all:
+            if not nonfinite and (not gated or self.score_all):
                 # A gated window scored for calibration gets a throwaway state: it is not part of the stream's context.
                 state = self._score_state if not gated else None
                 model_score, output = self.model.evaluate(extract_patch(window.samples, p), state)
@@ -185,7 +216,8 @@ class Pipeline:
             end_seconds = (window.start_sample + p.window_samples) / p.sample_rate_hz
             transitions = tuple(self._detector.update(window.index, end_seconds, score))
             result = WindowResult(
-                window.index, window.start_sample, end_seconds, level, steady, score, transitions, model_score, model_output
+                window.index, window.start_sample, end_seconds, level, steady, score, transitions, model_score,
+                model_output, nonfinite,
             )
             self._last_index, self._last_end_seconds = window.index, end_seconds
             if self.on_window is not None:
@@ -196,6 +228,30 @@ class Pipeline:
     def close(self) -> list[Transition]:
         """End an open event (end of stream, shutdown)."""
         return self._detector.close(self._last_index, self._last_end_seconds)
+
+    def _count_nonfinite(self, window: Window) -> np.ndarray:
+        """Count a window that holds NaN, infinite or absurd samples, warn (rate-limited), return the rest.
+
+        Returns:
+            The window with those samples set to 0, so its levels describe the audio that is there
+            (and never put NaN into telemetry).
+        """
+        self.nonfinite_windows += 1
+        self._nonfinite_in_stream += 1
+        x = window.samples
+        bad = ~(np.abs(x) <= MAX_SAMPLE_MAGNITUDE)  # NaN compares False: counted as bad
+        now = time.monotonic()
+        if self._nonfinite_logged == 0 or now - self._nonfinite_logged_at >= NONFINITE_LOG_INTERVAL_SECONDS:
+            p = self.params
+            logger.warning(
+                "window at %.2f s holds %d sample(s) that are NaN, infinite or beyond %g full scale: not scored "
+                "(%d such window(s) in this stream, %d since start); the audio source is damaged",
+                (window.start_sample + p.window_samples) / p.sample_rate_hz, int(np.count_nonzero(bad)),
+                MAX_SAMPLE_MAGNITUDE, self._nonfinite_in_stream, self.nonfinite_windows,
+            )
+            self._nonfinite_logged += 1
+            self._nonfinite_logged_at = now
+        return np.where(bad, np.float32(0.0), x)
 
 
 def clip_score(scores: Iterable[float | None]) -> float | None:

@@ -11,7 +11,7 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
-from .audio_io import WavReader, to_mono
+from .audio_io import MAX_SAMPLE_MAGNITUDE, WavReader, check_resampling, check_stream_format, to_mono
 from .errors import AudioError
 from .resample import StreamingResampler
 
@@ -51,11 +51,28 @@ def expand_wav_paths(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
+def _resample(resampler: StreamingResampler | None, mono: np.ndarray) -> np.ndarray:
+    """The block at the target rate (as is without a resampler).
+
+    An infinite input sample meets the filter's zero taps (inf * 0 = NaN): numpy's warning about it is
+    silenced, because the pipeline gates and counts such windows and a warning per block would flood the log.
+    """
+    if resampler is None:
+        return mono
+    with np.errstate(invalid="ignore", over="ignore"):
+        return resampler.process(mono)
+
+
 class WavFileStream:
     """A WAV file read block by block from disk, mixed or channel-picked to mono and resampled.
 
     With realtime=True blocks are released at the pace they would arrive from a
-    microphone, so a replay exercises the live timing too.
+    microphone, so a replay exercises the live timing too. Samples that are NaN,
+    infinite or absurd (float WAVs only) are delivered as they are, for the
+    pipeline to gate, and reported in one warning naming the file at its end.
+
+    Raises (from blocks()):
+        AudioError: the file cannot be read, or its rate cannot be resampled to the target cheaply.
     """
 
     def __init__(
@@ -82,6 +99,7 @@ class WavFileStream:
                 logger.info("%s: %d channels, using %s", self.path, reader.channels, how)
             resampler = None
             if reader.sample_rate_hz != self.target_rate_hz:
+                check_resampling(self.name, reader.sample_rate_hz, self.target_rate_hz)
                 logger.info("%s: resampling %d Hz to %d Hz", self.path, reader.sample_rate_hz, self.target_rate_hz)
                 resampler = StreamingResampler(reader.sample_rate_hz, self.target_rate_hz)
             # Read in blocks of the file's own rate that last as long as block_samples at the target rate.
@@ -93,7 +111,7 @@ class WavFileStream:
                 if len(frames) == 0:
                     break
                 mono = to_mono(frames, self.channel)
-                block = resampler.process(mono) if resampler is not None else mono
+                block = _resample(resampler, mono)
                 if self.realtime:
                     delivered += len(block)
                     delay = start + delivered / self.target_rate_hz - time.monotonic()
@@ -101,8 +119,16 @@ class WavFileStream:
                         time.sleep(delay)
                 if len(block):
                     yield block
+            if reader.nonfinite_samples:
+                logger.warning(
+                    "%s: %d sample(s) are NaN, infinite or beyond %g full scale (first at %.3f s); the file is "
+                    "damaged: the analysis windows holding them were not scored",
+                    self.name, reader.nonfinite_samples, MAX_SAMPLE_MAGNITUDE,
+                    reader.first_nonfinite_frame / reader.sample_rate_hz,
+                )
             if resampler is not None:
-                tail = resampler.flush()
+                with np.errstate(invalid="ignore", over="ignore"):
+                    tail = resampler.flush()
                 if len(tail):
                     yield tail
 
@@ -152,8 +178,11 @@ class MicrophoneStream:
     def blocks(self) -> Iterator[np.ndarray]:
         import sounddevice as sd  # the device extra; PortAudio is loaded only when capturing
 
+        check_stream_format(self.name, self.capture_rate_hz, self.channels, "set audio.capture_rate_hz / channels "
+                            "to values the microphone supports (python -m device list-devices)")
         resampler = None
         if self.capture_rate_hz != self.target_rate_hz:
+            check_resampling(self.name, self.capture_rate_hz, self.target_rate_hz)
             resampler = StreamingResampler(self.capture_rate_hz, self.target_rate_hz)
         read_frames = max(1, round(self.block_samples * self.capture_rate_hz / self.target_rate_hz))
         try:
@@ -181,7 +210,7 @@ class MicrophoneStream:
                         "or was disconnected"
                     ) from None
                 mono = to_mono(frames, self.channel)
-                yield resampler.process(mono) if resampler is not None else mono
+                yield _resample(resampler, mono)
 
 
 STDIN_FORMATS = {"s16le": ("<i2", 32768.0), "s32le": ("<i4", 2147483648.0), "f32le": ("<f4", 1.0)}
@@ -203,6 +232,9 @@ class RawPcmStream:
     ):
         if sample_format not in STDIN_FORMATS:
             raise AudioError(f"{name}: unsupported raw format {sample_format!r}; use one of {sorted(STDIN_FORMATS)}")
+        check_stream_format(name, sample_rate_hz, channels, "set the raw stream's rate and channels to what it carries")
+        if sample_rate_hz != target_rate_hz:
+            check_resampling(name, sample_rate_hz, target_rate_hz)
         self.stream = stream
         self.name = name
         self.dtype, self.full_scale = STDIN_FORMATS[sample_format]
@@ -229,8 +261,9 @@ class RawPcmStream:
                 continue
             frames = np.frombuffer(data, dtype=self.dtype).reshape(-1, self.channels).astype(np.float32)
             mono = to_mono(frames / np.float32(self.full_scale), self.channel)
-            yield resampler.process(mono) if resampler is not None else mono
+            yield _resample(resampler, mono)
         if resampler is not None:
-            tail = resampler.flush()
+            with np.errstate(invalid="ignore", over="ignore"):
+                tail = resampler.flush()
             if len(tail):
                 yield tail

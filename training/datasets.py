@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from device.audio_io import WavReader, describe_wav, to_mono
+from device.audio_io import MAX_SAMPLE_MAGNITUDE, WavReader, check_resampling, describe_wav, to_mono
 from device.errors import AcmonError, AudioError
 from device.features import FeatureParams, extract_patch
 from device.pipeline import iter_windows
@@ -600,7 +600,13 @@ def audacity_records(
 # Loading
 # ==================================================================================================
 def _read_frames(reader: WavReader, n_frames: int) -> np.ndarray:
-    """Up to n_frames from the reader's position, (k, channels) float32."""
+    """Up to n_frames from the reader's position, (k, channels) float32.
+
+    Raises:
+        AudioError: a sample read is NaN, infinite or beyond MAX_SAMPLE_MAGNITUDE. Training on it would
+            poison the model's statistics (one NaN makes every mean NaN), so the file is refused, naming
+            where the damage starts; load_records then skips it like any unreadable file.
+    """
     blocks = []
     while n_frames > 0:
         block = reader.read(min(n_frames, _READ_BLOCK_FRAMES))
@@ -608,6 +614,13 @@ def _read_frames(reader: WavReader, n_frames: int) -> np.ndarray:
             break
         blocks.append(block)
         n_frames -= block.shape[0]
+    if reader.nonfinite_samples:
+        first_seconds = reader.first_nonfinite_frame / reader.sample_rate_hz
+        raise AudioError(
+            f"{reader.path}: {reader.nonfinite_samples} sample(s) are NaN, infinite or beyond "
+            f"{MAX_SAMPLE_MAGNITUDE:g} full scale (first at {first_seconds:.3f} s); "
+            "the recording is damaged: export it again, or remove it from the training data"
+        )
     if not blocks:
         return np.zeros((0, reader.channels), dtype=np.float32)
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
@@ -649,7 +662,8 @@ def load_record(record: ClipRecord, sample_rate_hz: int, channel: int | None = N
         (the end clamped to the file's end).
 
     Raises:
-        AcmonError: the file cannot be read, the channel does not exist, or the span is empty.
+        AcmonError: the file cannot be read, the channel does not exist, the span is empty, the span (with
+            its resampling margin) holds NaN, infinite or absurd samples, or the rate cannot be resampled.
     """
     path = record.path
     with WavReader(path) as reader:
@@ -670,6 +684,7 @@ def load_record(record: ClipRecord, sample_rate_hz: int, channel: int | None = N
             reader.seek(min(first, reader.n_frames))
             return to_mono(_read_frames(reader, last - first), channel)
 
+        check_resampling(reader.path, rate, sample_rate_hz)
         # Resampling: outputs m0..m1 on the output grid of the whole file. Input read from `first`,
         # a multiple of `down` so the local output grid coincides with the global one, with a margin
         # that covers the filter's support on both sides.

@@ -8,6 +8,8 @@ import functools
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +47,13 @@ HELDOUT_SCORES_FILENAME = "heldout_scores.npz"
 
 # Placeholder written before calibration; replaced before fit() returns.
 _UNCALIBRATED = 1.0
+
+SUMMARY_FILENAME = "training_summary.json"
+
+# Part of every audio cache key: bump it when decoding changes what a file yields, so a cache written by
+# an older reader is not reused. 2: files with NaN, infinite or absurd samples are refused (an older
+# reader cached them, and one NaN clip made the fitted statistics NaN).
+_DECODE_VERSION = 2
 
 
 MODEL_KINDS = ("auto", "gaussian", "autoencoder", "classifier")
@@ -203,7 +212,8 @@ def collect_items(data_dir: str | Path, params: FeatureParams, machine_type: str
         except OSError:
             stat = None
         version = f"{stat.st_size}|{stat.st_mtime_ns}" if stat else "missing"
-        source = f"{path.resolve()}|{record.start_seconds}|{record.end_seconds}|{version}|{params.sample_rate_hz}"
+        source = (f"{path.resolve()}|{record.start_seconds}|{record.end_seconds}|{version}|{params.sample_rate_hz}"
+                  f"|decode{_DECODE_VERSION}")
         items.append(
             TrainingItem(source, record.label, str(path), functools.partial(load_record, record, params.sample_rate_hz))
         )
@@ -245,13 +255,88 @@ def fit(
     statistics (or, with options.model='autoencoder', trains the autoencoder);
     when the items carry fault labels it trains the classifier (supervised).
 
+    Everything is written to a hidden folder beside out_dir and moved in only when the run
+    has succeeded, model.tflite last: a run that fails or is killed leaves out_dir as it was
+    (a previous model stays whole), never a model that was not calibrated or checked.
+
     Args:
         items: recordings to use; collect_items(data_dir) when None.
+
+    Raises:
+        AcmonError: no usable recordings, a bad option, or out_dir cannot be written (one line).
     """
     started = time.monotonic()
-    tf = import_tensorflow(seed=options.seed)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    stage = _make_stage(out)
+    try:
+        summary = _fit_into(stage, data_dir, params, options, items, progress, machine_type, started)
+        _check_loadable(stage, summary)
+        summary["model"] = str(out / MODEL_FILENAME)
+        (stage / SUMMARY_FILENAME).write_text(json.dumps(summary, indent=2) + "\n")
+        _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return summary
+
+
+def _check_loadable(stage: Path, summary: dict[str, Any]) -> None:
+    """The last gate before publishing: the device's own loader accepts the model and its threshold is a number.
+
+    Raises:
+        AcmonError: naming what is wrong; nothing reaches --out.
+    """
+    threshold = summary.get("threshold")
+    if not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
+        raise AcmonError(f"the fitted threshold is {threshold!r}, not a number: the training audio is damaged "
+                         "(see the warnings above); nothing was written to --out")
+    try:
+        AnomalyModel(stage / MODEL_FILENAME)
+    except AcmonError as exc:
+        raise AcmonError(f"the fitted model does not load ({exc}); nothing was written to --out") from None
+
+
+def _make_stage(out: Path) -> Path:
+    """A fresh hidden folder beside out (same filesystem, so moving out of it is a rename).
+
+    Raises:
+        AcmonError: out is a file, or its folder cannot be created or written.
+    """
+    if out.exists() and not out.is_dir():
+        raise AcmonError(f"--out {out}: is a file, not a folder; give a folder for the model")
+    try:
+        out.resolve().parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.partial-", dir=out.resolve().parent))
+    except OSError as exc:
+        raise AcmonError(f"--out {out}: cannot write beside it: {exc.strerror or exc}; "
+                         "choose a writable folder") from None
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move a finished run's files from stage into out, model.tflite last.
+
+    Raises:
+        AcmonError: out cannot take them; checked for every file before any is moved, so a
+            refused run changes nothing.
+    """
+    names = sorted((p.name for p in stage.iterdir()), key=lambda name: (name == MODEL_FILENAME, name))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (out / name).is_dir() and not (stage / name).is_dir():
+                raise AcmonError(f"--out {out}: {name} there is a folder, so the new {name} cannot replace it; "
+                                 "remove it or choose another --out")
+        for name in names:
+            os.replace(stage / name, out / name)
+    except OSError as exc:
+        raise AcmonError(f"--out {out}: cannot move the new model in: {exc.strerror or exc}; "
+                         "check the folder") from None
+
+
+def _fit_into(stage: Path, data_dir, params: FeatureParams, options: FitOptions,
+              items: list[TrainingItem] | None, progress: bool, machine_type: str | None,
+              started: float) -> dict[str, Any]:
+    """fit() writing into the stage folder; returns the summary (fit() writes it and publishes)."""
+    tf = import_tensorflow(seed=options.seed)
     items = items if items is not None else collect_items(data_dir, params, machine_type)
     labels = ["normal"] + sorted({i.label for i in items} - {"normal"})
     supervised = len(labels) > 1
@@ -286,8 +371,8 @@ def fit(
     name = options.name or machine_type or Path(data_dir).resolve().name
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if kind == "gaussian":
-        return fit_gaussian_ensemble(data_dir, out, params, options, train_clips + val_clips, train_failed + val_failed,
-                                     name, version, progress, started)
+        return fit_gaussian_ensemble(data_dir, stage, params, options, train_clips + val_clips,
+                                     train_failed + val_failed, name, version, progress, started)
     rep_rng = np.random.default_rng(options.seed)
     rep = clip_patches([np.asarray(c.samples()) for c in train_clips], params)
     rep = rep[rep_rng.permutation(len(rep))[: options.representative_patches]]
@@ -298,7 +383,7 @@ def fit(
     export_model = (
         copy_classifier_for_export(model, params, len(labels)) if kind == "classifier" else copy_for_export(model, params)
     )
-    model.save(out / "model_float.keras")
+    model.save(stage / "model_float.keras")
 
     logger.info("quantizing to int8")
     tflite = convert_int8(export_model, rep)
@@ -318,7 +403,7 @@ def fit(
             "augmentation": dataclasses.asdict(options.augment),
         },
     }
-    model_path = out / MODEL_FILENAME
+    model_path = stage / MODEL_FILENAME
     write_atomic(model_path, embed_metadata(tflite, document))
 
     # Calibrate on held-out normal audio streamed through the device's own pipeline.
@@ -361,7 +446,6 @@ def fit(
         "val_loss": [float(v) for v in history["val_loss"]],
         "seconds": round(time.monotonic() - started, 1),
     }
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -380,7 +464,8 @@ def _document_header(name: str, version: str, params: FeatureParams, score_kind:
 
 def fit_gaussian_ensemble(data_dir, out: Path, params: FeatureParams, options: FitOptions, clips, failed, name: str,
                           version: str, progress: bool, started: float) -> dict[str, Any]:
-    """The normal-only default: fit, choose and calibrate the Gaussian ensemble (training/ensemble.py), write the model."""
+    """The normal-only default: fit, choose and calibrate the Gaussian ensemble (training/ensemble.py), write the model
+    into out (fit()'s staging folder); returns the summary."""
     gparams = dataclasses.replace(params, normalization="none") if options.level_features else params
     if gparams != params:
         logger.info("Gaussian model: absolute dB input (normalization 'none'): it keeps level and tilt as features")
@@ -441,7 +526,6 @@ def fit_gaussian_ensemble(data_dir, out: Path, params: FeatureParams, options: F
         "val_loss": [],
         "seconds": round(time.monotonic() - started, 1),
     }
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
