@@ -1,4 +1,4 @@
-"""The daemon's YAML configuration: typed schema, loading with line-numbered errors, secrets and reference docs."""
+"""The daemon's YAML configuration: typed schema, bounded loading with line-numbered errors, secrets and reference docs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import inspect
 import json
 import logging
 import os
+import stat
 import sys
 import textwrap
 import types
@@ -35,6 +36,30 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CREDENTIAL_NAME_PATTERN = r"^[^/\x00]{1,255}$"
 
 PASSWORD_SOURCES = ("password_file", "password_env", "password_credential")
+
+# Bounds on every YAML file acmon reads (read_yaml_file).
+# A config is a few KiB (configs/device.yaml, every key commented, is about 6 KiB).
+MAX_YAML_BYTES = 1 << 20  # 1 MiB
+# Nesting levels, counted through aliases; the schema needs 4 (mqtt.tls.ca_file). Far below
+# Python's recursion limit, which a 5000-level document used to hit.
+MAX_YAML_DEPTH = 32
+# Alias references (`*name`). Each may copy a whole subtree, so ten levels of ten aliases
+# ("billion laughs") describe 10^10 values in a few hundred bytes.
+MAX_YAML_ALIASES = 100
+# Values (scalars, lists, mappings) after every alias is expanded, as code that walks the
+# result sees them; a full config has about 100. This also bounds the time a file takes:
+# the pure-Python parser took 4.8 s for 100000 values on a shared x86 core (a Pi is slower).
+MAX_YAML_VALUES = 10_000
+
+_MiB = 1 << 20
+
+# A password file (or credential) larger than this is the wrong file.
+MAX_SECRET_BYTES = 4096
+
+# A config that fails validation reports at most this many problems, one line each.
+MAX_ERROR_LINES = 20
+# Key paths and values quoted in an error are cut to this many characters.
+MAX_QUOTED_CHARS = 80
 
 # Extra explanation for keys that are refused on purpose, by key path.
 _UNKNOWN_KEY_HINTS = {
@@ -570,7 +595,150 @@ class AcmonConfig(SectionConfig):
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
+# Reading YAML: every YAML file acmon reads (config, calibration files, training config) goes
+# through read_yaml_file(), which bounds what an input can cost before anything is built from it.
+
+
+class _YamlLimitError(yaml.YAMLError):
+    """A bound of read_yaml_file exceeded; `problem_mark` locates it."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that counts while composing the node tree: depth, aliases and expanded size.
+
+    The counts are kept per node, so an alias costs what its anchor would cost if
+    written out: `size` (values below and including the node) and `height` (levels).
+    An alias to a node still being composed (`&a [*a]`) has no count yet: it is a
+    recursive structure, refused because every walk over it would never end.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open: List[int] = []  # per open node: the greatest height among its children so far
+        self._measured: Dict[int, Tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+        self._values = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _YamlLimitError(f"more than {MAX_YAML_ALIASES} aliases (*name)", mark)
+            measured = self._measured.get(id(node))
+            if measured is None:
+                raise _YamlLimitError("an alias refers to the value that contains it (a recursive structure)", mark)
+            size, height = measured
+            self._count(size, mark)
+            self._close_child(height, mark)
+            return node
+        mark = self.peek_event().start_mark
+        if len(self._open) + 1 > MAX_YAML_DEPTH:
+            raise _YamlLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+        before = self._values
+        self._open.append(0)
+        node = super().compose_node(parent, index)
+        height = self._open.pop() + 1
+        self._count(1, mark)
+        self._measured[id(node)] = (self._values - before, height)
+        self._close_child(height, mark)
+        return node
+
+    def _count(self, values: int, mark: Any) -> None:
+        self._values += values
+        if self._values > MAX_YAML_VALUES:
+            raise _YamlLimitError(f"more than {MAX_YAML_VALUES} values (an alias counts as a copy of what it names)", mark)
+
+    def _close_child(self, height: int, mark: Any) -> None:
+        if len(self._open) + height > MAX_YAML_DEPTH:
+            raise _YamlLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels once aliases are expanded", mark)
+        if self._open:
+            self._open[-1] = max(self._open[-1], height)
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        # Some scalars that match a YAML type fail to convert: `2024-13-45` (a timestamp with
+        # month 13), an integer of more than 4300 digits. Report them like syntax errors.
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, OverflowError, TypeError) as exc:
+            reason = " ".join(str(exc).split(";")[0].split())[:160]
+            raise _YamlValueError(None, None, f"this value cannot be converted ({reason})", node.start_mark) from None
+
+
+class _YamlValueError(yaml.constructor.ConstructorError):
+    """A scalar that looks like a YAML type (timestamp, integer) but does not convert to it."""
+
+
+def _read_yaml(path: Union[str, os.PathLike], what: str) -> Tuple[Any, Optional[yaml.Node]]:
+    """(data, root node) of a YAML file, within the MAX_YAML_* bounds; see read_yaml_file."""
+    name = str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {what} ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{name}: cannot read {what} (it is a folder); give the path of a YAML file")
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO would block the open below for ever, a device (/dev/zero) never ends.
+        raise ConfigError(f"{name}: cannot read {what} (not a regular file); give the path of a YAML file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {what} ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{name}: {what} is larger than {MAX_YAML_BYTES / _MiB:g} MiB ({info.st_size} bytes); "
+            "a YAML file for acmon is a few KiB: check the path"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{name}: {what} is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+        ) from None
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # checks every character at once: NUL and control characters fail here
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_error_message(name, what, text, exc)) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, root
+
+
+def read_yaml_file(path: Union[str, os.PathLike], what: str = "YAML file") -> Any:
+    """Parse a YAML file that a user controls, refusing what would cost too much to read.
+
+    Bounds (module constants): MAX_YAML_BYTES of file, MAX_YAML_DEPTH levels of nesting,
+    MAX_YAML_ALIASES alias references and MAX_YAML_VALUES values with aliases expanded.
+    Only plain YAML types are built (SafeLoader), and recursive structures are refused.
+
+    Args:
+        path: the file; it must be a regular file (not a folder, FIFO or device).
+        what: what the file is, for messages ("config file", "calibration file").
+
+    Returns:
+        The parsed document: a dict, list, scalar, or None for an empty file.
+
+    Raises:
+        ConfigError: one line naming the file (and line, where there is one), what is wrong
+            and what to do.
+    """
+    return _read_yaml(path, what)[0]
 
 
 def load_config(path: Union[str, os.PathLike]) -> AcmonConfig:
@@ -583,26 +751,12 @@ def load_config(path: Union[str, os.PathLike]) -> AcmonConfig:
         The validated configuration.
 
     Raises:
-        ConfigError: the file is missing, unreadable, not valid YAML, not a mapping or
-            fails validation. Validation errors give one line per problem:
-            ``<path>:<line>: <key.path>: <problem> (got <value>)``.
+        ConfigError: the file is missing, unreadable, too large or deep (see read_yaml_file),
+            not valid YAML, not a mapping or fails validation. Validation errors give one
+            line per problem: ``<path>:<line>: <key.path>: <problem> (got <value>)``.
     """
     name = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read config file ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{name}: config file is not UTF-8 text (bad byte at offset {exc.start})") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(_yaml_error_message(name, exc)) from None
+    data, root = _read_yaml(path, "config file")
     lines = _key_lines(root, name)
     if data is None:
         data = {}
@@ -639,16 +793,33 @@ def _validate(data: Mapping[str, Any], source: str, lines: Optional[Dict[Tuple[A
     except ValidationError as exc:
         located = [_format_error(err, source, lines) for err in exc.errors(include_url=False)]
         located.sort(key=lambda item: item[0] if item[0] is not None else sys.maxsize)  # file order
-        raise ConfigError("\n".join(dict.fromkeys(text for _, text in located))) from None
+        problems = list(dict.fromkeys(text for _, text in located))
+        if len(problems) > MAX_ERROR_LINES:  # a file of garbage should not print thousands of lines
+            more = len(problems) - MAX_ERROR_LINES + 1
+            problems = problems[: MAX_ERROR_LINES - 1] + [f"{source}: {more} more problems; fix the ones above first"]
+        raise ConfigError("\n".join(problems)) from None
 
 
-def _yaml_error_message(name: str, exc: yaml.YAMLError) -> str:
+def _yaml_error_message(name: str, what: str, text: str, exc: yaml.YAMLError) -> str:
+    """One line: ``<file>:<line>:<column>: <what> ...: <problem>``."""
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.character, int):
+        # A character YAML does not allow (NUL, most control characters): give its line, not its offset.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        return (
+            f"{name}:{line}:{column}: cannot read {what}: character U+{exc.character:04X} is not allowed in YAML; "
+            "remove it (write it as an escape inside double quotes if it is meant)"
+        )
     mark = getattr(exc, "problem_mark", None)
     where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
     problem = getattr(exc, "problem", None) or str(exc)
+    if isinstance(exc, _YamlLimitError):
+        return f"{where}: cannot read {what}: {problem}; acmon reads plain YAML of a few KiB: simplify the file"
+    if isinstance(exc, _YamlValueError):
+        return f"{where}: cannot read {what}: {problem}; quote it if it is meant as text"
     context = getattr(exc, "context", None)
-    text = f"{problem} ({context})" if context else problem
-    return f"{where}: YAML syntax error: {' '.join(str(text).split())}"
+    detail = f"{problem} ({context})" if context else problem
+    return f"{where}: cannot read {what}: YAML syntax error: {' '.join(str(detail).split())}"
 
 
 def _type_word(value: Any) -> str:
@@ -728,8 +899,12 @@ def _is_union(annotation: Any) -> bool:
     return union_type is not None and origin is union_type
 
 
-def _short_repr(value: Any, limit: int = 80) -> str:
+def _short_repr(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
     text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_text(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -770,7 +945,7 @@ def _format_error(
                 line = lines[loc[:end]]
                 break
     where = f"{source}:{line}" if line is not None else source
-    key = _dotted(loc)
+    key = _short_text(_dotted(loc), 2 * MAX_QUOTED_CHARS)  # a hostile file may have a 1 MiB key
     text = f"{where}: {key}: {msg}" if key else f"{where}: {msg}"
     if show_value:
         text += f" (got {_short_repr(value)})"
@@ -831,12 +1006,16 @@ def resolve_mqtt_password(mqtt_cfg: MqttConfig, environ: Mapping[str, str] = os.
 
 
 def _read_secret_file(path: Path, what: str) -> str:
+    problem = _not_regular_file(path)
+    if problem:
+        raise ConfigError(f"{what}: {problem}")
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{what}: no such file") from None
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ConfigError(f"{what}: larger than {MAX_SECRET_BYTES} bytes: not a password file; check the path")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -849,6 +1028,24 @@ def _read_secret_file(path: Path, what: str) -> str:
         raise ConfigError(f"{what}: is empty")
     logger.debug("read the MQTT password from %s", what.split(": ", 1)[0])
     return text
+
+
+def _not_regular_file(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why `path` cannot be read as a file (missing, a folder, a FIFO or device), or None if it is one.
+
+    Reading a FIFO blocks for ever and a device such as /dev/zero never ends: check before opening.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a FIFO, socket or device)"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
