@@ -1,4 +1,5 @@
-"""The daemon's YAML configuration: typed schema, bounded loading with line-numbered errors, secrets and reference docs."""
+"""The daemon's YAML configuration: typed schema, bounded loading with line-numbered errors, the one loader of the
+daemon's commands (which also checks the files a config names), secrets and reference docs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import ipaddress
 import json
 import logging
 import os
@@ -744,6 +746,9 @@ def read_yaml_file(path: Union[str, os.PathLike], what: str = "YAML file") -> An
 def load_config(path: Union[str, os.PathLike]) -> AcmonConfig:
     """Read, parse and validate a YAML configuration file.
 
+    This is the config file alone: the daemon's commands use load_daemon_config(),
+    which lays calibration.yaml over it and checks the files it names.
+
     Args:
         path: the YAML file. An empty file gives all defaults.
 
@@ -1049,6 +1054,238 @@ def _not_regular_file(path: Union[str, os.PathLike]) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The one loader of the daemon's commands
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedConfig:
+    """A configuration as the daemon will run it, and what is risky about it.
+
+    Attributes:
+        config: the config file with calibration.yaml laid over it.
+        warnings: one line each, naming the file and key; for the log, or printed by check-config.
+    """
+
+    config: AcmonConfig
+    warnings: Tuple[str, ...] = ()
+
+
+def load_daemon_config(
+    path: Union[str, os.PathLike],
+    *,
+    model_path: Optional[str] = None,
+    broker: Optional[str] = None,
+    check_targets: bool = True,
+    environ: Mapping[str, str] = os.environ,
+) -> LoadedConfig:
+    """Load a config the way `run` uses it: the one loader of `check-config`, `run --check-config` and `run`.
+
+    Reads and validates the file (load_config), lays calibration.yaml over it, then
+    checks what it points to, with the daemon's own code, so that a config that
+    passes here is not refused when the daemon starts:
+
+    - the model is a regular file that loads, matches the pinned feature parameters
+      and, with the site statistics, gives a threshold consistent with detector.off_threshold;
+    - with MQTT in use: the TLS files are readable PEM (the key unencrypted: nobody can type
+      a passphrase for a service) and the password source gives a password. An
+      environment variable or systemd credential missing from this process's environment
+      is a warning, not an error: only the service's own environment has them.
+
+    Warnings: a password file or TLS key readable by every user; a password sent
+    without TLS to a broker that is not on this machine (on loopback it never crosses a
+    network); `mqtt.tls.insecure`. They are returned, not logged: `run` logs them,
+    check-config prints them. Nothing is written.
+
+    Args:
+        path: the YAML config file.
+        model_path: model file or folder that replaces model.path (`--model`).
+        broker: HOST[:PORT] that replaces mqtt.host/mqtt.port and turns MQTT on (`--broker`).
+        check_targets: False to read and validate the files only (replay, score, calibrate,
+            whose Runner checks the parts they use).
+        environ: environment the password source is read from.
+
+    Returns:
+        The configuration and its warnings.
+
+    Raises:
+        ConfigError: one line per problem, each naming the config file and the key.
+    """
+    from .calibrate import load_site_config  # noqa: PLC0415 - calibrate imports this module
+
+    cfg = load_site_config(path)
+    if not check_targets:
+        return LoadedConfig(cfg)
+    name = str(path)
+    problems = _model_problems(cfg, name, model_path)
+    warnings: List[str] = []
+    if cfg.mqtt.enabled or broker is not None:
+        _check_mqtt(cfg.mqtt, name, broker, environ, problems, warnings)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return LoadedConfig(cfg, tuple(warnings))
+
+
+def _model_problems(cfg: AcmonConfig, name: str, model_path: Optional[str]) -> List[str]:
+    """The model as Runner loads it, and the detector settings it gives; [] when both are fine."""
+    from .errors import AcmonError  # noqa: PLC0415
+    from .gaussian import Scorer  # noqa: PLC0415
+    from .inference import AnomalyModel  # noqa: PLC0415
+    from .model_file import resolve_model_path  # noqa: PLC0415
+    from .runner import detector_settings  # noqa: PLC0415
+
+    key = "--model" if model_path else "model.path"
+    given = model_path or cfg.model.path
+    path = resolve_model_path(given)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return [
+            f"{name}: {key}: {path}: no such model file; copy the model there or change {key} "
+            "(train one with: python -m training fit)"
+        ]
+    except OSError as exc:
+        return [f"{name}: {key}: {path}: cannot read the model ({exc.strerror or type(exc).__name__})"]
+    if not stat.S_ISREG(info.st_mode):
+        # /dev/zero would be read until memory runs out, a FIFO would block for ever.
+        return [f"{name}: {key}: {path} is not a regular file; give a .tflite file or a model folder"]
+    try:
+        model = AnomalyModel(given, expected_params=feature_pins(cfg))
+        if cfg.model.site_statistics:  # load_site_config made it absolute (beside the config)
+            model.use_site_statistics(Scorer.load(cfg.model.site_statistics), source=cfg.model.site_statistics)
+        detector_settings(cfg, model)
+    except AcmonError as exc:  # the model's messages name its file
+        return [f"{name}: {' '.join(str(exc).split())}"]
+    return []
+
+
+def _check_mqtt(
+    m: MqttConfig, name: str, broker: Optional[str], environ: Mapping[str, str], problems: List[str],
+    warnings: List[str],
+) -> None:
+    """Append the problems and warnings of the MQTT section's files and secrets."""
+    from .errors import AcmonError  # noqa: PLC0415
+    from .runner import parse_broker  # noqa: PLC0415
+
+    host = m.host
+    if broker is not None:
+        try:
+            host = parse_broker(broker, m.port)[0]
+        except AcmonError as exc:
+            problems.append(str(exc))
+    if m.tls is not None:
+        _check_tls(m.tls, name, problems, warnings)
+        if m.tls.insecure:
+            warnings.append(
+                f"{name}: mqtt.tls.insecure is true: the broker's host name is not checked against its "
+                "certificate, so another machine can pose as the broker; set it to false outside tests"
+            )
+    if m.username is None:
+        return
+    if m.password_file is not None:
+        secret = Path(m.password_file)
+        try:
+            resolve_mqtt_password(m, environ)
+        except ConfigError as exc:
+            problems.append(f"{name}: {exc}")
+        else:
+            _warn_world_readable(secret, f"{name}: mqtt.password_file", warnings)
+    elif m.password_env is not None and m.password_env not in environ:
+        warnings.append(
+            f"{name}: mqtt.password_env: {m.password_env} is not set here, so the password was not checked; "
+            "the daemon's environment must set it"
+        )
+    elif m.password_credential is not None and not environ.get("CREDENTIALS_DIRECTORY"):
+        warnings.append(
+            f"{name}: mqtt.password_credential: not checked outside systemd (no CREDENTIALS_DIRECTORY); "
+            f"the unit must have LoadCredential={m.password_credential}:<file>"
+        )
+    else:
+        try:
+            resolve_mqtt_password(m, environ)
+        except ConfigError as exc:
+            problems.append(f"{name}: {exc}")
+    if m.tls is None and not _is_loopback(host):
+        warnings.append(
+            f"{name}: mqtt: the password for {m.username!r} goes to {host} without TLS, readable by anyone on "
+            "the network path; set mqtt.tls.ca_file and the broker's TLS port (usually 8883)"
+        )
+
+
+def _check_tls(tls: MqttTlsConfig, name: str, problems: List[str], warnings: List[str]) -> None:
+    """Load the TLS files into an SSL context as the MQTT client will; problems name the key and file."""
+    import ssl  # noqa: PLC0415
+
+    unreadable = False
+    for key in ("ca_file", "cert_file", "key_file"):
+        file = getattr(tls, key)
+        problem = None if file is None else _not_regular_file(file)
+        if problem:
+            problems.append(f"{name}: mqtt.tls.{key}: {file}: {problem}")
+            unreadable = True
+    if unreadable:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=tls.ca_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        problems.append(f"{name}: mqtt.tls.ca_file: {tls.ca_file}: {_tls_reason(exc, 'PEM CA certificate')}")
+    if tls.cert_file is None or tls.key_file is None:
+        return
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=_refuse_passphrase)
+    except _EncryptedKey:
+        problems.append(
+            f"{name}: mqtt.tls.key_file: {tls.key_file}: the key is encrypted with a passphrase, which a service "
+            "cannot type; store it unencrypted and readable by the daemon only (mode 600)"
+        )
+    except OSError as exc:
+        problems.append(
+            f"{name}: mqtt.tls.cert_file/key_file: {tls.cert_file}, {tls.key_file}: "
+            f"{_tls_reason(exc, 'PEM certificate and its private key')}"
+        )
+    else:
+        _warn_world_readable(Path(tls.key_file), f"{name}: mqtt.tls.key_file", warnings)
+
+
+class _EncryptedKey(Exception):
+    """The TLS key asks for a passphrase (OpenSSL would prompt on the terminal without a callback)."""
+
+
+def _refuse_passphrase() -> bytes:
+    raise _EncryptedKey
+
+
+def _tls_reason(exc: OSError, expected: str) -> str:
+    import ssl  # noqa: PLC0415
+
+    if not isinstance(exc, ssl.SSLError):
+        return f"cannot read ({exc.strerror or type(exc).__name__})"
+    return f"not a {expected} ({exc.reason or exc})"
+
+
+def _warn_world_readable(path: Path, what: str, warnings: List[str]) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    if mode & stat.S_IROTH:
+        warnings.append(
+            f"{what}: {path} is readable by every user (mode {mode:04o}); "
+            f"chmod 600 {path} (or 640 with the daemon's group)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    """True for a broker on this machine, where a password never crosses a network."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
 # Reference documentation
 
 
@@ -1143,6 +1380,25 @@ def config_reference_markdown() -> str:
         "Unknown keys are errors, so a misspelled key fails with its line number instead of being ignored. "
         "Values are strictly typed: write numbers unquoted and quote text that YAML would read as a number. "
         "See `configs/device.yaml` for an annotated example.\n",
+        "## Checking a config\n",
+        "`python -m device check-config FILE` and `python -m device run --config FILE --check-config` load the "
+        "config exactly as `run` does and give the same verdict: exit 0 and `FILE: OK`, or exit 1 and one line per "
+        "problem on stderr. Besides the keys below they check:\n",
+        "- `calibration.yaml` (written by `calibrate`), laid over it (it may set only `model.threshold`, "
+        "`model.site_statistics` and `detector.min_rms_dbfs`);\n"
+        "- the model: a regular file (not a device or FIFO) that loads, matches the pinned `features.*`, and with "
+        "`model.threshold` (or the model's own) and `detector.threshold_scale` stays at or above "
+        "`detector.off_threshold`;\n"
+        "- with MQTT on: `mqtt.tls.ca_file` (and `cert_file`/`key_file`, the key without a passphrase) load as PEM, "
+        "and the password source gives a password. A `password_env` variable or `password_credential` missing "
+        "from the checking shell's environment is a warning, since only the service's environment has it.\n",
+        "Warnings go to stderr as `warning: ...` (and to the log when `run` starts): a password file or TLS key "
+        "readable by every user, a password sent without TLS to a broker that is not on loopback, and "
+        "`mqtt.tls.insecure: true`.\n",
+        f"Every YAML file acmon reads (this config, `calibration.yaml`, `calibration.prev.yaml`, the training "
+        f"config) must be a regular file of at most {MAX_YAML_BYTES // _MiB} MiB, nested at most {MAX_YAML_DEPTH} "
+        f"levels, with at most {MAX_YAML_ALIASES} aliases and {MAX_YAML_VALUES} values once aliases are expanded; "
+        "anything else is refused with one line naming the file and line.\n",
     ]
     for name, field in AcmonConfig.model_fields.items():
         _section_markdown(field.annotation, name, out)

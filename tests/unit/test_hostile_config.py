@@ -1,7 +1,8 @@
-"""Hostile configs: every YAML file acmon reads is bounded and answers a config or one line per problem.
+"""Hostile configs: every YAML file acmon reads is bounded, and the one loader answers a config or one line per problem.
 
 Regression tests for the findings of issue 11 ("Bad config"), then Hypothesis mutating
-calibration files and rolling them back.
+valid configs and calibration files through load_daemon_config. No model is trained here:
+targets that need one are in tests/integration/test_cli_errors.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from device.config import (
     MAX_YAML_DEPTH,
     MAX_YAML_VALUES,
     load_config,
+    load_daemon_config,
     read_yaml_file,
+    resolve_mqtt_password,
 )
 from device.errors import AcmonError, ConfigError
 
@@ -240,7 +243,81 @@ def test_rollback_away_from_a_corrupt_current_file(tmp_path):
     assert load_site_config(cfg).model.threshold == 3.1
 
 
-# --- Hypothesis: mutated configs and calibration files --------------------------------------
+# --- the one loader: what the config points to ------------------------------------------------
+
+
+def daemon_config(tmp_path: Path, **sections) -> Path:
+    """VALID with MQTT off and the model at tmp_path/model.tflite, sections replaced."""
+    data = copy.deepcopy(VALID)
+    data["model"]["path"] = str(tmp_path / "model.tflite")
+    data["mqtt"] = {"enabled": False}
+    data.update(sections)
+    return write(tmp_path / "acmon.yaml", yaml.safe_dump(data))
+
+
+def daemon_error(path: Path, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_daemon_config(path, **kwargs)
+    one_line_per_problem(str(info.value), path)
+    return str(info.value)
+
+
+def test_missing_model_is_refused_by_the_loader(tmp_path):
+    message = daemon_error(daemon_config(tmp_path))
+    assert "model.path" in message and "no such model file" in message
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a model", b"\x00" * 4 + b"TFL3" + b"\xff" * 64])
+def test_garbage_model_is_refused_by_the_loader(tmp_path, content):
+    write(tmp_path / "model.tflite", content)
+    message = daemon_error(daemon_config(tmp_path))
+    assert "model.tflite" in message
+
+
+def test_model_that_is_not_a_regular_file_is_refused_without_reading(tmp_path, small_memory):
+    cfg = daemon_config(tmp_path, model={"path": "/dev/zero"})
+    assert "/dev/zero is not a regular file" in daemon_error(cfg)
+    os.mkfifo(tmp_path / "fifo.tflite")
+    cfg = daemon_config(tmp_path, model={"path": str(tmp_path / "fifo.tflite")})
+    assert "not a regular file" in daemon_error(cfg)
+    assert "--model" in daemon_error(cfg, model_path="/dev/zero")
+
+
+def test_mqtt_files_are_checked(tmp_path):
+    mqtt = {"host": "broker.example", "username": "u", "password_file": str(tmp_path / "pw"),
+            "tls": {"ca_file": str(tmp_path / "ca.pem")}}
+    message = daemon_error(daemon_config(tmp_path, mqtt=mqtt))
+    assert "mqtt.password_file" in message and "mqtt.tls.ca_file" in message and "no such file" in message
+    write(tmp_path / "ca.pem", "not a certificate\n")
+    write(tmp_path / "pw", "")
+    message = daemon_error(daemon_config(tmp_path, mqtt=mqtt))
+    assert "not a PEM CA certificate" in message and "is empty" in message
+
+
+def test_mqtt_files_are_not_checked_with_mqtt_off(tmp_path):
+    message = daemon_error(daemon_config(tmp_path, mqtt={"enabled": False, "tls": {"ca_file": "/nowhere"}}))
+    assert "ca_file" not in message  # only the (missing) model
+
+
+def test_password_file_that_is_a_device_is_not_read(tmp_path, small_memory):
+    from device.config import MqttConfig
+
+    for path in ("/dev/zero", str(tmp_path)):
+        with pytest.raises(ConfigError, match="mqtt.password_file"):
+            resolve_mqtt_password(MqttConfig(username="u", password_file=path))
+    big = write(tmp_path / "big", "x" * 10_000)
+    with pytest.raises(ConfigError, match="larger than"):
+        resolve_mqtt_password(MqttConfig(username="u", password_file=str(big)))
+
+
+def test_check_targets_false_reads_the_files_only(tmp_path):
+    cfg = daemon_config(tmp_path)
+    write(calibration_paths(cfg)[0], CALIBRATION)
+    loaded = load_daemon_config(cfg, check_targets=False)
+    assert loaded.config.model.threshold == 3.1 and loaded.warnings == ()  # calibration laid over
+
+
+# --- Hypothesis: mutated configs through the one loader --------------------------------------
 
 leaves = st.one_of(
     st.none(),
@@ -257,6 +334,81 @@ values = st.recursive(
     max_leaves=12,
 )
 keys = st.one_of(st.sampled_from(sorted({k for s in VALID.values() for k in s} | set(VALID))), st.text(max_size=12))
+
+
+DAMAGES = ("none", "none", "insert", "truncate", "prepend", "deep", "laughs", "replace")
+
+
+@st.composite
+def mutated_document(draw, damages=DAMAGES) -> bytes:
+    """A valid config changed at a few places (keys, types, values), dumped, then maybe damaged as bytes.
+
+    Args:
+        damages: what may be done to the bytes after dumping, drawn from DAMAGES.
+    """
+    data = copy.deepcopy(VALID)
+    for _ in range(draw(st.integers(1, 4))):
+        section = draw(st.one_of(st.sampled_from(sorted(data)), keys))
+        action = draw(st.sampled_from(["set", "set", "delete", "replace-section"]))
+        if action == "replace-section":
+            data[section] = draw(values)
+        elif isinstance(data.get(section), dict):
+            key = draw(keys)
+            if action == "delete":
+                data[section].pop(key, None)
+            else:
+                data[section][key] = draw(values)
+        else:
+            data[section] = draw(values)
+    text = yaml.safe_dump(data, allow_unicode=draw(st.booleans()), width=10**9)
+    raw = text.encode("utf-8", errors="surrogatepass")  # lone surrogates: invalid UTF-8
+    damage = draw(st.sampled_from(damages))
+    position = draw(st.integers(0, len(raw)))
+    if damage == "insert":
+        snippet = draw(st.one_of(
+            st.binary(max_size=8),
+            st.sampled_from([b"\x00", b"\xff\xfe", b"\xef\xbb\xbf", b"&a ", b"*a", b"<<: *a\n", b"&a [*a]", b"\t",
+                             b"!!python/object:os.system ", b"!!binary ", b"? [a]\n: b\n", b"---\n", b"%YAML 1.1\n",
+                             b"{", b"[", b"'", b'"', b"|\n", b"\n  - ", b"*a" * 200, b"9" * 5000,
+                             b"2024-13-45", b"0o" + b"7" * 5000]),
+        ))
+        raw = raw[:position] + snippet + raw[position:]
+    elif damage == "truncate":
+        raw = raw[:position]
+    elif damage == "prepend":
+        raw = draw(st.binary(min_size=1, max_size=16)) + raw
+    elif damage == "deep":
+        depth = draw(st.integers(MAX_YAML_DEPTH - 3, 6000))
+        opener, closer = draw(st.sampled_from([("[", "]"), ("{a: ", "}")]))
+        raw += f"\nextra: {opener * depth}1{closer * depth}\n".encode()
+    elif damage == "laughs":
+        raw = billion_laughs(draw(st.integers(2, 12)), draw(st.integers(2, 12))).encode() + raw[raw.find(b"\n") + 1:]
+    elif damage == "replace" and raw:
+        index = min(position, len(raw) - 1)
+        raw = raw[:index] + bytes([draw(st.integers(0, 255))]) + raw[index + 1:]
+    return raw
+
+
+def _check_loader(raw_config: bytes, raw_calibration: bytes | None) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        cfg = write(Path(folder) / "acmon.yaml", raw_config)
+        current, _ = calibration_paths(cfg)
+        if raw_calibration is not None:
+            write(current, raw_calibration)
+        for check_targets in (False, True):
+            try:
+                loaded = load_daemon_config(cfg, check_targets=check_targets, environ={})
+            except AcmonError as exc:  # ConfigError, ModelError: the user's input, reported
+                one_line_per_problem(str(exc), cfg, current)
+            else:
+                assert check_targets is False  # no model exists, so the full check cannot pass
+                assert loaded.config.device.id
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(mutated_document())
+def test_mutated_configs_give_a_config_or_one_line_per_problem(raw):
+    _check_loader(raw, None)
 
 
 calibration_documents = st.one_of(
