@@ -267,7 +267,9 @@ def test_missing_model_is_refused_by_the_loader(tmp_path):
     assert "model.path" in message and "no such model file" in message
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage, not a model", b"\x00" * 4 + b"TFL3" + b"\xff" * 64])
+@pytest.mark.parametrize(
+    "content", [b"", b"garbage, not a model", b"\x00" * 4 + b"TFL3" + b"\xff" * 64], ids=["empty", "text", "tfl3-header"]
+)
 def test_garbage_model_is_refused_by_the_loader(tmp_path, content):
     write(tmp_path / "model.tflite", content)
     message = daemon_error(daemon_config(tmp_path))
