@@ -17,18 +17,28 @@ logger = logging.getLogger("device")
 
 
 def _load_config(path: str | None):
-    """The config file with its calibration laid over it, or all defaults without a file."""
-    from .calibrate import load_site_config  # noqa: PLC0415
-    from .config import AcmonConfig  # noqa: PLC0415
+    """The config file with its calibration laid over it, or all defaults without a file.
 
-    return load_site_config(path) if path else AcmonConfig()
+    For replay, score and calibrate: their Runner checks the model (and broker) they use.
+    """
+    from .config import AcmonConfig, load_daemon_config  # noqa: PLC0415
+
+    return load_daemon_config(path, check_targets=False).config if path else AcmonConfig()
+
+
+def _print_verdict(path: str, loaded) -> None:
+    """check-config's output: `<file>: OK` on stdout, each warning as `warning: ...` on stderr."""
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    count = len(loaded.warnings)
+    print(f"{path}: OK" + (f" ({count} warning{'s' if count > 1 else ''})" if count else ""))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import load_config  # noqa: PLC0415
+    """Validate a config exactly as `run` loads it (calibration laid over, model and files checked)."""
+    from .config import load_daemon_config  # noqa: PLC0415
 
-    load_config(args.config)
-    print(f"{args.config}: OK")
+    _print_verdict(args.config, load_daemon_config(args.config))
     return 0
 
 
@@ -148,15 +158,18 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon: analyse the configured source until stopped."""
-    from .calibrate import load_site_config  # noqa: PLC0415
+    from .config import load_daemon_config  # noqa: PLC0415
     from .runner import Runner  # noqa: PLC0415
     from .sources import RawPcmStream, WavFileStream, expand_wav_paths  # noqa: PLC0415
 
-    cfg = load_site_config(args.config)
+    loaded = load_daemon_config(args.config, model_path=args.model, broker=args.broker)
     if args.check_config:
-        print(f"{args.config}: OK")
+        _print_verdict(args.config, loaded)
         return 0
+    cfg = loaded.config
     setup_logging("DEBUG" if args.debug else cfg.logging.level.upper())
+    for warning in loaded.warnings:
+        logger.warning("%s", warning)
     audio = cfg.audio
     with Runner(
         cfg,
@@ -243,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("run", help="run the monitor on the configured source (microphone, WAV or stdin)")
     p.add_argument("--config", required=True, help="YAML config file (see configs/device.yaml)")
-    p.add_argument("--check-config", action="store_true", help="validate the config and exit 0 (valid) or 1")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the config as check-config does (with --model and --broker if given) and exit 0 "
+                   "(valid) or 1")
     p.add_argument("--model", help="model file or folder (default: model.path from the config)")
     p.add_argument("--broker", help="MQTT broker HOST[:PORT] (default: mqtt.host and mqtt.port from the config)")
     p.add_argument("--print-events", action="store_true", help="also print events as JSON lines on stdout")
@@ -298,7 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config for detector settings (optional)")
     p.set_defaults(func=cmd_score)
 
-    p = commands.add_parser("check-config", help="validate a config file and exit 0 (valid) or 1")
+    p = commands.add_parser(
+        "check-config",
+        help="validate a config file as run loads it and exit 0 (valid) or 1",
+        description="Validate a config exactly as `run` loads it: the file, calibration.yaml laid over it, the model "
+        "(loads, matches features.*, thresholds consistent), and with MQTT on the TLS files and the password. "
+        "Warnings (world-readable password file, password without TLS) go to stderr. Same verdict as "
+        "`run --config FILE --check-config`.",
+    )
     p.add_argument("config", help="YAML config file")
     p.set_defaults(func=cmd_check_config)
 

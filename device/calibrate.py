@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from .config import AcmonConfig, config_from_dict, load_config
+from .config import AcmonConfig, config_from_dict, load_config, read_yaml_file
 from .detector import Detector, DetectorSettings, smooth_series
 from .gaussian import SITE_FILE_PREFIX
 from .errors import AcmonError, ConfigError
@@ -453,7 +453,8 @@ def write_calibration(config_path: str | os.PathLike, document: str) -> Path:
     """
     current, previous = calibration_paths(config_path)
     if current.exists():
-        _atomic_write(previous, current.read_text(encoding="utf-8"))
+        # errors="replace": a damaged calibration.yaml is kept as the previous one, not a UnicodeDecodeError.
+        _atomic_write(previous, current.read_bytes().decode("utf-8", errors="replace"))
     _atomic_write(current, document)
     return current
 
@@ -464,9 +465,9 @@ def prune_site_statistics(config_path: str | os.PathLike) -> list[Path]:
     referenced = set()
     for path in calibration_paths(config_path):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = read_yaml_file(path, "calibration file") or {}
             referenced.add(str((data.get("model") or {}).get("site_statistics")))
-        except (OSError, yaml.YAMLError, AttributeError):
+        except (ConfigError, AttributeError):  # missing or damaged: names nothing
             continue
     removed = [f for f in folder.glob(f"{SITE_FILE_PREFIX}*.npz") if f.name not in referenced]
     for f in removed:
@@ -483,9 +484,12 @@ def rollback_calibration(config_path: str | os.PathLike) -> Path:
     current, previous = calibration_paths(config_path)
     if not previous.exists():
         raise AcmonError(f"{previous}: no previous calibration to roll back to")
-    old_previous = previous.read_text(encoding="utf-8")
+    # Refuse a damaged previous file before swapping: the daemon would not start on it.
+    lay_calibration_over(load_config(config_path), previous, f"delete {previous.name} or fix it; nothing was changed")
+    old_previous = previous.read_text(encoding="utf-8")  # valid UTF-8: checked just above
     if current.exists():
-        _atomic_write(previous, current.read_text(encoding="utf-8"))
+        # errors="replace": rolling back from a damaged calibration.yaml is what rollback is for.
+        _atomic_write(previous, current.read_bytes().decode("utf-8", errors="replace"))
     else:
         previous.unlink()
     _atomic_write(current, old_previous)
@@ -502,11 +506,26 @@ def load_site_config(config_path: str | os.PathLike) -> AcmonConfig:
     current, _ = calibration_paths(config_path)
     if not current.exists():
         return _site_statistics_beside(cfg, config_path)
-    hint = "fix it, or roll back with: python -m device calibrate --config FILE --rollback"
+    out = lay_calibration_over(cfg, current, "fix it, or roll back with: python -m device calibrate --config FILE --rollback")
+    logger.info("calibration %s laid over %s", current, config_path)
+    return _site_statistics_beside(out, config_path)
+
+
+def lay_calibration_over(cfg: AcmonConfig, calibration_file: Path, hint: str) -> AcmonConfig:
+    """`cfg` with the keys a calibration file sets replaced by its values.
+
+    Args:
+        hint: what to do, appended to every error.
+
+    Raises:
+        ConfigError: the file cannot be read (see config.read_yaml_file), or sets a key a
+            calibration may not set, or a value the schema refuses.
+    """
+    current = calibration_file
     try:
-        data = yaml.safe_load(current.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{current}: cannot read calibration ({' '.join(str(exc).split())}); {hint}") from None
+        data = read_yaml_file(current, "calibration file") or {}
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {hint}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{current}: expected a mapping of sections; {hint}")
     merged = cfg.model_dump()
@@ -516,16 +535,14 @@ def load_site_config(config_path: str | os.PathLike) -> AcmonConfig:
         allowed = CALIBRATED_KEYS.get(section)
         if allowed is None or not isinstance(values, dict) or set(values) - set(allowed):
             raise ConfigError(
-                f"{current}: {section}: a calibration file may set only "
+                f"{current}: {str(section)[:80]!r}: a calibration file may set only "
                 f"{', '.join(f'{s}.{k}' for s, keys in CALIBRATED_KEYS.items() for k in keys)}; {hint}"
             )
         merged[section] = {**merged[section], **values}
     try:
-        out = config_from_dict(merged, source=str(current))
+        return config_from_dict(merged, source=str(current))
     except ConfigError as exc:
         raise ConfigError(f"{exc}; {hint}") from None
-    logger.info("calibration %s laid over %s", current, config_path)
-    return _site_statistics_beside(out, config_path)
 
 
 def _site_statistics_beside(cfg: AcmonConfig, config_path: str | os.PathLike) -> AcmonConfig:

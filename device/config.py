@@ -1,4 +1,5 @@
-"""The daemon's YAML configuration: typed schema, loading with line-numbered errors, secrets and reference docs."""
+"""The daemon's YAML configuration: typed schema, bounded loading with line-numbered errors, the one loader of the
+daemon's commands (which also checks the files a config names), secrets and reference docs."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import ipaddress
 import json
 import logging
 import os
+import stat
 import sys
 import textwrap
 import types
@@ -35,6 +38,30 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CREDENTIAL_NAME_PATTERN = r"^[^/\x00]{1,255}$"
 
 PASSWORD_SOURCES = ("password_file", "password_env", "password_credential")
+
+# Bounds on every YAML file acmon reads (read_yaml_file).
+# A config is a few KiB (configs/device.yaml, every key commented, is about 6 KiB).
+MAX_YAML_BYTES = 1 << 20  # 1 MiB
+# Nesting levels, counted through aliases; the schema needs 4 (mqtt.tls.ca_file). Far below
+# Python's recursion limit, which a 5000-level document used to hit.
+MAX_YAML_DEPTH = 32
+# Alias references (`*name`). Each may copy a whole subtree, so ten levels of ten aliases
+# ("billion laughs") describe 10^10 values in a few hundred bytes.
+MAX_YAML_ALIASES = 100
+# Values (scalars, lists, mappings) after every alias is expanded, as code that walks the
+# result sees them; a full config has about 100. This also bounds the time a file takes:
+# the pure-Python parser took 4.8 s for 100000 values on a shared x86 core (a Pi is slower).
+MAX_YAML_VALUES = 10_000
+
+_MiB = 1 << 20
+
+# A password file (or credential) larger than this is the wrong file.
+MAX_SECRET_BYTES = 4096
+
+# A config that fails validation reports at most this many problems, one line each.
+MAX_ERROR_LINES = 20
+# Key paths and values quoted in an error are cut to this many characters.
+MAX_QUOTED_CHARS = 80
 
 # Extra explanation for keys that are refused on purpose, by key path.
 _UNKNOWN_KEY_HINTS = {
@@ -570,11 +597,157 @@ class AcmonConfig(SectionConfig):
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
+# Reading YAML: every YAML file acmon reads (config, calibration files, training config) goes
+# through read_yaml_file(), which bounds what an input can cost before anything is built from it.
+
+
+class _YamlLimitError(yaml.YAMLError):
+    """A bound of read_yaml_file exceeded; `problem_mark` locates it."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that counts while composing the node tree: depth, aliases and expanded size.
+
+    The counts are kept per node, so an alias costs what its anchor would cost if
+    written out: `size` (values below and including the node) and `height` (levels).
+    An alias to a node still being composed (`&a [*a]`) has no count yet: it is a
+    recursive structure, refused because every walk over it would never end.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open: List[int] = []  # per open node: the greatest height among its children so far
+        self._measured: Dict[int, Tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+        self._values = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _YamlLimitError(f"more than {MAX_YAML_ALIASES} aliases (*name)", mark)
+            measured = self._measured.get(id(node))
+            if measured is None:
+                raise _YamlLimitError("an alias refers to the value that contains it (a recursive structure)", mark)
+            size, height = measured
+            self._count(size, mark)
+            self._close_child(height, mark)
+            return node
+        mark = self.peek_event().start_mark
+        if len(self._open) + 1 > MAX_YAML_DEPTH:
+            raise _YamlLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+        before = self._values
+        self._open.append(0)
+        node = super().compose_node(parent, index)
+        height = self._open.pop() + 1
+        self._count(1, mark)
+        self._measured[id(node)] = (self._values - before, height)
+        self._close_child(height, mark)
+        return node
+
+    def _count(self, values: int, mark: Any) -> None:
+        self._values += values
+        if self._values > MAX_YAML_VALUES:
+            raise _YamlLimitError(f"more than {MAX_YAML_VALUES} values (an alias counts as a copy of what it names)", mark)
+
+    def _close_child(self, height: int, mark: Any) -> None:
+        if len(self._open) + height > MAX_YAML_DEPTH:
+            raise _YamlLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels once aliases are expanded", mark)
+        if self._open:
+            self._open[-1] = max(self._open[-1], height)
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        # Some scalars that match a YAML type fail to convert: `2024-13-45` (a timestamp with
+        # month 13), an integer of more than 4300 digits. Report them like syntax errors.
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, OverflowError, TypeError) as exc:
+            reason = " ".join(str(exc).split(";")[0].split())[:160]
+            raise _YamlValueError(None, None, f"this value cannot be converted ({reason})", node.start_mark) from None
+
+
+class _YamlValueError(yaml.constructor.ConstructorError):
+    """A scalar that looks like a YAML type (timestamp, integer) but does not convert to it."""
+
+
+def _read_yaml(path: Union[str, os.PathLike], what: str) -> Tuple[Any, Optional[yaml.Node]]:
+    """(data, root node) of a YAML file, within the MAX_YAML_* bounds; see read_yaml_file."""
+    name = str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {what} ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{name}: cannot read {what} (it is a folder); give the path of a YAML file")
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO would block the open below for ever, a device (/dev/zero) never ends.
+        raise ConfigError(f"{name}: cannot read {what} (not a regular file); give the path of a YAML file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {what} ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{name}: {what} is larger than {MAX_YAML_BYTES / _MiB:g} MiB ({info.st_size} bytes); "
+            "a YAML file for acmon is a few KiB: check the path"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{name}: {what} is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+        ) from None
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # checks every character at once: NUL and control characters fail here
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_error_message(name, what, text, exc)) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, root
+
+
+def read_yaml_file(path: Union[str, os.PathLike], what: str = "YAML file") -> Any:
+    """Parse a YAML file that a user controls, refusing what would cost too much to read.
+
+    Bounds (module constants): MAX_YAML_BYTES of file, MAX_YAML_DEPTH levels of nesting,
+    MAX_YAML_ALIASES alias references and MAX_YAML_VALUES values with aliases expanded.
+    Only plain YAML types are built (SafeLoader), and recursive structures are refused.
+
+    Args:
+        path: the file; it must be a regular file (not a folder, FIFO or device).
+        what: what the file is, for messages ("config file", "calibration file").
+
+    Returns:
+        The parsed document: a dict, list, scalar, or None for an empty file.
+
+    Raises:
+        ConfigError: one line naming the file (and line, where there is one), what is wrong
+            and what to do.
+    """
+    return _read_yaml(path, what)[0]
 
 
 def load_config(path: Union[str, os.PathLike]) -> AcmonConfig:
     """Read, parse and validate a YAML configuration file.
+
+    This is the config file alone: the daemon's commands use load_daemon_config(),
+    which lays calibration.yaml over it and checks the files it names.
 
     Args:
         path: the YAML file. An empty file gives all defaults.
@@ -583,26 +756,12 @@ def load_config(path: Union[str, os.PathLike]) -> AcmonConfig:
         The validated configuration.
 
     Raises:
-        ConfigError: the file is missing, unreadable, not valid YAML, not a mapping or
-            fails validation. Validation errors give one line per problem:
-            ``<path>:<line>: <key.path>: <problem> (got <value>)``.
+        ConfigError: the file is missing, unreadable, too large or deep (see read_yaml_file),
+            not valid YAML, not a mapping or fails validation. Validation errors give one
+            line per problem: ``<path>:<line>: <key.path>: <problem> (got <value>)``.
     """
     name = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read config file ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{name}: config file is not UTF-8 text (bad byte at offset {exc.start})") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(_yaml_error_message(name, exc)) from None
+    data, root = _read_yaml(path, "config file")
     lines = _key_lines(root, name)
     if data is None:
         data = {}
@@ -639,16 +798,33 @@ def _validate(data: Mapping[str, Any], source: str, lines: Optional[Dict[Tuple[A
     except ValidationError as exc:
         located = [_format_error(err, source, lines) for err in exc.errors(include_url=False)]
         located.sort(key=lambda item: item[0] if item[0] is not None else sys.maxsize)  # file order
-        raise ConfigError("\n".join(dict.fromkeys(text for _, text in located))) from None
+        problems = list(dict.fromkeys(text for _, text in located))
+        if len(problems) > MAX_ERROR_LINES:  # a file of garbage should not print thousands of lines
+            more = len(problems) - MAX_ERROR_LINES + 1
+            problems = problems[: MAX_ERROR_LINES - 1] + [f"{source}: {more} more problems; fix the ones above first"]
+        raise ConfigError("\n".join(problems)) from None
 
 
-def _yaml_error_message(name: str, exc: yaml.YAMLError) -> str:
+def _yaml_error_message(name: str, what: str, text: str, exc: yaml.YAMLError) -> str:
+    """One line: ``<file>:<line>:<column>: <what> ...: <problem>``."""
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.character, int):
+        # A character YAML does not allow (NUL, most control characters): give its line, not its offset.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        return (
+            f"{name}:{line}:{column}: cannot read {what}: character U+{exc.character:04X} is not allowed in YAML; "
+            "remove it (write it as an escape inside double quotes if it is meant)"
+        )
     mark = getattr(exc, "problem_mark", None)
     where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
     problem = getattr(exc, "problem", None) or str(exc)
+    if isinstance(exc, _YamlLimitError):
+        return f"{where}: cannot read {what}: {problem}; acmon reads plain YAML of a few KiB: simplify the file"
+    if isinstance(exc, _YamlValueError):
+        return f"{where}: cannot read {what}: {problem}; quote it if it is meant as text"
     context = getattr(exc, "context", None)
-    text = f"{problem} ({context})" if context else problem
-    return f"{where}: YAML syntax error: {' '.join(str(text).split())}"
+    detail = f"{problem} ({context})" if context else problem
+    return f"{where}: cannot read {what}: YAML syntax error: {' '.join(str(detail).split())}"
 
 
 def _type_word(value: Any) -> str:
@@ -728,8 +904,12 @@ def _is_union(annotation: Any) -> bool:
     return union_type is not None and origin is union_type
 
 
-def _short_repr(value: Any, limit: int = 80) -> str:
+def _short_repr(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
     text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_text(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -770,7 +950,7 @@ def _format_error(
                 line = lines[loc[:end]]
                 break
     where = f"{source}:{line}" if line is not None else source
-    key = _dotted(loc)
+    key = _short_text(_dotted(loc), 2 * MAX_QUOTED_CHARS)  # a hostile file may have a 1 MiB key
     text = f"{where}: {key}: {msg}" if key else f"{where}: {msg}"
     if show_value:
         text += f" (got {_short_repr(value)})"
@@ -831,12 +1011,16 @@ def resolve_mqtt_password(mqtt_cfg: MqttConfig, environ: Mapping[str, str] = os.
 
 
 def _read_secret_file(path: Path, what: str) -> str:
+    problem = _not_regular_file(path)
+    if problem:
+        raise ConfigError(f"{what}: {problem}")
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{what}: no such file") from None
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ConfigError(f"{what}: larger than {MAX_SECRET_BYTES} bytes: not a password file; check the path")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -849,6 +1033,256 @@ def _read_secret_file(path: Path, what: str) -> str:
         raise ConfigError(f"{what}: is empty")
     logger.debug("read the MQTT password from %s", what.split(": ", 1)[0])
     return text
+
+
+def _not_regular_file(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why `path` cannot be read as a file (missing, a folder, a FIFO or device), or None if it is one.
+
+    Reading a FIFO blocks for ever and a device such as /dev/zero never ends: check before opening.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a FIFO, socket or device)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The one loader of the daemon's commands
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedConfig:
+    """A configuration as the daemon will run it, and what is risky about it.
+
+    Attributes:
+        config: the config file with calibration.yaml laid over it.
+        warnings: one line each, naming the file and key; for the log, or printed by check-config.
+    """
+
+    config: AcmonConfig
+    warnings: Tuple[str, ...] = ()
+
+
+def load_daemon_config(
+    path: Union[str, os.PathLike],
+    *,
+    model_path: Optional[str] = None,
+    broker: Optional[str] = None,
+    check_targets: bool = True,
+    environ: Mapping[str, str] = os.environ,
+) -> LoadedConfig:
+    """Load a config the way `run` uses it: the one loader of `check-config`, `run --check-config` and `run`.
+
+    Reads and validates the file (load_config), lays calibration.yaml over it, then
+    checks what it points to, with the daemon's own code, so that a config that
+    passes here is not refused when the daemon starts:
+
+    - the model is a regular file that loads, matches the pinned feature parameters
+      and, with the site statistics, gives a threshold consistent with detector.off_threshold;
+    - with MQTT in use: the TLS files are readable PEM (the key unencrypted: nobody can type
+      a passphrase for a service) and the password source gives a password. An
+      environment variable or systemd credential missing from this process's environment
+      is a warning, not an error: only the service's own environment has them.
+
+    Warnings: a password file or TLS key readable by every user; a password sent
+    without TLS to a broker that is not on this machine (on loopback it never crosses a
+    network); `mqtt.tls.insecure`. They are returned, not logged: `run` logs them,
+    check-config prints them. Nothing is written.
+
+    Args:
+        path: the YAML config file.
+        model_path: model file or folder that replaces model.path (`--model`).
+        broker: HOST[:PORT] that replaces mqtt.host/mqtt.port and turns MQTT on (`--broker`).
+        check_targets: False to read and validate the files only (replay, score, calibrate,
+            whose Runner checks the parts they use).
+        environ: environment the password source is read from.
+
+    Returns:
+        The configuration and its warnings.
+
+    Raises:
+        ConfigError: one line per problem, each naming the config file and the key.
+    """
+    from .calibrate import load_site_config  # noqa: PLC0415 - calibrate imports this module
+
+    cfg = load_site_config(path)
+    if not check_targets:
+        return LoadedConfig(cfg)
+    name = str(path)
+    problems = _model_problems(cfg, name, model_path)
+    warnings: List[str] = []
+    if cfg.mqtt.enabled or broker is not None:
+        _check_mqtt(cfg.mqtt, name, broker, environ, problems, warnings)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return LoadedConfig(cfg, tuple(warnings))
+
+
+def _model_problems(cfg: AcmonConfig, name: str, model_path: Optional[str]) -> List[str]:
+    """The model as Runner loads it, and the detector settings it gives; [] when both are fine."""
+    from .errors import AcmonError  # noqa: PLC0415
+    from .gaussian import Scorer  # noqa: PLC0415
+    from .inference import AnomalyModel  # noqa: PLC0415
+    from .model_file import resolve_model_path  # noqa: PLC0415
+    from .runner import detector_settings  # noqa: PLC0415
+
+    key = "--model" if model_path else "model.path"
+    given = model_path or cfg.model.path
+    path = resolve_model_path(given)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return [
+            f"{name}: {key}: {path}: no such model file; copy the model there or change {key} "
+            "(train one with: python -m training fit)"
+        ]
+    except OSError as exc:
+        return [f"{name}: {key}: {path}: cannot read the model ({exc.strerror or type(exc).__name__})"]
+    if not stat.S_ISREG(info.st_mode):
+        # /dev/zero would be read until memory runs out, a FIFO would block for ever.
+        return [f"{name}: {key}: {path} is not a regular file; give a .tflite file or a model folder"]
+    try:
+        model = AnomalyModel(given, expected_params=feature_pins(cfg))
+        if cfg.model.site_statistics:  # load_site_config made it absolute (beside the config)
+            model.use_site_statistics(Scorer.load(cfg.model.site_statistics), source=cfg.model.site_statistics)
+        detector_settings(cfg, model)
+    except AcmonError as exc:  # the model's messages name its file
+        return [f"{name}: {' '.join(str(exc).split())}"]
+    return []
+
+
+def _check_mqtt(
+    m: MqttConfig, name: str, broker: Optional[str], environ: Mapping[str, str], problems: List[str],
+    warnings: List[str],
+) -> None:
+    """Append the problems and warnings of the MQTT section's files and secrets."""
+    from .errors import AcmonError  # noqa: PLC0415
+    from .runner import parse_broker  # noqa: PLC0415
+
+    host = m.host
+    if broker is not None:
+        try:
+            host = parse_broker(broker, m.port)[0]
+        except AcmonError as exc:
+            problems.append(str(exc))
+    if m.tls is not None:
+        _check_tls(m.tls, name, problems, warnings)
+        if m.tls.insecure:
+            warnings.append(
+                f"{name}: mqtt.tls.insecure is true: the broker's host name is not checked against its "
+                "certificate, so another machine can pose as the broker; set it to false outside tests"
+            )
+    if m.username is None:
+        return
+    if m.password_file is not None:
+        secret = Path(m.password_file)
+        try:
+            resolve_mqtt_password(m, environ)
+        except ConfigError as exc:
+            problems.append(f"{name}: {exc}")
+        else:
+            _warn_world_readable(secret, f"{name}: mqtt.password_file", warnings)
+    elif m.password_env is not None and m.password_env not in environ:
+        warnings.append(
+            f"{name}: mqtt.password_env: {m.password_env} is not set here, so the password was not checked; "
+            "the daemon's environment must set it"
+        )
+    elif m.password_credential is not None and not environ.get("CREDENTIALS_DIRECTORY"):
+        warnings.append(
+            f"{name}: mqtt.password_credential: not checked outside systemd (no CREDENTIALS_DIRECTORY); "
+            f"the unit must have LoadCredential={m.password_credential}:<file>"
+        )
+    else:
+        try:
+            resolve_mqtt_password(m, environ)
+        except ConfigError as exc:
+            problems.append(f"{name}: {exc}")
+    if m.tls is None and not _is_loopback(host):
+        warnings.append(
+            f"{name}: mqtt: the password for {m.username!r} goes to {host} without TLS, readable by anyone on "
+            "the network path; set mqtt.tls.ca_file and the broker's TLS port (usually 8883)"
+        )
+
+
+def _check_tls(tls: MqttTlsConfig, name: str, problems: List[str], warnings: List[str]) -> None:
+    """Load the TLS files into an SSL context as the MQTT client will; problems name the key and file."""
+    import ssl  # noqa: PLC0415
+
+    unreadable = False
+    for key in ("ca_file", "cert_file", "key_file"):
+        file = getattr(tls, key)
+        problem = None if file is None else _not_regular_file(file)
+        if problem:
+            problems.append(f"{name}: mqtt.tls.{key}: {file}: {problem}")
+            unreadable = True
+    if unreadable:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=tls.ca_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        problems.append(f"{name}: mqtt.tls.ca_file: {tls.ca_file}: {_tls_reason(exc, 'PEM CA certificate')}")
+    if tls.cert_file is None or tls.key_file is None:
+        return
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=_refuse_passphrase)
+    except _EncryptedKey:
+        problems.append(
+            f"{name}: mqtt.tls.key_file: {tls.key_file}: the key is encrypted with a passphrase, which a service "
+            "cannot type; store it unencrypted and readable by the daemon only (mode 600)"
+        )
+    except OSError as exc:
+        problems.append(
+            f"{name}: mqtt.tls.cert_file/key_file: {tls.cert_file}, {tls.key_file}: "
+            f"{_tls_reason(exc, 'PEM certificate and its private key')}"
+        )
+    else:
+        _warn_world_readable(Path(tls.key_file), f"{name}: mqtt.tls.key_file", warnings)
+
+
+class _EncryptedKey(Exception):
+    """The TLS key asks for a passphrase (OpenSSL would prompt on the terminal without a callback)."""
+
+
+def _refuse_passphrase() -> bytes:
+    raise _EncryptedKey
+
+
+def _tls_reason(exc: OSError, expected: str) -> str:
+    import ssl  # noqa: PLC0415
+
+    if not isinstance(exc, ssl.SSLError):
+        return f"cannot read ({exc.strerror or type(exc).__name__})"
+    return f"not a {expected} ({exc.reason or exc})"
+
+
+def _warn_world_readable(path: Path, what: str, warnings: List[str]) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    if mode & stat.S_IROTH:
+        warnings.append(
+            f"{what}: {path} is readable by every user (mode {mode:04o}); "
+            f"chmod 600 {path} (or 640 with the daemon's group)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    """True for a broker on this machine, where a password never crosses a network."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -946,6 +1380,25 @@ def config_reference_markdown() -> str:
         "Unknown keys are errors, so a misspelled key fails with its line number instead of being ignored. "
         "Values are strictly typed: write numbers unquoted and quote text that YAML would read as a number. "
         "See `configs/device.yaml` for an annotated example.\n",
+        "## Checking a config\n",
+        "`python -m device check-config FILE` and `python -m device run --config FILE --check-config` load the "
+        "config exactly as `run` does and give the same verdict: exit 0 and `FILE: OK`, or exit 1 and one line per "
+        "problem on stderr. Besides the keys below they check:\n",
+        "- `calibration.yaml` (written by `calibrate`), laid over it (it may set only `model.threshold`, "
+        "`model.site_statistics` and `detector.min_rms_dbfs`);\n"
+        "- the model: a regular file (not a device or FIFO) that loads, matches the pinned `features.*`, and with "
+        "`model.threshold` (or the model's own) and `detector.threshold_scale` stays at or above "
+        "`detector.off_threshold`;\n"
+        "- with MQTT on: `mqtt.tls.ca_file` (and `cert_file`/`key_file`, the key without a passphrase) load as PEM, "
+        "and the password source gives a password. A `password_env` variable or `password_credential` missing "
+        "from the checking shell's environment is a warning, since only the service's environment has it.\n",
+        "Warnings go to stderr as `warning: ...` (and to the log when `run` starts): a password file or TLS key "
+        "readable by every user, a password sent without TLS to a broker that is not on loopback, and "
+        "`mqtt.tls.insecure: true`.\n",
+        f"Every YAML file acmon reads (this config, `calibration.yaml`, `calibration.prev.yaml`, the training "
+        f"config) must be a regular file of at most {MAX_YAML_BYTES // _MiB} MiB, nested at most {MAX_YAML_DEPTH} "
+        f"levels, with at most {MAX_YAML_ALIASES} aliases and {MAX_YAML_VALUES} values once aliases are expanded; "
+        "anything else is refused with one line naming the file and line.\n",
     ]
     for name, field in AcmonConfig.model_fields.items():
         _section_markdown(field.annotation, name, out)

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from device import __version__
 from device.calibrate import calibrate_threshold, sustained_scores  # noqa: F401 - numpy-only, shared with the device
+from device.config import read_yaml_file
 from device.detector import DetectorSettings
 from device.errors import AcmonError
 from device.features import FeatureParams
@@ -132,12 +132,7 @@ def load_training_config(path: str | Path | None) -> tuple[FeatureParams, FitOpt
     if path is None:
         return FeatureParams(), FitOptions()
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except OSError as exc:
-        raise AcmonError(f"{p}: cannot read training config: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise AcmonError(f"{p}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml_file(p, "training config") or {}  # bounded: size, nesting, aliases
     if not isinstance(data, dict):
         raise AcmonError(f"{p}: training config must be a mapping with 'features' and/or 'fit' sections")
     unknown = sorted(set(data) - {"features", "fit"})
