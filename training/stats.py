@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from device.audio_io import WavReader
+from device.audio_io import MAX_SAMPLE_MAGNITUDE, WavReader
 from device.errors import AcmonError
 from device.sources import WAV_SUFFIXES
 
@@ -56,6 +56,8 @@ class FileStats:
             negative); for float files the LSB is a 16-bit one (1/32768) and anything beyond
             full scale counts.
         dc_offset: Mean of the channel whose mean is largest in magnitude, in full-scale units (signed).
+        damaged_samples: Samples that are NaN, infinite or absurdly large (float files only); the
+            levels above are of the other samples. A file with any is skipped by `fit`.
         error: Why the file could not be read; "" if it was read.
     """
 
@@ -70,6 +72,7 @@ class FileStats:
     peak_dbfs: float | None = None
     clipping_fraction: float | None = None
     dc_offset: float | None = None
+    damaged_samples: int | None = None
     error: str = ""
 
     @property
@@ -120,6 +123,8 @@ def file_stats(path: str | Path, name: str | None = None, block_frames: int = BL
             if block.shape[0] == 0:
                 break
             x = block.astype(np.float64)
+            if reader.nonfinite_samples:  # levels of the samples that are sound; the damaged ones are counted
+                x = np.where(np.abs(x) <= MAX_SAMPLE_MAGNITUDE, x, 0.0)
             sum_squares += float(np.sum(x * x))
             sums += x.sum(axis=0)
             peak = max(peak, float(np.max(np.abs(x))))
@@ -140,6 +145,7 @@ def file_stats(path: str | Path, name: str | None = None, block_frames: int = BL
             peak_dbfs=_db(peak),
             clipping_fraction=clipped / n_samples if n_samples else 0.0,
             dc_offset=dc,
+            damaged_samples=reader.nonfinite_samples,
         )
 
 
@@ -186,6 +192,7 @@ TABLE_COLUMNS = (
     ("peak_dbfs", "peak_dbfs", "{:.1f}", True),
     ("clip_%", "clipping_fraction", "{:.3f}", True),
     ("dc", "dc_offset", "{:+.1e}", True),
+    ("damaged", "damaged_samples", "{}", True),
 )
 
 
@@ -250,6 +257,10 @@ def summarize(stats: Sequence[FileStats]) -> str:
         dc = [s.path for s in good if abs(s.dc_offset or 0.0) > DC_WARN]
         if dc:
             lines.append(f"DC offset above {DC_WARN:g} of full scale: {len(dc)} file(s), e.g. " + ", ".join(dc[:3]))
+        damaged = [s.path for s in good if s.damaged_samples]
+        if damaged:
+            lines.append(f"NaN, infinite or absurd samples (fit skips these files): {len(damaged)} file(s), e.g. "
+                         + ", ".join(damaged[:3]))
         silent = [s.path for s in good if s.rms_dbfs is not None and not math.isfinite(s.rms_dbfs)]
         if silent:
             lines.append(f"digital silence: {len(silent)} file(s), e.g. " + ", ".join(silent[:3]))

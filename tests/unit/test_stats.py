@@ -64,7 +64,7 @@ def test_stats_table_csv_and_histograms(field_folder, tmp_path, capsys):
     table, summary = printed.split("\n\n", 1)
     lines = table.splitlines()
     assert lines[0].split() == ["file", "ch", "format", "rate_hz", "duration_s", "rms_dbfs", "peak_dbfs", "clip_%",
-                                "dc", "error"]
+                                "dc", "damaged", "error"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {"clipped.wav", "corrupt.wav", "int16_sine.wav", "quad.wav", "site_a/float_dc.wav",
                          "site_a/stereo24.wav"}
@@ -179,3 +179,14 @@ def test_spectrograms_errors(tmp_path):
         _run(["spectrograms", str(tmp_path), str(tmp_path / "out"), "--no-progress"])
     with pytest.raises(AcmonError, match="--seconds: must be >= 0"):
         _run(["spectrograms", str(tmp_path), str(tmp_path / "out"), "--seconds=-1"])
+
+
+def test_damaged_float_samples_are_counted_and_kept_out_of_the_levels(tmp_path):
+    """NaN and 1e30 in a float file: counted in their own column, levels from the sound samples, no warning."""
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    x[100], x[200] = np.nan, 1e30
+    write_wav(tmp_path / "bad.wav", x, 16000, sample_format="float32")
+    s = stats.file_stats(tmp_path / "bad.wav", "bad.wav")
+    assert s.damaged_samples == 2
+    assert -21.0 < s.rms_dbfs < -19.0 and s.peak_dbfs < 0.0
+    assert "damaged" in stats.format_table([s]) and "fit skips these files" in stats.summarize([s])
