@@ -86,7 +86,7 @@ def test_stats_table_csv_and_histograms(field_folder, tmp_path, capsys):
         reader = csv.DictReader(fh)
         assert tuple(reader.fieldnames) == stats.CSV_COLUMNS == (
             "path", "channels", "sample_format", "bits_per_sample", "sample_rate_hz", "n_frames", "duration_seconds",
-            "rms_dbfs", "peak_dbfs", "clipping_fraction", "dc_offset", "error")
+            "rms_dbfs", "peak_dbfs", "clipping_fraction", "dc_offset", "damaged_samples", "error")
         by_path = {row["path"]: row for row in reader}
     assert len(by_path) == 6
     sine = by_path["int16_sine.wav"]
