@@ -449,6 +449,11 @@ class MqttPublisher:
         if message.topic.startswith(self._command_prefix):
             self.commands.dispatch(message.topic[len(self._command_prefix):], message.payload)
 
+    def failure(self) -> str | None:
+        """None while the publishing thread is alive and making progress, else one line saying what is wrong."""
+        thread = getattr(self, "_thread", None)
+        return None if thread is None or thread.is_alive() else "publisher thread died"
+
 
 def _encode(payload: dict[str, Any]) -> bytes:
     """Compact JSON, UTF-8: what every acmon topic carries."""
