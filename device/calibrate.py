@@ -416,6 +416,22 @@ MIN_CALIBRATION_WINDOWS = round(_MIN_TAIL_POINTS / (1.0 - _TAIL_QUANTILE))
 MAX_SHARE_ABOVE_THRESHOLD = 0.1
 
 
+def finite_number(value: Any) -> float | None:
+    """A JSON number (not a boolean) as a finite float, or None: NaN, infinities and integers beyond float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a 400-digit JSON integer
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def check_threshold_change(value: float, calibrated: float, force: bool = False) -> None:
     """Refuse a threshold outside [calibrated / 4, calibrated * 4] unless forced; never a non-finite one.
 
@@ -427,8 +443,10 @@ def check_threshold_change(value: float, calibrated: float, force: bool = False)
     Raises:
         AcmonError: one line naming the value, the band and how to override.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0:
-        raise AcmonError(f"set_threshold: value must be a finite number > 0, got {value!r}")
+    number = finite_number(value)
+    if number is None or not number > 0:
+        raise AcmonError(f"set_threshold: value must be a finite number > 0, got {_short(value)}")
+    value = number
     low, high = calibrated / THRESHOLD_BAND_FACTOR, calibrated * THRESHOLD_BAND_FACTOR
     if not force and not low <= value <= high:
         raise AcmonError(
@@ -679,7 +697,7 @@ def load_site_config(config_path: str | os.PathLike, environ: Mapping[str, str] 
     current = calibration_directory(cfg, environ) / CALIBRATION_FILENAME
     if not current.exists():
         legacy = legacy_calibration_path(config_path)
-        if not legacy.exists():
+        if not legacy.is_file():
             return _site_statistics_beside(cfg, Path(config_path).resolve().parent)
         logger.warning("calibration: reading %s beside the config, where older versions wrote it; the daemon now "
                        "keeps it in %s (move it there: the next calibration writes there)", legacy, current.parent)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import queue
 import signal
@@ -29,6 +28,7 @@ from .calibrate import (
     check_calibration_audio,
     check_calibration_result,
     check_threshold_change,
+    finite_number,
     load_site_config,
     prepare_calibration_folder,
     prune_site_statistics,
@@ -76,10 +76,10 @@ def _number_arg(command: str, args: dict[str, Any], key: str) -> float:
     Raises:
         AcmonError: missing or not a finite number; one line naming the command and argument.
     """
-    value = args.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise AcmonError(f"{command}: '{key}' must be a finite number, got {value!r}")
-    return float(value)
+    number = finite_number(args.get(key))
+    if number is None:
+        raise AcmonError(f"{command}: '{key}' must be a finite number, got {str(args.get(key))[:40]}")
+    return number
 
 
 def _force_arg(command: str, args: dict[str, Any]) -> bool:
@@ -773,7 +773,7 @@ class Runner:
                 detector.off_threshold); the threshold is unchanged.
         """
         check_threshold_change(value, self.calibrated_threshold, force)
-        value = float(value)
+        value = float(value)  # finite: checked
         try:
             settings = dataclasses.replace(self.settings, threshold=value)
         except ValueError as exc:

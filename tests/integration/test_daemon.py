@@ -119,7 +119,7 @@ def test_set_threshold_takes_effect_at_once(trained_model, demo_data, tmp_path):
     assert error is None and result["threshold"] == 1e6 and runner.settings.threshold == 1e6
 
 
-@pytest.mark.parametrize("value", [1e308, 1e-300, float("inf"), float("nan"), 0.0, -1.0, "2", True, None])
+@pytest.mark.parametrize("value", [1e308, 1e-300, float("inf"), float("nan"), 0.0, -1.0, "2", True, None, 10**400])
 def test_set_threshold_outside_the_calibrated_band_is_refused(trained_model, tmp_path, value):
     """`set_threshold 1e308` switched detection off: now the band is a quarter to 4 times the calibrated threshold."""
     runner = _runner(_config(tmp_path, trained_model))
