@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -96,7 +97,7 @@ def read_small_file(path: Path, limit: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)
-        if not (info.st_mode & 0o170000 == 0o100000):
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(f"not a regular file: {path}")
         if info.st_size > limit:
             raise OSError(f"larger than {limit} bytes: {path}")
