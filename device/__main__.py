@@ -231,7 +231,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         runner.stop_event.set()
 
     runner.install_signal_handlers()
-    runner.start_calibration(args.minutes, reply)
+    runner.start_calibration(args.minutes, reply, force=args.force)
     rate = runner.model.params.sample_rate_hz
     if args.source == "mic":
         runner.run_live(lambda: _microphone(cfg, rate, runner.stop_event))
@@ -294,17 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
         "threshold for calibration.false_alarms_per_day, and detector.min_rms_dbfs if quiet periods (machine off) "
         "would raise alarms. With a Gaussian model and at least 2.2 minutes of the machine running it also learns the "
         "site's normal statistics (calibration-site-*.npz), so the site's own background stops reading as a fault. "
-        "Written atomically to calibration.yaml next to the config (the previous one kept as "
-        "calibration.prev.yaml) and laid over the config at start; a running daemon picks it up on SIGHUP. "
-        "While the daemon runs, the microphone may be busy: use its MQTT command calibrate {minutes} instead.",
+        "Needs at least 200 analysis windows (1.8 minutes at the usual hop); refuses audio that looks like a fault "
+        "(a threshold over 4 times the current one) unless --force. Written atomically to calibration.yaml in the "
+        "state directory, $STATE_DIRECTORY/calibration/<site>/<device id> (run it with STATE_DIRECTORY=/var/lib/acmon "
+        "as the service's user so the daemon finds it), else ~/.local/state/acmon/calibration/...; the previous one is "
+        "kept as calibration.prev.yaml, and it is laid over the config at start; a running daemon picks it up on "
+        "SIGHUP. While the daemon runs, the microphone may be busy: use its MQTT command calibrate {minutes} instead.",
     )
     p.add_argument("wavs", nargs="*", metavar="WAV", help="with --source file: WAV files or folders of the site's sound")
-    p.add_argument("--config", required=True, help="YAML config file; calibration.yaml is written beside it")
+    p.add_argument("--config", required=True, help="YAML config file (its device.site and device.id name the "
+                   "calibration folder in the state directory)")
     p.add_argument("--minutes", type=float, default=10.0, help="audio to calibrate on (minutes, default: 10)")
     p.add_argument("--source", choices=("mic", "file"), default="mic",
                    help="record the configured microphone, or read WAV files (default: mic)")
     p.add_argument("--model", help="model file or folder (default: model.path from the config)")
     p.add_argument("--rollback", action="store_true", help="swap back to calibration.prev.yaml and exit")
+    p.add_argument("--force", action="store_true",
+                   help="apply the calibration even if the audio looks like a fault (default: refuse it)")
     p.set_defaults(func=cmd_calibrate)
 
     p = commands.add_parser("score", help="score WAV files: one JSON line per file")

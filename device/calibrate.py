@@ -3,8 +3,10 @@
 Training calibrates a model's threshold on held-out normal clips with
 calibrate_threshold(); the device recalibrates it on the site's own sound
 (`python -m device calibrate`, or the `calibrate` command) and writes the
-result to calibration.yaml next to its config, which load_site_config()
-lays over the config.
+result to calibration.yaml in its state directory (config.calibration_directory),
+which load_site_config() lays over the config. Operators' changes of the
+threshold go through guardrails here: a band around the calibrated threshold,
+a minimum of audio, and a refusal of audio that looks like a fault.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import yaml
 
-from .config import AcmonConfig, config_from_dict, load_config, read_yaml_file
+from .config import AcmonConfig, calibration_directory, config_from_dict, load_config, read_yaml_file
 from .detector import Detector, DetectorSettings, smooth_series
 from .gaussian import SITE_FILE_PREFIX
 from .errors import AcmonError, ConfigError
+from .state import PRIVATE_FILE_MODE, make_private_directory, write_private
 
 logger = logging.getLogger(__name__)
 
@@ -397,22 +400,172 @@ def calibrate_site(
 
 
 # ---------------------------------------------------------------------------------------------
-# Calibration files next to the config
+# Guardrails on operator changes of the threshold
+
+# set_threshold may move the threshold within [calibrated / 4, calibrated * 4] without force: a factor
+# of 4 is far more than any retuning needs (the false-alarm rate changes by orders of magnitude across
+# it), and well short of switching detection off (`set_threshold 1e308` was accepted).
+THRESHOLD_BAND_FACTOR = 4.0
+# A calibration needs enough windows for the tail fit it extrapolates from: _MIN_TAIL_POINTS sustained
+# scores above the _TAIL_QUANTILE. 200 windows, 1.7 minutes at the usual 0.52 s hop. Less audio is
+# refused even with force: no operator intent makes 0.2 minutes a calibration.
+MIN_CALIBRATION_WINDOWS = round(_MIN_TAIL_POINTS / (1.0 - _TAIL_QUANTILE))
+# A calibrated threshold is exceeded by well under 1 % of normal windows; audio that the calibration
+# in force scores above its threshold in more than a tenth of its windows is a fault or a changed
+# machine, not the normal sound to calibrate on.
+MAX_SHARE_ABOVE_THRESHOLD = 0.1
 
 
-def calibration_paths(config_path: str | os.PathLike) -> tuple[Path, Path]:
-    """(calibration.yaml, calibration.prev.yaml) in the config file's folder."""
-    folder = Path(config_path).resolve().parent
+def finite_number(value: Any) -> float | None:
+    """A JSON number (not a boolean) as a finite float, or None: NaN, infinities and integers beyond float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a 400-digit JSON integer
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_threshold_change(value: float, calibrated: float, force: bool = False) -> None:
+    """Refuse a threshold outside [calibrated / 4, calibrated * 4] unless forced; never a non-finite one.
+
+    Args:
+        value: the requested threshold (score units).
+        calibrated: the threshold of the config and calibration in force.
+        force: the operator confirmed a value outside the band.
+
+    Raises:
+        AcmonError: one line naming the value, the band and how to override.
+    """
+    number = finite_number(value)
+    if number is None or not number > 0:
+        raise AcmonError(f"set_threshold: value must be a finite number > 0, got {_short(value)}")
+    value = number
+    low, high = calibrated / THRESHOLD_BAND_FACTOR, calibrated * THRESHOLD_BAND_FACTOR
+    if not force and not low <= value <= high:
+        raise AcmonError(
+            f"set_threshold: {value:.4g} is outside [{low:.4g}, {high:.4g}], a quarter to {THRESHOLD_BAND_FACTOR:g} "
+            f"times the calibrated threshold {calibrated:.4g}; send force: true to apply it anyway, or calibrate"
+        )
+
+
+def min_calibration_minutes(hop_seconds: float) -> float:
+    """MIN_CALIBRATION_WINDOWS in minutes at this hop, rounded up to a tenth."""
+    return math.ceil(MIN_CALIBRATION_WINDOWS * hop_seconds / 6.0) / 10.0
+
+
+def check_calibration_audio(windows: int, hop_seconds: float, requested: bool = True) -> None:
+    """Refuse a calibration on fewer than MIN_CALIBRATION_WINDOWS windows (forced or not).
+
+    Args:
+        windows: windows asked for (requested) or collected.
+        requested: True for the request (the minutes given), False for the audio that arrived.
+
+    Raises:
+        AcmonError: one line stating the minimum.
+    """
+    if windows >= MIN_CALIBRATION_WINDOWS:
+        return
+    need = (f"at least {MIN_CALIBRATION_WINDOWS} analysis windows ({min_calibration_minutes(hop_seconds):.1f} minutes "
+            f"at this model's {hop_seconds:.2f} s hop) are needed to fit the tail of the normal scores")
+    got = f"{windows * hop_seconds / 60.0:.2g} minutes"
+    if requested:
+        raise AcmonError(f"calibrate: {got} is too little audio: {need}; ask for more minutes")
+    raise AcmonError(f"calibrate: the audio ended after {windows} windows ({got}): {need}; give more audio")
+
+
+def check_calibration_result(before: float, after: float, share_above: float | None, calibrated_on_site: bool,
+                             force: bool = False) -> None:
+    """Refuse a calibration whose audio looks like a fault, unless forced.
+
+    Two signs: the new threshold is more than THRESHOLD_BAND_FACTOR times the current one (the
+    finding: a fault raised it from 3.9 to 56.9), or, with a site calibration in force, the current
+    model scored more than MAX_SHARE_ABOVE_THRESHOLD of the windows above its threshold. The
+    second is not applied to a first calibration: the training data's model is expected to
+    misjudge a new site (a neighbour's hum), which is why one calibrates.
+
+    Args:
+        before, after: the calibrated threshold in force and the new one (score units).
+        share_above: share of the scored windows above the calibrated threshold in force, after
+            detector.threshold_scale (None: none scored).
+        calibrated_on_site: a calibration.yaml is in force.
+
+    Raises:
+        AcmonError: one line with before and after, and how to override.
+    """
+    if force:
+        return
+    advice = ("nothing was changed. Calibrate while the machine runs normally, or send force: true if this is "
+              "its normal sound")
+    if after > before * THRESHOLD_BAND_FACTOR:
+        raise AcmonError(
+            f"calibrate: refused, the audio looks like a fault: the new threshold {after:.4g} would be "
+            f"{after / before:.1f} times the current {before:.4g} (more than {THRESHOLD_BAND_FACTOR:g} times); {advice}"
+        )
+    if calibrated_on_site and share_above is not None and share_above > MAX_SHARE_ABOVE_THRESHOLD:
+        raise AcmonError(
+            f"calibrate: refused, the audio looks like a fault: the calibration in force (threshold {before:.4g}) "
+            f"scores {share_above:.0%} of its windows above its threshold (more than {MAX_SHARE_ABOVE_THRESHOLD:.0%}); "
+            f"the new threshold would be {after:.4g}; {advice}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration files in the state directory
+
+
+def calibration_paths(config_path: str | os.PathLike, environ: Mapping[str, str] = os.environ) -> tuple[Path, Path]:
+    """(calibration.yaml, calibration.prev.yaml) of the device the config file describes.
+
+    Raises:
+        ConfigError: the config file is invalid (its device id and site name the folder).
+    """
+    folder = calibration_directory(load_config(config_path), environ)
     return folder / CALIBRATION_FILENAME, folder / PREVIOUS_FILENAME
 
 
+def legacy_calibration_path(config_path: str | os.PathLike) -> Path:
+    """Where calibration.yaml was written before issue 11: beside the config (read-only under systemd)."""
+    return Path(config_path).resolve().parent / CALIBRATION_FILENAME
+
+
+def calibration_in_force(config_path: str | os.PathLike, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The calibration file load_site_config() lays over this config, or None."""
+    current, _ = calibration_paths(config_path, environ)
+    if current.exists():
+        return current
+    legacy = legacy_calibration_path(config_path)
+    return legacy if legacy.is_file() else None
+
+
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, text.encode("utf-8"), PRIVATE_FILE_MODE)
+
+
+def _write_error(path: Path, exc: OSError) -> AcmonError:
+    return AcmonError(
+        f"calibrate: cannot write {exc.filename or path} ({exc.strerror or type(exc).__name__}); nothing was changed. "
+        "The state directory must be writable: StateDirectory=acmon in the unit, or set STATE_DIRECTORY"
+    )
+
+
+def prepare_calibration_folder(config_path: str | os.PathLike, environ: Mapping[str, str] = os.environ) -> Path:
+    """Create the calibration folder (0700) of the config's device; returns it.
+
+    Raises:
+        AcmonError: it cannot be created (read-only, a file in the way, disk full); one line.
+    """
+    folder = calibration_paths(config_path, environ)[0].parent
+    try:
+        return make_private_directory(folder)
+    except OSError as exc:
+        raise _write_error(folder, exc) from None
 
 
 def calibration_document(
@@ -445,74 +598,114 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_calibration(config_path: str | os.PathLike, document: str) -> Path:
-    """Write calibration.yaml atomically, keeping the one it replaces as calibration.prev.yaml.
+def write_calibration(config_path: str | os.PathLike, document: str,
+                      environ: Mapping[str, str] = os.environ) -> Path:
+    """Write calibration.yaml atomically (0600), keeping the one it replaces as calibration.prev.yaml.
 
     The current file is copied to the previous one first (also atomically), so
-    at every instant both files are whole and calibration.yaml exists.
+    at every instant both files are whole and calibration.yaml exists. The first
+    calibration after an upgrade keeps the old file beside the config as the
+    previous one, so a rollback returns to it.
+
+    Raises:
+        AcmonError: the state directory cannot be written; one line, nothing changed
+            (at worst calibration.prev.yaml was refreshed from calibration.yaml).
     """
-    current, previous = calibration_paths(config_path)
-    if current.exists():
+    current, previous = calibration_paths(config_path, environ)
+    prepare_calibration_folder(config_path, environ)
+    try:
         # errors="replace": a damaged calibration.yaml is kept as the previous one, not a UnicodeDecodeError.
-        _atomic_write(previous, current.read_bytes().decode("utf-8", errors="replace"))
-    _atomic_write(current, document)
+        if current.exists():
+            _atomic_write(previous, current.read_bytes().decode("utf-8", errors="replace"))
+        elif legacy_calibration_path(config_path).is_file():
+            _atomic_write(previous, legacy_calibration_path(config_path).read_bytes().decode("utf-8", errors="replace"))
+        _atomic_write(current, document)
+    except OSError as exc:
+        raise _write_error(current, exc) from None
     return current
 
 
-def prune_site_statistics(config_path: str | os.PathLike) -> list[Path]:
+def prune_site_statistics(config_path: str | os.PathLike, environ: Mapping[str, str] = os.environ) -> list[Path]:
     """Delete site statistics files that neither calibration.yaml nor calibration.prev.yaml names; returns them."""
-    folder = Path(config_path).resolve().parent
+    paths = calibration_paths(config_path, environ)
+    folder = paths[0].parent
     referenced = set()
-    for path in calibration_paths(config_path):
+    for path in paths:
         try:
             data = read_yaml_file(path, "calibration file") or {}
             referenced.add(str((data.get("model") or {}).get("site_statistics")))
-        except (ConfigError, AttributeError):  # missing or damaged: names nothing
+        except (ConfigError, OSError, AttributeError):  # missing or damaged: names nothing
             continue
-    removed = [f for f in folder.glob(f"{SITE_FILE_PREFIX}*.npz") if f.name not in referenced]
-    for f in removed:
-        f.unlink(missing_ok=True)
+    removed = []
+    for f in folder.glob(f"{SITE_FILE_PREFIX}*.npz"):
+        if f.name in referenced:
+            continue
+        try:
+            f.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning("calibration: cannot remove the unused %s (%s)", f, exc.strerror or exc)
+            continue
+        removed.append(f)
     return removed
 
 
-def rollback_calibration(config_path: str | os.PathLike) -> Path:
+def rollback_calibration(config_path: str | os.PathLike, environ: Mapping[str, str] = os.environ) -> Path:
     """Swap calibration.yaml and calibration.prev.yaml (a second rollback undoes the first).
 
+    The previous file must be readable UTF-8 YAML before anything is swapped; whether its
+    keys are valid is checked by loading the config afterwards.
+
     Raises:
-        AcmonError: there is no previous calibration.
+        AcmonError: there is no previous calibration, it is damaged, or the files cannot be written.
     """
-    current, previous = calibration_paths(config_path)
+    current, previous = calibration_paths(config_path, environ)
     if not previous.exists():
         raise AcmonError(f"{previous}: no previous calibration to roll back to")
     # Refuse a damaged previous file before swapping: the daemon would not start on it.
     lay_calibration_over(load_config(config_path), previous, f"delete {previous.name} or fix it; nothing was changed")
     old_previous = previous.read_text(encoding="utf-8")  # valid UTF-8: checked just above
-    if current.exists():
-        # errors="replace": rolling back from a damaged calibration.yaml is what rollback is for.
-        _atomic_write(previous, current.read_bytes().decode("utf-8", errors="replace"))
-    else:
-        previous.unlink()
-    _atomic_write(current, old_previous)
+    try:
+        if current.exists():
+            # errors="replace": rolling back from a damaged calibration.yaml is what rollback is for.
+            _atomic_write(previous, current.read_bytes().decode("utf-8", errors="replace"))
+        else:
+            previous.unlink()
+        _atomic_write(current, old_previous)
+    except OSError as exc:
+        raise _write_error(current, exc) from None
     return current
 
 
-def load_site_config(config_path: str | os.PathLike) -> AcmonConfig:
-    """The config file with calibration.yaml (if present beside it) laid over it.
+def load_site_config(config_path: str | os.PathLike, environ: Mapping[str, str] = os.environ) -> AcmonConfig:
+    """The config file with its device's calibration.yaml (if there is one) laid over it.
+
+    The calibration is read from the state directory (config.calibration_directory); a
+    calibration.yaml beside the config, where it was written before, is still read when the
+    state directory has none, with a warning to move it.
 
     Raises:
         ConfigError: the config or the calibration file is invalid; messages name the file and key.
     """
     cfg = load_config(config_path)
-    current, _ = calibration_paths(config_path)
+    current = calibration_directory(cfg, environ) / CALIBRATION_FILENAME
     if not current.exists():
-        return _site_statistics_beside(cfg, config_path)
+        legacy = legacy_calibration_path(config_path)
+        if not legacy.is_file():
+            return _site_statistics_beside(cfg, Path(config_path).resolve().parent)
+        logger.warning("calibration: reading %s beside the config, where older versions wrote it; the daemon now "
+                       "keeps it in %s (move it there: the next calibration writes there)", legacy, current.parent)
+        current = legacy
     out = lay_calibration_over(cfg, current, "fix it, or roll back with: python -m device calibrate --config FILE --rollback")
     logger.info("calibration %s laid over %s", current, config_path)
-    return _site_statistics_beside(out, config_path)
+    return _site_statistics_beside(out, Path(config_path).resolve().parent)
 
 
 def lay_calibration_over(cfg: AcmonConfig, calibration_file: Path, hint: str) -> AcmonConfig:
     """`cfg` with the keys a calibration file sets replaced by its values.
+
+    A relative model.site_statistics the file names is made absolute beside the file.
 
     Args:
         hint: what to do, appended to every error.
@@ -540,15 +733,19 @@ def lay_calibration_over(cfg: AcmonConfig, calibration_file: Path, hint: str) ->
             )
         merged[section] = {**merged[section], **values}
     try:
-        return config_from_dict(merged, source=str(current))
+        out = config_from_dict(merged, source=str(current))
     except ConfigError as exc:
         raise ConfigError(f"{exc}; {hint}") from None
+    # A relative site_statistics lies beside the file that named it: the calibration's folder.
+    if "site_statistics" in (data.get("model") or {}):
+        out = _site_statistics_beside(out, current.parent)
+    return out
 
 
-def _site_statistics_beside(cfg: AcmonConfig, config_path: str | os.PathLike) -> AcmonConfig:
-    """model.site_statistics made absolute: a relative name lies in the config file's folder."""
+def _site_statistics_beside(cfg: AcmonConfig, folder: Path) -> AcmonConfig:
+    """model.site_statistics made absolute: a relative name lies in `folder`."""
     name = cfg.model.site_statistics
     if not name or Path(name).is_absolute():
         return cfg
-    path = Path(config_path).resolve().parent / name
+    path = folder / name
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"site_statistics": str(path)})})

@@ -966,6 +966,20 @@ def feature_pins(cfg: AcmonConfig) -> Dict[str, Any]:
     return {name: value for name, value in cfg.features.model_dump().items() if value is not None}
 
 
+def calibration_directory(cfg: AcmonConfig, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where this device's calibration.yaml, calibration.prev.yaml and site statistics live.
+
+    <state directory>/calibration/<site>/<device id>: the state directory is $STATE_DIRECTORY under
+    systemd (StateDirectory=acmon gives /var/lib/acmon, the one writable place under
+    ProtectSystem=strict), else $XDG_STATE_HOME/acmon (~/.local/state/acmon). Never beside the
+    config, which the unit keeps read-only. Keyed by the device's identity like the spool, so
+    two configs of different devices on one machine never share a calibration.
+    """
+    from .state import state_root  # noqa: PLC0415 - the state layout lives with the state files
+
+    return state_root(environ) / "calibration" / cfg.device.site / cfg.device.id
+
+
 def mqtt_client_id(cfg: AcmonConfig) -> str:
     """The MQTT client id: mqtt.client_id, or 'acmon-<site>-<device id>' when that is null."""
     return cfg.mqtt.client_id or f"acmon-{cfg.device.site}-{cfg.device.id}"

@@ -15,10 +15,14 @@ from .features import FeatureParams
 from .png import spectrogram_rgb, write_png
 from .pipeline import logmel_image
 from .ring_buffer import RingBuffer
+from .state import state_root
 
 logger = logging.getLogger(__name__)
 
 EVIDENCE_SUFFIXES = (".wav", ".png")
+# Clips are audio from the site: the owner writes them, its group (an operator's viewer) may read them.
+EVIDENCE_FILE_MODE = 0o640
+EVIDENCE_DIRECTORY_MODE = 0o750
 # Extra ring history beyond pre-roll + post-roll + one window: the ring is read after a whole
 # block has been pushed, so the clip's start must survive one block (up to this long).
 BLOCK_MARGIN_SECONDS = 5.0
@@ -43,13 +47,9 @@ def default_evidence_directory(environ: Mapping[str, str] = os.environ) -> Path:
     """Where evidence goes when the config does not say: the service's state folder, never the working directory.
 
     systemd sets $STATE_DIRECTORY for StateDirectory= (the one writable place under
-    ProtectSystem=strict); elsewhere the XDG state folder of the user.
+    ProtectSystem=strict); elsewhere the XDG state folder of the user (see state.state_root).
     """
-    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        return Path(state) / "evidence"
-    base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")).expanduser() / ".local" / "state")
-    return Path(base) / "acmon" / "evidence"
+    return state_root(environ) / "evidence"
 
 
 def evidence_stem(event_id: str, wall_time: float) -> str:
@@ -98,6 +98,10 @@ class EvidenceRecorder:
     what there is (flush()). Its file name is known at start() and goes into
     the event's messages straight away. Writing happens on the analysis thread:
     a 10 s clip is a few hundred kB, written in milliseconds.
+
+    A folder that cannot be created or a clip that cannot be written (disk full,
+    read-only) never stops the monitoring: the clip is skipped and `error` says
+    why until a later clip is written (the runner reports it as a health fault).
     """
 
     def __init__(
@@ -115,13 +119,20 @@ class EvidenceRecorder:
         self.quota_bytes = int(quota_mb * BYTES_PER_MB)
         self._pending: list[PendingClip] = []
         self.written = 0
+        self.failed = 0
+        self.error: str | None = None
+        """Why the last clip could not be written; None once one is written again."""
+        self._make_directory()
+
+    def _make_directory(self) -> bool:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True, exist_ok=True, mode=EVIDENCE_DIRECTORY_MODE)
         except OSError as exc:
-            raise AcmonError(
-                f"evidence.directory: cannot create {self.directory} ({exc.strerror or exc}); "
-                "choose a writable folder, e.g. /var/lib/acmon/evidence"
-            ) from None
+            self.error = (f"evidence.directory: cannot create {self.directory} ({exc.strerror or exc}); "
+                          "choose a writable folder, e.g. /var/lib/acmon/evidence")
+            logger.error("%s; alarms are still raised, without evidence clips", self.error)
+            return False
+        return True
 
     @property
     def history_seconds(self) -> float:
@@ -163,13 +174,31 @@ class EvidenceRecorder:
             return None
         samples = ring.read(start, end - start)
         wav = self.directory / f"{clip.stem}.wav"
+        png = self.directory / f"{clip.stem}.png"
+        if not self._make_directory():
+            self.failed += 1
+            return None
         try:
             write_wav(wav, samples, self.params.sample_rate_hz)
-            write_png(self.directory / f"{clip.stem}.png", spectrogram_rgb(logmel_image(samples, self.params)))
+            os.chmod(wav, EVIDENCE_FILE_MODE)
+            write_png(png, spectrogram_rgb(logmel_image(samples, self.params)))
+            os.chmod(png, EVIDENCE_FILE_MODE)
             removed = enforce_quota(self.directory, self.quota_bytes, keep=frozenset({clip.stem}))
-        except (OSError, AcmonError) as exc:  # a full or read-only disk must not stop the monitoring
-            logger.error("evidence %s: cannot write to %s (%s)", clip.stem, self.directory, exc)
+        except Exception as exc:  # noqa: BLE001 - a full or read-only disk (or a bug here) must not stop the monitoring
+            self.failed += 1
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+            self.error = f"evidence {clip.stem}: cannot write to {self.directory} ({why})"
+            if isinstance(exc, (OSError, AcmonError)):
+                logger.error("%s; the alarm is still raised", self.error)
+            else:
+                logger.exception("%s; the alarm is still raised", self.error)
+            for path in (wav.with_name(wav.name + ".tmp"), png.with_name(png.name + ".tmp")):
+                try:
+                    path.unlink(missing_ok=True)  # the space back; a whole WAV without its PNG stays
+                except OSError:
+                    pass
             return None
+        self.error = None
         self.written += 1
         if removed:
             logger.info("evidence quota %.0f MB: removed %d old file(s)", self.quota_bytes / BYTES_PER_MB, len(removed))

@@ -1,4 +1,5 @@
-"""Device health: input level, clipping, DC offset, dead microphone, real-time factor and CPU temperature."""
+"""Device health: input level, clipping, DC offset, dead microphone, real-time factor, CPU temperature and the
+daemon's own faults (storage, publisher, internal errors)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ FAULT_STREAM_ERROR = "stream_error"
 FAULT_CLIPPING = "clipping"
 FAULT_FALLING_BEHIND = "falling_behind"
 FAULT_DC_OFFSET = "dc_offset"
+# The state directory cannot be written: an evidence clip, the open-alarm record or calibration.yaml
+# (disk full, read-only, a file in the way). Alarms are still raised and published.
+FAULT_STORAGE = "storage"
+# The MQTT publisher stopped making progress: the process exits shortly after (systemd restarts it).
+FAULT_PUBLISHER = "publisher"
+# A command or the calibration hit an unexpected error (a bug, logged with its traceback); the
+# analysis went on. Cleared when a later command or calibration succeeds.
+FAULT_INTERNAL_ERROR = "internal_error"
 
 # A sample at or beyond this magnitude counts as clipped (int16 full scale is 32767/32768).
 CLIP_LEVEL = 0.999

@@ -1,10 +1,12 @@
-"""Wires config, model, pipeline, evidence, health and publisher together for `run`, `replay`, `score` and `calibrate`."""
+"""Wires config, model, pipeline, evidence, health and publisher together for `run`, `replay`, `score` and `calibrate`,
+and supervises them: a worker that fails is contained and reported on health, or ends the process non-zero."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
 import queue
 import signal
 import sys
@@ -21,21 +23,35 @@ from .calibrate import (
     CalibrationResult,
     calibrate_site,
     calibration_document,
+    calibration_in_force,
+    calibration_paths,
+    check_calibration_audio,
+    check_calibration_result,
+    check_threshold_change,
+    finite_number,
     load_site_config,
+    prepare_calibration_folder,
     prune_site_statistics,
     write_calibration,
 )
 from .config import AcmonConfig, feature_pins, resolve_mqtt_password
-from .detector import DetectorSettings, Transition
+from .detector import DetectorSettings, Event, Transition
 from .errors import AcmonError, AudioError
 from .evidence import EvidenceRecorder, default_evidence_directory
 from .gaussian import MIN_WINDOWS_PER_DIMENSION, CROSS_FIT_FOLDS, Scorer, cross_fitted_scores, fit_scorer
-from .health import HealthMonitor, read_cpu_temperature_c
+from .health import (
+    FAULT_INTERNAL_ERROR,
+    FAULT_PUBLISHER,
+    FAULT_STORAGE,
+    HealthMonitor,
+    read_cpu_temperature_c,
+)
 from .inference import AnomalyModel
 from .payloads import event_payload, health_payload, iso_utc, state_payload, telemetry_payload
 from .pipeline import Pipeline, WindowResult, clip_score
 from .sdnotify import SystemdNotifier
 from .sources import Stream
+from .state import PRIVATE_FILE_MODE, OpenAlarmFile, open_alarm_path
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +59,39 @@ Reply = Callable[..., None]  # reply(result: dict | None, error: str | None = No
 COMMANDS = ("ping", "reload", "mute", "set_threshold", "calibrate")
 # Longest pause between checks of the stop event, commands and the watchdog while waiting to reopen a source.
 WAIT_STEP_SECONDS = 0.25
+# How long a failed publisher may stay failed before the process exits (non-zero, so systemd restarts
+# it and the spool is delivered by the new process). Short against the unit's WatchdogSec=30: the
+# watchdog pings stop at once, and a clean exit beats systemd's SIGABRT. A publisher that recovers
+# within it (a momentary stall) clears the fault instead.
+PUBLISHER_GRACE_SECONDS = 5.0
+
+
+class WorkerFailure(AcmonError):
+    """A worker the daemon cannot go on without failed (the MQTT publisher): exit non-zero so systemd restarts it."""
+
+
+def _number_arg(command: str, args: dict[str, Any], key: str) -> float:
+    """A required numeric argument (a JSON number, not a boolean or a string), finite.
+
+    Raises:
+        AcmonError: missing or not a finite number; one line naming the command and argument.
+    """
+    number = finite_number(args.get(key))
+    if number is None:
+        raise AcmonError(f"{command}: '{key}' must be a finite number, got {str(args.get(key))[:40]}")
+    return number
+
+
+def _force_arg(command: str, args: dict[str, Any]) -> bool:
+    """The optional `force` argument: true or false (default false).
+
+    Raises:
+        AcmonError: present but not a boolean.
+    """
+    value = args.get("force", False)
+    if not isinstance(value, bool):
+        raise AcmonError(f"{command}: 'force' must be true or false, got {value!r}")
+    return value
 
 
 def parse_broker(text: str, default_port: int = 1883) -> tuple[str, int]:
@@ -116,6 +165,8 @@ class CalibrationSession:
     segments: list[list[tuple[float, float]]] = field(default_factory=lambda: [[]])
     outputs: list[np.ndarray] = field(default_factory=list)
     """The model's output for every collected window, in the order of the segments' windows."""
+    force: bool = False
+    """The operator confirmed the audio is normal: skip the looks-like-a-fault refusal (never the minimum)."""
 
     @property
     def collected(self) -> int:
@@ -155,7 +206,10 @@ class Runner:
         config_path: str | None = None,
         evidence: bool = False,
         notifier: SystemdNotifier | None = None,
+        alarm_state: bool | None = None,
     ):
+        """See the class; alarm_state: record the open alarm in the state directory so a restart can end
+        it (None = when events are published over MQTT, where a subscriber waits for the end)."""
         self.cfg = cfg
         self.config_path = config_path
         self.model_path = model_path
@@ -164,6 +218,8 @@ class Runner:
         self.started_monotonic = time.monotonic()
         self.model = self._load_model(cfg)
         self.settings = detector_settings(cfg, self.model)
+        # The threshold of the config and calibration in force: set_threshold moves within a band around it.
+        self.calibrated_threshold = self.settings.threshold
         params = self.model.params
         self.evidence: EvidenceRecorder | None = None
         if evidence:  # the daemon passes cfg.evidence.enabled; replays and scoring ask for it explicitly
@@ -190,11 +246,19 @@ class Runner:
         self._commands: queue.Queue[tuple[str, dict[str, Any], Reply]] = queue.Queue()
         self._calibration: CalibrationSession | None = None
         self._published_state: tuple | None = None
+        self._storage_errors: dict[str, str] = {}  # what cannot be written -> why (the storage fault's detail)
+        self.publisher_grace_seconds = PUBLISHER_GRACE_SECONDS
+        self._publisher_failed_since: float | None = None  # monotonic time the publisher was first seen failed
+        self._failing = False  # exiting because a worker failed: leave open alarms to the next start
+        self._alarm_start_time: str | None = None
         self.publisher = None
         mqtt_wanted = cfg.mqtt.enabled if use_mqtt is None else use_mqtt
         if mqtt_wanted or broker:
             self.publisher = self._make_publisher(broker)
             self.publisher.set_command_handler(self.handle_command)
+        if alarm_state is None:
+            alarm_state = self.publisher is not None
+        self.open_alarm = (OpenAlarmFile(open_alarm_path(cfg.device.site, cfg.device.id)) if alarm_state else None)
         logger.info(
             "model %s (%s %s, %s), threshold %.4g, window %.2f s, hop %.2f s",
             self.model.path,
@@ -208,7 +272,7 @@ class Runner:
 
     def _load_model(self, cfg: AcmonConfig) -> AnomalyModel:
         model = AnomalyModel(self.model_path or cfg.model.path, runtime=self.runtime, expected_params=feature_pins(cfg))
-        if cfg.model.site_statistics:  # load_site_config made it absolute (beside the config)
+        if cfg.model.site_statistics:  # load_site_config made it absolute (beside the file that named it)
             path = Path(cfg.model.site_statistics)
             model.use_site_statistics(Scorer.load(path), source=str(path))
             logger.info("scoring against the site's normal statistics in %s", path)
@@ -228,6 +292,7 @@ class Runner:
     def __enter__(self) -> "Runner":
         if self.publisher is not None:
             self.publisher.start()
+        self.end_alarm_left_open()
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -249,11 +314,22 @@ class Runner:
         signal.signal(signal.SIGHUP, handle_hup)
 
     def close(self, flush_seconds: float = 10.0) -> int:
-        """Flush and stop the publisher; returns the number of events not acknowledged by the broker."""
+        """Flush and stop the publisher; returns the number of events not acknowledged by the broker.
+
+        After a publisher failure nothing is flushed (nobody would deliver it): the publisher is
+        stopped at once, and what it spooled is delivered by the next process.
+        """
         self.notifier.stopping()
         self.notifier.close()
         if self.publisher is None:
             return 0
+        if self._failing:
+            left = self.publisher.stats.pending
+            self.publisher.stop(1.0)
+            self.publisher = None
+            logger.error("%d event(s) not acknowledged: the MQTT publisher failed; those in the spool are delivered "
+                         "after the restart", left)
+            return left
         self._publish_state(force=True)
         delivered = self.publisher.flush(flush_seconds)
         left = self.publisher.stats.pending
@@ -305,14 +381,18 @@ class Runner:
                         on_window(result)
                 if self.evidence is not None:
                     self.evidence.poll(self.pipeline.ring)
+                    self._storage("evidence", self.evidence.error)
                 self._after_block()
                 if self.stop_event.is_set():
                     break
         finally:
-            for transition in self.pipeline.close():
-                self.emit(transition, name)
+            # A failed publisher would lose the ends: the open-alarm record stays, and the next start ends them.
+            if not self._failing:
+                for transition in self.pipeline.close():
+                    self.emit(transition, name)
             if self.evidence is not None:
                 self.evidence.flush(self.pipeline.ring)
+                self._storage("evidence", self.evidence.error)
         if summary.windows == 0 and not self.stop_event.is_set():
             logger.warning("%s: shorter than one analysis window (%.2f s): nothing analysed", name, self.model.params.window_seconds)
         return summary
@@ -349,7 +429,8 @@ class Runner:
             if remaining <= 0:
                 return
             self.stop_event.wait(min(remaining, WAIT_STEP_SECONDS))
-            self.notifier.watchdog_tick()
+            self._supervise()
+            self._watchdog_tick()
             self._drain_commands()
 
     def _account(self, result: WindowResult, summary: StreamSummary, name: str) -> None:
@@ -368,16 +449,138 @@ class Runner:
             if self._calibration.done:
                 self.finish_calibration()
         self.notifier.ready(f"analysing {name}")
-        self.notifier.watchdog_tick()
+        self._watchdog_tick()
 
     def _after_block(self) -> None:
-        """Between blocks: commands, then telemetry, health and state when due."""
+        """Between blocks: supervision, commands, then telemetry, health and state when due."""
+        self._supervise()
         self._drain_commands()
         if self.health.telemetry_due:
             self._publish_telemetry()
         if self.health.take_changed():
             self._publish("publish_health", health_payload(self.cfg.device.id, self.cfg.device.site, list(self.health.faults.values())))
         self._publish_state()
+
+    # -- supervision -------------------------------------------------------
+
+    def _watchdog_tick(self) -> None:
+        """Feed systemd's watchdog: called as the analysis makes progress, and only while publishing does too."""
+        if self._publisher_failed_since is None:
+            self.notifier.watchdog_tick()
+
+    def _supervise(self) -> None:
+        """Check the publisher: a failure is a health fault and stops the watchdog; past the grace the process ends.
+
+        Raises:
+            WorkerFailure: the publisher stayed failed for publisher_grace_seconds.
+        """
+        failure = self.publisher.failure() if self.publisher is not None else None
+        if failure is None:
+            if self._publisher_failed_since is not None:
+                logger.warning("MQTT publisher is making progress again")
+                self._publisher_failed_since = None
+                self.health.clear(FAULT_PUBLISHER)
+            return
+        failure = " ".join(str(failure).split())
+        now = time.monotonic()
+        if self._publisher_failed_since is None:
+            self._publisher_failed_since = now
+            self.health.set(FAULT_PUBLISHER, f"MQTT publisher: {failure}: events are not delivered; the daemon exits "
+                                             f"in {self.publisher_grace_seconds:g} s so that systemd restarts it")
+            self.notifier.status(f"MQTT publisher failed ({failure}); restarting")
+            # The health message goes to the publisher's queue too, in case it is only stalled.
+            self._publish("publish_health", health_payload(self.cfg.device.id, self.cfg.device.site,
+                                                           list(self.health.faults.values())))
+        elif now - self._publisher_failed_since >= self.publisher_grace_seconds:
+            self._failing = True
+            raise WorkerFailure(f"MQTT publisher: {failure}; exiting so that systemd restarts the service (spooled "
+                                "events are delivered after the restart, an open alarm is ended then)")
+
+    def _storage(self, what: str, error: str | None) -> None:
+        """Account for one kind of state write: a failure raises the storage fault, success clears its part."""
+        if error is None:
+            if self._storage_errors.pop(what, None) is None:
+                return
+        else:
+            self._storage_errors[what] = error
+        if self._storage_errors:
+            self.health.set(FAULT_STORAGE, "; ".join(self._storage_errors.values()))
+        else:
+            self.health.clear(FAULT_STORAGE)
+
+    # -- open alarms across restarts ----------------------------------------
+
+    def _record_alarm(self, transition: Transition, payload: dict[str, Any]) -> None:
+        """Keep the open-alarm record in step with the event just emitted (start, update: write; end: remove)."""
+        if self.open_alarm is None:
+            return
+        ev = transition.event
+        try:
+            if transition.state == "end":
+                self.open_alarm.clear()
+                self._alarm_start_time = None
+            else:
+                if transition.state == "start" or self._alarm_start_time is None:
+                    self._alarm_start_time = payload["time"]
+                self.open_alarm.save({
+                    "event_id": ev.event_id,
+                    "seq": payload["seq"],
+                    "start_time": self._alarm_start_time,
+                    "start_stream_seconds": payload["start_stream_seconds"],
+                    "last_stream_seconds": payload["stream_seconds"],
+                    "peak_score": payload["peak_score"],
+                    "mean_score": payload["mean_score"],
+                    "threshold": payload["threshold"],
+                    "model": payload["model"],
+                    "source": payload["source"],
+                    "evidence": payload["evidence"],
+                })
+        except OSError as exc:
+            self._storage("open alarm", f"cannot record the open alarm in {self.open_alarm.path} "
+                                        f"({exc.strerror or exc}): a restart could not end it")
+        else:
+            self._storage("open alarm", None)
+
+    def end_alarm_left_open(self) -> dict[str, Any] | None:
+        """End the alarm a previous process left open (it died during the alarm): an end with reason 'restart'.
+
+        Its stream position, duration and scores are those of the alarm's last message; its seq
+        follows that message's, so (event_id, seq) stays unique for subscribers that deduplicate.
+
+        Returns:
+            The end event sent, or None when no alarm was left open.
+        """
+        if self.open_alarm is None:
+            return None
+        record = self.open_alarm.load()
+        if record is None:
+            return None
+        start, last = record["start_stream_seconds"], max(record["last_stream_seconds"], record["start_stream_seconds"])
+        event = Event(record["event_id"], start, 0, record["peak_score"], score_sum=record["mean_score"], n_windows=1,
+                      end_seconds=last, end_window=0, last_seconds=last)
+        evidence = record["evidence"]
+        if evidence is not None and (self.evidence is None or not (self.evidence.directory / evidence).is_file()):
+            evidence = None  # the process died before the clip's post-roll was written
+        payload = event_payload(
+            Transition("end", event, 0, last, None),
+            seq=record["seq"] + 1,
+            device_id=self.cfg.device.id,
+            site=self.cfg.device.site,
+            threshold=record["threshold"],
+            model_name=record["model"]["name"],
+            model_version=record["model"]["version"],
+            source=record["source"],
+            evidence=evidence,
+        )
+        payload["reason"] = "restart"
+        logger.warning("event end %s: the alarm (started %s in %s) was open when the previous process stopped; ended "
+                       "now with reason 'restart'", record["event_id"][:8], record["start_time"], record["source"])
+        self._send(payload)
+        try:
+            self.open_alarm.clear()
+        except OSError as exc:
+            self._storage("open alarm", f"cannot remove {self.open_alarm.path} ({exc.strerror or exc})")
+        return payload
 
     # -- messages --------------------------------------------------------
 
@@ -408,12 +611,17 @@ class Runner:
             "-" if transition.score is None else f"{transition.score:.4g}",
             self.settings.threshold,
         )
+        self._record_alarm(transition, payload)
+        self._send(payload)
+        return payload
+
+    def _send(self, payload: dict[str, Any]) -> None:
+        """One event message out: a JSON line on events_out and, with MQTT, the publisher's spool."""
         if self.events_out is not None:
             self.events_out.write(json.dumps(payload) + "\n")
             self.events_out.flush()
         if self.publisher is not None:
             self.publisher.publish_event(payload)
-        return payload
 
     @property
     def state(self) -> str:
@@ -462,6 +670,8 @@ class Runner:
         self._commands.put((name, dict(args or {}), reply))
 
     def _drain_commands(self) -> None:
+        """Run the queued commands. A refused one gets its error; a bug in one is contained: an error result,
+        the internal_error fault and its traceback in the log, while the analysis goes on."""
         while True:
             try:
                 name, args, reply = self._commands.get_nowait()
@@ -469,13 +679,18 @@ class Runner:
                 return
             try:
                 if name == "calibrate":
-                    self.start_calibration(float(args["minutes"]), reply)
+                    self.start_calibration(_number_arg(name, args, "minutes"), reply, force=_force_arg(name, args))
                     continue
                 result = self._run_command(name, args)
-            except (AcmonError, ValueError, KeyError, TypeError) as exc:
+            except AcmonError as exc:
                 logger.error("command %s failed: %s", name, exc)
                 reply(None, str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug in one command must not stop the monitoring
+                logger.exception("command %s: internal error; the analysis goes on", name)
+                self.health.set(FAULT_INTERNAL_ERROR, f"command {name}: {type(exc).__name__}: {exc}"[:300])
+                reply(None, f"{name}: internal error ({type(exc).__name__}); the daemon goes on, see its log")
             else:
+                self.health.clear(FAULT_INTERNAL_ERROR)
                 reply(result)
 
     def _run_command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -484,9 +699,11 @@ class Runner:
         if name == "reload":
             return self.reload()
         if name == "mute":
-            return self.mute(float(args["minutes"]))
+            return self.mute(_number_arg(name, args, "minutes"))
         if name == "set_threshold":
-            return self.set_threshold(float(args["value"]))
+            if "value" not in args:
+                raise AcmonError("set_threshold: needs 'value'")
+            return self.set_threshold(args["value"], force=_force_arg(name, args))
         raise AcmonError(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
 
     def ping(self) -> dict[str, Any]:
@@ -519,6 +736,7 @@ class Runner:
         if restart_needed:
             logger.warning("reload: changes to %s take effect after a restart", ", ".join(restart_needed))
         self.cfg, self.model, self.settings = cfg, model, settings
+        self.calibrated_threshold = settings.threshold
         for transition in ended:
             self.emit(transition, self.source_name)
         logger.info("reloaded %s: model %s %s, threshold %.4g, level gate %.1f dBFS", self.config_path,
@@ -542,10 +760,20 @@ class Runner:
         if remaining > 0:
             self.pipeline.mute(remaining)
 
-    def set_threshold(self, value: float) -> dict[str, Any]:
-        """Replace the detector threshold at once (not persisted; calibrate persists)."""
-        if not value > 0:
-            raise AcmonError(f"set_threshold: value must be > 0, got {value}")
+    def set_threshold(self, value: float, force: bool = False) -> dict[str, Any]:
+        """Replace the detector threshold at once (not persisted; calibrate persists).
+
+        Args:
+            value: the new threshold (score units): within a quarter to 4 times the calibrated
+                threshold (calibrate.check_threshold_change), or anything finite and > 0 with force.
+            force: the operator confirmed a value outside the band.
+
+        Raises:
+            AcmonError: refused (out of the band without force, not a finite number > 0, or below
+                detector.off_threshold); the threshold is unchanged.
+        """
+        check_threshold_change(value, self.calibrated_threshold, force)
+        value = float(value)  # finite: checked
         try:
             settings = dataclasses.replace(self.settings, threshold=value)
         except ValueError as exc:
@@ -553,13 +781,23 @@ class Runner:
         for transition in self.pipeline.reconfigure(self.model, settings, self.pipeline.min_rms_dbfs):
             self.emit(transition, self.source_name)
         self.settings = settings
-        logger.warning("threshold set to %.4g (until the next reload or restart)", value)
-        return {"threshold": value}
+        logger.warning("threshold set to %.4g, %.3g times the calibrated %.4g%s (until the next reload or restart)",
+                       value, value / self.calibrated_threshold, self.calibrated_threshold, " (forced)" if force else "")
+        return {"threshold": value, "calibrated_threshold": round(self.calibrated_threshold, 6), "forced": force}
 
     # -- calibration ------------------------------------------------------
 
-    def start_calibration(self, minutes: float, reply: Reply) -> None:
-        """Collect `minutes` of audio from the running stream(s), then calibrate (see finish_calibration)."""
+    def start_calibration(self, minutes: float, reply: Reply, force: bool = False) -> None:
+        """Collect `minutes` of audio from the running stream(s), then calibrate (see finish_calibration).
+
+        Args:
+            minutes: audio to collect, in minutes: at least calibrate.MIN_CALIBRATION_WINDOWS windows, at most 240.
+            reply: called once with the result or the error.
+            force: apply the result even if the audio looks like a fault (not below the minimum).
+
+        Raises:
+            AcmonError: refused at once (too little or too much audio, one already running, no config).
+        """
         if not 0 < minutes <= 240:
             raise AcmonError(f"calibrate: minutes must be in (0, 240], got {minutes}")
         if self._calibration is not None:
@@ -567,26 +805,49 @@ class Runner:
         if self.config_path is None:
             raise AcmonError("calibrate: the daemon was started without --config: nowhere to write calibration.yaml")
         target = max(1, round(minutes * 60.0 / self.model.params.hop_seconds))
-        self._calibration = CalibrationSession(target, reply)
+        check_calibration_audio(target, self.model.params.hop_seconds)
+        self._calibration = CalibrationSession(target, reply, force=force)
         self.pipeline.score_all = True
-        logger.info("calibrating: collecting %.1f min of audio (%d windows)", minutes, target)
+        logger.info("calibrating: collecting %.1f min of audio (%d windows)%s", minutes, target,
+                    ", forced" if force else "")
 
     def finish_calibration(self) -> None:
-        """Calibrate on what was collected, write calibration.yaml, apply it (reload) and reply."""
+        """Calibrate on what was collected, write calibration.yaml, apply it (reload) and reply.
+
+        A refusal or a write failure is an error result (the latter also the storage fault);
+        a bug is contained the same way, with the internal_error fault: never a crash.
+        """
         session, self._calibration = self._calibration, None
         self.pipeline.score_all = False
         if session is None:
             return
         try:
+            check_calibration_audio(session.collected, self.model.params.hop_seconds, requested=False)
             result = self.calibrate_now(session)
         except AcmonError as exc:
             logger.error("calibration failed: %s", exc)
             session.reply(None, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug in the calibration must not stop the monitoring
+            logger.exception("calibration: internal error; the analysis goes on with the threshold in force")
+            self.health.set(FAULT_INTERNAL_ERROR, f"calibration: {type(exc).__name__}: {exc}"[:300])
+            session.reply(None, f"calibrate: internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                                "see the daemon's log")
         else:
+            self.health.clear(FAULT_INTERNAL_ERROR)
             session.reply(result)
 
     def calibrate_now(self, session: CalibrationSession) -> dict[str, Any]:
+        """Threshold (and level gate, site statistics) from the session; checked, written, applied.
+
+        Raises:
+            AcmonError: refused by check_calibration_result (the audio looks like a fault), or the
+                calibration files cannot be written (storage fault); nothing is applied then.
+        """
         c, d = self.cfg.calibration, self.cfg.detector
+        before = self.cfg.model.threshold or self.model.threshold  # calibrated, before threshold_scale
+        before_gate = d.min_rms_dbfs
+        scored = [score for seg in session.segments for level, score in seg if level >= before_gate]
+        share_above = (float(np.mean(np.asarray(scored) > self.calibrated_threshold)) if scored else None)
         result = calibrate_site(
             session.segments,
             self.model.params.hop_seconds,
@@ -598,21 +859,43 @@ class Runner:
             c.gate_margin_db,
         )
         assert self.config_path is not None
-        site_file = None
+        site = None
         if self.model.training_scorer is not None:
             site, result = self.site_calibration(session, result)
-            if site is not None:
-                site_file = site.save(Path(self.config_path).resolve().parent).name
+        on_site = calibration_in_force(self.config_path) is not None
+        check_calibration_result(before, result.threshold, share_above, on_site, session.force)
         source = f"{self.model.metadata.name} {self.model.metadata.version}"
-        path = write_calibration(self.config_path, calibration_document(result, source, site_statistics=site_file))
+        try:
+            site_file = None
+            if site is not None:
+                folder = prepare_calibration_folder(self.config_path)
+                try:
+                    saved = site.save(folder)
+                    os.chmod(saved, PRIVATE_FILE_MODE)
+                except OSError as exc:
+                    raise AcmonError(f"calibrate: cannot write {exc.filename or folder} ({exc.strerror or exc}); "
+                                     "nothing was changed") from None
+                site_file = saved.name
+            path = write_calibration(self.config_path, calibration_document(result, source, site_statistics=site_file))
+        except AcmonError as exc:
+            self._storage("calibration", str(exc))
+            raise
+        self._storage("calibration", None)
         prune_site_statistics(self.config_path)
-        logger.warning("calibration written to %s: threshold %.4g, level gate %s", path, result.threshold,
-                       "unchanged" if result.min_rms_dbfs is None else f"{result.min_rms_dbfs} dBFS")
+        logger.warning("calibration written to %s: threshold %.4g (was %.4g), level gate %s%s", path, result.threshold,
+                       before, "unchanged" if result.min_rms_dbfs is None else f"{result.min_rms_dbfs} dBFS",
+                       " (forced)" if session.force else "")
         applied = self.reload()
+        previous = calibration_paths(self.config_path)[1]
         return {
             "file": str(path),
             "threshold": round(result.threshold, 6),
+            "threshold_before": round(before, 6),
             "min_rms_dbfs": applied["min_rms_dbfs"],
+            "min_rms_dbfs_before": before_gate,
+            "share_above_threshold_before": None if share_above is None else round(share_above, 4),
+            "forced": session.force,
+            "previous_file": str(previous) if previous.exists() else None,
             "gate": result.info.get("gate"),
             "windows": session.collected,
             "method": result.info.get("method"),

@@ -62,13 +62,21 @@ class SystemdNotifier:
             self.notify("READY=1", *([f"STATUS={status}"] if status else []))
 
     def watchdog_tick(self) -> None:
-        """Call from the analysis loop each time it makes progress; pings at most every half interval."""
+        """Call each time the daemon as a whole makes progress; pings at most every half interval.
+
+        The runner calls it only while both the analysis loop and the MQTT publisher make
+        progress, so either one stalling stops the pings and systemd restarts the service.
+        """
         if self.watchdog_seconds is None:
             return
         now = self.clock()
         if now - self._last_ping >= self.watchdog_seconds / 2:
             self._last_ping = now
             self.notify("WATCHDOG=1")
+
+    def status(self, text: str) -> None:
+        """STATUS=<text>: one line shown by `systemctl status` (e.g. why the daemon is about to exit)."""
+        self.notify(f"STATUS={' '.join(text.split())[:200]}")
 
     def stopping(self) -> None:
         self.notify("STOPPING=1")

@@ -14,16 +14,16 @@ import pytest
 from tests.helpers import Mosquitto, Subscriber, require
 
 
-@pytest.fixture(scope="session", autouse=True)
-def private_state_home(tmp_path_factory):
-    """Spools and evidence default to $XDG_STATE_HOME/acmon: keep the tests' (and their daemons') out of ~/.local."""
-    old = os.environ.get("XDG_STATE_HOME")
-    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
-    yield
-    if old is None:
-        os.environ.pop("XDG_STATE_HOME", None)
-    else:
-        os.environ["XDG_STATE_HOME"] = old
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path_factory, monkeypatch):
+    """Each test (and the daemons it starts) gets its own state directory, out of ~/.local.
+
+    Spools, evidence, calibration and open alarms default to $XDG_STATE_HOME/acmon, and
+    calibration is keyed by device identity only: a session-wide folder would lay one test's
+    calibration over the next test's config with the same (default) device id.
+    """
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
 
 
 @pytest.fixture(scope="session")

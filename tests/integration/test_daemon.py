@@ -1,10 +1,14 @@
-"""The daemon's runner with a real int8 model: commands, mute, reload, calibration, microphone loss and return."""
+"""The daemon's runner with a real int8 model: commands, mute, reload, calibration, microphone loss and return,
+and the guardrails and supervision of issue 11 (bounded thresholds, guarded calibration, contained workers,
+alarms that survive a restart)."""
 
 from __future__ import annotations
 
 import io
 import json
+import stat
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -13,8 +17,10 @@ import pytest
 
 from device.calibrate import calibration_paths, load_site_config
 from device.errors import AudioError
-from device.runner import Runner
+from device.runner import Runner, WorkerFailure
+from device.sdnotify import SystemdNotifier
 from device.sources import WavFileStream
+from tests.mqtt_support import validate
 
 pytestmark = [pytest.mark.slow]
 
@@ -46,6 +52,31 @@ def _wav(demo_data: Path, label: str, index: int = 0) -> Path:
     return sorted((demo_data / "pump" / "test").glob(f"{label}_id_00_*.wav"))[index]
 
 
+@pytest.fixture(scope="module")
+def site_clips(tmp_path_factory) -> dict[str, list[Path]]:
+    """24 normal and 24 faulty 6 s clips of the demo pump, unseen by the model: 2.4 minutes of each."""
+    from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
+
+    root = tmp_path_factory.mktemp("site-clips")
+    make_dataset(root, machine_types=("pump",), machine_ids=(0,), n_train=1, n_test_normal=24, n_test_anomaly=24,
+                 seconds=6.0, snr_db_range=DEMO_SNR_DB_RANGE, fault_strength_range=DEMO_FAULT_STRENGTH_RANGE, seed=11,
+                 progress=False)
+    test = root / "pump" / "test"
+    return {label: sorted(test.glob(f"{label}_*.wav")) for label in ("normal", "anomaly")}
+
+
+def _calibrate(runner: Runner, clips: list[Path], minutes: float, **args) -> tuple[dict | None, str | None]:
+    """The calibrate command on these clips, as the daemon runs it; returns its one reply."""
+    replies = Replies()
+    runner.handle_command("calibrate", {"minutes": minutes, **args}, replies)
+    for clip in clips:
+        _replay(runner, clip)
+        if replies.got:
+            break
+    assert len(replies.got) == 1, replies.got
+    return replies.got[0]
+
+
 def _replay(runner: Runner, path: Path):
     stream = WavFileStream(path, runner.model.params.sample_rate_hz)
     return runner.run_stream(stream.name, stream.blocks())
@@ -57,8 +88,10 @@ def test_anomaly_raises_event_with_evidence_clip(trained_model, demo_data, tmp_p
     runner.events_out = out
     assert _replay(runner, _wav(demo_data, "anomaly")).events >= 1
     start = next(e for e in map(json.loads, out.getvalue().splitlines()) if e["state"] == "start")
-    assert start["evidence"] and (tmp_path / "evidence" / start["evidence"]).exists()
-    assert (tmp_path / "evidence" / start["evidence"]).with_suffix(".png").exists()
+    clip = tmp_path / "evidence" / start["evidence"]
+    assert clip.exists() and clip.with_suffix(".png").exists()
+    for path in (clip, clip.with_suffix(".png")):  # audio from the site: not for every local user
+        assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, oct(path.stat().st_mode)
 
 
 def test_commands_are_queued_and_run_on_the_analysis_thread(trained_model, demo_data, tmp_path):
@@ -80,9 +113,38 @@ def test_commands_are_queued_and_run_on_the_analysis_thread(trained_model, demo_
 def test_set_threshold_takes_effect_at_once(trained_model, demo_data, tmp_path):
     runner = _runner(_config(tmp_path, trained_model))
     replies = Replies()
-    runner.handle_command("set_threshold", {"value": 1e6}, replies)
+    runner.handle_command("set_threshold", {"value": 1e6, "force": True}, replies)
     assert _replay(runner, _wav(demo_data, "anomaly")).events == 0
-    assert replies.got == [({"threshold": 1e6}, None)] and runner.settings.threshold == 1e6
+    ((result, error),) = replies.got
+    assert error is None and result["threshold"] == 1e6 and runner.settings.threshold == 1e6
+
+
+@pytest.mark.parametrize("value", [1e308, 1e-300, float("inf"), float("nan"), 0.0, -1.0, "2", True, None, 10**400])
+def test_set_threshold_outside_the_calibrated_band_is_refused(trained_model, tmp_path, value):
+    """`set_threshold 1e308` switched detection off: now the band is a quarter to 4 times the calibrated threshold."""
+    runner = _runner(_config(tmp_path, trained_model))
+    calibrated = runner.settings.threshold
+    replies = Replies()
+    runner.handle_command("set_threshold", {"value": value}, replies)
+    runner.wait(0.01)  # commands run on the analysis thread
+    ((result, error),) = replies.got
+    assert result is None and error.startswith("set_threshold: ") and "\n" not in error
+    assert runner.settings.threshold == calibrated
+    if isinstance(value, float) and value > 0 and value != float("inf"):
+        assert f"{calibrated / 4:.4g}" in error and f"{calibrated * 4:.4g}" in error and "force" in error
+
+
+def test_set_threshold_inside_the_band_and_back(trained_model, tmp_path):
+    runner = _runner(_config(tmp_path, trained_model))
+    calibrated = runner.settings.threshold
+    replies = Replies()
+    for value in (calibrated * 4, calibrated / 4, calibrated * 3.9, calibrated * 50):
+        runner.handle_command("set_threshold", {"value": value}, replies)
+    runner.handle_command("set_threshold", {"value": calibrated * 50, "force": True}, replies)
+    runner.wait(0.01)
+    assert [error is None for _, error in replies.got] == [True, True, True, False, True]
+    assert replies.got[2][0]["calibrated_threshold"] == pytest.approx(calibrated, rel=1e-5)
+    assert runner.settings.threshold == calibrated * 50
 
 
 def test_reload_keeps_old_config_and_model_when_the_new_ones_are_invalid(trained_model, demo_data, tmp_path):
@@ -108,19 +170,92 @@ def test_reload_keeps_old_config_and_model_when_the_new_ones_are_invalid(trained
     assert error is None and result["threshold"] == 2.5 and runner.settings.threshold == 2.5
 
 
-def test_calibrate_command_writes_and_applies_the_site_threshold(trained_model, demo_data, tmp_path):
+def test_calibrate_command_writes_and_applies_the_site_threshold(trained_model, site_clips, tmp_path):
     cfg = _config(tmp_path, trained_model)
     runner = _runner(cfg)
-    replies = Replies()
-    runner.handle_command("calibrate", {"minutes": 0.25}, replies)  # 15 s: 29 windows, three 6 s clips
-    for index in range(4):
-        _replay(runner, _wav(demo_data, "normal", index))
-    ((result, error),) = replies.got
-    assert error is None and result["windows"] >= 29
+    before = runner.settings.threshold
+    result, error = _calibrate(runner, site_clips["normal"], 2.0)  # 231 windows of the machine running normally
+    assert error is None and result["windows"] >= 231
     current, _ = calibration_paths(cfg)
     assert Path(result["file"]) == current and current.exists()
+    # Under the state directory, never beside the config (read-only under ProtectSystem=strict), and private.
+    assert current.parent != tmp_path and not (tmp_path / "calibration.yaml").exists()
+    assert stat.S_IMODE(current.stat().st_mode) & 0o077 == 0
     assert runner.settings.threshold == pytest.approx(result["threshold"], rel=1e-5)
     assert load_site_config(cfg).model.threshold == pytest.approx(result["threshold"], rel=1e-5)
+    assert result["threshold_before"] == pytest.approx(before, rel=1e-5)
+
+
+@pytest.mark.parametrize("minutes", [0.2, 1.0])
+def test_calibrate_refuses_too_little_audio(trained_model, site_clips, tmp_path, minutes):
+    cfg = _config(tmp_path, trained_model)
+    runner = _runner(cfg)
+    before = runner.settings.threshold
+    result, error = _calibrate(runner, site_clips["normal"][:1], minutes, force=True)
+    assert result is None and "at least 200 analysis windows" in error and "minutes" in error
+    assert runner.settings.threshold == before and not calibration_paths(cfg)[0].exists()
+
+
+def test_calibrate_on_a_fault_is_refused_unless_forced_and_keeps_rollback(trained_model, site_clips, tmp_path):
+    """The finding: calibrating on audio with a fault raised the threshold 3.9 -> 56.9 and applied it at once."""
+    cfg = _config(tmp_path, trained_model)
+    runner = _runner(cfg)
+    trained = runner.settings.threshold
+    result, error = _calibrate(runner, site_clips["anomaly"], 2.0)
+    assert result is None and "looks like a fault" in error and "force" in error and "\n" not in error
+    assert f"{trained:.4g}" in error  # before, and the refused after
+    assert runner.settings.threshold == trained and not calibration_paths(cfg)[0].exists()
+
+    normal, error = _calibrate(runner, site_clips["normal"], 2.0)
+    assert error is None and normal["threshold_before"] == pytest.approx(trained, rel=1e-5)
+    # With a site calibration in force, audio the current model alarms on is refused too.
+    result, error = _calibrate(runner, site_clips["anomaly"], 2.0)
+    assert result is None and "looks like a fault" in error
+    assert runner.settings.threshold == pytest.approx(normal["threshold"], rel=1e-5)
+
+    forced, error = _calibrate(runner, site_clips["anomaly"], 2.0, force=True)
+    assert error is None and forced["forced"] and forced["threshold"] > normal["threshold"]
+    assert forced["threshold_before"] == pytest.approx(normal["threshold"], rel=1e-5)
+    current, previous = calibration_paths(cfg)
+    assert Path(forced["previous_file"]) == previous and f"threshold: {normal['threshold']}" in previous.read_text()
+
+
+def test_calibrate_that_cannot_write_is_an_error_result_and_a_fault(trained_model, site_clips, tmp_path, monkeypatch):
+    """Under ProtectSystem=strict calibration.yaml could not be written: the daemon crashed and sent no result."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "calibration").write_text("a file where the calibration folder should be\n")
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    runner = _runner(_config(tmp_path, trained_model))
+    before = runner.settings.threshold
+    result, error = _calibrate(runner, site_clips["normal"], 2.0)
+    assert result is None and error.startswith("calibrate: cannot write ") and str(state / "calibration") in error
+    assert "storage" in runner.health.faults and runner.settings.threshold == before
+    assert _replay(runner, site_clips["normal"][0]).windows > 0  # still analysing
+    (state / "calibration").unlink()
+    result, error = _calibrate(runner, site_clips["normal"], 2.0)
+    assert error is None and "storage" not in runner.health.faults
+
+
+def test_a_bug_in_a_command_or_the_calibration_is_contained(trained_model, site_clips, tmp_path, monkeypatch):
+    import device.runner
+
+    runner = _runner(_config(tmp_path, trained_model))
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(device.runner, "calibrate_site", broken)
+    result, error = _calibrate(runner, site_clips["normal"], 2.0)
+    assert result is None and "internal error" in error and "ZeroDivisionError" in error
+    assert "internal_error" in runner.health.faults
+    monkeypatch.setattr(runner, "ping", broken)
+    replies = Replies()
+    runner.handle_command("ping", {}, replies)
+    runner.handle_command("mute", {"minutes": 1}, replies)
+    assert _replay(runner, site_clips["normal"][0]).windows > 0  # the analysis loop survived both
+    assert "internal error" in replies.got[0][1] and replies.got[1][1] is None
+    assert "internal_error" not in runner.health.faults  # a command worked again
 
 
 class FlakyMicrophone:
@@ -166,3 +301,118 @@ def test_microphone_loss_is_a_fault_and_the_stream_is_reopened(trained_model, tm
     assert "stream_error" in mic.faults_seen[1] and "stream_error" in mic.faults_seen[2]
     assert "stream_error" not in runner.health.faults
     assert runner.windows_total >= 2 * int(3.0 / runner.model.params.hop_seconds) - 4
+
+
+class RecordingNotifier(SystemdNotifier):
+    """The real notifier (watchdog enabled), recording what it would send and the faults active at that moment."""
+
+    def __init__(self, runner_ref: list):
+        super().__init__({"NOTIFY_SOCKET": "@unused", "WATCHDOG_USEC": "100000"})
+        self.sent: list[tuple[str, set[str]]] = []
+        self.runner_ref = runner_ref
+
+    def notify(self, *fields: str) -> bool:
+        faults = set(self.runner_ref[0].health.faults) if self.runner_ref else set()
+        self.sent.extend((f, faults) for f in fields)
+        return True
+
+
+@pytest.mark.broker
+def test_a_dead_publisher_stops_the_watchdog_and_ends_the_process(broker, trained_model, site_clips, tmp_path):
+    """The finding: the publisher thread died, the process ran on feeding the watchdog, and nothing was delivered."""
+    cfg = _config(tmp_path, trained_model).read_text().replace("mqtt: {enabled: false}",
+                                                               f"mqtt: {{host: 127.0.0.1, port: {broker.port}}}")
+    (tmp_path / "device.yaml").write_text(cfg)
+    ref: list = []
+    notifier = RecordingNotifier(ref)
+    runner = Runner(load_site_config(tmp_path / "device.yaml"), config_path=str(tmp_path / "device.yaml"),
+                    events_out=None, notifier=notifier)
+    ref.append(runner)
+    runner.publisher_grace_seconds = 0.3
+    clips = [c for pair in zip(site_clips["normal"], site_clips["normal"]) for c in pair]
+    with runner:
+        _replay(runner, clips[0])
+        assert any(f == "WATCHDOG=1" for f, _ in notifier.sent)
+
+        def injected():
+            raise RuntimeError("injected fault in the publisher thread")
+
+        runner.publisher._poll = injected
+        started = time.monotonic()
+        with pytest.raises(WorkerFailure) as failure:
+            for clip in clips[1:]:
+                stream = WavFileStream(clip, runner.model.params.sample_rate_hz, realtime=False)
+                runner.run_stream(stream.name, _paced(stream.blocks(), 0.002))
+        raised = time.monotonic()
+    closed = time.monotonic()
+    assert raised - started < 10 and closed - raised < 3  # no 10 s flush into a dead publisher
+    message = str(failure.value)
+    assert "publisher thread died" in message and "\n" not in message and "restart" in message
+    assert "publisher" in runner.health.faults
+    # Not one watchdog ping while the publisher was failing: systemd restarts a stuck process too.
+    assert not [f for f, faults in notifier.sent if f == "WATCHDOG=1" and "publisher" in faults]
+
+
+def _paced(blocks, seconds: float):
+    for block in blocks:
+        time.sleep(seconds)
+        yield block
+
+
+def test_an_alarm_open_when_the_process_died_is_ended_after_the_restart(trained_model, site_clips, tmp_path):
+    """The finding: after a SIGKILL during an alarm the alarm had a start and never an end."""
+    cfg = _config(tmp_path, trained_model, "detector: {cooldown_seconds: 0, update_seconds: 1}\n").read_text()
+    cfg = cfg.replace("detector: {cooldown_seconds: 0}\n", "").replace(f"path: {trained_model}}}",
+                                                                        f"path: {trained_model}, threshold: 1.0e-6}}")
+    (tmp_path / "device.yaml").write_text(cfg)
+    out = io.StringIO()
+    first = _runner(tmp_path / "device.yaml", alarm_state=True)
+    first.events_out = out
+    left_open: dict[str, bytes] = {}
+
+    def blocks_until_killed(stream):
+        for block in stream.blocks():
+            yield block
+            record = first.open_alarm.path
+            if record.exists() and "update" in out.getvalue():
+                left_open["record"] = record.read_bytes()  # what a SIGKILL now would leave behind
+                left_open["mode"] = stat.S_IMODE(record.stat().st_mode)
+                return
+
+    stream = WavFileStream(site_clips["normal"][0], first.model.params.sample_rate_hz)
+    first.run_stream(stream.name, blocks_until_killed(stream))
+    sent = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert left_open and left_open["mode"] == 0o600
+    assert not first.open_alarm.path.exists()  # the stream's end ended the alarm and removed its record
+    first.open_alarm.path.write_bytes(left_open["record"])
+
+    out2 = io.StringIO()
+    second = _runner(tmp_path / "device.yaml", alarm_state=True)
+    second.events_out = out2
+    with second:
+        pass
+    (ended,) = [json.loads(line) for line in out2.getvalue().splitlines()]
+    start = sent[0]
+    last_before_kill = [e for e in sent if e["event_id"] == start["event_id"] and e["state"] != "end"][-1]
+    assert ended["state"] == "end" and ended["reason"] == "restart" and ended["event_id"] == start["event_id"]
+    assert ended["seq"] == last_before_kill["seq"] + 1  # (event_id, seq) stays unique for deduplicating subscribers
+    assert ended["duration_seconds"] >= last_before_kill["duration_seconds"] > 0
+    validate("event", ended)
+    assert not second.open_alarm.path.exists()
+    with _runner(tmp_path / "device.yaml", alarm_state=True) as third:  # closed once, never twice
+        third.events_out = out2
+    assert len(out2.getvalue().splitlines()) == 1
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{", b"[]", b'{"event_id": "../../x"}', b"\xff\xfe" * 10,
+                                     b'{"event_id": "' + b"a" * 32 + b'", "seq": -1}'])
+def test_a_damaged_open_alarm_record_never_blocks_start_up(trained_model, tmp_path, garbage, caplog):
+    runner = _runner(_config(tmp_path, trained_model), alarm_state=True)
+    runner.open_alarm.path.parent.mkdir(parents=True, exist_ok=True)
+    runner.open_alarm.path.write_bytes(garbage)
+    out = io.StringIO()
+    runner.events_out = out
+    with runner:
+        pass
+    assert out.getvalue() == "" and not runner.open_alarm.path.exists()
+    assert "open alarm" in caplog.text

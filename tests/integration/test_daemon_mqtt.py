@@ -41,9 +41,10 @@ def test_commands_state_health_and_telemetry(broker, subscribe, unique_prefix, t
                                 env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
 
     def command(name: str, args: dict) -> dict:
+        seen = len(sub.json_on(f"/cmd/{name}/result"))
         mqtt_publish.single(f"{base}/cmd/{name}", json.dumps({**args, "request_id": name}), qos=1,
                             hostname=broker.host, port=broker.port)
-        assert sub.wait_for(lambda s: s.json_on(f"/cmd/{name}/result"), timeout=20), log_path.read_text()
+        assert sub.wait_for(lambda s: len(s.json_on(f"/cmd/{name}/result")) > seen, timeout=20), log_path.read_text()
         return sub.json_on(f"/cmd/{name}/result")[-1]
 
     try:
@@ -51,16 +52,25 @@ def test_commands_state_health_and_telemetry(broker, subscribe, unique_prefix, t
                             timeout=60), log_path.read_text()
         ping = command("ping", {})
         assert ping["ok"] and ping["request_id"] == "ping" and ping["result"]["state"] == "ok"
+        # 1e-6 would alarm on everything: outside the band around the calibrated threshold, refused.
         low = command("set_threshold", {"value": 1e-6})
-        assert low["ok"] and low["result"]["threshold"] == 1e-6
+        assert not low["ok"] and "outside" in low["error"] and "force" in low["error"]
+        calibrated = sub.json_on("/state")[-1]["threshold"]
+        low = command("set_threshold", {"value": calibrated / 4})
+        assert low["ok"] and low["result"]["threshold"] == pytest.approx(calibrated / 4)
+        # A threshold that alarms on normal sound, the way an operator sets one deliberately: in the config.
+        good = cfg.read_text()
+        cfg.write_text(good.replace(f"path: {trained_model}", f"path: {trained_model}\n  threshold: 1.0e-06"))
+        assert command("reload", {})["ok"]
         assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), timeout=20)
         assert sub.wait_for(lambda s: s.json_on("/state")[-1]["state"] == "anomaly", timeout=10)
         mute = command("mute", {"minutes": 1})
         assert mute["ok"] and mute["result"]["muted_until"].endswith("Z")
         assert sub.wait_for(lambda s: s.json_on("/state")[-1]["state"] == "muted", timeout=10)
         assert sub.wait_for(lambda s: any(e["state"] == "end" for e in s.json_on("/events")), timeout=10)
+        cfg.write_text(good)
         reload = command("reload", {})
-        assert reload["ok"] and reload["result"]["threshold"] != 1e-6  # the config's threshold is back
+        assert reload["ok"] and reload["result"]["threshold"] == pytest.approx(calibrated)  # the config's is back
     finally:
         rc = stop_daemon(proc)
     assert rc == 0, log_path.read_text()

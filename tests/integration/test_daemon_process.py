@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from device.audio_io import read_wav, write_wav
+from device.calibrate import calibration_paths
 from tests.helpers import REPO, run_cli, stop_daemon
 
 pytestmark = [pytest.mark.slow]
@@ -23,6 +24,18 @@ pytestmark = [pytest.mark.slow]
 
 def _normal(demo_data: Path, index: int = 0) -> Path:
     return sorted((demo_data / "pump" / "test").glob("normal_id_00_*.wav"))[index]
+
+
+@pytest.fixture(scope="module")
+def more_normal(tmp_path_factory) -> list[Path]:
+    """24 normal 6 s clips of the demo pump the model has not seen: calibration needs at least 1.8 minutes."""
+    from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
+
+    root = tmp_path_factory.mktemp("more-normal")
+    make_dataset(root, machine_types=("pump",), machine_ids=(0,), n_train=1, n_test_normal=24, n_test_anomaly=0,
+                 seconds=6.0, snr_db_range=DEMO_SNR_DB_RANGE, fault_strength_range=DEMO_FAULT_STRENGTH_RANGE, seed=11,
+                 progress=False)
+    return sorted((root / "pump" / "test").glob("normal_*.wav"))
 
 
 class NotifySocket:
@@ -99,14 +112,14 @@ def test_sighup_with_bad_config_keeps_the_running_daemon(trained_model, demo_dat
     notify.close()
 
 
-def test_calibrate_sets_the_level_gate_for_a_quiet_room_and_rolls_back(trained_model, demo_data, tmp_path):
+def test_calibrate_sets_the_level_gate_for_a_quiet_room_and_rolls_back(trained_model, demo_data, more_normal, tmp_path):
     """The field problem: room noise at -70 dBFS with the machine off scores far above the threshold."""
     rate = 16000
-    machine = np.concatenate([read_wav(_normal(demo_data, i))[0][:, 0] for i in range(4)])
+    machine = [np.concatenate([read_wav(clip)[0][:, 0] for clip in half]) for half in (more_normal[:12], more_normal[12:])]
     noise = np.random.default_rng(0).standard_normal(12 * rate)
     room = (noise * 10 ** (-70 / 20) / noise.std()).astype(np.float32)
     site = tmp_path / "site.wav"
-    write_wav(site, np.concatenate([machine, room, machine]), rate)
+    write_wav(site, np.concatenate([machine[0], room, machine[1]]), rate)  # 2.6 minutes
     quiet = tmp_path / "quiet.wav"
     write_wav(quiet, room, rate)
     cfg = tmp_path / "device.yaml"
@@ -115,11 +128,13 @@ def test_calibrate_sets_the_level_gate_for_a_quiet_room_and_rolls_back(trained_m
     before = json.loads(run_cli("device", "score", "--model", str(trained_model), "--config", str(cfg), str(quiet)).stdout)
     assert before["anomaly"], "room noise should alarm before calibration (the field problem)"
 
-    out = run_cli("device", "calibrate", "--config", str(cfg), "--source", "file", "--minutes", "1", str(site))
+    out = run_cli("device", "calibrate", "--config", str(cfg), "--source", "file", "--minutes", "2.5", str(site))
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["gate"].startswith("set") and -70 < result["min_rms_dbfs"] < -33
-    written = yaml.safe_load((tmp_path / "calibration.yaml").read_text())
+    current, _ = calibration_paths(cfg)
+    assert result["file"] == str(current) and not (tmp_path / "calibration.yaml").exists()
+    written = yaml.safe_load(current.read_text())
     assert written["detector"]["min_rms_dbfs"] == result["min_rms_dbfs"]
 
     after = json.loads(run_cli("device", "score", "--model", str(trained_model), "--config", str(cfg), str(quiet)).stdout)
@@ -131,9 +146,13 @@ def test_calibrate_sets_the_level_gate_for_a_quiet_room_and_rolls_back(trained_m
     out = run_cli("device", "calibrate", "--config", str(cfg), "--rollback")
     assert out.returncode == 1 and out.stderr.strip().startswith("error: ") and "calibration.prev.yaml" in out.stderr
     out = run_cli("device", "calibrate", "--config", str(cfg), "--source", "file", "--minutes", "0.2", str(_normal(demo_data)))
+    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("error: calibrate: ")
+    assert "at least 200 analysis windows" in out.stderr
+    out = run_cli("device", "calibrate", "--config", str(cfg), "--source", "file", "--minutes", "2",
+                  *map(str, more_normal))
     assert out.returncode == 0, out.stderr
     assert run_cli("device", "calibrate", "--config", str(cfg), "--rollback").returncode == 0
-    restored = yaml.safe_load((tmp_path / "calibration.yaml").read_text())
+    restored = yaml.safe_load(current.read_text())
     assert restored["detector"]["min_rms_dbfs"] == result["min_rms_dbfs"]
 
 

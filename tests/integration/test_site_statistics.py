@@ -62,7 +62,8 @@ def test_site_statistics_silence_the_site_and_keep_the_faults(trained_model, sit
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["site_statistics"] and result["site_statistics"].startswith(SITE_FILE_PREFIX)
-    assert (tmp_path / result["site_statistics"]).exists()
+    folder = calibration_paths(config)[0].parent  # the state directory, not beside the config
+    assert (folder / result["site_statistics"]).exists()
 
     after = _score(trained_model, config, site)
     assert not any(after["normal"]), f"the site's normal sound still alarms after calibration: {after}"
@@ -74,7 +75,7 @@ def test_site_statistics_silence_the_site_and_keep_the_faults(trained_model, sit
                   str(site / "wav" / "pump" / "train"))
     assert out.returncode == 0, out.stderr
     second = json.loads(out.stdout)["site_statistics"]
-    assert second != first and {p.name for p in tmp_path.glob(f"{SITE_FILE_PREFIX}*")} == {first, second}
+    assert second != first and {p.name for p in folder.glob(f"{SITE_FILE_PREFIX}*")} == {first, second}
     assert run_cli("device", "calibrate", "--config", str(config), "--rollback").returncode == 0
     current, _ = calibration_paths(config)
     assert first in current.read_text()

@@ -92,7 +92,9 @@ def test_rollback_without_previous_is_an_error(tmp_path):
 def test_bad_calibration_file_names_file_and_key(tmp_path, text, match):
     cfg = tmp_path / "device.yaml"
     cfg.write_text("")
-    calibration_paths(cfg)[0].write_text(text)
+    current, _ = calibration_paths(cfg)
+    current.parent.mkdir(parents=True)
+    current.write_text(text)
     with pytest.raises(ConfigError, match=match) as err:
         load_site_config(cfg)
     assert "calibration.yaml" in str(err.value) and "--rollback" in str(err.value)
