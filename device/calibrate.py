@@ -188,8 +188,11 @@ def fit_pareto_tail(x: np.ndarray) -> tuple[float, float, float, float]:
     m = len(y)
     a0 = float(np.mean(y))
     a1 = float(np.mean(y * (m - np.arange(1, m + 1)) / (m - 1)))  # E[y (1 - F(y))]
-    xi = 2.0 - a0 / (a0 - 2.0 * a1)
-    sigma = 2.0 * a0 * a1 / (a0 - 2.0 * a1)
+    spread = a0 - 2.0 * a1
+    if not spread > 1e-12 * max(a0, 1e-300):  # tied exceedances (a looped clip): no shape to estimate
+        return u, len(y) / len(x), 0.0, float(max(a0, 1e-12))
+    xi = 2.0 - a0 / spread
+    sigma = 2.0 * a0 * a1 / spread
     xi = float(np.clip(xi, *_SHAPE_RANGE))
     if not sigma > 0:
         sigma = a0 * (1 - xi)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,12 @@ def test_device_calibration_imports_no_scipy():
     code = "import sys, device.calibrate, device.runner; print(sorted(m for m in ('scipy', 'tensorflow', 'training') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_tied_scores_from_a_looped_clip_give_a_threshold_not_a_division_by_zero():
+    """The same 2 s clip looped: every exceedance of the tail is the same value."""
+    loop = [np.tile(np.array([1.0, 1.0, 1.2, 3.0]), 150) for _ in range(4)]
+    u, share, shape, sigma = fit_pareto_tail(np.concatenate(loop))
+    assert shape == 0.0 and sigma > 0
+    threshold, info = calibrate_threshold(loop, 0.52, 1.0, 2)
+    assert math.isfinite(threshold) and threshold >= 1.2
