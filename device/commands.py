@@ -55,6 +55,7 @@ class NumberArg:
     minimum_exclusive: float
     maximum: float = math.inf
     unit: str = ""
+    required: bool = True
 
     def check(self, value: Any) -> str | None:
         """None if valid, else what is wrong."""
@@ -72,12 +73,26 @@ class NumberArg:
         return None
 
 
-COMMANDS: dict[str, tuple[NumberArg, ...]] = {
+@dataclass(frozen=True)
+class FlagArg:
+    """An optional argument that is true or false (a JSON boolean); absent means false."""
+
+    name: str
+    required: bool = False
+
+    def check(self, value: Any) -> str | None:
+        """None if valid, else what is wrong."""
+        return None if isinstance(value, bool) else f"'{self.name}' must be true or false"
+
+
+# `force` overrides the runner's guardrails (the threshold band around the calibrated one, and
+# calibrate's refusal of audio that looks like a fault); the runner reports it in the result.
+COMMANDS: dict[str, tuple[NumberArg | FlagArg, ...]] = {
     "ping": (),
     "reload": (),
     "mute": (NumberArg("minutes", 0, 1440, " (minutes)"),),
-    "set_threshold": (NumberArg("value", 0, MAX_THRESHOLD, " (score units)"),),
-    "calibrate": (NumberArg("minutes", 0, 240, " (minutes)"),),
+    "set_threshold": (NumberArg("value", 0, MAX_THRESHOLD, " (score units)"), FlagArg("force")),
+    "calibrate": (NumberArg("minutes", 0, 240, " (minutes)"), FlagArg("force")),
 }
 
 
@@ -123,7 +138,9 @@ def parse_command(name: str, payload: bytes) -> tuple[dict[str, Any], str | None
         return data, request_id, f"unknown argument(s) for {name}: {_echo(unknown)}"
     for spec in specs:
         if spec.name not in data:
-            return data, request_id, f"{name} needs '{spec.name}'"
+            if spec.required:
+                return data, request_id, f"{name} needs '{spec.name}'"
+            continue
         problem = spec.check(data[spec.name])
         if problem:
             return data, request_id, problem

@@ -129,3 +129,22 @@ def test_reply_from_another_thread_never_raises():
     dispatcher.dispatch("ping", b"")
     replies[0]({"late": True})  # must not raise
     assert dispatcher.internal_errors == 1
+
+
+@pytest.mark.parametrize(
+    "name, payload, args, error",
+    [
+        ("set_threshold", b'{"value": 500, "force": true}', {"value": 500, "force": True}, None),
+        ("calibrate", b'{"minutes": 5, "force": false}', {"minutes": 5, "force": False}, None),
+        ("calibrate", b'{"minutes": 5}', {"minutes": 5}, None),
+        ("set_threshold", b'{"value": 5, "force": "yes"}', None, "'force' must be true or false"),
+        ("set_threshold", b'{"value": 5, "force": 1}', None, "'force' must be true or false"),
+        ("mute", b'{"minutes": 5, "force": true}', None, "unknown argument(s) for mute: 'force'"),
+    ],
+)
+def test_force_overrides_guardrails_only_where_the_runner_has_them(name, payload, args, error):
+    """`force` is an optional boolean of set_threshold and calibrate, and nothing else."""
+    parsed, _, problem = parse_command(name, payload)
+    assert problem == error
+    if error is None:
+        assert parsed == args
