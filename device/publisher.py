@@ -288,8 +288,13 @@ class MqttPublisher:
             if self._thread.is_alive():
                 logger.warning("MQTT: publisher thread still alive after %.1f s", timeout_seconds)
                 return
-        else:
+        # The thread has ended: normally it spooled the inbox on its way out, but a thread that died
+        # left its queue in memory. Spool it here, so the next start delivers it.
+        try:
             self._drain_inbox()
+        except Exception as exc:  # noqa: BLE001 - the spool itself is failing; say what is lost
+            logger.error("MQTT: could not spool the queued events at stop (%s: %s); they are lost",
+                         type(exc).__name__, exc)
         left = sum(entry.path is not None for entry in self.spool.pending())
         if left:
             logger.warning("MQTT: %d event(s) not acknowledged yet; kept in %s for the next start", left, self.spool.directory)

@@ -320,6 +320,23 @@ def test_a_dead_thread_is_reported(publisher, caplog):
     assert any(r.levelno == logging.CRITICAL and "publisher thread died" in r.getMessage() for r in caplog.records)
 
 
+def test_events_queued_after_the_thread_died_are_spooled_at_stop(publisher):
+    """The runner stops a dead publisher before exiting: what it queued meanwhile reaches the spool."""
+    pub = publisher()
+
+    def fault():
+        raise _Fatal("out of everything")
+
+    _inject(pub, fault)
+    pub.start()
+    assert wait_until(lambda: not pub._thread.is_alive(), 10)
+    pub.publish_event({"seq": 1})
+    pub.publish_event({"seq": 2})
+    directory = pub.spool.directory
+    pub.stop()
+    assert len(list(directory.glob("*.msg"))) == 2
+
+
 def test_a_spool_that_cannot_be_created_does_not_stop_the_publisher(tmp_path):
     (tmp_path / "state").write_text("a file where the spool folder's parent should be")
     pub = MqttPublisher("127.0.0.1", free_port(), "acmon/plant-a/pump-7", "sup-test",
