@@ -1,5 +1,5 @@
-"""Device health: input level, clipping, DC offset, dead microphone, real-time factor, CPU temperature and the
-daemon's own faults (storage, publisher, internal errors)."""
+"""Device health: input level, clipping, DC offset, dead microphone, damaged samples, real-time factor, CPU
+temperature and the daemon's own faults (storage, publisher, internal errors)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from .audio_io import MAX_SAMPLE_MAGNITUDE
+
 logger = logging.getLogger(__name__)
 
 FAULT_MICROPHONE_DEAD = "microphone_dead"
@@ -20,6 +22,8 @@ FAULT_STREAM_ERROR = "stream_error"
 FAULT_CLIPPING = "clipping"
 FAULT_FALLING_BEHIND = "falling_behind"
 FAULT_DC_OFFSET = "dc_offset"
+# NaN, infinite or absurd samples (a broken converter or driver): those windows are not scored.
+FAULT_DAMAGED_AUDIO = "damaged_audio"
 # The state directory cannot be written: an evidence clip, the open-alarm record or calibration.yaml
 # (disk full, read-only, a file in the way). Alarms are still raised and published.
 FAULT_STORAGE = "storage"
@@ -47,6 +51,7 @@ class BlockLevels:
     clipped: int
     silent: bool  # every sample exactly 0
     flat: bool  # not silent, but no variation
+    damaged: int = 0  # samples that are NaN, infinite or beyond MAX_SAMPLE_MAGNITUDE (left out of the sums)
 
 
 def block_levels(block: np.ndarray) -> BlockLevels:
@@ -54,10 +59,17 @@ def block_levels(block: np.ndarray) -> BlockLevels:
     x = np.asarray(block, dtype=np.float64)
     if x.size == 0:
         return BlockLevels(0, 0.0, 0.0, 0, False, False)
+    magnitude = np.abs(x)
+    damaged = 0
+    if not magnitude.max() <= MAX_SAMPLE_MAGNITUDE:  # NaN fails this too
+        sound = magnitude <= MAX_SAMPLE_MAGNITUDE
+        damaged = int(x.size - np.count_nonzero(sound))
+        x, magnitude = np.where(sound, x, 0.0), np.where(sound, magnitude, 0.0)
     silent = not np.any(x)
     flat = not silent and float(np.ptp(x)) < FLAT_PEAK_TO_PEAK
     return BlockLevels(
-        int(x.size), float(x.sum()), float(np.dot(x, x)), int(np.count_nonzero(np.abs(x) >= CLIP_LEVEL)), silent, flat
+        int(x.size), float(x.sum()), float(np.dot(x, x)), int(np.count_nonzero(magnitude >= CLIP_LEVEL)), silent, flat,
+        damaged,
     )
 
 
@@ -110,6 +122,7 @@ class _Period:
     score_sum: float = 0.0
     score_max: float | None = None
     dropped: int = 0
+    damaged: int = 0
 
 
 @dataclass
@@ -152,6 +165,7 @@ class HealthMonitor:
         p.total += lv.sum
         p.squares += lv.sum_squares
         p.clipped += lv.clipped
+        p.damaged += lv.damaged
         p.processing_seconds += processing_seconds
         self.clear(FAULT_STREAM_ERROR)  # audio is flowing again
         self._silent_run = self._silent_run + lv.n if lv.silent else 0
@@ -215,7 +229,7 @@ class HealthMonitor:
         Returns:
             level_dbfs, clipping_ratio, dc_offset, score_mean, score_max, windows,
             scored_windows, realtime_factor (analysis time / audio time: < 1 keeps up),
-            dropped_blocks (running total), audio_seconds.
+            dropped_blocks (running total), damaged_samples (this period), audio_seconds.
         """
         p, self._period = self._period, _Period()
         n = max(p.samples, 1)
@@ -226,6 +240,9 @@ class HealthMonitor:
                      f"{100 * clipping:.1f} % of samples clipped: lower the input gain")
         self._set_if(p.samples > 0 and abs(dc) > self.dc_offset_fault, FAULT_DC_OFFSET,
                      f"mean sample value {dc:+.3f}: faulty microphone or preamp")
+        self._set_if(p.damaged > 0, FAULT_DAMAGED_AUDIO,
+                     f"{p.damaged} NaN, infinite or absurd sample(s) in the last period: a broken converter or driver; "
+                     "windows holding them are not scored")
         rtf = p.processing_seconds / audio_seconds if audio_seconds > 0 and p.processing_seconds > 0 else None
         # Live audio arrives in real time: analysis slower than that, or blocks dropped, falls behind.
         self._set_if(p.dropped > 0 or (rtf is not None and rtf > 1.0), FAULT_FALLING_BEHIND,
@@ -240,6 +257,7 @@ class HealthMonitor:
             "scored_windows": p.scored,
             "realtime_factor": _round(rtf, 5),
             "dropped_blocks": self.dropped_blocks,
+            "damaged_samples": p.damaged,
             "audio_seconds": round(audio_seconds, 3),
         }
 

@@ -181,11 +181,11 @@ def telemetry_payload(
     Args:
         period: HealthMonitor.take_telemetry() (level_dbfs, clipping_ratio, dc_offset,
             score_mean, score_max, windows, scored_windows, realtime_factor = analysis
-            time / audio time, dropped_blocks).
+            time / audio time, dropped_blocks, damaged_samples).
         cpu_temperature_c: degrees Celsius, None where the board does not expose it.
     """
     keys = ("level_dbfs", "clipping_ratio", "dc_offset", "score_mean", "score_max", "windows", "scored_windows",
-            "realtime_factor", "dropped_blocks")
+            "realtime_factor", "dropped_blocks", "damaged_samples")
     return {
         "schema": TELEMETRY_SCHEMA,
         "device_id": device_id,

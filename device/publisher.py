@@ -320,7 +320,8 @@ class MqttPublisher:
     def publish_telemetry(self, payload: dict[str, Any]) -> None:
         """QoS 0 on <base>/telemetry with the spool's counters added as `spool`; skipped while offline."""
         stats = self.stats
-        body = {**payload, "spool": {"pending": stats.pending, "dropped": stats.dropped}}
+        body = {**payload, "spool": {"pending": stats.pending, "dropped": stats.dropped,
+                                     "quarantined": stats.quarantined, "unsaved": stats.unsaved}}
         self._enqueue(_Outgoing("telemetry", f"{self.base_topic}/telemetry", _encode(body)))
 
     def set_command_handler(self, handler: CommandHandler | None) -> None:

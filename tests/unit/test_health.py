@@ -44,6 +44,20 @@ def test_clipping_and_dc_offset_are_faults_of_the_period():
     assert mon.faults == {}
 
 
+def test_damaged_samples_are_a_fault_and_stay_out_of_the_levels():
+    """NaN, Inf and 1e30 from a broken driver: counted, a fault, and the level is the sound samples' level."""
+    mon = _monitor()
+    x = (0.1 * np.random.default_rng(2).standard_normal(RATE)).astype(np.float32)
+    x[[10, 20, 30]] = [np.nan, np.inf, 1e30]
+    _feed(mon, x)
+    period = mon.take_telemetry()
+    assert period["damaged_samples"] == 3
+    assert period["level_dbfs"] == pytest.approx(-20.0, abs=0.2) and period["clipping_ratio"] == 0
+    assert set(mon.faults) == {"damaged_audio"} and "3 NaN, infinite or absurd" in mon.faults["damaged_audio"].detail
+    _feed(mon, (0.1 * np.random.default_rng(3).standard_normal(RATE)).astype(np.float32))
+    assert mon.take_telemetry()["damaged_samples"] == 0 and mon.faults == {}
+
+
 def test_digital_silence_is_a_dead_microphone_until_sound_returns():
     mon = _monitor()
     _feed(mon, np.zeros(int(1.9 * RATE), dtype=np.float32))
