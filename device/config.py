@@ -1141,6 +1141,7 @@ def load_daemon_config(
 
 def _model_problems(cfg: AcmonConfig, name: str, model_path: Optional[str]) -> List[str]:
     """The model as Runner loads it, and the detector settings it gives; [] when both are fine."""
+    from .audio_io import check_resampling  # noqa: PLC0415
     from .errors import AcmonError  # noqa: PLC0415
     from .gaussian import Scorer  # noqa: PLC0415
     from .inference import AnomalyModel  # noqa: PLC0415
@@ -1167,6 +1168,13 @@ def _model_problems(cfg: AcmonConfig, name: str, model_path: Optional[str]) -> L
         if cfg.model.site_statistics:  # load_site_config made it absolute (beside the config)
             model.use_site_statistics(Scorer.load(cfg.model.site_statistics), source=cfg.model.site_statistics)
         detector_settings(cfg, model)
+        # A rate the model needs converting from must give a filter of sane size, or opening the
+        # microphone (and reopening it, again and again) would fail only at run time.
+        rate = model.params.sample_rate_hz
+        for key_name, source_rate in (("audio.capture_rate_hz", cfg.audio.capture_rate_hz),
+                                      ("audio.stdin_rate_hz", cfg.audio.stdin_rate_hz)):
+            if source_rate is not None and source_rate != rate:
+                check_resampling(f"{name}: {key_name}", source_rate, rate)
     except AcmonError as exc:  # the model's messages name its file
         return [f"{name}: {' '.join(str(exc).split())}"]
     return []

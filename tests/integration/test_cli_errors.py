@@ -173,7 +173,8 @@ def test_hostile_yaml_same_one_line_verdict(tmp_path, case):
     assert_one_line_error(same_verdict(cfg), "acmon.yaml:", needle)
 
 
-@pytest.mark.parametrize("case", ["missing-model", "garbage-model", "dev-zero-model", "off-threshold-above"])
+@pytest.mark.parametrize("case", ["missing-model", "garbage-model", "dev-zero-model", "off-threshold-above",
+                                  "capture-rate-unresamplable"])
 def test_model_problems_same_one_line_verdict(trained_model, tmp_path, case):
     model, extra, needle = trained_model, {}, ""
     if case == "missing-model":
@@ -183,6 +184,8 @@ def test_model_problems_same_one_line_verdict(trained_model, tmp_path, case):
         model.write_bytes(b"garbage\n" * 100)
     elif case == "dev-zero-model":
         model, needle = "/dev/zero", "not a regular file"
+    elif case == "capture-rate-unresamplable":  # 44101 Hz to 16 kHz: a filter of millions of taps
+        extra, needle = {"audio": {"capture_rate_hz": 44101}}, "audio.capture_rate_hz: cannot resample 44101 Hz"
     else:
         extra, needle = {"model": {"path": str(trained_model), "threshold": 2.0}, "detector": {"off_threshold": 3.0}}, "off_threshold"
     cfg = write_config(tmp_path, model, **extra)
