@@ -140,8 +140,13 @@ def load_training_config(path: str | Path | None) -> tuple[FeatureParams, FitOpt
         raise AcmonError(f"{p}: unknown key {unknown[0]!r}; allowed: features, fit")
     sections = []
     for key, cls in (("features", FeatureParams), ("fit", FitOptions)):
-        section = dict(data.get(key) or {})
+        raw = data.get(key) or {}
+        if not isinstance(raw, dict):
+            raise AcmonError(f"{p}: {key}: must be a mapping of settings (key: value), got {type(raw).__name__}")
+        section = dict(raw)
         names = {f.name for f in dataclasses.fields(cls)}
+        if key == "fit" and "augment" in section and not isinstance(section["augment"], dict):
+            raise AcmonError(f"{p}: fit.augment: must be a mapping of settings, got {type(section['augment']).__name__}")
         if key == "fit" and isinstance(section.get("augment"), dict):
             aug_names = {f.name for f in dataclasses.fields(AugmentOptions)}
             bad_aug = sorted(set(section["augment"]) - aug_names)

@@ -203,6 +203,24 @@ def test_training_config_is_bounded(tmp_path):
         load_training_config(write(tmp_path / "train.yaml", billion_laughs()))
 
 
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("features: [1, 2]\n", "features: must be a mapping"),
+        ("fit: 3\n", "fit: must be a mapping"),
+        ("fit: {augment: [1]}\n", "fit.augment: must be a mapping"),
+        ("fit: {false_alarms_per_day: lots}\n", "fit:"),
+        ("features: {n_mels: many}\n", "features:"),
+    ],
+)
+def test_training_config_of_the_wrong_shape_is_one_line(tmp_path, text, needle):
+    from training.fit import load_training_config
+
+    with pytest.raises(AcmonError) as info:
+        load_training_config(write(tmp_path / "train.yaml", text))
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
 # --- calibration files -----------------------------------------------------------------------
 
 
