@@ -217,12 +217,16 @@ def test_check_config_lays_calibration_over(trained_model, tmp_path):
 
 
 def test_rollback_to_a_corrupt_previous_calibration_is_one_line(trained_model, tmp_path):
+    from device.calibrate import calibration_paths
+
     cfg = write_config(tmp_path, trained_model)
-    (tmp_path / "calibration.yaml").write_text("model:\n  threshold: 3.0\n")
-    (tmp_path / "calibration.prev.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    current, previous = calibration_paths(cfg)  # in the test's own state directory, as the CLI sees it
+    current.parent.mkdir(parents=True, exist_ok=True)
+    current.write_text("model:\n  threshold: 3.0\n")
+    previous.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     out = run_cli("device", "calibrate", "--config", str(cfg), "--rollback")
     assert_one_line_error(out, "calibration.prev.yaml", "not UTF-8", "nothing was changed")
-    assert (tmp_path / "calibration.yaml").read_text() == "model:\n  threshold: 3.0\n"
+    assert current.read_text() == "model:\n  threshold: 3.0\n"
 
 
 def test_permission_warnings(trained_model, ca_file, tmp_path):
