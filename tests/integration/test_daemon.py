@@ -334,8 +334,8 @@ def test_a_dead_publisher_stops_the_watchdog_and_ends_the_process(broker, traine
         _replay(runner, clips[0])
         assert any(f == "WATCHDOG=1" for f, _ in notifier.sent)
 
-        def injected():
-            raise RuntimeError("injected fault in the publisher thread")
+        def injected():  # not an Exception: the publisher contains those, so this one really kills the thread
+            raise _ThreadKiller("injected fault in the publisher thread")
 
         runner.publisher._poll = injected
         started = time.monotonic()
@@ -351,6 +351,10 @@ def test_a_dead_publisher_stops_the_watchdog_and_ends_the_process(broker, traine
     assert "publisher" in runner.health.faults
     # Not one watchdog ping while the publisher was failing: systemd restarts a stuck process too.
     assert not [f for f, faults in notifier.sent if f == "WATCHDOG=1" and "publisher" in faults]
+
+
+class _ThreadKiller(BaseException):
+    """What the publisher's loop cannot contain (it catches Exception per pass)."""
 
 
 def _paced(blocks, seconds: float):

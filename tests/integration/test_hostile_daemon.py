@@ -204,7 +204,7 @@ def test_unwritable_state_directory_calibrate_is_an_error_result_and_the_daemon_
         position = daemon.feed_until(normal_pcm, lambda: sub.json_on("/state"))
         # Hostile commands first: each gets a one-line error result, nothing changes.
         refused = {
-            _command(broker, unique_prefix, "set_threshold", {"value": 1e308}): "outside",
+            _command(broker, unique_prefix, "set_threshold", {"value": 5e5}): "outside",
             _command(broker, unique_prefix, "calibrate", {"minutes": 0.2}): "at least 200 analysis windows",
         }
         calibrate = _command(broker, unique_prefix, "calibrate", {"minutes": 2.0})

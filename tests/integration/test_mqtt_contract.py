@@ -59,7 +59,7 @@ def test_every_payload_validates_and_lands_on_its_topic(broker, subscribe, uniqu
     assert sub.wait_for(lambda s: s.messages[-1][1] == b"offline", 10)
     assert validate_messages(sub.messages) == 4
     telemetry = sub.json_on("/telemetry")[0]
-    assert telemetry["spool"] == {"pending": 0, "dropped": 0}
+    assert telemetry["spool"] == {"pending": 0, "dropped": 0, "quarantined": 0, "unsaved": 0}
     topics = {t for t, _, _ in sub.messages}
     assert topics == {f"{base}/{leaf}" for leaf in ("status", "events", "state", "health", "telemetry")}
     # The spool is empty and leaves no folders behind.

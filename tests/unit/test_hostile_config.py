@@ -73,6 +73,7 @@ def config_error(path: Path) -> str:
 
 
 def write(path: Path, content) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)  # calibration files live in the state directory
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return path
 
@@ -412,12 +413,18 @@ def mutated_document(draw, damages=DAMAGES) -> bytes:
 def _check_loader(raw_config: bytes, raw_calibration: bytes | None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         cfg = write(Path(folder) / "acmon.yaml", raw_config)
-        current, _ = calibration_paths(cfg)
-        if raw_calibration is not None:
+        # Only the test's private state directory from the environment: no password variables.
+        environ = {"XDG_STATE_HOME": os.environ["XDG_STATE_HOME"]}
+        try:
+            current, _ = calibration_paths(cfg, environ)  # the config names the device: it may be damaged
+        except AcmonError as exc:
+            one_line_per_problem(str(exc), cfg)
+            current = None
+        if raw_calibration is not None and current is not None:
             write(current, raw_calibration)
         for check_targets in (False, True):
             try:
-                loaded = load_daemon_config(cfg, check_targets=check_targets, environ={})
+                loaded = load_daemon_config(cfg, check_targets=check_targets, environ=environ)
             except AcmonError as exc:  # ConfigError, ModelError: the user's input, reported
                 one_line_per_problem(str(exc), cfg, current)
             else:

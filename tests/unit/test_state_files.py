@@ -201,7 +201,7 @@ def test_rollback_to_a_damaged_previous_is_one_line_and_changes_nothing(tmp_path
     write_calibration(cfg, _document(2.5))
     current, previous = calibration_paths(cfg)
     previous.write_bytes(garbage)
-    with pytest.raises(AcmonError, match="nothing was rolled back"):
+    with pytest.raises(AcmonError, match="nothing was changed"):
         rollback_calibration(cfg)
     assert load_site_config(cfg).model.threshold == 2.5 and previous.read_bytes() == garbage
 
