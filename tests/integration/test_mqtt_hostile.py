@@ -119,6 +119,8 @@ def test_poison_spool_is_quarantined_and_good_events_delivered_once_in_order(bro
         assert pub.stats.quarantined == 7 and pub.stats.dropped == 0  # six messages and the .lock directory
     finally:
         pub.stop()
+    # stop() publishes offline and returns; the subscriber hears it a moment later (under load, after the assert).
+    sub.wait_for(lambda s: b"offline" in _statuses(s, base), 5)
     assert [e["seq"] for e in sub.json_on("/events")] == [0, 1, 2, 3, 4]  # once each, in order; 99 never
     assert {t for t, _, _ in sub.messages} == {f"{base}/status", f"{base}/events"}
     assert _statuses(sub, base) == [b"online", b"offline"]
