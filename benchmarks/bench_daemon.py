@@ -1,6 +1,7 @@
 """The daemon as a process: start to first analysed window, steady-state memory, and memory over 6 hours of audio.
 
 Usage: python benchmarks/bench_daemon.py [--model models/demo] [--hours 6] [--starts 3] [--mqtt] [--json]
+       python benchmarks/bench_daemon.py --soak [--hours 24]
 
 Runs `python -m device run` as a real subprocess (source: wav, as fast as possible, evidence on;
 MQTT off, or with --mqtt publishing to a private mosquitto on loopback with its on-disk spool)
@@ -12,6 +13,13 @@ and measures it from outside:
   (a 60 s WAV of the demo pump looped); steady state is the median RSS over the second half,
   growth is the mean of the last tenth minus the mean of the second tenth (after warm-up);
 - the whole daemon's speed: audio hours / wall time.
+
+--soak (MQTT on): the loop holds a fault, so every minute of audio raises an alarm (events through
+the spool, an evidence clip and PNG under the evidence quota), and commands (ping, set_threshold at
+the model's own threshold) are published every 0.5 s of wall time; a subscriber checks that every
+event arrives (every start has its end, seq without gaps) and every command is answered. Reports
+RSS growth per day of audio: a least-squares line through the second half of the RSS samples
+(audio time taken as proportional to wall time, which a constant-speed replay gives).
 A benchmark, not a test: numbers vary with the machine and its load.
 """
 
@@ -46,9 +54,12 @@ LOOP_SECONDS = 60
 SAMPLE_EVERY_SECONDS = 0.25
 TARGET_RSS_MB = 80.0
 TARGET_START_SECONDS = 1.0
+DEVICE_ID, SITE = "bench-pump", "bench"
+BASE_TOPIC = f"acmon/{SITE}/{DEVICE_ID}"
+COMMAND_EVERY_SECONDS = 0.5
 
 
-def make_loop_wav(folder: Path) -> Path:
+def make_loop_wav(folder: Path, with_fault: bool = False) -> Path:
     """A 60 s WAV of normal demo pump sound (training.synth), the unit the 6-hour replay loops over."""
     from training.synth import make_demo_dataset  # noqa: PLC0415 - a benchmark helper, not the device
 
@@ -60,8 +71,13 @@ def make_loop_wav(folder: Path) -> Path:
         audio.append(x[:, 0])
         if sum(len(a) for a in audio) >= LOOP_SECONDS * rate:
             break
+    audio = np.concatenate(audio)[: LOOP_SECONDS * rate]
+    if with_fault:  # the last 10 s of every minute: a clip with a fault (an alarm per loop)
+        fault, _ = read_wav(sorted((folder / "demo" / "pump").rglob("anomaly_*.wav"))[0])
+        n = min(len(fault), 10 * rate)
+        audio[-n:] = fault[:n, 0]
     loop = folder / "loop.wav"
-    write_wav(loop, np.concatenate(audio)[: LOOP_SECONDS * rate], rate)
+    write_wav(loop, audio, rate)
     return loop
 
 
@@ -74,6 +90,7 @@ def write_config(folder: Path, model: Path, wav: Path, repeats: int, mqtt_port: 
         else "mqtt: {enabled: false}\n"
     )
     cfg.write_text(
+        f"device: {{id: {DEVICE_ID}, site: {SITE}}}\n"
         f"model: {{path: {model}}}\n{mqtt}"
         f"evidence: {{directory: {folder / 'evidence'}, quota_mb: 20}}\n"
         f"audio:\n  source: wav\n  realtime: false\n  wav_paths:\n{paths}\n"
@@ -92,9 +109,9 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def spawn(cfg: Path, notify_path: str) -> subprocess.Popen:
+def spawn(cfg: Path, notify_path: str, extra_env: dict | None = None) -> subprocess.Popen:
     """Start the daemon; its log goes to <notify_path>.log (a pipe nobody reads would fill and stall it)."""
-    env = {**os.environ, "NOTIFY_SOCKET": notify_path}
+    env = {**os.environ, **(extra_env or {}), "NOTIFY_SOCKET": notify_path}
     log = open(f"{notify_path}.log", "wb")  # noqa: SIM115 - the child holds it; closed when the file object is collected
     return subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(cfg)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=log)
@@ -120,24 +137,29 @@ def time_to_ready(cfg: Path, folder: Path) -> tuple[float, float | None]:
     return elapsed, rss
 
 
-def long_replay(cfg: Path, folder: Path) -> dict:
-    """Replay the long config; sample RSS until the daemon exits."""
+def long_replay(cfg: Path, folder: Path, during=None, env: dict | None = None) -> dict:
+    """Replay the long config; sample RSS until the daemon exits (calling during() between samples)."""
     samples: list[tuple[float, float]] = []
     started = time.perf_counter()
-    proc = spawn(cfg, str(folder / "notify-long.sock"))
+    proc = spawn(cfg, str(folder / "notify-long.sock"), env)
     while proc.poll() is None:
         rss = rss_mb(proc.pid)
         if rss is not None:
             samples.append((time.perf_counter() - started, rss))
+        if during is not None:
+            during()
         time.sleep(SAMPLE_EVERY_SECONDS)
     wall = time.perf_counter() - started
     err = Path(f"{folder / 'notify-long.sock'}.log").read_text(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"daemon failed: {err[-2000:]}")
     rss = np.array([r for _, r in samples])
+    t = np.array([w for w, _ in samples])
     n = len(rss)
     tenth = max(1, n // 10)
+    slope = float(np.polyfit(t[n // 2 :], rss[n // 2 :], 1)[0]) if n >= 8 else 0.0  # MB per wall second
     return {
+        "rss_slope_mb_per_wall_second": slope,
         "wall_seconds": round(wall, 1),
         "rss_samples": n,
         "rss_steady_mb": round(float(np.median(rss[n // 2 :])), 1),
@@ -147,6 +169,102 @@ def long_replay(cfg: Path, folder: Path) -> dict:
     }
 
 
+class SoakClient:
+    """Subscribes to the device's events and command results, and publishes commands on a schedule."""
+
+    def __init__(self, port: int, threshold: float):
+        import paho.mqtt.client as mqtt  # noqa: PLC0415
+
+        self.threshold = threshold
+        self.events: dict[str, list[tuple[int, str]]] = {}  # event_id -> [(seq, state)]
+        self.duplicates = 0
+        self.sent = 0
+        self.answered: dict[str, bool] = {}  # request_id -> ok
+        self._next = 0.0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-soak")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(f"{BASE_TOPIC}/events", qos=1)
+        self.client.subscribe(f"{BASE_TOPIC}/cmd/+/result", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        body = json.loads(message.payload)
+        if message.topic.endswith("/events"):
+            seen = self.events.setdefault(body["event_id"], [])
+            if (body["seq"], body["state"]) in seen:
+                self.duplicates += 1
+            else:
+                seen.append((body["seq"], body["state"]))
+        elif body.get("request_id"):
+            self.answered[body["request_id"]] = bool(body["ok"])
+
+    def tick(self) -> None:
+        """Publish the next command when it is due (alternating ping and set_threshold)."""
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + COMMAND_EVERY_SECONDS
+        name, args = (("ping", {}) if self.sent % 2 == 0 else ("set_threshold", {"value": self.threshold}))
+        self.client.publish(f"{BASE_TOPIC}/cmd/{name}", json.dumps({**args, "request_id": f"r{self.sent}"}), qos=1)
+        self.sent += 1
+
+    def report(self) -> dict:
+        time.sleep(2.0)  # the last results and the final end events
+        self.client.loop_stop()
+        self.client.disconnect()
+        alarms = len(self.events)
+        unended = sum(1 for v in self.events.values() if not any(state == "end" for _, state in v))
+        seqs = sorted(q for v in self.events.values() for q, _ in v)  # seq orders all of a device's events
+        gaps = (seqs[-1] - seqs[0] + 1 - len(seqs)) if seqs else 0
+        return {"alarms": alarms, "alarms_without_end": unended, "seq_missing": gaps, "messages": len(seqs),
+                "duplicates_dropped": self.duplicates, "commands_sent": self.sent,
+                "commands_answered": len(self.answered), "commands_ok": sum(self.answered.values())}
+
+
+def soak(args: argparse.Namespace) -> int:
+    """MQTT, evidence and commands all active over --hours of audio: memory growth per day, nothing lost."""
+    from device.inference import AnomalyModel  # noqa: PLC0415
+
+    threshold = AnomalyModel(Path(args.model)).threshold
+    with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
+        folder = Path(tmp)
+        broker, port = start_broker(folder, "persistence false\n")
+        try:
+            loop = make_loop_wav(folder, with_fault=True)
+            repeats = max(1, round(args.hours * 3600 / LOOP_SECONDS))
+            client = SoakClient(port, threshold)
+            long = long_replay(write_config(folder, Path(args.model), loop, repeats, port), folder, client.tick,
+                               {"STATE_DIRECTORY": str(folder / "state")})
+            delivery = client.report()
+            evidence = [p for p in (folder / "evidence").rglob("*") if p.is_file()]
+            evidence_mb = sum(p.stat().st_size for p in evidence) / 1e6
+        finally:
+            broker.terminate()
+            broker.wait(10)
+    audio_seconds = repeats * LOOP_SECONDS
+    per_day = long["rss_slope_mb_per_wall_second"] * long["wall_seconds"] / audio_seconds * 86400
+    figures = {"audio_hours": round(audio_seconds / 3600, 2), **long,
+               "rss_growth_mb_per_audio_day": round(per_day, 2), **delivery,
+               "evidence_files": len(evidence), "evidence_mb": round(evidence_mb, 1), "evidence_quota_mb": 20}
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print("| measure (MQTT, evidence and commands on) | value |")
+    print("|---|---|")
+    print(f"| audio replayed | {figures['audio_hours']} h in {long['wall_seconds']} s |")
+    print(f"| RSS first / steady (median of the second half) / peak | {long['rss_first_mb']} / {long['rss_steady_mb']} / "
+          f"{long['rss_peak_mb']} MB |")
+    print(f"| RSS growth per day of audio (line through the second half) | {per_day:+.2f} MB |")
+    print(f"| alarms / event messages / alarms without an end / seq numbers missing / duplicates dropped | "
+          f"{delivery['alarms']} / {delivery['messages']} / {delivery['alarms_without_end']} / {delivery['seq_missing']} / "
+          f"{delivery['duplicates_dropped']} |")
+    print(f"| commands sent / answered / ok (the last few can cross the daemon's exit) | {delivery['commands_sent']} / "
+          f"{delivery['commands_answered']} / {delivery['commands_ok']} |")
+    print(f"| evidence files kept / size (quota 20 MB) | {len(evidence)} / {evidence_mb:.1f} MB |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "models" / "demo"), help="model folder (default: models/demo)")
@@ -154,7 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=3, help="start-up measurements, median reported (default: 3)")
     parser.add_argument("--mqtt", action="store_true", help="publish to a private mosquitto (state, telemetry, events)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--soak", action="store_true",
+                        help="MQTT, evidence and commands all on, a fault every minute: RSS growth per day of audio, "
+                             "nothing lost (with --hours, default 6)")
     args = parser.parse_args(argv)
+    if args.soak:
+        return soak(args)
 
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
         folder = Path(tmp)
