@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import AcmonError
+from .state import write_private
 
 logger = logging.getLogger(__name__)
 
@@ -145,14 +146,6 @@ def check_publish_topic(topic: str) -> str | None:
     if topic.startswith("$"):
         return "topic starts with '$', reserved for the broker"
     return None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _kind(mode: int) -> str:
@@ -435,15 +428,7 @@ class Spool:
         path = self.directory / entry_name(number)
         tmp = path.with_suffix(TMP_SUFFIX)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            write_private(path, data, 0o600, tmp=tmp)  # fsync'd, renamed, the folder fsync'd; links not followed
         except OSError as exc:
             self._unlink(tmp)
             problem = f"cannot write to spool folder {self.directory}: {exc.strerror or exc}"
@@ -452,10 +437,6 @@ class Spool:
                              problem)
             self.problem = problem
             return None
-        try:
-            _fsync_dir(self.directory)
-        except OSError as exc:  # the file is in place; only its survival of a power cut is in doubt
-            logger.warning("spool: cannot fsync %s: %s", self.directory, exc.strerror or exc)
         if self.problem is not None:
             logger.warning("spool: %s is writable again", self.directory)
             self.problem = None

@@ -46,7 +46,7 @@ def make_private_directory(path: Path) -> Path:
     return path
 
 
-def write_private(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
+def write_private(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, tmp: Path | None = None) -> None:
     """Write a file atomically with the given mode: a temporary file, fsync'd, renamed over `path`.
 
     The mode is set when the file is created, so the content is never readable by others,
@@ -57,7 +57,7 @@ def write_private(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> Non
         OSError: the folder is missing or not writable, or the disk is full (the temporary
             file is removed again).
     """
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = tmp if tmp is not None else path.with_name(path.name + ".tmp")
     try:
         tmp.unlink()  # a leftover of a crash, or something planted there: never write through it
     except FileNotFoundError:
