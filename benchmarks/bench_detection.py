@@ -91,6 +91,10 @@ REFERENCES = ("dcase2020-ae", "mahalanobis")
 MAX_FPR = 0.1
 RECALIBRATED_PER_HOUR = (1.0, 10.0)
 PIECE_SECONDS = 5.0
+# On-site calibration in the false-alarm measurement: the first this-many minutes of each mounting (at most
+# half of it), through `python -m device calibrate`'s path; alarms are counted on the rest.
+SITE_CALIBRATION_MINUTES = 20.0
+SITE_TARGETS_PER_DAY = (1.0, 24.0, 240.0)  # the default promise, 1 per hour, 10 per hour
 
 SIZES = {  # per synthetic set: ids, train, test normal, test anomaly clips per id (10 s clips)
     "full": {"choose": (3, 30, 20, 20), "choose-faint": (3, 30, 20, 20), "plant": (3, 60, 20, 20)},
@@ -108,6 +112,7 @@ class Group:
     tests: list[dict[str, Any]]  # path, y, machine_id, fault
     note: str = ""
     long_streams: list[Path] = field(default_factory=list)
+    long_continuous: bool = False  # the long stream's parts of one machine id follow on from each other
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,6 +125,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--shared", default=str(REPO.parent / "shared"), help="the shared data folder (data/real, data/dcase2023_samples)")
     add("--long-minutes", type=float, default=60.0, help="minutes of long normal stream per plant machine id "
         "(false-alarm measurement; 0 = skip)")
+    add("--site-minutes", type=float, default=SITE_CALIBRATION_MINUTES,
+        help="minutes at the start of each long stream used for on-site calibration (at most half the stream; "
+             "0 = skip the site-calibrated false-alarm measurement)")
     add("--dcase-epochs", type=int, default=30, help="epochs of the DCASE 2020 autoencoder (the original: 100)")
     add("--seed", type=int, default=0, help="seed of the plant set and of all fitting")
     add("--no-float", action="store_true", help="skip the float model's scores")
@@ -175,7 +183,10 @@ def synth_groups(set_name: str, work: Path, args: argparse.Namespace) -> list[Gr
         _stamped(root, config, lambda: make_dataset(root, MACHINE_TYPES, tuple(range(ids)), n_train, n_normal,
                                                     n_anomaly, long_minutes=args.long_minutes, seed=args.seed,
                                                     progress=True))
-        return _manifest_groups(set_name, root, "fault")
+        groups = _manifest_groups(set_name, root, "fault")
+        for g in groups:
+            g.long_continuous = True  # plant_synth writes one stream per id in 10-minute parts
+        return groups
     from training.synth import MACHINE_TYPES, make_dataset  # noqa: PLC0415
 
     seed, snr, strength, jitter = (0, (-3.0, 9.0), (0.1, 1.0), None) if set_name == "choose" else \
@@ -369,6 +380,154 @@ def false_alarms(group: Group, model_dir: Path, runner: Runner, test_windows: li
     return out
 
 
+def mountings(group: Group) -> list[tuple[str, int, list[Path]]]:
+    """The long normal audio as mountings: (name, machine id, files in order) of one uninterrupted stream.
+
+    plant_synth's parts of one id follow on from each other (one mounting per id); the choosing
+    generator renders every 10-minute part on its own (background and gain drawn again), so each part
+    is a mounting of its own.
+    """
+    by_id: dict[int, list[Path]] = defaultdict(list)
+    for path in group.long_streams:
+        by_id[int(path.stem.split("_")[2])].append(path)  # normal_id_XX_partK
+    out = []
+    for machine_id, paths in sorted(by_id.items()):
+        paths = sorted(paths, key=lambda p: int(p.stem.rsplit("part", 1)[1]))
+        if group.long_continuous:
+            out.append((f"id{machine_id:02d}", machine_id, paths))
+        else:
+            out += [(f"id{machine_id:02d}-{p.stem.rsplit('_', 1)[1]}", machine_id, [p]) for p in paths]
+    return out
+
+
+def _calibrate_on(config: Path, name: str, audio: np.ndarray, site_minutes: float, force: bool) -> dict[str, Any]:
+    """`python -m device calibrate --config CONFIG` on the first minutes of `audio` (at most half of it)."""
+    from device.calibrate import load_site_config  # noqa: PLC0415
+
+    calibrator = Runner(load_site_config(config), use_mqtt=False, events_out=None, config_path=str(config),
+                        evidence=False)
+    rate = calibrator.model.params.sample_rate_hz
+    n_cal = int(min(site_minutes * 60.0, len(audio) / rate / 2) * rate)
+    outcome: dict[str, Any] = {"n_cal": n_cal, "rate": rate}
+
+    def reply(result, error=None) -> None:
+        outcome.update(result=result, error=error)
+        calibrator.stop_event.set()
+
+    calibrator.start_calibration(n_cal / rate / 60.0, reply, force=force)
+    calibrator.run_stream(f"{name}#calibration", iter([audio[:n_cal]]))
+    if "result" not in outcome:
+        calibrator.finish_calibration()
+    calibrator.close()
+    return outcome
+
+
+SITE_FAULT_LEVELS = {"tone": -20.0, "harmonics": -20.0, "clicks": -20.0, "impulse_train": -20.0, "noise_burst": -20.0,
+                     "am": 0.2, "level_shift": 3.0, "pitch_shift": 2.0}  # middle of fault_injection's grids
+SITE_FAULT_SECONDS = 10.0
+SITE_FAULTS_PER_KIND = 2  # per mounting
+
+
+def _mounting_faults(audio: np.ndarray, start: int, rate: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(kind, clean segment, the same segment with the fault) from the audio after `start`, evenly spaced."""
+    from fault_injection import inject  # noqa: PLC0415
+
+    n = int(SITE_FAULT_SECONDS * rate)
+    kinds = [k for k in SITE_FAULT_LEVELS for _ in range(SITE_FAULTS_PER_KIND)]
+    starts = np.linspace(start, len(audio) - n, len(kinds)).astype(int)
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind, a in zip(kinds, starts):
+        clean = np.asarray(audio[a:a + n], dtype=np.float32)
+        out.append((kind, clean, inject(clean, rate, kind, SITE_FAULT_LEVELS[kind], rng)[0]))
+    return out
+
+
+def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_minutes: float) -> dict[str, Any]:
+    """Alarms per hour after on-site calibration, on the audio the calibration did not hear.
+
+    What a technician does: mount the sensor, run `python -m device calibrate` on the first minutes
+    of the machine's normal sound, then leave `python -m device run` going. Per mounting (one
+    uninterrupted normal stream) and per promised rate (calibration.false_alarms_per_day), the first
+    `site_minutes` (at most half the stream) go through Runner.start_calibration as `device calibrate`
+    does (site statistics and threshold, written to a state directory; a refusal is retried with
+    force, and counted), and a Runner built from the config with that calibration laid over it, as
+    `device run` builds it, replays the rest; its detector's events are the alarms.
+
+    Beside them, what the same thresholds catch: faults from fault_injection.py (every kind, at the
+    middle of its grid) injected into 10 s segments of the mounting's own uncalibrated audio, each
+    replayed as its own stream, with the clean segments as the control; and the same machine id's
+    test clips, which were recorded under other conditions (background level, gain) than the mounting.
+    """
+    import yaml  # noqa: PLC0415
+
+    from device.calibrate import load_site_config  # noqa: PLC0415
+
+    state = folder / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    old_state = os.environ.get("STATE_DIRECTORY")
+    os.environ["STATE_DIRECTORY"] = str(state)
+    rows = {per_day: {"false_alarms_per_day": per_day, "promised_per_hour": per_day / 24.0, "alarms": 0,
+                      "hours": 0.0, "calibration_minutes": [], "thresholds": [], "errors": [],
+                      "injected": defaultdict(list), "clean_segments_alarming": [], "fault_clips_alarming": [],
+                      "normal_clips_alarming": []} for per_day in SITE_TARGETS_PER_DAY}
+    try:
+        for index, (name, machine_id, paths) in enumerate(mountings(group)):
+            audio = np.concatenate([load_mono(p) for p in paths])
+            faults = None
+            for per_day, row in rows.items():
+                config = folder / f"{name}-{per_day:g}.yaml"
+                device_id = f"{group.machine_type}-{name}-{per_day:g}".replace(".", "_")[:64]
+                config.write_text(yaml.safe_dump({
+                    "device": {"id": device_id, "site": "bench"}, "model": {"path": str(model_path)},
+                    "calibration": {"false_alarms_per_day": per_day}, "mqtt": {"enabled": False},
+                    "evidence": {"enabled": False}}))
+                outcome = _calibrate_on(config, name, audio, site_minutes, force=False)
+                if outcome.get("error"):  # refused (the audio looks like a fault to the training statistics)
+                    row["errors"].append(f"{name}: {outcome['error']}")
+                    outcome = _calibrate_on(config, name, audio, site_minutes, force=True)  # what --force does
+                    if outcome.get("error"):
+                        continue
+                n_cal, rate = outcome["n_cal"], outcome["rate"]
+                live = Runner(load_site_config(config), use_mqtt=False, events_out=None, evidence=False)
+                summary, _ = replay(live, name, iter([audio[n_cal:]]))
+                row["alarms"] += summary.events
+                row["hours"] += (len(audio) - n_cal) / rate / 3600.0
+                row["calibration_minutes"].append(n_cal / rate / 60.0)
+                row["thresholds"].append(outcome["result"]["threshold"])
+                if faults is None:
+                    faults = _mounting_faults(audio, n_cal, rate, seed=index)
+                for kind, clean, faulty in faults:
+                    row["clean_segments_alarming"].append(bool(replay(live, f"{name}#clean", iter([clean]))[0].events))
+                    row["injected"][kind].append(bool(replay(live, f"{name}#{kind}", iter([faulty]))[0].events))
+                for t in group.tests:
+                    if t["machine_id"] == machine_id:
+                        s, _ = replay(live, str(t["path"]), WavFileStream(t["path"], rate).blocks())
+                        row["fault_clips_alarming" if t["y"] else "normal_clips_alarming"].append(bool(s.events))
+                live.close()
+    finally:
+        if old_state is None:
+            os.environ.pop("STATE_DIRECTORY", None)
+        else:
+            os.environ["STATE_DIRECTORY"] = old_state
+    out = []
+    for row in rows.values():
+        k = row["alarms"]
+        lo, hi = poisson_interval(k)
+        hours = max(row["hours"], 1e-9)
+        injected = {kind: float(np.mean(v)) for kind, v in row["injected"].items()}
+        row.update(per_hour=k / hours, per_hour_95ci=[lo / hours, hi / hours],
+                   ratio=(k / hours) / row["promised_per_hour"], mountings=len(row["thresholds"]),
+                   calibration_minutes=float(np.median(row["calibration_minutes"] or [0.0])),
+                   injected=injected,
+                   injected_alarming=float(np.mean([a for v in row["injected"].values() for a in v] or [np.nan])),
+                   clean_segments_alarming=float(np.mean(row["clean_segments_alarming"] or [np.nan])),
+                   fault_clips_alarming=float(np.mean(row["fault_clips_alarming"] or [np.nan])),
+                   normal_clips_alarming=float(np.mean(row["normal_clips_alarming"] or [np.nan])))
+        out.append(row)
+    return {"site_minutes": site_minutes, "fault_levels": SITE_FAULT_LEVELS, "targets": out}
+
+
 # ------------------------------------------------------------------------------------------------
 # Metrics and report
 # ------------------------------------------------------------------------------------------------
@@ -429,7 +588,7 @@ def summarize(by_id: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]
     return summary
 
 
-def markdown(summary, by_fault, alarms, methods, config_lines, timings) -> str:
+def markdown(summary, by_fault, alarms, methods, config_lines, timings, site=None) -> str:
     lines = ["## Detection quality: mean AUC / pAUC per machine type (AUC per machine id, then averaged)", ""]
     lines.append("| set | role | type | " + " | ".join(methods) + " |")
     lines.append("|---|---|---|" + "---:|" * len(methods))
@@ -462,6 +621,27 @@ def markdown(summary, by_fault, alarms, methods, config_lines, timings) -> str:
                              f"{r['fault_clips_alarming']:.2f} |")
             lines.append(f"| {machine_type} | audio | | | {a['hours']:.2f} h | {a['hours']:.2f} h | "
                          f"{a['spliced_hours']:.2f} h | |")
+    if site:
+        lines += ["", "## False alarms after on-site calibration (`device calibrate` on the first minutes of each "
+                  "mounting, alarms counted on the rest)", "",
+                  "| set/type | promised /h | mountings | calibrated on (min) | hours counted | alarms | observed /h "
+                  "(95 % CI) | observed / promised | refused, then forced | injected faults alarming (clean) | "
+                  "test clips alarming: fault / normal |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, a in site.items():
+            for r in a["targets"]:
+                lines.append(f"| {label} | {r['promised_per_hour']:.3g} | {r['mountings']} | "
+                             f"{r['calibration_minutes']:.1f} | {r['hours']:.1f} | {r['alarms']} | {r['per_hour']:.2f} "
+                             f"({r['per_hour_95ci'][0]:.2f}-{r['per_hour_95ci'][1]:.2f}) | {r['ratio']:.2f} | "
+                             f"{len(r['errors'])} | {r['injected_alarming']:.2f} ({r['clean_segments_alarming']:.2f}) | "
+                             f"{r['fault_clips_alarming']:.2f} / {r['normal_clips_alarming']:.2f} |")
+        for per_day in SITE_TARGETS_PER_DAY:
+            rs = [r for a in site.values() for r in a["targets"] if r["false_alarms_per_day"] == per_day]
+            k, hours = sum(r["alarms"] for r in rs), sum(r["hours"] for r in rs)
+            if hours > 0:
+                lo, hi = poisson_interval(k)
+                lines.append(f"| **all** | {per_day / 24:.3g} | {sum(r['mountings'] for r in rs)} | | {hours:.1f} | {k} | "
+                             f"{k / hours:.2f} ({lo / hours:.2f}-{hi / hours:.2f}) | {k / hours / (per_day / 24):.2f} | "
+                             f"{sum(len(r['errors']) for r in rs)} | | |")
     lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "", "Configuration:", "", "```",
               *config_lines, "```", ""]
     return "\n".join(lines)
@@ -549,16 +729,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: done at {time.monotonic() - started:.0f} s (members {'+'.join(summary.get('members') or [])})",
               flush=True)
 
+    site: dict[str, Any] = {}
+    if args.site_minutes > 0:
+        timings["site-calibrated"] = 0.0
+        site_key = {**result_key, "site_minutes": args.site_minutes, "targets": SITE_TARGETS_PER_DAY}
+        for group in (g for g in groups if g.long_streams):
+            label = f"{group.set_name}/{group.machine_type}"
+            saved = work / "results" / group.set_name / f"{group.machine_type}.site.json"
+            if saved.exists() and (done := json.loads(saved.read_text())).get("key") == json.loads(json.dumps(site_key)):
+                site[label] = done["site"]
+                continue
+            t5 = time.monotonic()
+            model_dir = work / "models" / group.set_name / group.machine_type
+            site[label] = site_calibrated_alarms(group, model_dir / "model.tflite", work / "site" / group.set_name /
+                                                 group.machine_type, args.site_minutes)
+            timings["site-calibrated"] += time.monotonic() - t5
+            saved.write_text(json.dumps({"key": site_key, "site": site[label]}, default=str))
+            print(f"{label}: site-calibrated false alarms done at {time.monotonic() - started:.0f} s", flush=True)
+
     summary = summarize(by_id, methods)
     timings["total"] = time.monotonic() - started
-    report = markdown(summary, by_fault, alarms, methods, config_lines, timings)
+    report = markdown(summary, by_fault, alarms, methods, config_lines, timings, site)
     print()
     print(report)
     if args.markdown_out:
         Path(args.markdown_out).write_text(report)
     if args.json_out:
         doc = {"config": {"lines": config_lines, "args": {k: v for k, v in vars(args).items()}},
-               "summary": summary, "by_id": by_id, "by_fault": by_fault, "false_alarms": alarms, "fits": fits,
+               "summary": summary, "by_id": by_id, "by_fault": by_fault, "false_alarms": alarms,
+               "site_calibrated_false_alarms": site, "fits": fits,
                "notes": {f"{g.set_name}/{g.machine_type}": g.note for g in groups if g.note},
                "timings_seconds": timings}
         Path(args.json_out).write_text(json.dumps(doc, indent=1, default=str) + "\n")
