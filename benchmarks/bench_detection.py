@@ -130,6 +130,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "0 = skip the site-calibrated false-alarm measurement)")
     add("--dcase-epochs", type=int, default=30, help="epochs of the DCASE 2020 autoencoder (the original: 100)")
     add("--seed", type=int, default=0, help="seed of the plant set and of all fitting")
+    add("--fit-option", action="append", default=[], metavar="KEY=VALUE",
+        help="a training.fit.FitOptions field for a candidate (repeatable; VALUE is YAML), e.g. "
+             "amplify_representative=1.5; give the run a --tag so its models and results are kept apart")
+    add("--tag", default="", help="name of a candidate run: models and results go to WORK/models/TAG, WORK/results/TAG "
+        "(data and caches are shared)")
     add("--no-float", action="store_true", help="skip the float model's scores")
     add("--json-out", help="write all results here")
     add("--markdown-out", help="write the Markdown report here")
@@ -139,6 +144,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [s for s in args.sets if s not in ALL_SETS]
     if unknown:
         parser.error(f"--sets: unknown {unknown}; choose from {', '.join(ALL_SETS)}")
+    import yaml  # noqa: PLC0415
+
+    from training.fit import FitOptions  # noqa: PLC0415 - light: TensorFlow loads when a model is fitted
+
+    fields = {f.name for f in dataclasses.fields(FitOptions)} - {"seed", "cache_dir"}
+    args.fit_options = {}
+    for item in args.fit_option:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            parser.error(f"--fit-option {item!r}: give KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        args.fit_options[key] = yaml.safe_load(value)
+    if args.fit_options and not args.tag:
+        parser.error("--fit-option: give the candidate a --tag, so its models do not replace the default's")
     if args.quick and args.long_minutes == 60.0:
         args.long_minutes = 3.0
     return args
@@ -250,11 +268,11 @@ def fit_ours(group: Group, model_dir: Path, args: argparse.Namespace, cache: Pat
 
     summary_path = model_dir / "training_summary.json"
     stamp = model_dir / "bench_fit.json"
-    key = {"data": str(group.data_dir), "seed": args.seed, "code": _code_stamp()}
-    if summary_path.exists() and stamp.exists() and json.loads(stamp.read_text()) == key:
+    key = {"data": str(group.data_dir), "seed": args.seed, "code": _code_stamp(), **args.fit_options}
+    if summary_path.exists() and stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(key)):
         return json.loads(summary_path.read_text())
-    summary = fit(group.data_dir, model_dir, FeatureParams(), FitOptions(seed=args.seed, cache_dir=str(cache)),
-                  progress=args.verbose)
+    options = FitOptions(seed=args.seed, cache_dir=str(cache), **args.fit_options)
+    summary = fit(group.data_dir, model_dir, FeatureParams(), options, progress=args.verbose)
     stamp.write_text(json.dumps(key))
     return summary
 
@@ -667,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         "ours-int8: Runner(AcmonConfig()).run_stream(WavFileStream) = python -m device score (mean of window scores)",
         "ours-float: model_float.keras on the same windows and level gate, through the model's scorer",
         f"dcase2020-ae: {dataclasses.asdict(dcase_params)}; mahalanobis: clip-mean log-mel, Ledoit-Wolf",
+        f"candidate: {args.tag or 'the default'}; fit options {args.fit_options or 'defaults'}",
         f"host: {platform.machine()}, {os.cpu_count()} cpu, Python {platform.python_version()}; work {work}",
     ]
     print("\n".join(config_lines), flush=True)
@@ -683,10 +702,11 @@ def main(argv: list[str] | None = None) -> int:
     for t in ("ours", "ours-float", "dcase2020-ae", "mahalanobis", "false-alarms"):
         timings[t] = 0.0
     result_key = {"code": _code_stamp(), "seed": args.seed, "dcase_epochs": args.dcase_epochs,
-                  "long_minutes": args.long_minutes, "methods": methods, "quick": args.quick}
+                  "long_minutes": args.long_minutes, "methods": methods, "quick": args.quick,
+                  "fit_options": args.fit_options}
     for group in groups:
         label = f"{group.set_name}/{group.machine_type}"
-        saved = work / "results" / group.set_name / f"{group.machine_type}.json"
+        saved = work / "results" / args.tag / group.set_name / f"{group.machine_type}.json"
         if saved.exists() and (done := json.loads(saved.read_text())).get("key") == result_key:
             by_id += metrics(group, done["scores"])
             by_fault += per_fault(group, done["scores"])
@@ -699,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         clips = [load_mono(t["path"]) for t in group.tests]
         scores: dict[str, list[float]] = {}
         t0 = time.monotonic()
-        model_dir = work / "models" / group.set_name / group.machine_type
+        model_dir = work / "models" / args.tag / group.set_name / group.machine_type
         summary = fit_ours(group, model_dir, args, work / "cache")
         runner, scores["ours-int8"], alarm_flags, test_windows = score_ours(model_dir / "model.tflite", group.tests)
         timings["ours"] += time.monotonic() - t0
@@ -711,12 +731,21 @@ def main(argv: list[str] | None = None) -> int:
             t1 = time.monotonic()
             scores["ours-float"] = score_float(model_dir, runner, clips)
             timings["ours-float"] += time.monotonic() - t1
-        t2 = time.monotonic()
-        scores["dcase2020-ae"] = DcaseBaseline(dcase_params, seed=args.seed).fit(train).score(clips).tolist()
-        t3 = time.monotonic()
-        timings["dcase2020-ae"] += t3 - t2
-        scores["mahalanobis"] = MahalanobisBaseline().fit(train).score(clips).tolist()
-        timings["mahalanobis"] += time.monotonic() - t3
+        # The references do not depend on acmon's code: every candidate run (--tag) reuses them.
+        refs_path = work / "results" / "references" / group.set_name / f"{group.machine_type}.json"
+        refs_key = {"seed": args.seed, "dcase": dataclasses.asdict(dcase_params), "quick": args.quick,
+                    "tests": [str(t["path"]) for t in group.tests]}
+        if refs_path.exists() and (refs := json.loads(refs_path.read_text())).get("key") == refs_key:
+            scores.update(refs["scores"])
+        else:
+            t2 = time.monotonic()
+            scores["dcase2020-ae"] = DcaseBaseline(dcase_params, seed=args.seed).fit(train).score(clips).tolist()
+            t3 = time.monotonic()
+            timings["dcase2020-ae"] += t3 - t2
+            scores["mahalanobis"] = MahalanobisBaseline().fit(train).score(clips).tolist()
+            timings["mahalanobis"] += time.monotonic() - t3
+            refs_path.parent.mkdir(parents=True, exist_ok=True)
+            refs_path.write_text(json.dumps({"key": refs_key, "scores": {m: scores[m] for m in REFERENCES}}))
         by_id += metrics(group, scores)
         by_fault += per_fault(group, scores)
         if group.long_streams:
@@ -735,13 +764,13 @@ def main(argv: list[str] | None = None) -> int:
         site_key = {**result_key, "site_minutes": args.site_minutes, "targets": SITE_TARGETS_PER_DAY}
         for group in (g for g in groups if g.long_streams):
             label = f"{group.set_name}/{group.machine_type}"
-            saved = work / "results" / group.set_name / f"{group.machine_type}.site.json"
+            saved = work / "results" / args.tag / group.set_name / f"{group.machine_type}.site.json"
             if saved.exists() and (done := json.loads(saved.read_text())).get("key") == json.loads(json.dumps(site_key)):
                 site[label] = done["site"]
                 continue
             t5 = time.monotonic()
-            model_dir = work / "models" / group.set_name / group.machine_type
-            site[label] = site_calibrated_alarms(group, model_dir / "model.tflite", work / "site" / group.set_name /
+            model_dir = work / "models" / args.tag / group.set_name / group.machine_type
+            site[label] = site_calibrated_alarms(group, model_dir / "model.tflite", work / "site" / args.tag / group.set_name /
                                                  group.machine_type, args.site_minutes)
             timings["site-calibrated"] += time.monotonic() - t5
             saved.write_text(json.dumps({"key": site_key, "site": site[label]}, default=str))
