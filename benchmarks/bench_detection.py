@@ -703,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         timings[t] = 0.0
     result_key = {"code": _code_stamp(), "seed": args.seed, "dcase_epochs": args.dcase_epochs,
                   "long_minutes": args.long_minutes, "methods": methods, "quick": args.quick,
-                  "fit_options": args.fit_options}
+                  **({"fit_options": args.fit_options} if args.fit_options else {})}
     for group in groups:
         label = f"{group.set_name}/{group.machine_type}"
         saved = work / "results" / args.tag / group.set_name / f"{group.machine_type}.json"
