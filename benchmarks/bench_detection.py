@@ -295,6 +295,20 @@ def replay(runner: Runner, name: str, blocks) -> tuple[Any, list[float | None]]:
     return summary, scores
 
 
+def replay_in_alarm(runner: Runner, name: str, blocks) -> tuple[Any, int, int]:
+    """replay(), counting the windows during which an alarm was open (an alarm that never ends is one event)."""
+    state = {"open": False, "in_alarm": 0, "windows": 0}
+
+    def on_window(r) -> None:
+        for t in r.transitions:
+            state["open"] = {"start": True, "end": False}.get(t.state, state["open"])
+        state["windows"] += 1
+        state["in_alarm"] += state["open"]
+
+    summary = runner.run_stream(name, blocks, on_window=on_window)
+    return summary, state["in_alarm"], state["windows"]
+
+
 def score_ours(model_path: Path, tests: list[dict[str, Any]]) -> tuple[Runner, list[float], list[bool], list[list]]:
     """`python -m device score`: one Runner, each file through run_stream."""
     runner = Runner(AcmonConfig(), model_path=str(model_path), use_mqtt=False, events_out=None)
@@ -486,7 +500,8 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
     old_state = os.environ.get("STATE_DIRECTORY")
     os.environ["STATE_DIRECTORY"] = str(state)
     rows = {per_day: {"false_alarms_per_day": per_day, "promised_per_hour": per_day / 24.0, "alarms": 0,
-                      "hours": 0.0, "calibration_minutes": [], "thresholds": [], "errors": [],
+                      "hours": 0.0, "windows_in_alarm": 0, "windows": 0, "calibration_minutes": [], "thresholds": [],
+                      "errors": [],
                       "injected": defaultdict(list), "clean_segments_alarming": [], "fault_clips_alarming": [],
                       "normal_clips_alarming": []} for per_day in SITE_TARGETS_PER_DAY}
     try:
@@ -508,8 +523,10 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
                         continue
                 n_cal, rate = outcome["n_cal"], outcome["rate"]
                 live = Runner(load_site_config(config), use_mqtt=False, events_out=None, evidence=False)
-                summary, _ = replay(live, name, iter([audio[n_cal:]]))
+                summary, open_windows, windows = replay_in_alarm(live, name, iter([audio[n_cal:]]))
                 row["alarms"] += summary.events
+                row["windows_in_alarm"] += open_windows
+                row["windows"] += windows
                 row["hours"] += (len(audio) - n_cal) / rate / 3600.0
                 row["calibration_minutes"].append(n_cal / rate / 60.0)
                 row["thresholds"].append(outcome["result"]["threshold"])
@@ -535,6 +552,7 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
         hours = max(row["hours"], 1e-9)
         injected = {kind: float(np.mean(v)) for kind, v in row["injected"].items()}
         row.update(per_hour=k / hours, per_hour_95ci=[lo / hours, hi / hours],
+                   share_in_alarm=row["windows_in_alarm"] / max(row["windows"], 1),
                    ratio=(k / hours) / row["promised_per_hour"], mountings=len(row["thresholds"]),
                    calibration_minutes=float(np.median(row["calibration_minutes"] or [0.0])),
                    injected=injected,
@@ -643,14 +661,14 @@ def markdown(summary, by_fault, alarms, methods, config_lines, timings, site=Non
         lines += ["", "## False alarms after on-site calibration (`device calibrate` on the first minutes of each "
                   "mounting, alarms counted on the rest)", "",
                   "| set/type | promised /h | mountings | calibrated on (min) | hours counted | alarms | observed /h "
-                  "(95 % CI) | observed / promised | refused, then forced | injected faults alarming (clean) | "
-                  "test clips alarming: fault / normal |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "(95 % CI) | observed / promised | time in alarm | refused, then forced | injected faults alarming (clean) | "
+                  "test clips alarming: fault / normal |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for label, a in site.items():
             for r in a["targets"]:
                 lines.append(f"| {label} | {r['promised_per_hour']:.3g} | {r['mountings']} | "
                              f"{r['calibration_minutes']:.1f} | {r['hours']:.1f} | {r['alarms']} | {r['per_hour']:.2f} "
                              f"({r['per_hour_95ci'][0]:.2f}-{r['per_hour_95ci'][1]:.2f}) | {r['ratio']:.2f} | "
-                             f"{len(r['errors'])} | {r['injected_alarming']:.2f} ({r['clean_segments_alarming']:.2f}) | "
+                             f"{r.get('share_in_alarm', float('nan')):.1%} | {len(r['errors'])} | {r['injected_alarming']:.2f} ({r['clean_segments_alarming']:.2f}) | "
                              f"{r['fault_clips_alarming']:.2f} / {r['normal_clips_alarming']:.2f} |")
         for per_day in SITE_TARGETS_PER_DAY:
             rs = [r for a in site.values() for r in a["targets"] if r["false_alarms_per_day"] == per_day]
@@ -659,6 +677,7 @@ def markdown(summary, by_fault, alarms, methods, config_lines, timings, site=Non
                 lo, hi = poisson_interval(k)
                 lines.append(f"| **all** | {per_day / 24:.3g} | {sum(r['mountings'] for r in rs)} | | {hours:.1f} | {k} | "
                              f"{k / hours:.2f} ({lo / hours:.2f}-{hi / hours:.2f}) | {k / hours / (per_day / 24):.2f} | "
+                             f"{sum(r['windows_in_alarm'] for r in rs) / max(sum(r['windows'] for r in rs), 1):.1%} | "
                              f"{sum(len(r['errors']) for r in rs)} | | |")
     lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "", "Configuration:", "", "```",
               *config_lines, "```", ""]
@@ -761,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     site: dict[str, Any] = {}
     if args.site_minutes > 0:
         timings["site-calibrated"] = 0.0
-        site_key = {**result_key, "site_minutes": args.site_minutes, "targets": SITE_TARGETS_PER_DAY}
+        site_key = {**result_key, "site_minutes": args.site_minutes, "targets": SITE_TARGETS_PER_DAY, "version": 2}
         for group in (g for g in groups if g.long_streams):
             label = f"{group.set_name}/{group.machine_type}"
             saved = work / "results" / args.tag / group.set_name / f"{group.machine_type}.site.json"
