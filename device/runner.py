@@ -885,6 +885,9 @@ class Runner:
         logger.warning("calibration written to %s: threshold %.4g (was %.4g), level gate %s%s", path, result.threshold,
                        before, "unchanged" if result.min_rms_dbfs is None else f"{result.min_rms_dbfs} dBFS",
                        " (forced)" if session.force else "")
+        warning = result.info.get("warning")
+        if warning:  # the promise is an extrapolation the audio cannot stand behind: say so where it is read
+            logger.warning("calibration: %s", warning)
         applied = self.reload()
         previous = calibration_paths(self.config_path)[1]
         return {
@@ -900,6 +903,9 @@ class Runner:
             "windows": session.collected,
             "method": result.info.get("method"),
             "site_statistics": site_file,
+            "false_alarms_per_day": c.false_alarms_per_day,
+            "false_alarms_per_day_90ci": result.info.get("false_alarms_per_day_90ci"),
+            "warning": warning,
         }
 
     def site_calibration(self, session: CalibrationSession, result: CalibrationResult) -> tuple[Scorer | None, CalibrationResult]:

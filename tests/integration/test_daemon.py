@@ -184,6 +184,9 @@ def test_calibrate_command_writes_and_applies_the_site_threshold(trained_model, 
     assert runner.settings.threshold == pytest.approx(result["threshold"], rel=1e-5)
     assert load_site_config(cfg).model.threshold == pytest.approx(result["threshold"], rel=1e-5)
     assert result["threshold_before"] == pytest.approx(before, rel=1e-5)
+    # Two minutes cannot stand behind one false alarm a day: the result says so (it was only in calibration.yaml).
+    assert result["false_alarms_per_day"] == 1.0 and len(result["false_alarms_per_day_90ci"]) == 2
+    assert "cannot pin down" in result["warning"] and "30 minutes" in result["warning"]
 
 
 @pytest.mark.parametrize("minutes", [0.2, 1.0])
