@@ -113,6 +113,7 @@ class Group:
     note: str = ""
     long_streams: list[Path] = field(default_factory=list)
     long_continuous: bool = False  # the long stream's parts of one machine id follow on from each other
+    site_streams: list[Path] = field(default_factory=list)  # continuous drifting streams for on-site calibration
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -219,7 +220,16 @@ def synth_groups(set_name: str, work: Path, args: argparse.Namespace) -> list[Gr
         synth_long_streams(root, MACHINE_TYPES, ids, long_minutes, snr, seed, jitter)
 
     _stamped(root, config, make)
-    return _manifest_groups(set_name, root, "fault")
+    groups = _manifest_groups(set_name, root, "fault")
+    if long_minutes > 0 and args.site_minutes > 0:
+        drift = root / "long_drift"
+        drift_config = {"ids": ids, "minutes": long_minutes, "seed": seed, "snr": snr, "gain_jitter_db": jitter,
+                        "piece_s": DRIFT_PIECE_SECONDS, "step_db": DRIFT_SNR_STEP_DB}
+        _stamped(drift, drift_config, lambda: synth_drift_streams(drift, MACHINE_TYPES, ids, long_minutes, snr, seed,
+                                                                  jitter))
+        for g in groups:
+            g.site_streams = sorted((drift / g.machine_type).glob("*.wav"))
+    return groups
 
 
 def synth_long_streams(root: Path, machine_types, ids: int, minutes: float, snr, seed: int, jitter) -> None:
@@ -235,6 +245,46 @@ def synth_long_streams(root: Path, machine_types, ids: int, minutes: float, snr,
                 clip = render_clip(machine_type, machine_id, min(600.0, minutes * 60 - part * 600), 16000, None, 1.0,
                                    float(rng.uniform(*snr)), int(rng.integers(2**31)), jitter)
                 write_wav(root / "long" / machine_type / f"normal_id_{machine_id:02d}_part{part}.wav", clip, 16000)
+
+
+DRIFT_PIECE_SECONDS = 60.0   # a drifting stream: one render per minute (its own operating point and gain) ...
+DRIFT_CROSSFADE_SECONDS = 2.0  # ... joined by equal-power crossfades
+DRIFT_SNR_STEP_DB = 1.5      # the background's level walks by this much per minute (within the set's range)
+
+
+def synth_drift_streams(root: Path, machine_types, ids: int, minutes: float, snr, seed: int, jitter) -> None:
+    """Continuous normal streams of the choosing generator that drift, for choosing how to calibrate on site.
+
+    The 10-minute renders of synth_long_streams each hold one operating point and background level;
+    a mounted sensor hears both change. Here every minute is its own render (a new operating point
+    and the microphone's gain jitter) joined to the last by a crossfade, and the background level
+    walks within the set's range: a load that wanders and neighbours that come and go.
+    """
+    from device.audio_io import write_wav  # noqa: PLC0415
+    from training.synth import render_clip  # noqa: PLC0415
+
+    rate = 16000
+    fade = int(DRIFT_CROSSFADE_SECONDS * rate)
+    ramp = np.sin(np.linspace(0.0, np.pi / 2, fade)) ** 2
+    rng = np.random.default_rng([seed, 11])
+    for machine_type in machine_types:
+        (root / machine_type).mkdir(parents=True, exist_ok=True)
+        for machine_id in range(ids):
+            snr_db = float(rng.uniform(*snr))
+            pieces: list[np.ndarray] = []
+            for _ in range(int(math.ceil(minutes * 60.0 / DRIFT_PIECE_SECONDS))):
+                snr_db = float(np.clip(snr_db + rng.normal(0.0, DRIFT_SNR_STEP_DB), *snr))
+                piece = render_clip(machine_type, machine_id, DRIFT_PIECE_SECONDS + DRIFT_CROSSFADE_SECONDS, rate,
+                                    None, 1.0, snr_db, int(rng.integers(2**31)), jitter)
+                if pieces:
+                    last = pieces[-1]
+                    last[-fade:] = last[-fade:] * np.sqrt(1.0 - ramp) + piece[:fade] * np.sqrt(ramp)
+                    piece = piece[fade:]
+                pieces.append(np.asarray(piece, dtype=np.float32))
+            audio = np.concatenate(pieces)[:int(minutes * 60.0 * rate)]
+            part = int(600 * rate)
+            for k in range(0, len(audio), part):
+                write_wav(root / machine_type / f"normal_id_{machine_id:02d}_part{k // part}.wav", audio[k:k + part], rate)
 
 
 def real_groups(sets: list[str], work: Path, args: argparse.Namespace) -> list[Group]:
@@ -415,17 +465,18 @@ def false_alarms(group: Group, model_dir: Path, runner: Runner, test_windows: li
 def mountings(group: Group) -> list[tuple[str, int, list[Path]]]:
     """The long normal audio as mountings: (name, machine id, files in order) of one uninterrupted stream.
 
-    plant_synth's parts of one id follow on from each other (one mounting per id); the choosing
-    generator renders every 10-minute part on its own (background and gain drawn again), so each part
-    is a mounting of its own.
+    plant_synth's parts of one id follow on from each other (one mounting per id), and so do the
+    choosing generator's drifting streams (synth_drift_streams), used when there are any; its
+    10-minute renders each hold their own background and gain, so each is a mounting of its own.
     """
     by_id: dict[int, list[Path]] = defaultdict(list)
-    for path in group.long_streams:
+    continuous = group.long_continuous or bool(group.site_streams)
+    for path in group.site_streams or group.long_streams:
         by_id[int(path.stem.split("_")[2])].append(path)  # normal_id_XX_partK
     out = []
     for machine_id, paths in sorted(by_id.items()):
         paths = sorted(paths, key=lambda p: int(p.stem.rsplit("part", 1)[1]))
-        if group.long_continuous:
+        if continuous:
             out.append((f"id{machine_id:02d}", machine_id, paths))
         else:
             out += [(f"id{machine_id:02d}-{p.stem.rsplit('_', 1)[1]}", machine_id, [p]) for p in paths]
@@ -784,7 +835,8 @@ def main(argv: list[str] | None = None) -> int:
         for group in (g for g in groups if g.long_streams):
             label = f"{group.set_name}/{group.machine_type}"
             saved = work / "results" / args.tag / group.set_name / f"{group.machine_type}.site.json"
-            if saved.exists() and (done := json.loads(saved.read_text())).get("key") == json.loads(json.dumps(site_key)):
+            key = {**site_key, **({"drifting": len(group.site_streams)} if group.site_streams else {})}
+            if saved.exists() and (done := json.loads(saved.read_text())).get("key") == json.loads(json.dumps(key)):
                 site[label] = done["site"]
                 continue
             t5 = time.monotonic()
@@ -792,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
             site[label] = site_calibrated_alarms(group, model_dir / "model.tflite", work / "site" / args.tag / group.set_name /
                                                  group.machine_type, args.site_minutes)
             timings["site-calibrated"] += time.monotonic() - t5
-            saved.write_text(json.dumps({"key": site_key, "site": site[label]}, default=str))
+            saved.write_text(json.dumps({"key": key, "site": site[label]}, default=str))
             print(f"{label}: site-calibrated false alarms done at {time.monotonic() - started:.0f} s", flush=True)
 
     summary = summarize(by_id, methods)
