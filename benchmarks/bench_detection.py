@@ -263,7 +263,11 @@ def synth_drift_streams(root: Path, machine_types, ids: int, minutes: float, snr
     from device.audio_io import write_wav  # noqa: PLC0415
     from training.synth import render_clip  # noqa: PLC0415
 
+    from tqdm import tqdm  # noqa: PLC0415
+
     rate = 16000
+    n_pieces = int(math.ceil(minutes * 60.0 / DRIFT_PIECE_SECONDS))
+    bar = tqdm(total=len(machine_types) * ids * n_pieces, desc="drifting streams", unit="min")
     fade = int(DRIFT_CROSSFADE_SECONDS * rate)
     ramp = np.sin(np.linspace(0.0, np.pi / 2, fade)) ** 2
     rng = np.random.default_rng([seed, 11])
@@ -272,7 +276,8 @@ def synth_drift_streams(root: Path, machine_types, ids: int, minutes: float, snr
         for machine_id in range(ids):
             snr_db = float(rng.uniform(*snr))
             pieces: list[np.ndarray] = []
-            for _ in range(int(math.ceil(minutes * 60.0 / DRIFT_PIECE_SECONDS))):
+            for _ in range(n_pieces):
+                bar.update()
                 snr_db = float(np.clip(snr_db + rng.normal(0.0, DRIFT_SNR_STEP_DB), *snr))
                 piece = render_clip(machine_type, machine_id, DRIFT_PIECE_SECONDS + DRIFT_CROSSFADE_SECONDS, rate,
                                     None, 1.0, snr_db, int(rng.integers(2**31)), jitter)
@@ -285,6 +290,7 @@ def synth_drift_streams(root: Path, machine_types, ids: int, minutes: float, snr
             part = int(600 * rate)
             for k in range(0, len(audio), part):
                 write_wav(root / machine_type / f"normal_id_{machine_id:02d}_part{k // part}.wav", audio[k:k + part], rate)
+    bar.close()
 
 
 def real_groups(sets: list[str], work: Path, args: argparse.Namespace) -> list[Group]:
