@@ -497,18 +497,11 @@ def _calibrate_on(config: Path, name: str, audio: np.ndarray, site_minutes: floa
                         evidence=False)
     rate = calibrator.model.params.sample_rate_hz
     n_cal = int(min(site_minutes * 60.0, len(audio) / rate / 2) * rate)
-    outcome: dict[str, Any] = {"n_cal": n_cal, "rate": rate}
-
-    def reply(result, error=None) -> None:
-        outcome.update(result=result, error=error)
-        calibrator.stop_event.set()
-
-    calibrator.start_calibration(n_cal / rate / 60.0, reply, force=force)
-    calibrator.run_stream(f"{name}#calibration", iter([audio[:n_cal]]))
-    if "result" not in outcome:
-        calibrator.finish_calibration()
+    result, error = calibrator.calibrate(n_cal / rate / 60.0,
+                                         lambda: calibrator.run_stream(f"{name}#calibration", iter([audio[:n_cal]])),
+                                         force=force)
     calibrator.close()
-    return outcome
+    return {"n_cal": n_cal, "rate": rate, "result": result, "error": error}
 
 
 SITE_FAULT_LEVELS = {"tone": -20.0, "harmonics": -20.0, "clicks": -20.0, "impulse_train": -20.0, "noise_burst": -20.0,

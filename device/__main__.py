@@ -224,30 +224,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise AcmonError("calibrate: WAV files are only read with --source file")
     cfg = _load_config(args.config)
     runner = Runner(cfg, model_path=args.model, use_mqtt=False, events_out=None, config_path=args.config, evidence=False)
-    outcome: dict = {}
-
-    def reply(result, error=None) -> None:
-        outcome.update(result=result, error=error)
-        runner.stop_event.set()
-
     runner.install_signal_handlers()
-    runner.start_calibration(args.minutes, reply, force=args.force)
     rate = runner.model.params.sample_rate_hz
-    if args.source == "mic":
-        runner.run_live(lambda: _microphone(cfg, rate, runner.stop_event))
-    else:
+
+    def run() -> None:
+        if args.source == "mic":
+            runner.run_live(lambda: _microphone(cfg, rate, runner.stop_event))
+            return
         for path in expand_wav_paths(args.wavs):
             stream = WavFileStream(path, rate, cfg.audio.block_samples, cfg.audio.channel)
             runner.run_stream(stream.name, stream.blocks())
             if runner.stop_event.is_set():
                 break
-    if not outcome:
-        logger.warning("calibrate: the audio ended before %.1f minutes: calibrating on what there is", args.minutes)
-        runner.finish_calibration()
+
+    result, error = runner.calibrate(args.minutes, run, force=args.force)
     runner.close()
-    if outcome.get("error"):
-        raise AcmonError(outcome["error"])
-    print(json.dumps(outcome["result"]))
+    if error:
+        raise AcmonError(error)
+    print(json.dumps(result))
     return 0
 
 

@@ -811,6 +811,28 @@ class Runner:
         logger.info("calibrating: collecting %.1f min of audio (%d windows)%s", minutes, target,
                     ", forced" if force else "")
 
+    def calibrate(self, minutes: float, run: Callable[[], None], force: bool = False) -> tuple[dict[str, Any] | None, str | None]:
+        """`python -m device calibrate`: collect `minutes` of what run() streams through this runner, calibrate.
+
+        run() feeds the audio (run_stream or run_live) and should stop when stop_event is set, which
+        the calibration's reply sets. Audio that ends early is calibrated on as it is, with a warning.
+
+        Returns:
+            (the calibration result, None) or (None, the one-line error).
+        """
+        outcome: dict[str, Any] = {}
+
+        def reply(result, error=None) -> None:
+            outcome.update(result=result, error=error)
+            self.stop_event.set()
+
+        self.start_calibration(minutes, reply, force=force)
+        run()
+        if not outcome:
+            logger.warning("calibrate: the audio ended before %.1f minutes: calibrating on what there is", minutes)
+            self.finish_calibration()
+        return outcome.get("result"), outcome.get("error")
+
     def finish_calibration(self) -> None:
         """Calibrate on what was collected, write calibration.yaml, apply it (reload) and reply.
 
