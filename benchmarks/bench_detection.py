@@ -545,8 +545,11 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
 
     from device.calibrate import load_site_config  # noqa: PLC0415
 
+    import shutil  # noqa: PLC0415
+
     state = folder / "state"
-    state.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(state, ignore_errors=True)  # every mounting starts uncalibrated, as a new sensor does
+    state.mkdir(parents=True)
     old_state = os.environ.get("STATE_DIRECTORY")
     os.environ["STATE_DIRECTORY"] = str(state)
     rows = {per_day: {"false_alarms_per_day": per_day, "promised_per_hour": per_day / 24.0, "alarms": 0,
