@@ -427,6 +427,17 @@ def poisson_interval(k: int) -> tuple[float, float]:
     return low, chi2(0.975, 2 * k + 2) / 2
 
 
+def poisson_at_least(k: int, mean: float) -> float:
+    """P(K >= k) for K Poisson with this mean."""
+    if k <= 0:
+        return 1.0
+    term, below = math.exp(-mean), 0.0
+    for j in range(k):
+        below += term
+        term *= mean / (j + 1)
+    return max(0.0, 1.0 - below)
+
+
 def false_alarms(group: Group, model_dir: Path, runner: Runner, test_windows: list[list]) -> dict[str, Any]:
     """Alarms per hour on long normal streams: promised against observed, three ways of replaying them."""
     from training.fit import HELDOUT_SCORES_FILENAME  # noqa: PLC0415
@@ -555,6 +566,7 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
     rows = {per_day: {"false_alarms_per_day": per_day, "promised_per_hour": per_day / 24.0, "alarms": 0,
                       "hours": 0.0, "windows_in_alarm": 0, "windows": 0, "calibration_minutes": [], "thresholds": [],
                       "errors": [],
+                      "beyond_interval": 0, "warned": 0,
                       "injected": defaultdict(list), "clean_segments_alarming": [], "fault_clips_alarming": [],
                       "normal_clips_alarming": []} for per_day in SITE_TARGETS_PER_DAY}
     try:
@@ -578,6 +590,12 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
                 live = Runner(load_site_config(config), use_mqtt=False, events_out=None, evidence=False)
                 summary, open_windows, windows = replay_in_alarm(live, name, iter([audio[n_cal:]]))
                 row["alarms"] += summary.events
+                # Did the calibration tell the truth about itself? Its 90 % interval of the rate, against
+                # the alarms this mounting then raised (a count that improbable under the interval's upper end).
+                interval = outcome["result"].get("false_alarms_per_day_90ci") or [per_day, per_day]
+                expected_at_high = float(interval[1]) / 24.0 * (len(audio) - n_cal) / rate / 3600.0
+                row["beyond_interval"] += int(poisson_at_least(summary.events, expected_at_high) < 0.05)
+                row["warned"] += int(bool(outcome["result"].get("warning")))
                 row["windows_in_alarm"] += open_windows
                 row["windows"] += windows
                 row["hours"] += (len(audio) - n_cal) / rate / 3600.0
@@ -714,14 +732,16 @@ def markdown(summary, by_fault, alarms, methods, config_lines, timings, site=Non
         lines += ["", "## False alarms after on-site calibration (`device calibrate` on the first minutes of each "
                   "mounting, alarms counted on the rest)", "",
                   "| set/type | promised /h | mountings | calibrated on (min) | hours counted | alarms | observed /h "
-                  "(95 % CI) | observed / promised | time in alarm | refused, then forced | injected faults alarming (clean) | "
-                  "test clips alarming: fault / normal |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "(95 % CI) | observed / promised | time in alarm | refused, then forced | calibration warned | "
+                  "above the calibration's 90 % interval | injected faults alarming (clean) | "
+                  "test clips alarming: fault / normal |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for label, a in site.items():
             for r in a["targets"]:
                 lines.append(f"| {label} | {r['promised_per_hour']:.3g} | {r['mountings']} | "
                              f"{r['calibration_minutes']:.1f} | {r['hours']:.1f} | {r['alarms']} | {r['per_hour']:.2f} "
                              f"({r['per_hour_95ci'][0]:.2f}-{r['per_hour_95ci'][1]:.2f}) | {r['ratio']:.2f} | "
-                             f"{r.get('share_in_alarm', float('nan')):.1%} | {len(r['errors'])} | {r['injected_alarming']:.2f} ({r['clean_segments_alarming']:.2f}) | "
+                             f"{r.get('share_in_alarm', float('nan')):.1%} | {len(r['errors'])} | {r.get('warned', '')} | "
+                             f"{r.get('beyond_interval', '')} | {r['injected_alarming']:.2f} ({r['clean_segments_alarming']:.2f}) | "
                              f"{r['fault_clips_alarming']:.2f} / {r['normal_clips_alarming']:.2f} |")
         for per_day in SITE_TARGETS_PER_DAY:
             rs = [r for a in site.values() for r in a["targets"] if r["false_alarms_per_day"] == per_day]
@@ -731,7 +751,8 @@ def markdown(summary, by_fault, alarms, methods, config_lines, timings, site=Non
                 lines.append(f"| **all** | {per_day / 24:.3g} | {sum(r['mountings'] for r in rs)} | | {hours:.1f} | {k} | "
                              f"{k / hours:.2f} ({lo / hours:.2f}-{hi / hours:.2f}) | {k / hours / (per_day / 24):.2f} | "
                              f"{sum(r['windows_in_alarm'] for r in rs) / max(sum(r['windows'] for r in rs), 1):.1%} | "
-                             f"{sum(len(r['errors']) for r in rs)} | | |")
+                             f"{sum(len(r['errors']) for r in rs)} | {sum(r.get('warned', 0) for r in rs)} | "
+                             f"{sum(r.get('beyond_interval', 0) for r in rs)} | | |")
     lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "", "Configuration:", "", "```",
               *config_lines, "```", ""]
     return "\n".join(lines)
@@ -833,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
     site: dict[str, Any] = {}
     if args.site_minutes > 0:
         timings["site-calibrated"] = 0.0
-        site_key = {**result_key, "site_minutes": args.site_minutes, "targets": SITE_TARGETS_PER_DAY, "version": 2}
+        site_key = {**result_key, "site_minutes": args.site_minutes, "targets": SITE_TARGETS_PER_DAY, "version": 3}
         for group in (g for g in groups if g.long_streams):
             label = f"{group.set_name}/{group.machine_type}"
             saved = work / "results" / args.tag / group.set_name / f"{group.machine_type}.site.json"

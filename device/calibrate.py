@@ -71,6 +71,7 @@ def calibrate_threshold(
     smoothing: str = "mean",
     cooldown_seconds: float = 30.0,
     release_ratio: float = 0.9,
+    confidence: float | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """Threshold for a target false-alarm rate per day, from normal window scores.
 
@@ -105,6 +106,9 @@ def calibrate_threshold(
             scores in stream order; scores from fits that had not seen the clip.
         hop_seconds: the device's step between windows, in seconds.
         smoothing_windows, smoothing, cooldown_seconds, release_ratio: the detector's rules.
+        confidence: None for the point estimate; else the threshold is raised (never lowered) until the
+            rate is at most the target in this share of bootstrap resamples of the audio (blocks of time
+            for one stream), so stretches of the audio that differ from the rest count against it.
 
     Returns:
         (threshold, calibration record for the model metadata or calibration file).
@@ -141,7 +145,13 @@ def calibrate_threshold(
         "normal_max": float(sustained.max()),
         **tail,
     }
-    low, high = _rate_interval(clips, threshold, hop_seconds, rules)
+    boot = _bootstrap(clips, hop_seconds, rules)
+    if confidence is not None:
+        upper = _upper_threshold(boot, target, confidence)
+        info["point_threshold"] = round(threshold, 6)
+        if upper > threshold:
+            threshold, info["method"] = upper, f"{method}_upper{round(100 * confidence)}"
+    low, high = _rate_interval(boot, threshold, hop_seconds)
     info["false_alarms_per_day_90ci"] = [round(low, 3), round(high, 3)]
     # The rate is an extrapolation: say when the audio is too short to stand behind it.
     short = seconds < MIN_CALIBRATION_SECONDS or high > 4 * max(low, false_alarms_per_day / 4)
@@ -162,12 +172,17 @@ def calibrate_threshold(
 
 # Below this much held-out normal audio (seconds) a per-day false-alarm rate is reported as uncertain.
 MIN_CALIBRATION_SECONDS = 1800.0
+# Site calibration's threshold holds its rate in this share of bootstrap resamples of the site's audio
+# (None: the point estimate). See calibrate_threshold(confidence=...).
+SITE_CONFIDENCE: float | None = None
 # The generalized Pareto tail is fitted to the sustained scores above this quantile (at least
 # _MIN_TAIL_POINTS of them); its shape is clamped to the range the moment estimator is sound in.
 _TAIL_QUANTILE = 0.9
 _MIN_TAIL_POINTS = 20
 _SHAPE_RANGE = (-0.4, 0.45)
 _BOOTSTRAP = 200
+# Fewer clips than this: the bootstrap resamples blocks of time cut from them instead (see _rate_interval).
+_BOOTSTRAP_BLOCKS = 10
 
 
 def fit_pareto_tail(x: np.ndarray) -> tuple[float, float, float, float]:
@@ -250,26 +265,69 @@ def _tail_threshold(clips, sustained: np.ndarray, target: float, hop_seconds: fl
                               "tail_scale": round(sigma, 6), "tail_start": round(u, 6), "tail_share": round(share, 4)}
 
 
-def _rate_interval(clips: Sequence[np.ndarray], threshold: float, hop_seconds: float,
-                   rules: dict[str, Any]) -> tuple[float, float]:
-    """5th and 95th percentile of the false alarms per day at this threshold, over bootstrap resamples of the clips."""
+def _bootstrap(clips: Sequence[np.ndarray], hop_seconds: float,
+               rules: dict[str, Any]) -> tuple[float, list[tuple[np.ndarray, tuple[float, float, float, float]]]]:
+    """(extremal index, per bootstrap resample of the audio: its sustained scores and their tail fit).
+
+    The units resampled are the clips, or, when there are fewer than _BOOTSTRAP_BLOCKS of them (a
+    site calibration is usually one uninterrupted stream), contiguous blocks of time cut from them:
+    resampling a single stream's one clip gave an interval of zero width (the target itself) however
+    short or drifting the audio was. Blocks keep the correlation between neighbouring windows and
+    carry the drift from one stretch of the audio to the next into the resamples.
+    """
     rng = np.random.default_rng(0)
-    windows_per_day = SECONDS_PER_DAY / hop_seconds
     patience = rules["patience_windows"]
     smoothed = [np.asarray(smooth_series(c, rules["smoothing_windows"], rules["smoothing"])) for c in clips]
     per_clip = [sustained_scores([c], patience) for c in smoothed]
     theta, _ = _extremal_index(clips, np.concatenate(per_clip) if any(len(p) for p in per_clip)
                                else np.concatenate(smoothed), hop_seconds, rules)
-    rates = []
+    units = _time_blocks(smoothed, _BOOTSTRAP_BLOCKS, 4 * patience)
+    per_unit = [sustained_scores([u], patience) for u in units]
+    resamples = []
     for _ in range(_BOOTSTRAP):
-        pick = rng.integers(0, len(clips), len(clips))
-        sample = np.concatenate([per_clip[i] for i in pick])
+        pick = rng.integers(0, len(units), len(units))
+        sample = np.concatenate([per_unit[i] for i in pick])
         if len(sample) < _MIN_TAIL_POINTS + 2:
-            sample = np.concatenate([smoothed[i] for i in pick])
-        u, share, xi, sigma = fit_pareto_tail(sample)
+            sample = np.concatenate([units[i] for i in pick])
+        resamples.append((sample, fit_pareto_tail(sample)))
+    return theta, resamples
+
+
+def _rate_interval(boot: tuple[float, list], threshold: float, hop_seconds: float) -> tuple[float, float]:
+    """5th and 95th percentile of the false alarms per day at this threshold, over the bootstrap resamples."""
+    theta, resamples = boot
+    windows_per_day = SECONDS_PER_DAY / hop_seconds
+    rates = []
+    for sample, (u, share, xi, sigma) in resamples:
         p = pareto_survival(u, share, xi, sigma, threshold) if threshold >= u else float(np.mean(sample > threshold))
         rates.append(theta * p * windows_per_day)
     return float(np.percentile(rates, 5)), float(np.percentile(rates, 95))
+
+
+def _upper_threshold(boot: tuple[float, list], target: float, confidence: float) -> float:
+    """The threshold whose false-alarm rate is at most the target in `confidence` of the resamples.
+
+    Each resample's own threshold for the target (events per window) is computed as the point
+    estimate's; the rate at a threshold falls as the threshold rises, so the `confidence` quantile
+    of those thresholds keeps the rate at or under the target in that share of the resamples.
+    """
+    theta, resamples = boot
+    probability = min(0.5, target / max(theta, 1e-3))
+    per_sample = []
+    for sample, (u, share, xi, sigma) in resamples:
+        per_sample.append(float(np.quantile(sample, 1.0 - probability)) if probability >= share
+                          else pareto_quantile(u, share, xi, sigma, probability))
+    return float(np.percentile(per_sample, 100.0 * confidence))
+
+
+def _time_blocks(clips: Sequence[np.ndarray], min_units: int, min_length: int) -> list[np.ndarray]:
+    """The clips themselves if there are at least min_units, else each cut into contiguous blocks of
+    about equal length (at least min_length windows) so that there are about min_units in all."""
+    if len(clips) >= min_units:
+        return list(clips)
+    total = sum(len(c) for c in clips)
+    length = max(min_length, total // min_units)
+    return [b for c in clips for b in np.array_split(c, max(1, len(c) // length)) if len(b)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +419,8 @@ def calibrate_site(
             f"({max(4, 2 * patience_windows) * hop_seconds:.0f} s of audio); got {len(levels)}: record for longer"
         )
     kwargs = dict(hop_seconds=hop_seconds, false_alarms_per_day=false_alarms_per_day,
-                  patience_windows=patience_windows, smoothing_windows=smoothing_windows, smoothing=smoothing)
+                  patience_windows=patience_windows, smoothing_windows=smoothing_windows, smoothing=smoothing,
+                  confidence=SITE_CONFIDENCE)
 
     def gated_runs(gate: float) -> list[np.ndarray]:
         return [r for seg in segments for r in _runs([s if max(lv, SILENCE_DBFS) >= gate else None for lv, s in seg])]

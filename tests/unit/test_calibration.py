@@ -106,3 +106,20 @@ def test_tied_scores_from_a_looped_clip_give_a_threshold_not_a_division_by_zero(
     assert shape == 0.0 and sigma > 0
     threshold, info = calibrate_threshold(loop, 0.52, 1.0, 2)
     assert math.isfinite(threshold) and threshold >= 1.2
+
+
+def test_one_uninterrupted_stream_gets_an_interval_not_the_target_itself():
+    """A site calibration is one stream: resampling its one clip gave [target, target] whatever the audio.
+
+    Blocks of time are resampled instead, so the interval has a width, contains the target, and widens
+    when the sound drifts from one stretch of the calibration to the next.
+    """
+    rng = np.random.default_rng(5)
+    steady = _ar_stream(rng, 3500, 0.2)  # 30 minutes at 0.52 s
+    _, info = calibrate_threshold([steady], 0.52, 24.0, 2)
+    lo, hi = info["false_alarms_per_day_90ci"]
+    assert lo < 24.0 < hi
+    drifting = steady * np.repeat(np.linspace(0.85, 1.15, 10), 350)  # the level of the scores walks up
+    _, drift_info = calibrate_threshold([drifting], 0.52, 24.0, 2)
+    d_lo, d_hi = drift_info["false_alarms_per_day_90ci"]
+    assert d_lo < 24.0 < d_hi and d_hi / max(d_lo, 1e-3) > hi / max(lo, 1e-3)
