@@ -98,3 +98,17 @@ def test_bad_calibration_file_names_file_and_key(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match) as err:
         load_site_config(cfg)
     assert "calibration.yaml" in str(err.value) and "--rollback" in str(err.value)
+
+
+def test_site_threshold_holds_a_rate_its_audio_cannot_show_with_confidence():
+    """One 30-minute stream for one alarm a day: the threshold holds it in 95 % of resamples of blocks
+    of time (a stretch of the audio unlike the rest counts against it), above the point estimate;
+    a rate the audio does show (10 an hour: 5 expected in it) keeps the point estimate."""
+    rng = np.random.default_rng(3)
+    drift = np.repeat(rng.uniform(0.85, 1.15, 10), 350)
+    stream = [(-30.0, float(s * d)) for s, d in zip(rng.gamma(20, 0.05, 3500), drift)]
+    rare = calibrate_site([stream], HOP, 1.0, 2, 1, "mean", -80.0, 6.0)
+    assert rare.info["method"].endswith("_upper95") and rare.threshold > rare.info["point_threshold"]
+    assert rare.info["false_alarms_per_day_90ci"][1] <= 1.01  # the interval at that threshold ends at the target
+    frequent = calibrate_site([stream], HOP, 240.0, 2, 1, "mean", -80.0, 6.0)
+    assert "point_threshold" not in frequent.info and not frequent.info["method"].endswith("_upper95")
