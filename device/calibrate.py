@@ -151,6 +151,7 @@ def calibrate_threshold(
     low, high = _rate_interval(boot, threshold, hop_seconds)
     # The rate is an extrapolation: say when the audio is too short to stand behind it.
     short = seconds < MIN_CALIBRATION_SECONDS or high > 4 * max(low, false_alarms_per_day / 4)
+    spread = f"90 % interval {low:.2g} to {high:.2g} per day"
     expected_in_audio = false_alarms_per_day * seconds / SECONDS_PER_DAY
     if confidence is not None and expected_in_audio < MIN_EVENTS_SHOWN:
         # The audio cannot show the rate (too few false alarms expected in it): hold it in `confidence`
@@ -160,6 +161,8 @@ def calibrate_threshold(
         if upper > threshold:
             threshold, info["method"] = upper, f"{method}_upper{round(100 * confidence)}"
             low, high = _rate_interval(boot, threshold, hop_seconds)
+            spread += (f" at the average threshold; this one holds it in {confidence:.0%} of resamples of the audio, "
+                       "not over sounds it never heard")
     info["false_alarms_per_day_90ci"] = [round(low, 3), round(high, 3)]
     if short:
         # Under half an hour: more audio is the fix. With more, the target is simply rarer than the audio
@@ -171,7 +174,7 @@ def calibrate_threshold(
         )
         info["warning"] = (
             f"{seconds / 60:.1f} min of held-out normal audio cannot pin down {false_alarms_per_day:g} false alarm(s) "
-            f"per day (90 % interval {low:.2g} to {high:.2g} per day): {advice} (python -m device calibrate)"
+            f"per day ({spread}): {advice} (python -m device calibrate)"
         )
     return threshold, info
 
@@ -563,7 +566,8 @@ def check_calibration_result(before: float, after: float, share_above: float | N
     misjudge a new site (a neighbour's hum), which is why one calibrates.
 
     Args:
-        before, after: the calibrated threshold in force and the new one (score units).
+        before, after: the calibrated threshold in force and the one the new audio calls for (score units;
+            its average, before any margin for a rate the audio cannot show).
         share_above: share of the scored windows above the calibrated threshold in force, after
             detector.threshold_scale (None: none scored).
         calibrated_on_site: a calibration.yaml is in force.
@@ -577,7 +581,7 @@ def check_calibration_result(before: float, after: float, share_above: float | N
               "its normal sound")
     if after > before * THRESHOLD_BAND_FACTOR:
         raise AcmonError(
-            f"calibrate: refused, the audio looks like a fault: the new threshold {after:.4g} would be "
+            f"calibrate: refused, the audio looks like a fault: the threshold it calls for, {after:.4g}, would be "
             f"{after / before:.1f} times the current {before:.4g} (more than {THRESHOLD_BAND_FACTOR:g} times); {advice}"
         )
     if calibrated_on_site and share_above is not None and share_above > MAX_SHARE_ABOVE_THRESHOLD:

@@ -927,6 +927,7 @@ class Runner:
             "gate": result.info.get("gate"),
             "windows": session.collected,
             "method": result.info.get("method"),
+            "point_threshold": result.info.get("point_threshold"),  # the average's, when a margin was added
             "site_statistics": site_file,
             "false_alarms_per_day": c.false_alarms_per_day,
             "false_alarms_per_day_90ci": result.info.get("false_alarms_per_day_90ci"),

@@ -186,6 +186,7 @@ def test_calibrate_command_writes_and_applies_the_site_threshold(trained_model, 
     assert result["threshold_before"] == pytest.approx(before, rel=1e-5)
     # Two minutes cannot stand behind one false alarm a day: the result says so (it was only in calibration.yaml).
     assert result["false_alarms_per_day"] == 1.0 and len(result["false_alarms_per_day_90ci"]) == 2
+    assert "point_threshold" in result
     assert "cannot pin down" in result["warning"] and "30 minutes" in result["warning"]
 
 

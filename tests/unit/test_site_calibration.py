@@ -112,3 +112,4 @@ def test_site_threshold_holds_a_rate_its_audio_cannot_show_with_confidence():
     assert rare.info["false_alarms_per_day_90ci"][1] <= 1.01  # the interval at that threshold ends at the target
     frequent = calibrate_site([stream], HOP, 240.0, 2, 1, "mean", -80.0, 6.0)
     assert "point_threshold" not in frequent.info and not frequent.info["method"].endswith("_upper95")
+    assert "at the average threshold; this one holds it in 95% of resamples" in rare.info["warning"]

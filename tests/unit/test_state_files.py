@@ -236,7 +236,7 @@ def test_calibration_needs_200_windows_whatever_the_force():
 
 def test_a_calibration_that_looks_like_a_fault_is_refused_unless_forced():
     check_calibration_result(3.9, 3.9 * 4, 0.0, True)  # at the bound: allowed
-    with pytest.raises(AcmonError, match=r"56.9 would be 14.6 times the current 3.9"):
+    with pytest.raises(AcmonError, match=r"56.9, would be 14.6 times the current 3.9"):
         check_calibration_result(3.9, 56.9, 0.0, False)  # the finding
     busy = MAX_SHARE_ABOVE_THRESHOLD + 0.01
     with pytest.raises(AcmonError, match="scores 11% of its windows above"):
