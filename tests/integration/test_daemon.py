@@ -424,3 +424,19 @@ def test_a_damaged_open_alarm_record_never_blocks_start_up(trained_model, tmp_pa
         pass
     assert out.getvalue() == "" and not runner.open_alarm.path.exists()
     assert "open alarm" in caplog.text
+
+
+def test_the_margin_for_a_rare_rate_does_not_make_normal_audio_look_like_a_fault(trained_model, site_clips, tmp_path,
+                                                                                 monkeypatch):
+    """The refusal (a new threshold over 4 times the current) is judged on what the audio's scores call for
+    on average: the 95 % margin for a rate the audio cannot show measures drift between its stretches, not a
+    fault. A margin of 10 times (drifting audio) must not refuse the machine's normal sound."""
+    import device.calibrate as calibrate
+
+    cfg = _config(tmp_path, trained_model)
+    runner = _runner(cfg)
+    monkeypatch.setattr(calibrate, "_upper_threshold", lambda boot, target, confidence: 1e6)
+    result, error = _calibrate(runner, site_clips["normal"], 2.0)
+    assert error is None and not result["forced"], error
+    assert result["method"].endswith("_upper95") and result["threshold"] == pytest.approx(1e6)
+    assert result["point_threshold"] < result["threshold_before"] * 4
