@@ -126,7 +126,8 @@ def calibrate_threshold(
         sustained = np.concatenate(decided)
     rules = dict(patience_windows=patience_windows, smoothing_windows=smoothing_windows, smoothing=smoothing,
                  cooldown_seconds=cooldown_seconds, release_ratio=release_ratio)
-    threshold, tail = _tail_threshold(clips, sustained, target, hop_seconds, rules)
+    theta, _ = _extremal_index(clips, sustained, hop_seconds, rules)
+    threshold, tail = _tail_threshold(sustained, target, theta)
     method = "pot_extremal"
     # Beyond the audio (rarer than once in it) the threshold cannot lie below its highest normal score.
     beyond = tail["exceedance_probability"] * len(sustained) < 1.0
@@ -147,7 +148,7 @@ def calibrate_threshold(
         "normal_max": float(sustained.max()),
         **tail,
     }
-    boot = _bootstrap(clips, hop_seconds, rules)
+    boot = (theta, _bootstrap(decided, patience_windows))
     low, high = _rate_interval(boot, threshold, hop_seconds)
     # The rate is an extrapolation: say when the audio is too short to stand behind it.
     short = seconds < MIN_CALIBRATION_SECONDS or high > 4 * max(low, false_alarms_per_day / 4)
@@ -156,7 +157,7 @@ def calibrate_threshold(
     if confidence is not None and expected_in_audio < MIN_EVENTS_SHOWN:
         # The audio cannot show the rate (too few false alarms expected in it): hold it in `confidence`
         # of the resamples instead of on average, so a stretch unlike the rest counts against it.
-        upper = _upper_threshold(boot, target, confidence)
+        upper = _upper_threshold(boot, tail["exceedance_probability"], confidence)
         info["point_threshold"] = round(threshold, 6)
         if upper > threshold:
             threshold, info["method"] = upper, f"{method}_upper{round(100 * confidence)}"
@@ -264,23 +265,25 @@ def _extremal_index(clips: Sequence[np.ndarray], sustained: np.ndarray, hop_seco
     return min(1.0, _events(clips, level, hop_seconds, rules) / exceedances), level
 
 
-def _tail_threshold(clips, sustained: np.ndarray, target: float, hop_seconds: float,
-                    rules: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-    theta, level = _extremal_index(clips, sustained, hop_seconds, rules)
-    probability = min(0.5, target / max(theta, 1e-3))  # exceedance probability of the sustained score
-    u, share, xi, sigma = fit_pareto_tail(sustained)
+def _tail_quantile(sustained: np.ndarray, fit: tuple[float, float, float, float], probability: float) -> float:
+    """The sustained score exceeded with this probability: empirical inside the audio, the tail fit beyond it."""
+    u, share, xi, sigma = fit
     if probability >= share:
-        threshold = float(np.quantile(sustained, 1.0 - probability))
-    else:
-        threshold = pareto_quantile(u, share, xi, sigma, probability)
-    return float(threshold), {"extremal_index": round(theta, 4), "exceedance_probability": probability,
+        return float(np.quantile(sustained, 1.0 - probability))
+    return float(pareto_quantile(u, share, xi, sigma, probability))
+
+
+def _tail_threshold(sustained: np.ndarray, target: float, theta: float) -> tuple[float, dict[str, Any]]:
+    probability = min(0.5, target / max(theta, 1e-3))  # exceedance probability of the sustained score
+    u, share, xi, sigma = fit = fit_pareto_tail(sustained)
+    threshold = _tail_quantile(sustained, fit, probability)
+    return threshold, {"extremal_index": round(theta, 4), "exceedance_probability": probability,
                               "tail_shape": round(xi, 4),
                               "tail_scale": round(sigma, 6), "tail_start": round(u, 6), "tail_share": round(share, 4)}
 
 
-def _bootstrap(clips: Sequence[np.ndarray], hop_seconds: float,
-               rules: dict[str, Any]) -> tuple[float, list[tuple[np.ndarray, tuple[float, float, float, float]]]]:
-    """(extremal index, per bootstrap resample of the audio: its sustained scores and their tail fit).
+def _bootstrap(decided: Sequence[np.ndarray], patience: int) -> list[tuple[np.ndarray, tuple[float, float, float, float]]]:
+    """Per bootstrap resample of the audio (decided: each clip's smoothed scores), its sustained scores and their tail fit.
 
     The units resampled are the clips, or, when there are fewer than _BOOTSTRAP_BLOCKS of them (a
     site calibration is usually one uninterrupted stream), contiguous blocks of time cut from them:
@@ -289,12 +292,7 @@ def _bootstrap(clips: Sequence[np.ndarray], hop_seconds: float,
     carry the drift from one stretch of the audio to the next into the resamples.
     """
     rng = np.random.default_rng(0)
-    patience = rules["patience_windows"]
-    smoothed = [np.asarray(smooth_series(c, rules["smoothing_windows"], rules["smoothing"])) for c in clips]
-    per_clip = [sustained_scores([c], patience) for c in smoothed]
-    theta, _ = _extremal_index(clips, np.concatenate(per_clip) if any(len(p) for p in per_clip)
-                               else np.concatenate(smoothed), hop_seconds, rules)
-    units = _time_blocks(smoothed, _BOOTSTRAP_BLOCKS, 4 * patience)
+    units = _time_blocks(decided, _BOOTSTRAP_BLOCKS, 4 * patience)
     per_unit = [sustained_scores([u], patience) for u in units]
     resamples = []
     for _ in range(_BOOTSTRAP):
@@ -303,11 +301,13 @@ def _bootstrap(clips: Sequence[np.ndarray], hop_seconds: float,
         if len(sample) < _MIN_TAIL_POINTS + 2:
             sample = np.concatenate([units[i] for i in pick])
         resamples.append((sample, fit_pareto_tail(sample)))
-    return theta, resamples
+    return resamples
 
 
 def _rate_interval(boot: tuple[float, list], threshold: float, hop_seconds: float) -> tuple[float, float]:
-    """5th and 95th percentile of the false alarms per day at this threshold, over the bootstrap resamples."""
+    """5th and 95th percentile of the false alarms per day at this threshold, over the bootstrap resamples.
+
+    boot: (extremal index, _bootstrap's resamples)."""
     theta, resamples = boot
     windows_per_day = SECONDS_PER_DAY / hop_seconds
     rates = []
@@ -317,20 +317,17 @@ def _rate_interval(boot: tuple[float, list], threshold: float, hop_seconds: floa
     return float(np.percentile(rates, 5)), float(np.percentile(rates, 95))
 
 
-def _upper_threshold(boot: tuple[float, list], target: float, confidence: float) -> float:
+def _upper_threshold(boot: tuple[float, list], probability: float, confidence: float) -> float:
     """The threshold whose false-alarm rate is at most the target in `confidence` of the resamples.
 
-    Each resample's own threshold for the target (events per window) is computed as the point
-    estimate's; the rate at a threshold falls as the threshold rises, so the `confidence` quantile
-    of those thresholds keeps the rate at or under the target in that share of the resamples.
+    Each resample's own threshold for the point estimate's exceedance probability of the sustained
+    score is computed as the point estimate's; the rate at a threshold falls as the threshold rises,
+    so the `confidence` quantile of those thresholds keeps the rate at or under the target in that
+    share of the resamples.
     """
-    theta, resamples = boot
-    probability = min(0.5, target / max(theta, 1e-3))
-    per_sample = []
-    for sample, (u, share, xi, sigma) in resamples:
-        per_sample.append(float(np.quantile(sample, 1.0 - probability)) if probability >= share
-                          else pareto_quantile(u, share, xi, sigma, probability))
-    return float(np.percentile(per_sample, 100.0 * confidence))
+    _, resamples = boot
+    return float(np.percentile([_tail_quantile(sample, fit, probability) for sample, fit in resamples],
+                               100.0 * confidence))
 
 
 def _time_blocks(clips: Sequence[np.ndarray], min_units: int, min_length: int) -> list[np.ndarray]:

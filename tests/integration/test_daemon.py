@@ -435,7 +435,7 @@ def test_the_margin_for_a_rare_rate_does_not_make_normal_audio_look_like_a_fault
 
     cfg = _config(tmp_path, trained_model)
     runner = _runner(cfg)
-    monkeypatch.setattr(calibrate, "_upper_threshold", lambda boot, target, confidence: 1e6)
+    monkeypatch.setattr(calibrate, "_upper_threshold", lambda boot, probability, confidence: 1e6)
     result, error = _calibrate(runner, site_clips["normal"], 2.0)
     assert error is None and not result["forced"], error
     assert result["method"].endswith("_upper95") and result["threshold"] == pytest.approx(1e6)
