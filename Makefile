@@ -1,6 +1,6 @@
 # acmon: the two commands a new user needs are `make demo` and `make test`.
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit clean
+.PHONY: help setup demo test test-unit lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -15,6 +15,16 @@ demo:  ## set up, make demo recordings, train an int8 model, replay a fault and 
 test:  ## set up (with the tflite-runtime 2.14 environment) and run the whole test suite
 	@scripts/setup.sh --tflite-runtime
 	.venv/bin/python -m pytest
+
+lint:  ## set up, then ruff (lint and format check) and mypy, as CI runs them first
+	@scripts/setup.sh
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+format:  ## let ruff fix what it can and format the code
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
 
 test-unit:  ## only the fast offline unit tests
 	.venv/bin/python -m pytest tests/unit -q

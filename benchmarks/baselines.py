@@ -26,8 +26,8 @@ import dataclasses
 import functools
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 # One OpenBLAS thread, as device/__init__.py sets for the daemon: the front end's matrix products are
 # tiny, and on a busy 2-core machine BLAS threads made every window 20-40x slower. Before numpy loads.
@@ -125,7 +125,7 @@ def dcase_vectors(samples: np.ndarray, p: DcaseParams = DcaseParams()) -> np.nda
 
 def build_dcase_autoencoder(input_dim: int):
     """keras_model.get_model of the baseline: Dense(128)+BN+ReLU x4, Dense(8)+BN+ReLU, Dense(128)+BN+ReLU x4, Dense(input_dim)."""
-    from training.tf_setup import import_tensorflow  # noqa: PLC0415
+    from training.tf_setup import import_tensorflow
 
     keras = import_tensorflow().keras
     layers = keras.layers
@@ -148,8 +148,8 @@ class DcaseBaseline:
         self.model = None
         self.epochs_run = 0
 
-    def fit(self, clips: Sequence[np.ndarray], verbose: int = 0) -> "DcaseBaseline":
-        from training.tf_setup import import_tensorflow  # noqa: PLC0415
+    def fit(self, clips: Sequence[np.ndarray], verbose: int = 0) -> DcaseBaseline:
+        from training.tf_setup import import_tensorflow
 
         tf = import_tensorflow(seed=self.seed)
         p = self.params
@@ -158,8 +158,13 @@ class DcaseBaseline:
         self.model.compile(optimizer=tf.keras.optimizers.Adam(p.learning_rate), loss="mean_squared_error")
         # The baseline shuffles within fit() and takes validation_split from the end of the (file-ordered) array.
         history = self.model.fit(
-            x, x, epochs=p.epochs, batch_size=p.batch_size, shuffle=True,
-            validation_split=p.validation_split, verbose=verbose,
+            x,
+            x,
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            shuffle=True,
+            validation_split=p.validation_split,
+            verbose=verbose,
         )
         self.epochs_run = len(history.history["loss"])
         return self
@@ -198,7 +203,7 @@ class MahalanobisBaseline:
         self.shrinkage = None
         self.fit_ = None
 
-    def fit(self, clips: Sequence[np.ndarray]) -> "MahalanobisBaseline":
+    def fit(self, clips: Sequence[np.ndarray]) -> MahalanobisBaseline:
         x = np.stack([clip_mean_logmel(c, self.params) for c in clips])
         # The Ledoit-Wolf covariance, inverted through its eigenvectors with the smallest eigenvalues floored
         # (fit_gaussian): with 2 training clips (DCASE 2023 samples) a plain inverse gave negative distances.

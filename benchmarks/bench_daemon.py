@@ -46,9 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from device.audio_io import read_wav, write_wav  # noqa: E402
+from broker import start_broker
 
-from broker import start_broker  # noqa: E402
+from device.audio_io import read_wav, write_wav
 
 LOOP_SECONDS = 60
 SAMPLE_EVERY_SECONDS = 0.25
@@ -61,7 +61,7 @@ COMMAND_EVERY_SECONDS = 0.5
 
 def make_loop_wav(folder: Path, with_fault: bool = False) -> Path:
     """A 60 s WAV of normal demo pump sound (training.synth), the unit the 6-hour replay loops over."""
-    from training.synth import make_demo_dataset  # noqa: PLC0415 - a benchmark helper, not the device
+    from training.synth import make_demo_dataset
 
     make_demo_dataset(folder / "demo", seed=0)
     clips = sorted((folder / "demo" / "pump").rglob("normal_*.wav"))
@@ -112,9 +112,14 @@ def rss_mb(pid: int) -> float | None:
 def spawn(cfg: Path, notify_path: str, extra_env: dict | None = None) -> subprocess.Popen:
     """Start the daemon; its log goes to <notify_path>.log (a pipe nobody reads would fill and stall it)."""
     env = {**os.environ, **(extra_env or {}), "NOTIFY_SOCKET": notify_path}
-    log = open(f"{notify_path}.log", "wb")  # noqa: SIM115 - the child holds it; closed when the file object is collected
-    return subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(cfg)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=log)
+    log = open(f"{notify_path}.log", "wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "device", "run", "--config", str(cfg)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
 
 
 def time_to_ready(cfg: Path, folder: Path) -> tuple[float, float | None]:
@@ -173,7 +178,7 @@ class SoakClient:
     """Subscribes to the device's events and command results, and publishes commands on a schedule."""
 
     def __init__(self, port: int, threshold: float):
-        import paho.mqtt.client as mqtt  # noqa: PLC0415
+        import paho.mqtt.client as mqtt
 
         self.threshold = threshold
         self.events: dict[str, list[tuple[int, str]]] = {}  # event_id -> [(seq, state)]
@@ -205,7 +210,7 @@ class SoakClient:
         if now < self._next:
             return
         self._next = now + COMMAND_EVERY_SECONDS
-        name, args = (("ping", {}) if self.sent % 2 == 0 else ("set_threshold", {"value": self.threshold}))
+        name, args = ("ping", {}) if self.sent % 2 == 0 else ("set_threshold", {"value": self.threshold})
         self.client.publish(f"{BASE_TOPIC}/cmd/{name}", json.dumps({**args, "request_id": f"r{self.sent}"}), qos=1)
         self.sent += 1
 
@@ -217,14 +222,21 @@ class SoakClient:
         unended = sum(1 for v in self.events.values() if not any(state == "end" for _, state in v))
         seqs = sorted(q for v in self.events.values() for q, _ in v)  # seq orders all of a device's events
         gaps = (seqs[-1] - seqs[0] + 1 - len(seqs)) if seqs else 0
-        return {"alarms": alarms, "alarms_without_end": unended, "seq_missing": gaps, "messages": len(seqs),
-                "duplicates_dropped": self.duplicates, "commands_sent": self.sent,
-                "commands_answered": len(self.answered), "commands_ok": sum(self.answered.values())}
+        return {
+            "alarms": alarms,
+            "alarms_without_end": unended,
+            "seq_missing": gaps,
+            "messages": len(seqs),
+            "duplicates_dropped": self.duplicates,
+            "commands_sent": self.sent,
+            "commands_answered": len(self.answered),
+            "commands_ok": sum(self.answered.values()),
+        }
 
 
 def soak(args: argparse.Namespace) -> int:
     """MQTT, evidence and commands all active over --hours of audio: memory growth per day, nothing lost."""
-    from device.inference import AnomalyModel  # noqa: PLC0415
+    from device.inference import AnomalyModel
 
     threshold = AnomalyModel(Path(args.model)).threshold
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
@@ -234,8 +246,12 @@ def soak(args: argparse.Namespace) -> int:
             loop = make_loop_wav(folder, with_fault=True)
             repeats = max(1, round(args.hours * 3600 / LOOP_SECONDS))
             client = SoakClient(port, threshold)
-            long = long_replay(write_config(folder, Path(args.model), loop, repeats, port), folder, client.tick,
-                               {"STATE_DIRECTORY": str(folder / "state")})
+            long = long_replay(
+                write_config(folder, Path(args.model), loop, repeats, port),
+                folder,
+                client.tick,
+                {"STATE_DIRECTORY": str(folder / "state")},
+            )
             delivery = client.report()
             evidence = [p for p in (folder / "evidence").rglob("*") if p.is_file()]
             evidence_mb = sum(p.stat().st_size for p in evidence) / 1e6
@@ -244,23 +260,35 @@ def soak(args: argparse.Namespace) -> int:
             broker.wait(10)
     audio_seconds = repeats * LOOP_SECONDS
     per_day = long["rss_slope_mb_per_wall_second"] * long["wall_seconds"] / audio_seconds * 86400
-    figures = {"audio_hours": round(audio_seconds / 3600, 2), **long,
-               "rss_growth_mb_per_audio_day": round(per_day, 2), **delivery,
-               "evidence_files": len(evidence), "evidence_mb": round(evidence_mb, 1), "evidence_quota_mb": 20}
+    figures = {
+        "audio_hours": round(audio_seconds / 3600, 2),
+        **long,
+        "rss_growth_mb_per_audio_day": round(per_day, 2),
+        **delivery,
+        "evidence_files": len(evidence),
+        "evidence_mb": round(evidence_mb, 1),
+        "evidence_quota_mb": 20,
+    }
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
     print("| measure (MQTT, evidence and commands on) | value |")
     print("|---|---|")
     print(f"| audio replayed | {figures['audio_hours']} h in {long['wall_seconds']} s |")
-    print(f"| RSS first / steady (median of the second half) / peak | {long['rss_first_mb']} / {long['rss_steady_mb']} / "
-          f"{long['rss_peak_mb']} MB |")
+    print(
+        f"| RSS first / steady (median of the second half) / peak | {long['rss_first_mb']} / {long['rss_steady_mb']} / "
+        f"{long['rss_peak_mb']} MB |"
+    )
     print(f"| RSS growth per day of audio (line through the second half) | {per_day:+.2f} MB |")
-    print(f"| alarms / event messages / alarms without an end / seq numbers missing / duplicates dropped | "
-          f"{delivery['alarms']} / {delivery['messages']} / {delivery['alarms_without_end']} / {delivery['seq_missing']} / "
-          f"{delivery['duplicates_dropped']} |")
-    print(f"| commands sent / answered / ok (the last few can cross the daemon's exit) | {delivery['commands_sent']} / "
-          f"{delivery['commands_answered']} / {delivery['commands_ok']} |")
+    print(
+        f"| alarms / event messages / alarms without an end / seq numbers missing / duplicates dropped | "
+        f"{delivery['alarms']} / {delivery['messages']} / {delivery['alarms_without_end']} / {delivery['seq_missing']} / "
+        f"{delivery['duplicates_dropped']} |"
+    )
+    print(
+        f"| commands sent / answered / ok (the last few can cross the daemon's exit) | {delivery['commands_sent']} / "
+        f"{delivery['commands_answered']} / {delivery['commands_ok']} |"
+    )
     print(f"| evidence files kept / size (quota 20 MB) | {len(evidence)} / {evidence_mb:.1f} MB |")
     return 0
 
@@ -268,13 +296,18 @@ def soak(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "models" / "demo"), help="model folder (default: models/demo)")
-    parser.add_argument("--hours", type=float, default=6.0, help="audio replayed for the memory run (hours, default: 6)")
+    parser.add_argument(
+        "--hours", type=float, default=6.0, help="audio replayed for the memory run (hours, default: 6)"
+    )
     parser.add_argument("--starts", type=int, default=3, help="start-up measurements, median reported (default: 3)")
     parser.add_argument("--mqtt", action="store_true", help="publish to a private mosquitto (state, telemetry, events)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    parser.add_argument("--soak", action="store_true",
-                        help="MQTT, evidence and commands all on, a fault every minute: RSS growth per day of audio, "
-                             "nothing lost (with --hours, default 6)")
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="MQTT, evidence and commands all on, a fault every minute: RSS growth per day of audio, "
+        "nothing lost (with --hours, default 6)",
+    )
     args = parser.parse_args(argv)
     if args.soak:
         return soak(args)
@@ -284,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         broker, port = start_broker(folder, "persistence false\n") if args.mqtt else (None, None)
         try:
             loop = make_loop_wav(folder)
-            starts = [time_to_ready(write_config(folder, Path(args.model), loop, 1, port), folder) for _ in range(args.starts)]
+            starts = [
+                time_to_ready(write_config(folder, Path(args.model), loop, 1, port), folder) for _ in range(args.starts)
+            ]
             repeats = max(1, round(args.hours * 3600 / LOOP_SECONDS))
             long = long_replay(write_config(folder, Path(args.model), loop, repeats, port), folder)
         finally:
@@ -305,13 +340,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
-        print(f"start to first analysed window: {figures['start_to_first_window_seconds']:.2f} s "
-              f"(runs {figures['start_runs_seconds']}; target < {TARGET_START_SECONDS} s)")
-        print(f"RSS at first window: {figures['rss_at_first_window_mb']} MB; steady over {figures['audio_hours']} h "
-              f"of audio: {long['rss_steady_mb']} MB (peak {long['rss_peak_mb']} MB; target <= {TARGET_RSS_MB} MB)")
+        print(
+            f"start to first analysed window: {figures['start_to_first_window_seconds']:.2f} s "
+            f"(runs {figures['start_runs_seconds']}; target < {TARGET_START_SECONDS} s)"
+        )
+        print(
+            f"RSS at first window: {figures['rss_at_first_window_mb']} MB; steady over {figures['audio_hours']} h "
+            f"of audio: {long['rss_steady_mb']} MB (peak {long['rss_peak_mb']} MB; target <= {TARGET_RSS_MB} MB)"
+        )
         print(f"RSS growth, second tenth to last tenth of the run: {long['rss_growth_mb']:+.2f} MB")
-        print(f"whole daemon: {figures['audio_hours']} h of audio in {long['wall_seconds']} s "
-              f"= {figures['realtime_factor_x']}x real time")
+        print(
+            f"whole daemon: {figures['audio_hours']} h of audio in {long['wall_seconds']} s "
+            f"= {figures['realtime_factor_x']}x real time"
+        )
     return 0
 
 

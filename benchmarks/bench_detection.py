@@ -67,16 +67,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baselines import DcaseBaseline, DcaseParams, MahalanobisBaseline  # noqa: E402
-from device.audio_io import read_wav, to_mono  # noqa: E402
-from device.calibrate import calibrate_threshold  # noqa: E402
-from device.config import AcmonConfig  # noqa: E402
-from device.detector import Detector, DetectorSettings  # noqa: E402
-from device.features import FeatureParams, extract_patch, steady_level_dbfs  # noqa: E402
-from device.pipeline import iter_windows  # noqa: E402
-from device.runner import Runner  # noqa: E402
-from device.sources import WavFileStream  # noqa: E402
-from training.metrics import partial_auc, roc_auc  # noqa: E402
+from baselines import DcaseBaseline, DcaseParams, MahalanobisBaseline
+
+from device.audio_io import read_wav, to_mono
+from device.calibrate import calibrate_threshold
+from device.config import AcmonConfig
+from device.detector import Detector, DetectorSettings
+from device.features import FeatureParams, extract_patch, steady_level_dbfs
+from device.pipeline import iter_windows
+from device.runner import Runner
+from device.sources import WavFileStream
+from training.metrics import partial_auc, roc_auc
 
 logger = logging.getLogger("bench_detection")
 
@@ -117,25 +118,47 @@ class Group:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     add = parser.add_argument
     add("--work", required=True, help="working folder for datasets, models and caches (reused when it exists)")
     add("--sets", default=",".join(ALL_SETS), help="comma-separated sets to run")
     add("--quick", action="store_true", help="small sizes for a smoke run (minutes, not an hour)")
-    add("--shared", default=str(REPO.parent / "shared"), help="the shared data folder (data/real, data/dcase2023_samples)")
-    add("--long-minutes", type=float, default=60.0, help="minutes of long normal stream per plant machine id "
-        "(false-alarm measurement; 0 = skip)")
-    add("--site-minutes", type=float, default=SITE_CALIBRATION_MINUTES,
+    add(
+        "--shared",
+        default=str(REPO.parent / "shared"),
+        help="the shared data folder (data/real, data/dcase2023_samples)",
+    )
+    add(
+        "--long-minutes",
+        type=float,
+        default=60.0,
+        help="minutes of long normal stream per plant machine id (false-alarm measurement; 0 = skip)",
+    )
+    add(
+        "--site-minutes",
+        type=float,
+        default=SITE_CALIBRATION_MINUTES,
         help="minutes at the start of each long stream used for on-site calibration (at most half the stream; "
-             "0 = skip the site-calibrated false-alarm measurement)")
+        "0 = skip the site-calibrated false-alarm measurement)",
+    )
     add("--dcase-epochs", type=int, default=30, help="epochs of the DCASE 2020 autoencoder (the original: 100)")
     add("--seed", type=int, default=0, help="seed of the plant set and of all fitting")
-    add("--fit-option", action="append", default=[], metavar="KEY=VALUE",
+    add(
+        "--fit-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="a training.fit.FitOptions field for a candidate (repeatable; VALUE is YAML), e.g. "
-             "amplify_representative=1.5; give the run a --tag so its models and results are kept apart")
-    add("--tag", default="", help="name of a candidate run: models and results go to WORK/models/TAG, WORK/results/TAG "
-        "(data and caches are shared)")
+        "amplify_representative=1.5; give the run a --tag so its models and results are kept apart",
+    )
+    add(
+        "--tag",
+        default="",
+        help="name of a candidate run: models and results go to WORK/models/TAG, WORK/results/TAG "
+        "(data and caches are shared)",
+    )
     add("--no-float", action="store_true", help="skip the float model's scores")
     add("--json-out", help="write all results here")
     add("--markdown-out", help="write the Markdown report here")
@@ -145,9 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [s for s in args.sets if s not in ALL_SETS]
     if unknown:
         parser.error(f"--sets: unknown {unknown}; choose from {', '.join(ALL_SETS)}")
-    import yaml  # noqa: PLC0415
+    import yaml
 
-    from training.fit import FitOptions  # noqa: PLC0415 - light: TensorFlow loads when a model is fitted
+    from training.fit import FitOptions
 
     fields = {f.name for f in dataclasses.fields(FitOptions)} - {"seed", "cache_dir"}
     args.fit_options = {}
@@ -183,9 +206,16 @@ def _manifest_groups(set_name: str, root: Path, fault_column: str) -> list[Group
         rows = list(csv.DictReader(fh))
     groups = []
     for machine_type in dict.fromkeys(r["machine_type"] for r in rows):
-        tests = [{"path": root / r["path"], "y": int(r["label"] == "anomaly"), "machine_id": int(r["machine_id"]),
-                  "fault": r.get(fault_column, "") or ""}
-                 for r in rows if r["machine_type"] == machine_type and r["split"] == "test"]
+        tests = [
+            {
+                "path": root / r["path"],
+                "y": int(r["label"] == "anomaly"),
+                "machine_id": int(r["machine_id"]),
+                "fault": r.get(fault_column, "") or "",
+            }
+            for r in rows
+            if r["machine_type"] == machine_type and r["split"] == "test"
+        ]
         long_streams = sorted(root.glob(f"long/{machine_type}/*.wav"))
         groups.append(Group(set_name, machine_type, root / machine_type, tests, long_streams=long_streams))
     return groups
@@ -195,38 +225,86 @@ def synth_groups(set_name: str, work: Path, args: argparse.Namespace) -> list[Gr
     ids, n_train, n_normal, n_anomaly = SIZES["quick" if args.quick else "full"][set_name]
     root = work / "data" / set_name
     if set_name == "plant":
-        from plant_synth import MACHINE_TYPES, make_dataset  # noqa: PLC0415
+        from plant_synth import MACHINE_TYPES, make_dataset
 
-        config = {"ids": ids, "train": n_train, "normal": n_normal, "anomaly": n_anomaly, "seed": args.seed,
-                  "long_minutes": args.long_minutes}
-        _stamped(root, config, lambda: make_dataset(root, MACHINE_TYPES, tuple(range(ids)), n_train, n_normal,
-                                                    n_anomaly, long_minutes=args.long_minutes, seed=args.seed,
-                                                    progress=True))
+        config = {
+            "ids": ids,
+            "train": n_train,
+            "normal": n_normal,
+            "anomaly": n_anomaly,
+            "seed": args.seed,
+            "long_minutes": args.long_minutes,
+        }
+        _stamped(
+            root,
+            config,
+            lambda: make_dataset(
+                root,
+                MACHINE_TYPES,
+                tuple(range(ids)),
+                n_train,
+                n_normal,
+                n_anomaly,
+                long_minutes=args.long_minutes,
+                seed=args.seed,
+                progress=True,
+            ),
+        )
         groups = _manifest_groups(set_name, root, "fault")
         for g in groups:
             g.long_continuous = True  # plant_synth writes one stream per id in 10-minute parts
         return groups
-    from training.synth import MACHINE_TYPES, make_dataset  # noqa: PLC0415
+    from training.synth import MACHINE_TYPES, make_dataset
 
-    seed, snr, strength, jitter = (0, (-3.0, 9.0), (0.1, 1.0), None) if set_name == "choose" else \
-        (2, (0.0, 12.0), (0.05, 0.5), 1.0)
+    seed, snr, strength, jitter = (
+        (0, (-3.0, 9.0), (0.1, 1.0), None) if set_name == "choose" else (2, (0.0, 12.0), (0.05, 0.5), 1.0)
+    )
     long_minutes = args.long_minutes if set_name == "choose-faint" else 0.0
-    config = {"ids": ids, "train": n_train, "normal": n_normal, "anomaly": n_anomaly, "seed": seed, "snr": snr,
-              "strength": strength, "gain_jitter_db": jitter, "long_minutes": long_minutes}
+    config = {
+        "ids": ids,
+        "train": n_train,
+        "normal": n_normal,
+        "anomaly": n_anomaly,
+        "seed": seed,
+        "snr": snr,
+        "strength": strength,
+        "gain_jitter_db": jitter,
+        "long_minutes": long_minutes,
+    }
 
     def make() -> None:
-        make_dataset(root, MACHINE_TYPES, tuple(range(ids)), n_train, n_normal, n_anomaly, 10.0, snr_db_range=snr,
-                     fault_strength_range=strength, seed=seed, progress=True, gain_jitter_db=jitter)
+        make_dataset(
+            root,
+            MACHINE_TYPES,
+            tuple(range(ids)),
+            n_train,
+            n_normal,
+            n_anomaly,
+            10.0,
+            snr_db_range=snr,
+            fault_strength_range=strength,
+            seed=seed,
+            progress=True,
+            gain_jitter_db=jitter,
+        )
         synth_long_streams(root, MACHINE_TYPES, ids, long_minutes, snr, seed, jitter)
 
     _stamped(root, config, make)
     groups = _manifest_groups(set_name, root, "fault")
     if long_minutes > 0 and args.site_minutes > 0:
         drift = root / "long_drift"
-        drift_config = {"ids": ids, "minutes": long_minutes, "seed": seed, "snr": snr, "gain_jitter_db": jitter,
-                        "piece_s": DRIFT_PIECE_SECONDS, "step_db": DRIFT_SNR_STEP_DB}
-        _stamped(drift, drift_config, lambda: synth_drift_streams(drift, MACHINE_TYPES, ids, long_minutes, snr, seed,
-                                                                  jitter))
+        drift_config = {
+            "ids": ids,
+            "minutes": long_minutes,
+            "seed": seed,
+            "snr": snr,
+            "gain_jitter_db": jitter,
+            "piece_s": DRIFT_PIECE_SECONDS,
+            "step_db": DRIFT_SNR_STEP_DB,
+        }
+        _stamped(
+            drift, drift_config, lambda: synth_drift_streams(drift, MACHINE_TYPES, ids, long_minutes, snr, seed, jitter)
+        )
         for g in groups:
             g.site_streams = sorted((drift / g.machine_type).glob("*.wav"))
     return groups
@@ -234,22 +312,31 @@ def synth_groups(set_name: str, work: Path, args: argparse.Namespace) -> list[Gr
 
 def synth_long_streams(root: Path, machine_types, ids: int, minutes: float, snr, seed: int, jitter) -> None:
     """Long normal streams of the choosing generator: 10-minute continuous renders, each its own file."""
-    from device.audio_io import write_wav  # noqa: PLC0415
-    from training.synth import render_clip  # noqa: PLC0415
+    from device.audio_io import write_wav
+    from training.synth import render_clip
 
     rng = np.random.default_rng([seed, 7])
     for machine_type in machine_types:
         (root / "long" / machine_type).mkdir(parents=True, exist_ok=True)
         for machine_id in range(ids):
             for part in range(int(math.ceil(minutes / 10.0))):
-                clip = render_clip(machine_type, machine_id, min(600.0, minutes * 60 - part * 600), 16000, None, 1.0,
-                                   float(rng.uniform(*snr)), int(rng.integers(2**31)), jitter)
+                clip = render_clip(
+                    machine_type,
+                    machine_id,
+                    min(600.0, minutes * 60 - part * 600),
+                    16000,
+                    None,
+                    1.0,
+                    float(rng.uniform(*snr)),
+                    int(rng.integers(2**31)),
+                    jitter,
+                )
                 write_wav(root / "long" / machine_type / f"normal_id_{machine_id:02d}_part{part}.wav", clip, 16000)
 
 
-DRIFT_PIECE_SECONDS = 60.0   # a drifting stream: one render per minute (its own operating point and gain) ...
+DRIFT_PIECE_SECONDS = 60.0  # a drifting stream: one render per minute (its own operating point and gain) ...
 DRIFT_CROSSFADE_SECONDS = 2.0  # ... joined by equal-power crossfades
-DRIFT_SNR_STEP_DB = 1.5      # the background's level walks by this much per minute (within the set's range)
+DRIFT_SNR_STEP_DB = 1.5  # the background's level walks by this much per minute (within the set's range)
 
 
 def synth_drift_streams(root: Path, machine_types, ids: int, minutes: float, snr, seed: int, jitter) -> None:
@@ -260,10 +347,10 @@ def synth_drift_streams(root: Path, machine_types, ids: int, minutes: float, snr
     and the microphone's gain jitter) joined to the last by a crossfade, and the background level
     walks within the set's range: a load that wanders and neighbours that come and go.
     """
-    from device.audio_io import write_wav  # noqa: PLC0415
-    from training.synth import render_clip  # noqa: PLC0415
+    from tqdm import tqdm
 
-    from tqdm import tqdm  # noqa: PLC0415
+    from device.audio_io import write_wav
+    from training.synth import render_clip
 
     rate = 16000
     n_pieces = int(math.ceil(minutes * 60.0 / DRIFT_PIECE_SECONDS))
@@ -279,22 +366,33 @@ def synth_drift_streams(root: Path, machine_types, ids: int, minutes: float, snr
             for _ in range(n_pieces):
                 bar.update()
                 snr_db = float(np.clip(snr_db + rng.normal(0.0, DRIFT_SNR_STEP_DB), *snr))
-                piece = render_clip(machine_type, machine_id, DRIFT_PIECE_SECONDS + DRIFT_CROSSFADE_SECONDS, rate,
-                                    None, 1.0, snr_db, int(rng.integers(2**31)), jitter)
+                piece = render_clip(
+                    machine_type,
+                    machine_id,
+                    DRIFT_PIECE_SECONDS + DRIFT_CROSSFADE_SECONDS,
+                    rate,
+                    None,
+                    1.0,
+                    snr_db,
+                    int(rng.integers(2**31)),
+                    jitter,
+                )
                 if pieces:
                     last = pieces[-1]
                     last[-fade:] = last[-fade:] * np.sqrt(1.0 - ramp) + piece[:fade] * np.sqrt(ramp)
                     piece = piece[fade:]
                 pieces.append(np.asarray(piece, dtype=np.float32))
-            audio = np.concatenate(pieces)[:int(minutes * 60.0 * rate)]
+            audio = np.concatenate(pieces)[: int(minutes * 60.0 * rate)]
             part = int(600 * rate)
             for k in range(0, len(audio), part):
-                write_wav(root / machine_type / f"normal_id_{machine_id:02d}_part{k // part}.wav", audio[k:k + part], rate)
+                write_wav(
+                    root / machine_type / f"normal_id_{machine_id:02d}_part{k // part}.wav", audio[k : k + part], rate
+                )
     bar.close()
 
 
 def real_groups(sets: list[str], work: Path, args: argparse.Namespace) -> list[Group]:
-    from real_sets import build_real_sets  # noqa: PLC0415
+    from real_sets import build_real_sets
 
     root = work / "data" / "real"
     built, _ = build_real_sets(Path(args.shared), root, seed=args.seed, sets=sets)
@@ -302,9 +400,16 @@ def real_groups(sets: list[str], work: Path, args: argparse.Namespace) -> list[G
         rows = list(csv.DictReader(fh))
     groups = []
     for g in built:
-        tests = [{"path": root / r["path"], "y": int(r["label"] == "anomaly"), "machine_id": 0,
-                  "fault": (f"{r['fault']} {r['level']}".strip() if r["fault"] != "real" else "real")}
-                 for r in rows if r["set"] == g.set_name and r["machine_type"] == g.machine_type and r["split"] == "test"]
+        tests = [
+            {
+                "path": root / r["path"],
+                "y": int(r["label"] == "anomaly"),
+                "machine_id": 0,
+                "fault": (f"{r['fault']} {r['level']}".strip() if r["fault"] != "real" else "real"),
+            }
+            for r in rows
+            if r["set"] == g.set_name and r["machine_type"] == g.machine_type and r["split"] == "test"
+        ]
         groups.append(Group(g.set_name, g.machine_type, Path(g.data_dir), tests, note=g.note))
     return groups
 
@@ -320,7 +425,7 @@ def load_mono(path: Path) -> np.ndarray:
 # Methods
 # ------------------------------------------------------------------------------------------------
 def fit_ours(group: Group, model_dir: Path, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
-    from training.fit import FitOptions, fit  # noqa: PLC0415 - imports TensorFlow
+    from training.fit import FitOptions, fit
 
     summary_path = model_dir / "training_summary.json"
     stamp = model_dir / "bench_fit.json"
@@ -335,11 +440,18 @@ def fit_ours(group: Group, model_dir: Path, args: argparse.Namespace, cache: Pat
 
 def _code_stamp() -> str:
     """Changes when the model code changes, so --work reuses models only from the same code."""
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
     h = hashlib.sha256()
-    for rel in ("training/fit.py", "training/ensemble.py", "training/models.py", "training/inject.py",
-                "device/gaussian.py", "device/features.py", "device/calibrate.py"):
+    for rel in (
+        "training/fit.py",
+        "training/ensemble.py",
+        "training/models.py",
+        "training/inject.py",
+        "device/gaussian.py",
+        "device/features.py",
+        "device/calibrate.py",
+    ):
         h.update((REPO / rel).read_bytes())
     return h.hexdigest()[:16]
 
@@ -382,7 +494,7 @@ def score_ours(model_path: Path, tests: list[dict[str, Any]]) -> tuple[Runner, l
 
 def score_float(model_dir: Path, runner: Runner, clips: list[np.ndarray]) -> list[float]:
     """The float Keras model on the windows the device scored (same gate), through the same scorer."""
-    from training.tf_setup import import_tensorflow  # noqa: PLC0415
+    from training.tf_setup import import_tensorflow
 
     keras = import_tensorflow().keras
     model = keras.models.load_model(model_dir / "model_float.keras", compile=False)
@@ -420,9 +532,11 @@ def count_alarms(window_scores: list[list], threshold: float, hop_seconds: float
 
 def poisson_interval(k: int) -> tuple[float, float]:
     """95 % interval of a Poisson mean given k observed events (Wilson-Hilferty approximation of the chi-square)."""
+
     def chi2(p: float, dof: float) -> float:
         z = {0.025: -1.959964, 0.975: 1.959964}[p]
         return dof * (1 - 2 / (9 * dof) + z * math.sqrt(2 / (9 * dof))) ** 3
+
     low = 0.0 if k == 0 else chi2(0.025, 2 * k) / 2
     return low, chi2(0.975, 2 * k + 2) / 2
 
@@ -440,7 +554,7 @@ def poisson_at_least(k: int, mean: float) -> float:
 
 def false_alarms(group: Group, model_dir: Path, runner: Runner, test_windows: list[list]) -> dict[str, Any]:
     """Alarms per hour on long normal streams: promised against observed, three ways of replaying them."""
-    from training.fit import HELDOUT_SCORES_FILENAME  # noqa: PLC0415
+    from training.fit import HELDOUT_SCORES_FILENAME
 
     params = runner.model.params
     hop = params.hop_seconds
@@ -453,15 +567,20 @@ def false_alarms(group: Group, model_dir: Path, runner: Runner, test_windows: li
         seconds += len(audio) / rate
         step = int(PIECE_SECONDS * rate)
         for a in range(0, len(audio) - params.window_samples + 1, step):
-            pieces.append(replay(runner, f"{path}#{a}", iter([audio[a:a + step]]))[1])
+            pieces.append(replay(runner, f"{path}#{a}", iter([audio[a : a + step]]))[1])
     normal_tests = [t for t in group.tests if t["y"] == 0]
     spliced_audio = np.concatenate([load_mono(t["path"]) for t in normal_tests])
     spliced = [replay(runner, "spliced", iter([spliced_audio]))[1]]
     spliced_seconds = len(spliced_audio) / rate
     with np.load(model_dir / HELDOUT_SCORES_FILENAME) as f:
         heldout = [f[k] for k in f.files]
-    targets = [("model", runner.model.threshold, runner.model.metadata.extra.get("calibration", {})
-                .get("false_alarms_per_day", 1.0) / 24.0)]
+    targets = [
+        (
+            "model",
+            runner.model.threshold,
+            runner.model.metadata.extra.get("calibration", {}).get("false_alarms_per_day", 1.0) / 24.0,
+        )
+    ]
     for per_hour in RECALIBRATED_PER_HOUR:
         t, _ = calibrate_threshold(heldout, hop, per_hour * 24.0, DetectorSettings(threshold=1.0).patience_windows)
         targets.append((f"{per_hour:g}/h", t, per_hour))
@@ -469,8 +588,11 @@ def false_alarms(group: Group, model_dir: Path, runner: Runner, test_windows: li
     fault_windows = [w for t, w in zip(group.tests, test_windows) if t["y"] == 1]
     for name, threshold, promised in targets:
         row = {"target": name, "threshold": threshold, "promised_per_hour": promised}
-        for mode, scores, hours in (("continuous", continuous, out["hours"]), ("5s_clips", pieces, out["hours"]),
-                                    ("spliced", spliced, out["spliced_hours"])):
+        for mode, scores, hours in (
+            ("continuous", continuous, out["hours"]),
+            ("5s_clips", pieces, out["hours"]),
+            ("spliced", spliced, out["spliced_hours"]),
+        ):
             k = count_alarms(scores, threshold, hop)
             lo, hi = poisson_interval(k)
             row[mode] = {"alarms": k, "per_hour": k / hours, "per_hour_95ci": [lo / hours, hi / hours]}
@@ -502,28 +624,37 @@ def mountings(group: Group) -> list[tuple[str, int, list[Path]]]:
 
 def _calibrate_on(config: Path, name: str, audio: np.ndarray, site_minutes: float, force: bool) -> dict[str, Any]:
     """`python -m device calibrate --config CONFIG` on the first minutes of `audio` (at most half of it)."""
-    from device.calibrate import load_site_config  # noqa: PLC0415
+    from device.calibrate import load_site_config
 
-    calibrator = Runner(load_site_config(config), use_mqtt=False, events_out=None, config_path=str(config),
-                        evidence=False)
+    calibrator = Runner(
+        load_site_config(config), use_mqtt=False, events_out=None, config_path=str(config), evidence=False
+    )
     rate = calibrator.model.params.sample_rate_hz
     n_cal = int(min(site_minutes * 60.0, len(audio) / rate / 2) * rate)
-    result, error = calibrator.calibrate(n_cal / rate / 60.0,
-                                         lambda: calibrator.run_stream(f"{name}#calibration", iter([audio[:n_cal]])),
-                                         force=force)
+    result, error = calibrator.calibrate(
+        n_cal / rate / 60.0, lambda: calibrator.run_stream(f"{name}#calibration", iter([audio[:n_cal]])), force=force
+    )
     calibrator.close()
     return {"n_cal": n_cal, "rate": rate, "result": result, "error": error}
 
 
-SITE_FAULT_LEVELS = {"tone": -20.0, "harmonics": -20.0, "clicks": -20.0, "impulse_train": -20.0, "noise_burst": -20.0,
-                     "am": 0.2, "level_shift": 3.0, "pitch_shift": 2.0}  # middle of fault_injection's grids
+SITE_FAULT_LEVELS = {
+    "tone": -20.0,
+    "harmonics": -20.0,
+    "clicks": -20.0,
+    "impulse_train": -20.0,
+    "noise_burst": -20.0,
+    "am": 0.2,
+    "level_shift": 3.0,
+    "pitch_shift": 2.0,
+}  # middle of fault_injection's grids
 SITE_FAULT_SECONDS = 10.0
 SITE_FAULTS_PER_KIND = 2  # per mounting
 
 
 def _mounting_faults(audio: np.ndarray, start: int, rate: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(kind, clean segment, the same segment with the fault) from the audio after `start`, evenly spaced."""
-    from fault_injection import inject  # noqa: PLC0415
+    from fault_injection import inject
 
     n = int(SITE_FAULT_SECONDS * rate)
     kinds = [k for k in SITE_FAULT_LEVELS for _ in range(SITE_FAULTS_PER_KIND)]
@@ -531,7 +662,7 @@ def _mounting_faults(audio: np.ndarray, start: int, rate: int, seed: int) -> lis
     rng = np.random.default_rng(seed)
     out = []
     for kind, a in zip(kinds, starts):
-        clean = np.asarray(audio[a:a + n], dtype=np.float32)
+        clean = np.asarray(audio[a : a + n], dtype=np.float32)
         out.append((kind, clean, inject(clean, rate, kind, SITE_FAULT_LEVELS[kind], rng)[0]))
     return out
 
@@ -552,23 +683,37 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
     replayed as its own stream, with the clean segments as the control; and the same machine id's
     test clips, which were recorded under other conditions (background level, gain) than the mounting.
     """
-    import yaml  # noqa: PLC0415
+    import shutil
 
-    from device.calibrate import load_site_config  # noqa: PLC0415
+    import yaml
 
-    import shutil  # noqa: PLC0415
+    from device.calibrate import load_site_config
 
     state = folder / "state"
     shutil.rmtree(state, ignore_errors=True)  # every mounting starts uncalibrated, as a new sensor does
     state.mkdir(parents=True)
     old_state = os.environ.get("STATE_DIRECTORY")
     os.environ["STATE_DIRECTORY"] = str(state)
-    rows = {per_day: {"false_alarms_per_day": per_day, "promised_per_hour": per_day / 24.0, "alarms": 0,
-                      "hours": 0.0, "windows_in_alarm": 0, "windows": 0, "calibration_minutes": [], "thresholds": [],
-                      "errors": [],
-                      "beyond_interval": 0, "warned": 0,
-                      "injected": defaultdict(list), "clean_segments_alarming": [], "fault_clips_alarming": [],
-                      "normal_clips_alarming": []} for per_day in SITE_TARGETS_PER_DAY}
+    rows = {
+        per_day: {
+            "false_alarms_per_day": per_day,
+            "promised_per_hour": per_day / 24.0,
+            "alarms": 0,
+            "hours": 0.0,
+            "windows_in_alarm": 0,
+            "windows": 0,
+            "calibration_minutes": [],
+            "thresholds": [],
+            "errors": [],
+            "beyond_interval": 0,
+            "warned": 0,
+            "injected": defaultdict(list),
+            "clean_segments_alarming": [],
+            "fault_clips_alarming": [],
+            "normal_clips_alarming": [],
+        }
+        for per_day in SITE_TARGETS_PER_DAY
+    }
     try:
         for index, (name, machine_id, paths) in enumerate(mountings(group)):
             audio = np.concatenate([load_mono(p) for p in paths])
@@ -576,10 +721,17 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
             for per_day, row in rows.items():
                 config = folder / f"{name}-{per_day:g}.yaml"
                 device_id = f"{group.machine_type}-{name}-{per_day:g}".replace(".", "_")[:64]
-                config.write_text(yaml.safe_dump({
-                    "device": {"id": device_id, "site": "bench"}, "model": {"path": str(model_path)},
-                    "calibration": {"false_alarms_per_day": per_day}, "mqtt": {"enabled": False},
-                    "evidence": {"enabled": False}}))
+                config.write_text(
+                    yaml.safe_dump(
+                        {
+                            "device": {"id": device_id, "site": "bench"},
+                            "model": {"path": str(model_path)},
+                            "calibration": {"false_alarms_per_day": per_day},
+                            "mqtt": {"enabled": False},
+                            "evidence": {"enabled": False},
+                        }
+                    )
+                )
                 outcome = _calibrate_on(config, name, audio, site_minutes, force=False)
                 if outcome.get("error"):  # refused (the audio looks like a fault to the training statistics)
                     row["errors"].append(f"{name}: {outcome['error']}")
@@ -622,15 +774,19 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
         lo, hi = poisson_interval(k)
         hours = max(row["hours"], 1e-9)
         injected = {kind: float(np.mean(v)) for kind, v in row["injected"].items()}
-        row.update(per_hour=k / hours, per_hour_95ci=[lo / hours, hi / hours],
-                   share_in_alarm=row["windows_in_alarm"] / max(row["windows"], 1),
-                   ratio=(k / hours) / row["promised_per_hour"], mountings=len(row["thresholds"]),
-                   calibration_minutes=float(np.median(row["calibration_minutes"] or [0.0])),
-                   injected=injected,
-                   injected_alarming=float(np.mean([a for v in row["injected"].values() for a in v] or [np.nan])),
-                   clean_segments_alarming=float(np.mean(row["clean_segments_alarming"] or [np.nan])),
-                   fault_clips_alarming=float(np.mean(row["fault_clips_alarming"] or [np.nan])),
-                   normal_clips_alarming=float(np.mean(row["normal_clips_alarming"] or [np.nan])))
+        row.update(
+            per_hour=k / hours,
+            per_hour_95ci=[lo / hours, hi / hours],
+            share_in_alarm=row["windows_in_alarm"] / max(row["windows"], 1),
+            ratio=(k / hours) / row["promised_per_hour"],
+            mountings=len(row["thresholds"]),
+            calibration_minutes=float(np.median(row["calibration_minutes"] or [0.0])),
+            injected=injected,
+            injected_alarming=float(np.mean([a for v in row["injected"].values() for a in v] or [np.nan])),
+            clean_segments_alarming=float(np.mean(row["clean_segments_alarming"] or [np.nan])),
+            fault_clips_alarming=float(np.mean(row["fault_clips_alarming"] or [np.nan])),
+            normal_clips_alarming=float(np.mean(row["normal_clips_alarming"] or [np.nan])),
+        )
         out.append(row)
     return {"site_minutes": site_minutes, "fault_levels": SITE_FAULT_LEVELS, "targets": out}
 
@@ -645,8 +801,13 @@ def metrics(group: Group, scores: dict[str, list[float]]) -> list[dict[str, Any]
         y = np.array([group.tests[i]["y"] for i in idx])
         if y.min() == y.max():
             continue
-        entry = {"set": group.set_name, "machine_type": group.machine_type, "machine_id": machine_id,
-                 "n_normal": int((y == 0).sum()), "n_anomaly": int(y.sum())}
+        entry = {
+            "set": group.set_name,
+            "machine_type": group.machine_type,
+            "machine_id": machine_id,
+            "n_normal": int((y == 0).sum()),
+            "n_anomaly": int(y.sum()),
+        }
         for m, s in scores.items():
             v = np.array([s[i] for i in idx])
             entry[m] = {"auc": roc_auc(y, v), "pauc": partial_auc(y, v, MAX_FPR)}
@@ -661,8 +822,11 @@ def per_fault(group: Group, scores: dict[str, list[float]]) -> list[dict[str, An
         per: dict[str, list[float]] = defaultdict(list)
         n = 0
         for machine_id in sorted({t["machine_id"] for t in group.tests}):
-            idx = [i for i, t in enumerate(group.tests) if t["machine_id"] == machine_id
-                   and (t["y"] == 0 or t["fault"] == fault)]
+            idx = [
+                i
+                for i, t in enumerate(group.tests)
+                if t["machine_id"] == machine_id and (t["y"] == 0 or t["fault"] == fault)
+            ]
             y = np.array([group.tests[i]["y"] for i in idx])
             if y.min() == y.max():
                 continue
@@ -670,8 +834,15 @@ def per_fault(group: Group, scores: dict[str, list[float]]) -> list[dict[str, An
             for m, s in scores.items():
                 per[m].append(roc_auc(y, np.array([s[i] for i in idx])))
         if n:
-            out.append({"set": group.set_name, "machine_type": group.machine_type, "fault": fault, "n_anomaly": n,
-                        **{m: float(np.mean(v)) for m, v in per.items()}})
+            out.append(
+                {
+                    "set": group.set_name,
+                    "machine_type": group.machine_type,
+                    "fault": fault,
+                    "n_anomaly": n,
+                    **{m: float(np.mean(v)) for m, v in per.items()},
+                }
+            )
     return out
 
 
@@ -682,16 +853,21 @@ def summarize(by_id: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]
         types = {}
         for machine_type in dict.fromkeys(e["machine_type"] for e in entries):
             sel = [e for e in entries if e["machine_type"] == machine_type]
-            types[machine_type] = {m: {k: float(np.mean([e[m][k] for e in sel])) for k in ("auc", "pauc")}
-                                   for m in methods}
+            types[machine_type] = {
+                m: {k: float(np.mean([e[m][k] for e in sel])) for k in ("auc", "pauc")} for m in methods
+            }
         overall = {m: {k: float(np.mean([e[m][k] for e in entries])) for k in ("auc", "pauc")} for m in methods}
-        beaten = [t for t, v in types.items()
-                  if v["ours-int8"]["auc"] < max(v[r]["auc"] for r in REFERENCES) - 1e-9]
-        summary[set_name] = {"role": ROLE[set_name], "per_type": types, "overall": overall,
-                             "types_below_better_reference": beaten}
+        beaten = [t for t, v in types.items() if v["ours-int8"]["auc"] < max(v[r]["auc"] for r in REFERENCES) - 1e-9]
+        summary[set_name] = {
+            "role": ROLE[set_name],
+            "per_type": types,
+            "overall": overall,
+            "types_below_better_reference": beaten,
+        }
         if "ours-float" in methods:
             summary[set_name]["int8_minus_float_max_abs_per_id"] = float(
-                max(abs(e["ours-int8"]["auc"] - e["ours-float"]["auc"]) for e in entries))
+                max(abs(e["ours-int8"]["auc"] - e["ours-float"]["auc"]) for e in entries)
+            )
     return summary
 
 
@@ -709,60 +885,98 @@ def markdown(summary, by_fault, alarms, methods, config_lines, timings, site=Non
                     cell = f"**{cell}**" if v[m]["auc"] >= best_ref - 1e-9 else f"{cell} (below)"
                 cells.append(cell)
             lines.append(f"| {set_name} | {s['role']} | {machine_type} | " + " | ".join(cells) + " |")
-    lines += ["", "## AUC per fault (the fault's clips against the same id's normal clips)", "",
-              "| set | type | fault | clips | " + " | ".join(methods) + " |", "|---|---|---|---:|" + "---:|" * len(methods)]
+    lines += [
+        "",
+        "## AUC per fault (the fault's clips against the same id's normal clips)",
+        "",
+        "| set | type | fault | clips | " + " | ".join(methods) + " |",
+        "|---|---|---|---:|" + "---:|" * len(methods),
+    ]
     for e in by_fault:
-        lines.append(f"| {e['set']} | {e['machine_type']} | {e['fault']} | {e['n_anomaly']} | "
-                     + " | ".join(f"{e[m]:.3f}" for m in methods) + " |")
+        lines.append(
+            f"| {e['set']} | {e['machine_type']} | {e['fault']} | {e['n_anomaly']} | "
+            + " | ".join(f"{e[m]:.3f}" for m in methods)
+            + " |"
+        )
     if alarms:
-        lines += ["", "## False alarms on normal audio never used for fitting (long normal streams)", "",
-                  "| set/type | target | threshold | promised /h | continuous /h (95 % CI) | 5 s clips /h | spliced /h | "
-                  "fault clips alarming |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## False alarms on normal audio never used for fitting (long normal streams)",
+            "",
+            "| set/type | target | threshold | promised /h | continuous /h (95 % CI) | 5 s clips /h | spliced /h | "
+            "fault clips alarming |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for machine_type, a in alarms.items():
             for r in a["targets"]:
-                def cell(mode):
+
+                def cell(mode, r=r):
                     v = r[mode]
                     return f"{v['per_hour']:.2f} ({v['per_hour_95ci'][0]:.2f}-{v['per_hour_95ci'][1]:.2f})"
-                lines.append(f"| {machine_type} | {r['target']} | {r['threshold']:.3g} | {r['promised_per_hour']:.3g} | "
-                             f"{cell('continuous')} | {r['5s_clips']['per_hour']:.2f} | {r['spliced']['per_hour']:.2f} | "
-                             f"{r['fault_clips_alarming']:.2f} |")
-            lines.append(f"| {machine_type} | audio | | | {a['hours']:.2f} h | {a['hours']:.2f} h | "
-                         f"{a['spliced_hours']:.2f} h | |")
+
+                lines.append(
+                    f"| {machine_type} | {r['target']} | {r['threshold']:.3g} | {r['promised_per_hour']:.3g} | "
+                    f"{cell('continuous')} | {r['5s_clips']['per_hour']:.2f} | {r['spliced']['per_hour']:.2f} | "
+                    f"{r['fault_clips_alarming']:.2f} |"
+                )
+            lines.append(
+                f"| {machine_type} | audio | | | {a['hours']:.2f} h | {a['hours']:.2f} h | "
+                f"{a['spliced_hours']:.2f} h | |"
+            )
     if site:
-        lines += ["", "## False alarms after on-site calibration (`device calibrate` on the first minutes of each "
-                  "mounting, alarms counted on the rest)", "",
-                  "| set/type | promised /h | mountings | calibrated on (min) | hours counted | alarms | observed /h "
-                  "(95 % CI) | observed / promised | time in alarm | refused, then forced | calibration warned | "
-                  "above the calibration's 90 % interval | injected faults alarming (clean) | "
-                  "test clips alarming: fault / normal |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## False alarms after on-site calibration (`device calibrate` on the first minutes of each "
+            "mounting, alarms counted on the rest)",
+            "",
+            "| set/type | promised /h | mountings | calibrated on (min) | hours counted | alarms | observed /h "
+            "(95 % CI) | observed / promised | time in alarm | refused, then forced | calibration warned | "
+            "above the calibration's 90 % interval | injected faults alarming (clean) | "
+            "test clips alarming: fault / normal |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for label, a in site.items():
             for r in a["targets"]:
-                lines.append(f"| {label} | {r['promised_per_hour']:.3g} | {r['mountings']} | "
-                             f"{r['calibration_minutes']:.1f} | {r['hours']:.1f} | {r['alarms']} | {r['per_hour']:.2f} "
-                             f"({r['per_hour_95ci'][0]:.2f}-{r['per_hour_95ci'][1]:.2f}) | {r['ratio']:.2f} | "
-                             f"{r.get('share_in_alarm', float('nan')):.1%} | {len(r['errors'])} | {r.get('warned', '')} | "
-                             f"{r.get('beyond_interval', '')} | {r['injected_alarming']:.2f} ({r['clean_segments_alarming']:.2f}) | "
-                             f"{r['fault_clips_alarming']:.2f} / {r['normal_clips_alarming']:.2f} |")
+                lines.append(
+                    f"| {label} | {r['promised_per_hour']:.3g} | {r['mountings']} | "
+                    f"{r['calibration_minutes']:.1f} | {r['hours']:.1f} | {r['alarms']} | {r['per_hour']:.2f} "
+                    f"({r['per_hour_95ci'][0]:.2f}-{r['per_hour_95ci'][1]:.2f}) | {r['ratio']:.2f} | "
+                    f"{r.get('share_in_alarm', float('nan')):.1%} | {len(r['errors'])} | {r.get('warned', '')} | "
+                    f"{r.get('beyond_interval', '')} | {r['injected_alarming']:.2f} ({r['clean_segments_alarming']:.2f}) | "
+                    f"{r['fault_clips_alarming']:.2f} / {r['normal_clips_alarming']:.2f} |"
+                )
         for per_day in SITE_TARGETS_PER_DAY:
             rs = [r for a in site.values() for r in a["targets"] if r["false_alarms_per_day"] == per_day]
             k, hours = sum(r["alarms"] for r in rs), sum(r["hours"] for r in rs)
             if hours > 0:
                 lo, hi = poisson_interval(k)
-                lines.append(f"| **all** | {per_day / 24:.3g} | {sum(r['mountings'] for r in rs)} | | {hours:.1f} | {k} | "
-                             f"{k / hours:.2f} ({lo / hours:.2f}-{hi / hours:.2f}) | {k / hours / (per_day / 24):.2f} | "
-                             f"{sum(r['windows_in_alarm'] for r in rs) / max(sum(r['windows'] for r in rs), 1):.1%} | "
-                             f"{sum(len(r['errors']) for r in rs)} | {sum(r.get('warned', 0) for r in rs)} | "
-                             f"{sum(r.get('beyond_interval', 0) for r in rs)} | | |")
-    lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "", "Configuration:", "", "```",
-              *config_lines, "```", ""]
+                lines.append(
+                    f"| **all** | {per_day / 24:.3g} | {sum(r['mountings'] for r in rs)} | | {hours:.1f} | {k} | "
+                    f"{k / hours:.2f} ({lo / hours:.2f}-{hi / hours:.2f}) | {k / hours / (per_day / 24):.2f} | "
+                    f"{sum(r['windows_in_alarm'] for r in rs) / max(sum(r['windows'] for r in rs), 1):.1%} | "
+                    f"{sum(len(r['errors']) for r in rs)} | {sum(r.get('warned', 0) for r in rs)} | "
+                    f"{sum(r.get('beyond_interval', 0) for r in rs)} | | |"
+                )
+    lines += [
+        "",
+        "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
+        "",
+        "Configuration:",
+        "",
+        "```",
+        *config_lines,
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("device").setLevel(logging.ERROR)  # every replayed anomaly would log its event
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"keras\..*")
@@ -794,9 +1008,15 @@ def main(argv: list[str] | None = None) -> int:
     by_id, by_fault, alarms, fits = [], [], {}, {}
     for t in ("ours", "ours-float", "dcase2020-ae", "mahalanobis", "false-alarms"):
         timings[t] = 0.0
-    result_key = {"code": _code_stamp(), "seed": args.seed, "dcase_epochs": args.dcase_epochs,
-                  "long_minutes": args.long_minutes, "methods": methods, "quick": args.quick,
-                  **({"fit_options": args.fit_options} if args.fit_options else {})}
+    result_key = {
+        "code": _code_stamp(),
+        "seed": args.seed,
+        "dcase_epochs": args.dcase_epochs,
+        "long_minutes": args.long_minutes,
+        "methods": methods,
+        "quick": args.quick,
+        **({"fit_options": args.fit_options} if args.fit_options else {}),
+    }
     for group in groups:
         label = f"{group.set_name}/{group.machine_type}"
         saved = work / "results" / args.tag / group.set_name / f"{group.machine_type}.json"
@@ -816,18 +1036,25 @@ def main(argv: list[str] | None = None) -> int:
         summary = fit_ours(group, model_dir, args, work / "cache")
         runner, scores["ours-int8"], alarm_flags, test_windows = score_ours(model_dir / "model.tflite", group.tests)
         timings["ours"] += time.monotonic() - t0
-        fits[label] = {k: summary.get(k) for k in ("members", "choice", "threshold", "calibration", "float_int8_parity",
-                                                   "seconds")}
+        fits[label] = {
+            k: summary.get(k) for k in ("members", "choice", "threshold", "calibration", "float_int8_parity", "seconds")
+        }
         fits[label]["fault_clips_alarming"] = float(np.mean([a for a, t in zip(alarm_flags, group.tests) if t["y"]]))
-        fits[label]["normal_clips_alarming"] = float(np.mean([a for a, t in zip(alarm_flags, group.tests) if not t["y"]]))
+        fits[label]["normal_clips_alarming"] = float(
+            np.mean([a for a, t in zip(alarm_flags, group.tests) if not t["y"]])
+        )
         if "ours-float" in methods:
             t1 = time.monotonic()
             scores["ours-float"] = score_float(model_dir, runner, clips)
             timings["ours-float"] += time.monotonic() - t1
         # The references do not depend on acmon's code: every candidate run (--tag) reuses them.
         refs_path = work / "results" / "references" / group.set_name / f"{group.machine_type}.json"
-        refs_key = {"seed": args.seed, "dcase": dataclasses.asdict(dcase_params), "quick": args.quick,
-                    "tests": [str(t["path"]) for t in group.tests]}
+        refs_key = {
+            "seed": args.seed,
+            "dcase": dataclasses.asdict(dcase_params),
+            "quick": args.quick,
+            "tests": [str(t["path"]) for t in group.tests],
+        }
         if refs_path.exists() and (refs := json.loads(refs_path.read_text())).get("key") == refs_key:
             scores.update(refs["scores"])
         else:
@@ -846,10 +1073,15 @@ def main(argv: list[str] | None = None) -> int:
             alarms[label] = false_alarms(group, model_dir, runner, test_windows)
             timings["false-alarms"] += time.monotonic() - t4
         saved.parent.mkdir(parents=True, exist_ok=True)  # a crash later keeps this group's work
-        saved.write_text(json.dumps({"key": result_key, "scores": scores, "fit": fits[label],
-                                     "alarms": alarms.get(label)}, default=str))
-        print(f"{label}: done at {time.monotonic() - started:.0f} s (members {'+'.join(summary.get('members') or [])})",
-              flush=True)
+        saved.write_text(
+            json.dumps(
+                {"key": result_key, "scores": scores, "fit": fits[label], "alarms": alarms.get(label)}, default=str
+            )
+        )
+        print(
+            f"{label}: done at {time.monotonic() - started:.0f} s (members {'+'.join(summary.get('members') or [])})",
+            flush=True,
+        )
 
     site: dict[str, Any] = {}
     if args.site_minutes > 0:
@@ -864,8 +1096,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t5 = time.monotonic()
             model_dir = work / "models" / args.tag / group.set_name / group.machine_type
-            site[label] = site_calibrated_alarms(group, model_dir / "model.tflite", work / "site" / args.tag / group.set_name /
-                                                 group.machine_type, args.site_minutes)
+            site[label] = site_calibrated_alarms(
+                group,
+                model_dir / "model.tflite",
+                work / "site" / args.tag / group.set_name / group.machine_type,
+                args.site_minutes,
+            )
             timings["site-calibrated"] += time.monotonic() - t5
             saved.write_text(json.dumps({"key": key, "site": site[label]}, default=str))
             print(f"{label}: site-calibrated false alarms done at {time.monotonic() - started:.0f} s", flush=True)
@@ -878,11 +1114,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown_out:
         Path(args.markdown_out).write_text(report)
     if args.json_out:
-        doc = {"config": {"lines": config_lines, "args": {k: v for k, v in vars(args).items()}},
-               "summary": summary, "by_id": by_id, "by_fault": by_fault, "false_alarms": alarms,
-               "site_calibrated_false_alarms": site, "fits": fits,
-               "notes": {f"{g.set_name}/{g.machine_type}": g.note for g in groups if g.note},
-               "timings_seconds": timings}
+        doc = {
+            "config": {"lines": config_lines, "args": {k: v for k, v in vars(args).items()}},
+            "summary": summary,
+            "by_id": by_id,
+            "by_fault": by_fault,
+            "false_alarms": alarms,
+            "site_calibrated_false_alarms": site,
+            "fits": fits,
+            "notes": {f"{g.set_name}/{g.machine_type}": g.note for g in groups if g.note},
+            "timings_seconds": timings,
+        }
         Path(args.json_out).write_text(json.dumps(doc, indent=1, default=str) + "\n")
     return 0
 

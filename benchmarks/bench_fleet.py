@@ -39,12 +39,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from device.audio_io import read_wav, to_mono, write_wav  # noqa: E402
-from device.config import config_from_dict  # noqa: E402
-from device.runner import Runner  # noqa: E402
-from device.sources import WavFileStream  # noqa: E402
+from broker import start_broker
 
-from broker import start_broker  # noqa: E402
+from device.audio_io import read_wav, to_mono, write_wav
+from device.config import config_from_dict
+from device.runner import Runner
+from device.sources import WavFileStream
 
 PREFIX = "fleet"
 
@@ -88,11 +88,18 @@ class Collector:
 
 
 def run_device(index: int, port: int, model: Path, clip: Path, spool: Path, results: dict) -> None:
-    cfg = config_from_dict({
-        "device": {"id": f"dev-{index:03d}", "site": "bench"},
-        "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": PREFIX, "spool_dir": str(spool),
-                 "homeassistant_discovery": False},
-    })
+    cfg = config_from_dict(
+        {
+            "device": {"id": f"dev-{index:03d}", "site": "bench"},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": port,
+                "topic_prefix": PREFIX,
+                "spool_dir": str(spool),
+                "homeassistant_discovery": False,
+            },
+        }
+    )
     runner = Runner(cfg, model_path=str(model), events_out=None)
     with runner:
         stream = WavFileStream(clip, runner.model.params.sample_rate_hz, realtime=True)
@@ -106,9 +113,15 @@ def run_device(index: int, port: int, model: Path, clip: Path, spool: Path, resu
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(REPO / "models" / "demo"), help="model folder (default: models/demo)")
-    parser.add_argument("--data", default=str(REPO / "data" / "demo" / "pump"), help="DCASE-layout folder with test/normal_* and test/anomaly_*")
+    parser.add_argument(
+        "--data",
+        default=str(REPO / "data" / "demo" / "pump"),
+        help="DCASE-layout folder with test/normal_* and test/anomaly_*",
+    )
     parser.add_argument("--devices", type=int, default=100, help="simulated devices (default: 100)")
-    parser.add_argument("--normal-seconds", type=float, default=4.0, help="normal audio before the fault (seconds, default: 4)")
+    parser.add_argument(
+        "--normal-seconds", type=float, default=4.0, help="normal audio before the fault (seconds, default: 4)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -123,7 +136,9 @@ def main() -> int:
         collector = Collector(port)
         results: dict[str, dict] = {}
         threads = [
-            threading.Thread(target=run_device, args=(i, port, Path(args.model), clip, workdir / "spool", results), name=f"dev-{i}")
+            threading.Thread(
+                target=run_device, args=(i, port, Path(args.model), clip, workdir / "spool", results), name=f"dev-{i}"
+            )
             for i in range(args.devices)
         ]
         t0 = time.time()
@@ -143,11 +158,14 @@ def main() -> int:
     published = sum(r["queued"] for r in results.values())
     latencies = []
     for device, r in results.items():
-        starts = sorted(a for a, e in unique.values() if e["device_id"] == device and e["state"] == "start"
-                        and e["start_stream_seconds"] >= onset - 1.5)
+        starts = sorted(
+            a
+            for a, e in unique.values()
+            if e["device_id"] == device and e["state"] == "start" and e["start_stream_seconds"] >= onset - 1.5
+        )
         if starts:
             latencies.append(starts[0] - (r["started"] + onset))
-    from device.features import FeatureParams  # noqa: PLC0415
+    from device.features import FeatureParams
 
     params = FeatureParams()
     figures = {

@@ -31,17 +31,17 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.audio_io import write_wav  # noqa: E402
-from device.detector import DetectorSettings  # noqa: E402
-from device.features import POWER_FLOOR, compute_logmel, extract_patch, mel_filterbank  # noqa: E402
-from device.inference import AnomalyModel  # noqa: E402
-from device.pipeline import Pipeline, iter_windows  # noqa: E402
-from device.sources import WavFileStream  # noqa: E402
+from device.audio_io import write_wav
+from device.detector import DetectorSettings
+from device.features import POWER_FLOOR, compute_logmel, extract_patch, mel_filterbank
+from device.inference import AnomalyModel
+from device.pipeline import Pipeline, iter_windows
+from device.sources import WavFileStream
 
 
 def scipy_reference(windows, params):
@@ -52,8 +52,15 @@ def scipy_reference(windows, params):
     out = []
     for w in windows:
         _, _, z = signal.stft(
-            w, nperseg=params.n_fft, noverlap=params.n_fft - params.stft_hop_samples, window="hann",
-            boundary=None, padded=False, scaling="spectrum", detrend=False, return_onesided=True,
+            w,
+            nperseg=params.n_fft,
+            noverlap=params.n_fft - params.stft_hop_samples,
+            window="hann",
+            boundary=None,
+            padded=False,
+            scaling="spectrum",
+            detrend=False,
+            return_onesided=True,
         )
         # scipy scales by 1/sum(window); undo it to compare raw power.
         power = (np.abs(z.T) * np.hanning(params.n_fft + 1)[:-1].sum()) ** 2
@@ -72,8 +79,12 @@ def best_of(fn, repeats=5):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(REPO / "models" / "demo"), help="model file or folder (default: models/demo)")
-    parser.add_argument("--seconds", type=float, default=120.0, help="length of the replayed audio (seconds, default: 120)")
+    parser.add_argument(
+        "--model", default=str(REPO / "models" / "demo"), help="model file or folder (default: models/demo)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=120.0, help="length of the replayed audio (seconds, default: 120)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     args = parser.parse_args()
     model_path = Path(args.model)
@@ -90,7 +101,9 @@ def main() -> int:
 
     ours_s = best_of(lambda: [compute_logmel(w, p) for w in windows]) / n
     ref_s = best_of(lambda: scipy_reference(windows, p)) / n
-    diff_db = max(float(np.max(np.abs(a - compute_logmel(w, p)))) for a, w in zip(scipy_reference(windows[:20], p), windows[:20]))
+    diff_db = max(
+        float(np.max(np.abs(a - compute_logmel(w, p)))) for a, w in zip(scipy_reference(windows[:20], p), windows[:20])
+    )
     patches = [extract_patch(w, p) for w in windows]
     # With the stream's score state, as the pipeline runs it (the context member keeps the last windows).
     state = model.new_score_state()

@@ -21,32 +21,45 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.features import FeatureParams  # noqa: E402
-from training.fit import FitOptions, fit  # noqa: E402
-from training.synth import make_dataset  # noqa: E402
+from device.features import FeatureParams
+from training.fit import FitOptions, fit
+from training.synth import make_dataset
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="minutes of training audio (default: 60)")
-    parser.add_argument("--model", default="gaussian", choices=("gaussian", "autoencoder"), help="model kind (default: gaussian)")
+    parser.add_argument(
+        "--model", default="gaussian", choices=("gaussian", "autoencoder"), help="model kind (default: gaussian)"
+    )
     parser.add_argument("--keep", help="write the dataset and model here instead of a temporary folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="acmon-bench-"))
     n_clips = max(2, round(args.minutes * 6))
     started = time.monotonic()
-    make_dataset(root / "data", ("pump",), (0,), n_train=n_clips, n_test_normal=0, n_test_anomaly=0, seconds=10.0, seed=0)
+    make_dataset(
+        root / "data", ("pump",), (0,), n_train=n_clips, n_test_normal=0, n_test_anomaly=0, seconds=10.0, seed=0
+    )
     generated = time.monotonic() - started
     started = time.monotonic()
-    summary = fit(root / "data" / "pump", root / "model", FeatureParams(), FitOptions(model=args.model, cache_dir=str(root / "cache")))
+    summary = fit(
+        root / "data" / "pump",
+        root / "model",
+        FeatureParams(),
+        FitOptions(model=args.model, cache_dir=str(root / "cache")),
+    )
     took = time.monotonic() - started
     result = {
         "audio_minutes": n_clips * 10 / 60,
         "generate_seconds": round(generated, 1),
         "fit_seconds": round(took, 1),
         "model": args.model,
-        **{k: summary["training"][k] for k in ("epochs", "windows_per_epoch", "descriptors") if k in summary["training"]},
+        **{
+            k: summary["training"][k]
+            for k in ("epochs", "windows_per_epoch", "descriptors")
+            if k in summary["training"]
+        },
         "threshold": summary["threshold"],
         "float_int8_score_correlation": summary["float_int8_parity"]["score_correlation"],
     }

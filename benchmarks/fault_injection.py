@@ -69,9 +69,10 @@ import math
 import os
 import shutil
 import zlib
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 # One OpenBLAS thread, as device/__init__.py sets for the daemon: the front end's matrix products are
 # tiny, and on a busy 2-core machine BLAS threads made every window 20-40x slower. Before numpy loads.
@@ -86,7 +87,14 @@ from device.resample import resample_poly
 # Fault kinds and level grids (faint/hard first, clear last)
 # ------------------------------------------------------------------------------------------------
 FAULT_KINDS: tuple[str, ...] = (
-    "tone", "harmonics", "clicks", "impulse_train", "noise_burst", "am", "level_shift", "pitch_shift",
+    "tone",
+    "harmonics",
+    "clicks",
+    "impulse_train",
+    "noise_burst",
+    "am",
+    "level_shift",
+    "pitch_shift",
 )
 
 ADDITIVE_KINDS: tuple[str, ...] = ("tone", "harmonics", "clicks", "impulse_train", "noise_burst")
@@ -208,8 +216,14 @@ def _harmonics(n: int, rate: int, rng: np.random.Generator) -> tuple[np.ndarray,
     x = np.zeros(n)
     for k, phase in zip(orders, phases):
         x += float(k) ** -decay * np.sin(2 * np.pi * k * f0 * t + phase)
-    return x, {"fundamental_hz": f0, "n_harmonics": int(len(orders)), "family": family, "decay_exponent": decay,
-               "orders": [int(k) for k in orders], "phases_rad": [float(p) for p in phases]}
+    return x, {
+        "fundamental_hz": f0,
+        "n_harmonics": int(len(orders)),
+        "family": family,
+        "decay_exponent": decay,
+        "orders": [int(k) for k in orders],
+        "phases_rad": [float(p) for p in phases],
+    }
 
 
 def _clicks(n: int, rate: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -222,9 +236,14 @@ def _clicks(n: int, rate: int, rng: np.random.Generator) -> tuple[np.ndarray, di
     impulses = np.zeros(n)
     np.add.at(impulses, times, amplitudes)
     x = _fft_convolve(impulses, _damped_sine(rate, resonance, decay))
-    return x, {"clicks_per_second": per_second, "n_clicks": count, "resonance_hz": resonance, "decay_s": decay,
-               "times_s": [round(float(t) / rate, 5) for t in times],
-               "amplitudes": [round(float(a), 4) for a in amplitudes]}
+    return x, {
+        "clicks_per_second": per_second,
+        "n_clicks": count,
+        "resonance_hz": resonance,
+        "decay_s": decay,
+        "times_s": [round(float(t) / rate, 5) for t in times],
+        "amplitudes": [round(float(a), 4) for a in amplitudes],
+    }
 
 
 def _impulse_train(n: int, rate: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -242,8 +261,14 @@ def _impulse_train(n: int, rate: int, rng: np.random.Generator) -> tuple[np.ndar
     impulses = np.zeros(n)
     np.add.at(impulses, index[keep], amplitudes[keep])
     x = _fft_convolve(impulses, _damped_sine(rate, resonance, decay))
-    return x, {"impact_rate_hz": impact_hz, "resonance_hz": resonance, "decay_s": decay,
-               "jitter_fraction": jitter, "first_impact_s": start, "n_impacts": int(keep.sum())}
+    return x, {
+        "impact_rate_hz": impact_hz,
+        "resonance_hz": resonance,
+        "decay_s": decay,
+        "jitter_fraction": jitter,
+        "first_impact_s": start,
+        "n_impacts": int(keep.sum()),
+    }
 
 
 def _band_noise(n: int, rate: int, lo_hz: float, hi_hz: float, rng: np.random.Generator) -> np.ndarray:
@@ -261,7 +286,7 @@ def _noise_burst(n: int, rate: int, rng: np.random.Generator) -> tuple[np.ndarra
     lo = max(20.0, centre * 2.0 ** (-width / 2))
     hi = _cap_hz(centre * 2.0 ** (width / 2), rate)
     if hi <= lo * 1.05:  # a centre close to the cap: keep a band at least 5 % wide below it
-        lo = hi / 2.0 ** 0.3
+        lo = hi / 2.0**0.3
     durations = [min(_log_uniform(rng, *BURST_SECONDS), 0.9 * n / rate) for _ in range(count)]
     starts = [float(rng.uniform(0, n / rate - d)) for d in durations]
     envelope = np.zeros(n)
@@ -273,12 +298,18 @@ def _noise_burst(n: int, rate: int, rng: np.random.Generator) -> tuple[np.ndarra
         if r > 0:
             edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(r) + 0.5) / r)
             w[:r] = edge
-            w[len(w) - r:] = edge[::-1]
+            w[len(w) - r :] = edge[::-1]
         envelope[a:b] = np.maximum(envelope[a:b], w)
     x = _band_noise(n, rate, lo, hi, rng) * envelope
-    return x, {"n_bursts": count, "band_lo_hz": lo, "band_hi_hz": hi, "centre_hz": centre,
-               "width_octaves": width, "starts_s": [round(s, 5) for s in starts],
-               "durations_s": [round(d, 5) for d in durations]}
+    return x, {
+        "n_bursts": count,
+        "band_lo_hz": lo,
+        "band_hi_hz": hi,
+        "centre_hz": centre,
+        "width_octaves": width,
+        "starts_s": [round(s, 5) for s in starts],
+        "durations_s": [round(d, 5) for d in durations],
+    }
 
 
 def _am(x: np.ndarray, rate: int, depth: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -298,7 +329,7 @@ def _pitch_shift(x: np.ndarray, rate: int, percent: float) -> tuple[np.ndarray, 
     extended = np.pad(x, (pre, tail), mode="reflect")
     resampled = resample_poly(extended, up, down)
     offset = pre * up // down
-    y = resampled[offset: offset + n]
+    y = resampled[offset : offset + n]
     if len(y) < n:  # cannot happen with the tail above; guard against a silent short clip
         raise AssertionError(f"pitch_shift: resampled {len(y)} < {n} samples")
     nyquist = rate / 2.0
@@ -308,12 +339,20 @@ def _pitch_shift(x: np.ndarray, rate: int, percent: float) -> tuple[np.ndarray, 
     keep_shifted, keep_original = np.cos(0.5 * np.pi * ramp), np.sin(0.5 * np.pi * ramp)
     y = np.fft.irfft(np.fft.rfft(y) * keep_shifted + np.fft.rfft(x) * keep_original, n)
     reflected = (n - n / float(speed)) / rate if speed > 1 else 0.0  # output time read past the clip's end
-    return y, {"speed": float(speed), "resample_up": up, "resample_down": down, "fill_above_hz": fill_hz,
-               "reflected_tail_s": round(reflected, 5)}
+    return y, {
+        "speed": float(speed),
+        "resample_up": up,
+        "resample_down": down,
+        "fill_above_hz": fill_hz,
+        "reflected_tail_s": round(reflected, 5),
+    }
 
 
 _ADDITIVE = {
-    "tone": _tone, "harmonics": _harmonics, "clicks": _clicks, "impulse_train": _impulse_train,
+    "tone": _tone,
+    "harmonics": _harmonics,
+    "clicks": _clicks,
+    "impulse_train": _impulse_train,
     "noise_burst": _noise_burst,
 }
 
@@ -321,8 +360,9 @@ _ADDITIVE = {
 # ------------------------------------------------------------------------------------------------
 # Public API
 # ------------------------------------------------------------------------------------------------
-def inject(samples: np.ndarray, rate: int, kind: str, level: float,
-           rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def inject(
+    samples: np.ndarray, rate: int, kind: str, level: float, rng: np.random.Generator
+) -> tuple[np.ndarray, dict]:
     """Inject one fault into a recording.
 
     Args:
@@ -407,8 +447,9 @@ def _prepare_machine_dir(machine_dir: Path) -> None:
     """Empty a machine folder this module made before (it holds MARKER); refuse to touch any other."""
     if machine_dir.exists():
         if not (machine_dir / MARKER).is_file() and any(machine_dir.iterdir()):
-            raise FileExistsError(f"{machine_dir}: exists and was not written by make_injected_dataset; "
-                                  "choose an empty out_dir")
+            raise FileExistsError(
+                f"{machine_dir}: exists and was not written by make_injected_dataset; choose an empty out_dir"
+            )
         shutil.rmtree(machine_dir)
     (machine_dir / "train").mkdir(parents=True)
     (machine_dir / "test").mkdir()
@@ -456,10 +497,19 @@ def _merge_rows(path: Path, machine_type: str, rows: list[dict], columns: Sequen
     os.replace(tmp, path)
 
 
-def make_injected_dataset(normal_paths: Sequence[str | Path], out_dir: str | Path, machine_type: str, n_train: int,
-                          kinds: Sequence[str] = FAULT_KINDS, levels: Mapping[str, Sequence[float]] | None = None,
-                          seed: int = 0, *, clips_per_pair: int | None = None,
-                          sources: Sequence[str] | None = None, machine_id: str = "00") -> Path:
+def make_injected_dataset(
+    normal_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    machine_type: str,
+    n_train: int,
+    kinds: Sequence[str] = FAULT_KINDS,
+    levels: Mapping[str, Sequence[float]] | None = None,
+    seed: int = 0,
+    *,
+    clips_per_pair: int | None = None,
+    sources: Sequence[str] | None = None,
+    machine_id: str = "00",
+) -> Path:
     """Write a DCASE 2020-layout evaluation set: real normals for training, and held-out real normals
     with and without injected faults for testing.
 
@@ -523,8 +573,16 @@ def make_injected_dataset(normal_paths: Sequence[str | Path], out_dir: str | Pat
         return p.relative_to(out).as_posix()
 
     def row(p: Path, split: str, label: str, src: str, fault: str = "", level: str = "") -> dict:
-        return {"path": rel(p), "machine_type": machine_type, "machine_id": machine_id, "split": split,
-                "label": label, "fault": fault, "level": level, "source": src}
+        return {
+            "path": rel(p),
+            "machine_type": machine_type,
+            "machine_id": machine_id,
+            "split": split,
+            "label": label,
+            "fault": fault,
+            "level": level,
+            "source": src,
+        }
 
     for i in range(n_train):
         dst = machine_dir / "train" / f"normal_id_{machine_id}_{i:08d}.wav"
@@ -553,9 +611,15 @@ def make_injected_dataset(normal_paths: Sequence[str | Path], out_dir: str | Pat
             counter += 1
             write_wav(dst, faulty, rate, "float32")
             rows.append(row(dst, "test", "anomaly", source_names[idx], kind, f"{value:g}"))
-            injections.append({"path": rel(dst), "machine_type": machine_type, "source": source_names[idx],
-                               "held_out_normal": rel(machine_dir / "test" / f"normal_id_{machine_id}_{j:08d}.wav"),
-                               **params})
+            injections.append(
+                {
+                    "path": rel(dst),
+                    "machine_type": machine_type,
+                    "source": source_names[idx],
+                    "held_out_normal": rel(machine_dir / "test" / f"normal_id_{machine_id}_{j:08d}.wav"),
+                    **params,
+                }
+            )
 
     _merge_rows(out / "manifest.csv", machine_type, rows, MANIFEST_COLUMNS)
     _merge_rows(out / "injections.jsonl", machine_type, injections, None)

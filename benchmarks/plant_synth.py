@@ -152,7 +152,7 @@ import pathlib
 import sys
 import time
 import zlib
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 # One OpenBLAS thread, as device/__init__.py sets for the daemon: the front end's matrix products are
 # tiny, and on a busy 2-core machine BLAS threads made every window 20-40x slower. Before numpy loads.
@@ -166,8 +166,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from device.audio_io import write_wav  # noqa: E402
-from device.errors import AudioError  # noqa: E402
+from device.audio_io import write_wav
+from device.errors import AudioError
 
 # ----------------------------------------------------------------------------------------------
 # Public tables
@@ -208,12 +208,22 @@ FAULT_LEVEL_DB: dict[str, tuple[float, float]] = {
 
 PARAMETRIC_FAULTS = frozenset({"flow_change"})
 
-MANIFEST_COLUMNS = ("path", "machine_type", "machine_id", "split", "label", "fault", "fault_level_db",
-                    "snr_db", "seed", "seconds")
+MANIFEST_COLUMNS = (
+    "path",
+    "machine_type",
+    "machine_id",
+    "split",
+    "label",
+    "fault",
+    "fault_level_db",
+    "snr_db",
+    "seed",
+    "seconds",
+)
 
-PREROLL_S = 1.0          # rendered before every clip and discarded (filter and reverberation warm-up)
-LONG_BLOCK_S = 10.0      # long streams are generated in blocks of this length (small blocks stay in cache)
-LONG_PART_S = 600.0      # and written as one WAV file per this many seconds
+PREROLL_S = 1.0  # rendered before every clip and discarded (filter and reverberation warm-up)
+LONG_BLOCK_S = 10.0  # long streams are generated in blocks of this length (small blocks stay in cache)
+LONG_PART_S = 600.0  # and written as one WAV file per this many seconds
 _SPLIT_CODE = {"train": 0, "test_normal": 1, "test_anomaly": 2, "long": 3}
 _TWO_PI = 2.0 * np.pi
 
@@ -264,7 +274,7 @@ class Slow:
     def __init__(self, rng: np.random.Generator, p_min: float, p_max: float, n: int = 5, beta: float = 0.5):
         periods = np.exp(rng.uniform(np.log(p_min), np.log(p_max), n))
         self.f = 1.0 / periods
-        a = periods ** beta
+        a = periods**beta
         self.a = a / np.sqrt(np.sum(a * a) / 2.0)
         self.ph = rng.uniform(0.0, _TWO_PI, n)
 
@@ -441,8 +451,9 @@ def _lp(f, fc, order=2):
     return 1.0 / np.sqrt(1.0 + (f / fc) ** (2 * order))
 
 
-def _modal_ir(rng: np.random.Generator, fs: int, freqs, taus, amps=None, click: float = 0.0,
-              dur: float | None = None) -> np.ndarray:
+def _modal_ir(
+    rng: np.random.Generator, fs: int, freqs, taus, amps=None, click: float = 0.0, dur: float | None = None
+) -> np.ndarray:
     """Sum of decaying sinusoids (structural modes) with optional broadband contact click; unit energy."""
     freqs = np.asarray(freqs, dtype=np.float64)
     taus = np.asarray(taus, dtype=np.float64)
@@ -456,7 +467,9 @@ def _modal_ir(rng: np.random.Generator, fs: int, freqs, taus, amps=None, click: 
         h += a * np.exp(-t / tau) * np.sin(_TWO_PI * f * t + rng.uniform(0, _TWO_PI))
     if click > 0:
         k = max(2, int(0.0015 * fs))
-        h[:k] += click * np.sqrt(np.mean(h * h) * n / k + 1e-12) * rng.standard_normal(k) * np.exp(-np.arange(k) / (k / 3))
+        h[:k] += (
+            click * np.sqrt(np.mean(h * h) * n / k + 1e-12) * rng.standard_normal(k) * np.exp(-np.arange(k) / (k / 3))
+        )
     fade = min(n // 4, int(0.005 * fs))
     if fade > 1:
         h[-fade:] *= np.linspace(1.0, 0.0, fade)
@@ -473,7 +486,7 @@ class StreamFIR:
         self.h = np.asarray(h, dtype=np.float64)
         self.state = np.zeros(len(self.h) - 1, dtype=np.float32)
         self._H: dict[int, np.ndarray] = {}
-        self.key = key   # if given, the spectrum is shared through _SPEC_CACHE (h must then be fixed for the key)
+        self.key = key  # if given, the spectrum is shared through _SPEC_CACHE (h must then be fixed for the key)
 
     def _spec(self, N: int) -> np.ndarray:
         H = self._H.get(N)
@@ -499,8 +512,8 @@ class StreamFIR:
             y = np.convolve(xx, self.h.astype(np.float32), mode="valid")
         else:
             N = sfft.next_fast_len(len(xx), real=True)
-            y = sfft.irfft(sfft.rfft(xx, N) * self._spec(N), N)[L - 1:L - 1 + n]
-        self.state = xx[len(xx) - (L - 1):]
+            y = sfft.irfft(sfft.rfft(xx, N) * self._spec(N), N)[L - 1 : L - 1 + n]
+        self.state = xx[len(xx) - (L - 1) :]
         return y
 
     def swap(self, h_new: np.ndarray, x: np.ndarray, xfade: int) -> np.ndarray:
@@ -569,20 +582,20 @@ class Noise:
         self.tail = None
         self._grids: dict = {}
 
-    def add(self, name: str, mag, key=None) -> "Noise":
+    def add(self, name: str, mag, key=None) -> Noise:
         self.entries[name] = (mag, key)
         return self
 
     def _gen(self, n: int, H: np.ndarray, N: int) -> np.ndarray:
         ov = int(self.OVERLAP_S * self.fs)
         nb = N // 2 + 1
-        spec = self.rng.standard_normal(2 * nb, dtype=np.float32).view(np.complex64)   # complex normal, var 2
+        spec = self.rng.standard_normal(2 * nb, dtype=np.float32).view(np.complex64)  # complex normal, var 2
         spec *= H * np.float32(math.sqrt(N / 2.0))
         x = sfft.irfft(spec, N)
         if self.tail is not None:
             w = (np.arange(ov) + 0.5) / ov * (np.pi / 2)
             x[:ov] = self.tail * np.cos(w).astype(np.float32) + x[:ov] * np.sin(w).astype(np.float32)
-        self.tail = x[n:n + ov].copy()
+        self.tail = x[n : n + ov].copy()
         return x[:n]
 
     def mix(self, n: int, gains: dict[str, float]) -> np.ndarray:
@@ -649,7 +662,7 @@ class ImpactBank:
                 acc = X if acc is None else acc + X
             else:
                 for i, a in zip(idx.tolist(), amps.tolist()):
-                    out[i:i + L] += a * ir
+                    out[i : i + L] += a * ir
         if acc is not None:
             out[: n + self.L - 1] += sfft.irfft(acc, N)[: n + self.L - 1]
         self.carry = out[n:].copy()
@@ -697,8 +710,9 @@ class Schedule:
         return cls.always()
 
     @classmethod
-    def renewal(cls, rng, total_s: float, mean_on: float, mean_off: float, p_start_on: float = 0.5,
-                ramp_s: float = 5.0):
+    def renewal(
+        cls, rng, total_s: float, mean_on: float, mean_off: float, p_start_on: float = 0.5, ramp_s: float = 5.0
+    ):
         """Alternating exponential on/off periods over [0, total_s] (for long streams)."""
         t, on, iv = -rng.uniform(0, mean_on + mean_off), rng.random() < p_start_on, []
         while t < total_s + 10:
@@ -721,7 +735,9 @@ class Schedule:
         return out
 
 
-def _event_times(rng, t_start: float, dur: float, rate_per_s: float, p_at_least_one: float | None = None) -> list[float]:
+def _event_times(
+    rng, t_start: float, dur: float, rate_per_s: float, p_at_least_one: float | None = None
+) -> list[float]:
     """Poisson event start times over [t_start, t_start + dur); or, for clips, one event with given probability."""
     if p_at_least_one is not None:
         return [t_start + rng.uniform(-0.2, 0.9) * dur] if rng.random() < p_at_least_one else []
@@ -734,7 +750,7 @@ class EventLayer:
 
     def __init__(self, fs: int, times: Iterable[float], seed_rng: np.random.Generator, synth):
         self.fs = fs
-        self.events = [(int(round(t * fs)), int(seed_rng.integers(0, 2 ** 62))) for t in times]
+        self.events = [(int(round(t * fs)), int(seed_rng.integers(0, 2**62))) for t in times]
         self.synth = synth
         self.cache: dict[int, np.ndarray] = {}
         self.done: set[int] = set()
@@ -743,7 +759,7 @@ class EventLayer:
     def __call__(self, blk: Block) -> np.ndarray:
         out = np.zeros(blk.n)
         end = blk.t0 + blk.n
-        while self.first < len(self.events) and self.first in self.done:   # skip what has finished
+        while self.first < len(self.events) and self.first in self.done:  # skip what has finished
             self.done.discard(self.first)
             self.first += 1
         for i in range(self.first, len(self.events)):
@@ -758,8 +774,8 @@ class EventLayer:
                 self.cache[i] = w
             a, b = max(s, blk.t0), min(s + len(w), end)
             if b > a:
-                out[a - blk.t0:b - blk.t0] += w[a - s:b - s]
-            if s + len(w) <= end:   # finished: never synthesized again
+                out[a - blk.t0 : b - blk.t0] += w[a - s : b - s]
+            if s + len(w) <= end:  # finished: never synthesized again
                 self.done.add(i)
                 self.cache.pop(i, None)
         return out
@@ -772,13 +788,13 @@ class EventLayer:
 
 @dataclasses.dataclass
 class OpSpec:
-    drive: str             # "vfd" (speed set by a drive) or "dol" (direct on line: speed follows load by slip)
-    speed_spread: float    # clip-to-clip speed offset range (fraction, +-)
-    load_nom: float        # nominal load 0..1
-    load_spread: float     # clip-to-clip load offset range (+-)
-    wander: float          # in-clip speed wander (fraction, std)
-    load_wander: float     # in-clip load wander (std)
-    slip: float = 0.0      # speed change per unit load change (DOL)
+    drive: str  # "vfd" (speed set by a drive) or "dol" (direct on line: speed follows load by slip)
+    speed_spread: float  # clip-to-clip speed offset range (fraction, +-)
+    load_nom: float  # nominal load 0..1
+    load_spread: float  # clip-to-clip load offset range (+-)
+    wander: float  # in-clip speed wander (fraction, std)
+    load_wander: float  # in-clip load wander (std)
+    slip: float = 0.0  # speed change per unit load change (DOL)
 
 
 class OpPoint:
@@ -922,6 +938,7 @@ class _Mic:
             for fc, db in ripple:
                 m = m * _g(db * _band(f, fc, 0.3))
             return m
+
         self.fir = _fir(fs, 129, mag, normalize=False)
         self.hp_hz = r.uniform(20, 90)
         self.noise_dbfs = r.uniform(-95, -82)
@@ -938,8 +955,16 @@ class _Room:
         self.fs, self.mic = fs, mic
         Lx, Ly, Lz = r.uniform(8, 40), r.uniform(6, 25), r.uniform(4, 10)
         self.dims = np.array([Lx, Ly, Lz])
-        alpha = np.array([r.uniform(0.03, 0.25), r.uniform(0.03, 0.25), r.uniform(0.03, 0.25),
-                          r.uniform(0.03, 0.25), r.uniform(0.02, 0.06), r.uniform(0.05, 0.5)])
+        alpha = np.array(
+            [
+                r.uniform(0.03, 0.25),
+                r.uniform(0.03, 0.25),
+                r.uniform(0.03, 0.25),
+                r.uniform(0.03, 0.25),
+                r.uniform(0.02, 0.06),
+                r.uniform(0.05, 0.5),
+            ]
+        )
         S = 2 * (Lx * Ly + Lx * Lz + Ly * Lz)
         areas = np.array([Ly * Lz, Ly * Lz, Lx * Lz, Lx * Lz, Lx * Ly, Lx * Ly])
         V = Lx * Ly * Lz
@@ -974,7 +999,9 @@ class _Room:
         spec = np.fft.rfft(tail)
         f = np.fft.rfftfreq(len(tail), 1.0 / fs)
         edges = [0, 250, 1000, 4000, fs]
-        self.tail_bands = [np.fft.irfft(spec * ((f >= lo) & (f < hi)), len(tail)) for lo, hi in zip(edges[:-1], edges[1:])]
+        self.tail_bands = [
+            np.fft.irfft(spec * ((f >= lo) & (f < hi)), len(tail)) for lo, hi in zip(edges[:-1], edges[1:])
+        ]
         self.band_rt = self.rt60 * np.array([1.15, 1.0, 0.8, 0.55])
 
     def ir(self, which: str, temp_c: float, jitter: np.ndarray) -> np.ndarray:
@@ -993,15 +1020,28 @@ class _Room:
                 r1.append(np.abs(n))
             axes.append((np.concatenate(pos), np.concatenate(r0), np.concatenate(r1)))
         (px, x0, x1), (py, y0, y1), (pz, z0, z1) = axes
-        order = x0[:, None, None] + x1[:, None, None] + y0[None, :, None] + y1[None, :, None] + z0[None, None, :] + z1[None, None, :]
+        order = (
+            x0[:, None, None]
+            + x1[:, None, None]
+            + y0[None, :, None]
+            + y1[None, :, None]
+            + z0[None, None, :]
+            + z1[None, None, :]
+        )
         sel = order <= N
         dx = (px - mic[0])[:, None, None]
         dy = (py - mic[1])[None, :, None]
         dz = (pz - mic[2])[None, None, :]
         d = np.sqrt(dx * dx + dy * dy + dz * dz)[sel]
         b = self.beta
-        gain = ((b[0] ** x0)[:, None, None] * (b[1] ** x1)[:, None, None] * (b[2] ** y0)[None, :, None]
-                * (b[3] ** y1)[None, :, None] * (b[4] ** z0)[None, None, :] * (b[5] ** z1)[None, None, :])[sel]
+        gain = (
+            (b[0] ** x0)[:, None, None]
+            * (b[1] ** x1)[:, None, None]
+            * (b[2] ** y0)[None, :, None]
+            * (b[3] ** y1)[None, :, None]
+            * (b[4] ** z0)[None, None, :]
+            * (b[5] ** z1)[None, None, :]
+        )[sel]
         d_direct = float(np.linalg.norm(src - mic))
         lead = 32
         delays = lead + (d - d_direct) / c * fs
@@ -1010,7 +1050,7 @@ class _Room:
         _frac_sinc_place(h, delays[keep], gain[keep] / (4 * np.pi * np.maximum(d[keep], 0.1)))
         # stochastic late tail, time-scaled by the speed of sound (temperature)
         e_direct = (1.0 / (4 * np.pi * max(d_direct, 0.1))) ** 2
-        ratio = 16 * np.pi * d_direct ** 2 * (1 - self.a_mean) / (self.S * self.a_mean)
+        ratio = 16 * np.pi * d_direct**2 * (1 - self.a_mean) / (self.S * self.a_mean)
         t = np.arange(self.length) / fs
         stretch = c / 343.0
         pos = t * stretch * fs
@@ -1020,7 +1060,7 @@ class _Room:
             tail += np.interp(pos, xs, band) * np.exp(-6.91 * t / rt)
         onset = _smoothstep((t - self.t_mix) / 0.02 + 0.5)
         tail *= onset
-        tail[: lead] = 0.0
+        tail[:lead] = 0.0
         target = e_direct * ratio * math.exp(-13.8 * self.t_mix / self.rt60)
         tail *= math.sqrt(target / (np.sum(tail * tail) + 1e-30))
         h += tail
@@ -1038,7 +1078,7 @@ class _Outdoor:
         self.d_h = r.uniform(8, 60)
         self.h_src = r.uniform(5, 28)
         self.h_mic = r.uniform(1.2, 4.0)
-        self.sigma = r.uniform(100e3, 400e3)   # grass flow resistivity, Pa s / m^2
+        self.sigma = r.uniform(100e3, 400e3)  # grass flow resistivity, Pa s / m^2
         self.refl = [(r.uniform(0.004, 0.08), r.uniform(0.04, 0.2)) for _ in range(r.integers(2, 5))]
         self.length = 4096 if fs <= 24000 else 8192
         self.far_d = r.uniform(150, 600)
@@ -1063,7 +1103,7 @@ class _Outdoor:
         r2 = math.hypot(dh, hs + hm)
         sin_psi = (hs + hm) / r2
         X = 1.2 * np.maximum(f, 10.0) / self.sigma
-        Z = 1 + 0.0571 * X ** -0.754 + 1j * 0.087 * X ** -0.732
+        Z = 1 + 0.0571 * X**-0.754 + 1j * 0.087 * X**-0.732
         R = (Z * sin_psi - 1) / (Z * sin_psi + 1)
         lead = 64
         air1 = _g(-self._air_db_per_m(f) * r1)
@@ -1073,7 +1113,7 @@ class _Outdoor:
         for dt, g in refl:
             H = H + g * air1 * np.exp(-1j * _TWO_PI * f * (lead / fs + dt))
         h = np.fft.irfft(H, L)
-        h[-L // 8:] *= np.linspace(1, 0, L // 8)
+        h[-L // 8 :] *= np.linspace(1, 0, L // 8)
         h = np.convolve(h, self.mic.fir)[:L]
         return h / np.sqrt(np.sum(h * h))
 
@@ -1115,15 +1155,22 @@ class _Machine:
 
     op_spec: OpSpec
 
-    def __init__(self, ind: Individual, rng: np.random.Generator, stream: bool, weather: Weather | None,
-                 total_s: float, param_fault: tuple[str, float] | None = None):
+    def __init__(
+        self,
+        ind: Individual,
+        rng: np.random.Generator,
+        stream: bool,
+        weather: Weather | None,
+        total_s: float,
+        param_fault: tuple[str, float] | None = None,
+    ):
         self.ind, self.fs, self.rng, self.stream, self.weather = ind, ind.fs, rng, stream, weather
         self.total_s = total_s
         self.param_fault = param_fault
-        self.r = ind.rng("machine")          # individual constants: identical for every clip of this id
+        self.r = ind.rng("machine")  # individual constants: identical for every clip of this id
         self.gains: dict[str, float] = {}
         self.last: dict[str, np.ndarray] = {}
-        self.nmix = Noise(rng, ind.fs)     # the machine's stationary noises, rendered as one
+        self.nmix = Noise(rng, ind.fs)  # the machine's stationary noises, rendered as one
         self.build()
         self.op = OpPoint(rng, self.op_spec, stream)
         tot = math.sqrt(sum(g * g for g in self.gains.values()))
@@ -1147,29 +1194,36 @@ class _Machine:
         self.mains_ = Mains(self.rng, self.ind.mains)
         hum_amps = [1.0, _lu(r, 0.1, 0.6), _lu(r, 0.03, 0.3), _lu(r, 0.01, 0.15)]
         self.hum_table = Table(_table([1, 2, 3, 4], hum_amps, rng=r))
-        self.fan_table = Table(_pulse_table(np.arange(self.motor_fan_blades) / self.motor_fan_blades,
-                                            [0.012] * self.motor_fan_blades,
-                                            1 + 0.04 * r.standard_normal(self.motor_fan_blades),
-                                            _max_order(fs, self.f_motor)))
+        self.fan_table = Table(
+            _pulse_table(
+                np.arange(self.motor_fan_blades) / self.motor_fan_blades,
+                [0.012] * self.motor_fan_blades,
+                1 + 0.04 * r.standard_normal(self.motor_fan_blades),
+                _max_order(fs, self.f_motor),
+            )
+        )
         fcf = r.uniform(800, 2500)
         self.nmix.add("m_noise", lambda f: _band(f, fcf, 1.3) + 0.05 * _lp(f, 300), self._key("m_noise"))
         self.slot_ratio = self.n_bars
-        self.gains.update(m_hum=_g(r.uniform(-10, -2)), m_slot=_g(r.uniform(-24, -12)),
-                          m_fan=_g(r.uniform(-18, -8)), m_noise=_g(r.uniform(-12, -4)))
+        self.gains.update(
+            m_hum=_g(r.uniform(-10, -2)),
+            m_slot=_g(r.uniform(-24, -12)),
+            m_fan=_g(r.uniform(-18, -8)),
+            m_noise=_g(r.uniform(-12, -4)),
+        )
         if vfd:
             self.pwm_hz = r.choice([2000.0, 4000.0, 6000.0]) if fs >= 16000 else 2000.0
             self.gains["m_pwm"] = _g(r.uniform(-28, -16))
 
     def _motor_render(self, blk: Block, ph_motor: np.ndarray, load_c: np.ndarray) -> np.ndarray:
         g = self.gains
-        n = blk.n
         lfac = blk.up(np.sqrt(0.4 + load_c))
         if self.vfd:  # magnetic forces at twice the electrical frequency, which follows the speed
             ph_e = ph_motor * (self.f_sync / self.f_motor)
         else:
             ph_e, _ = self.mains_.osc().block(blk)
         out = g["m_hum"] * self.hum_table(2.0 * ph_e) * lfac
-        out += g["m_slot"] * _sin_cyc(self.slot_ratio * ph_motor - 2 * ph_e) * lfac   # rotor-slot passing
+        out += g["m_slot"] * _sin_cyc(self.slot_ratio * ph_motor - 2 * ph_e) * lfac  # rotor-slot passing
         out += g["m_fan"] * self.fan_table(ph_motor)
         if self.vfd:
             # PWM carrier whine with sidebands at +-2 f_electrical
@@ -1206,15 +1260,21 @@ class Conveyor(_Machine):
     def build(self):
         r, fs = self.r, self.fs
         self._motor_setup(poles=4, slip_nom=r.uniform(0.02, 0.045), vfd=r.random() < 0.3)
-        self.op_spec = OpSpec("vfd" if self.vfd else "dol", r.uniform(0.02, 0.05) if self.vfd else 0.0,
-                              r.uniform(0.4, 0.7), r.uniform(0.1, 0.3), r.uniform(0.001, 0.004), r.uniform(0.03, 0.08),
-                              slip=0.03)
+        self.op_spec = OpSpec(
+            "vfd" if self.vfd else "dol",
+            r.uniform(0.02, 0.05) if self.vfd else 0.0,
+            r.uniform(0.4, 0.7),
+            r.uniform(0.1, 0.3),
+            r.uniform(0.001, 0.004),
+            r.uniform(0.03, 0.08),
+            slip=0.03,
+        )
         self.ratio = r.uniform(12, 30)
         self.D = r.uniform(0.3, 0.6)
-        self.v = np.pi * self.D * self.f_motor / self.ratio            # belt speed m/s
+        self.v = np.pi * self.D * self.f_motor / self.ratio  # belt speed m/s
         self.d_idler = r.uniform(0.09, 0.16)
         self.spacing = r.uniform(1.0, 1.5)
-        self.Lc = r.uniform(10, 40)                                    # conveyor length
+        self.Lc = r.uniform(10, 40)  # conveyor length
         self.Lb = 2 * self.Lc + np.pi * self.D
         self.x_mic = r.uniform(0.25, 0.75) * self.Lc
         self.Z1, self.Z2, self.Z3 = int(r.integers(13, 29)), int(r.integers(40, 90)), int(r.integers(11, 23))
@@ -1229,24 +1289,42 @@ class Conveyor(_Machine):
                     amps.append(a * (0.55 ** (k - 1)) * r.uniform(0.6, 1.4))
         self.gear1 = Table(_table(orders, amps, rng=r))
         orders2 = [k * self.Z3 + sb for k in (1, 2, 3) for sb in (0, -1, 1)]
-        amps2 = [(0.5 ** (k - 1)) * (1.0 if sb == 0 else 0.3) * r.uniform(0.6, 1.4) for k in (1, 2, 3) for sb in (0, -1, 1)]
+        amps2 = [
+            (0.5 ** (k - 1)) * (1.0 if sb == 0 else 0.3) * r.uniform(0.6, 1.4) for k in (1, 2, 3) for sb in (0, -1, 1)
+        ]
         self.gear2 = Table(_table(orders2, amps2, rng=r))
         self.gear2_ratio = self.Z1 / self.Z2
         f_roll = r.uniform(350, 1200)
-        self.nmix.add("idler", lambda f: _band(f, f_roll, 1.4) * _hp(f, 120) + 0.2 * _band(f, 3 * f_roll, 0.8), self._key("idler"))
+        self.nmix.add(
+            "idler", lambda f: _band(f, f_roll, 1.4) * _hp(f, 120) + 0.2 * _band(f, 3 * f_roll, 0.8), self._key("idler")
+        )
         f_rum = r.uniform(60, 200)
         self.nmix.add("rumble", lambda f: _band(f, f_rum, 1.2) * _hp(f, 30), self._key("rumble"))
         self.splice_ir = _modal_ir(r, fs, r.uniform(60, 220, 3), r.uniform(0.01, 0.03, 3), click=0.4, dur=0.12)
         self.splice = Impacts(self.splice_ir)
         self.drop_rate = r.uniform(0.1, 0.6)
-        self.drop = Impacts(_modal_ir(r, fs, np.concatenate([r.uniform(70, 300, 3), r.uniform(500, 2500, 2)]),
-                                      np.concatenate([r.uniform(0.01, 0.04, 3), r.uniform(0.003, 0.012, 2)]),
-                                      amps=[1, 0.8, 0.6, 0.3, 0.2], click=0.8, dur=0.2))
+        self.drop = Impacts(
+            _modal_ir(
+                r,
+                fs,
+                np.concatenate([r.uniform(70, 300, 3), r.uniform(500, 2500, 2)]),
+                np.concatenate([r.uniform(0.01, 0.04, 3), r.uniform(0.003, 0.012, 2)]),
+                amps=[1, 0.8, 0.6, 0.3, 0.2],
+                click=0.8,
+                dur=0.2,
+            )
+        )
         self.reverb_floor = r.uniform(0.07, 0.15)
         xs = np.linspace(0, self.Lb, 2000)
         self.splice_msq = float(np.mean(self._proximity(xs) ** 2)) * self.v / self.spacing
-        self.gains.update(gear1=_g(r.uniform(-8, 0)), gear2=_g(r.uniform(-14, -4)), idler=1.0,
-                          rumble=_g(r.uniform(-8, -1)), splice=_g(r.uniform(-16, -6)), drop=_g(r.uniform(-12, -3)))
+        self.gains.update(
+            gear1=_g(r.uniform(-8, 0)),
+            gear2=_g(r.uniform(-14, -4)),
+            idler=1.0,
+            rumble=_g(r.uniform(-8, -1)),
+            splice=_g(r.uniform(-16, -6)),
+            drop=_g(r.uniform(-12, -3)),
+        )
         self.bpfo = r.uniform(3.0, 4.2)
         self.shell_modes = (r.uniform(1500, 5000, 3), r.uniform(0.0015, 0.005, 3))
         self.rub_f = r.uniform(900, 3500)
@@ -1271,14 +1349,20 @@ class Conveyor(_Machine):
         lf = blk.up(0.6 + 0.8 * load_c)
         out += g["gear1"] * self.gear1(ph) * lf
         out += g["gear2"] * self.gear2(ph * self.gear2_ratio) * lf
-        belt_m = ph / self.ratio * np.pi * self.D                       # belt travel, metres
+        belt_m = ph / self.ratio * np.pi * self.D  # belt travel, metres
         idler_ph = belt_m / (np.pi * self.d_idler)
         self.last["idler_ph"] = idler_ph
         self.last["idler_before"] = before / self.ratio * np.pi * self.D / (np.pi * self.d_idler)
-        out += self.nmix.mix(n, {"m_noise": g["m_noise"], "idler": g["idler"] * float(np.mean(speed_c ** 1.5)),
-                                 "rumble": g["rumble"] * float(np.mean(np.sqrt(load_c / self.op_spec.load_nom)))})
+        out += self.nmix.mix(
+            n,
+            {
+                "m_noise": g["m_noise"],
+                "idler": g["idler"] * float(np.mean(speed_c**1.5)),
+                "rumble": g["rumble"] * float(np.mean(np.sqrt(load_c / self.op_spec.load_nom))),
+            },
+        )
         # splice crossing idlers
-        s_u = belt_m + self.x0                                          # unwrapped: crossings need monotonic
+        s_u = belt_m + self.x0  # unwrapped: crossings need monotonic
         s_before = before / self.ratio * np.pi * self.D + self.x0
         s = s_u % self.Lb
         self.last["splice_u"], self.last["splice_before"] = s_u, s_before
@@ -1297,7 +1381,9 @@ class Conveyor(_Machine):
         idx, _ = _crossings(self.last["idler_ph"], self.last["idler_before"], self.bpfo)
         gate = _bursts(rng, n, fs, keep_from, (1, 4), (0.2, 1.0), 0.05)
         a = gate[idx] * rng.lognormal(0, 0.4, len(idx)) * (rng.random(len(idx)) > 0.25)
-        ir = _modal_ir(rng, fs, self.shell_modes[0] * rng.uniform(0.97, 1.03, 3), self.shell_modes[1], click=1.0, dur=0.03)
+        ir = _modal_ir(
+            rng, fs, self.shell_modes[0] * rng.uniform(0.97, 1.03, 3), self.shell_modes[1], click=1.0, dur=0.03
+        )
         return Impacts(ir)(n, idx, a)
 
     def fault_belt_splice_slap(self, blk, rng, keep_from):
@@ -1309,9 +1395,16 @@ class Conveyor(_Machine):
         pos = s + shift
         idx, _ = _crossings(pos, sb + shift, 1.0 / self.spacing)
         prox = self._proximity(pos[idx] % self.Lb)
-        a = prox ** 1.5 * rng.lognormal(0, 0.3, len(idx))
-        ir = _modal_ir(rng, fs, np.concatenate([rng.uniform(250, 900, 2), rng.uniform(1500, 4000, 2)]),
-                       [0.012, 0.008, 0.003, 0.002], amps=[1, 0.7, 0.5, 0.4], click=2.0, dur=0.08)
+        a = prox**1.5 * rng.lognormal(0, 0.3, len(idx))
+        ir = _modal_ir(
+            rng,
+            fs,
+            np.concatenate([rng.uniform(250, 900, 2), rng.uniform(1500, 4000, 2)]),
+            [0.012, 0.008, 0.003, 0.002],
+            amps=[1, 0.7, 0.5, 0.4],
+            click=2.0,
+            dur=0.08,
+        )
         return Impacts(ir)(n, idx, a)
 
     def fault_loose_idler_knock(self, blk, rng, keep_from):
@@ -1344,9 +1437,16 @@ class Fan(_Machine):
         belt = r.random() < 0.5
         vfd = r.random() < 0.4
         self._motor_setup(poles=4 if r.random() < 0.7 else 2, slip_nom=r.uniform(0.015, 0.04), vfd=vfd)
-        self.op_spec = OpSpec("vfd" if vfd else "dol", r.uniform(0.02, 0.05) if vfd else 0.0, r.uniform(0.4, 0.8),
-                              r.uniform(0.1, 0.25), r.uniform(0.001, 0.004), r.uniform(0.02, 0.06), slip=0.025)
-        self.ratio = r.uniform(1.3, 2.8) if belt else 1.0          # motor turns / fan turns
+        self.op_spec = OpSpec(
+            "vfd" if vfd else "dol",
+            r.uniform(0.02, 0.05) if vfd else 0.0,
+            r.uniform(0.4, 0.8),
+            r.uniform(0.1, 0.25),
+            r.uniform(0.001, 0.004),
+            r.uniform(0.02, 0.06),
+            slip=0.025,
+        )
+        self.ratio = r.uniform(1.3, 2.8) if belt else 1.0  # motor turns / fan turns
         self.f_rot = self.f_motor / self.ratio
         self.Z = int(r.integers(4, 10) if self.kind == "axial" else r.integers(8, 17))
         mo = _max_order(fs, self.f_rot)
@@ -1362,9 +1462,12 @@ class Fan(_Machine):
             for fc, db in duct:
                 m = m * _g(db * _band(f, fc, 0.12))
             return m
+
         self.lo_mag = lambda f: _band(f, f_lo, 1.3) * _hp(f, 25) * duct_mag(f)
         self.nmix.add("aero_lo", self.lo_mag, self._key("aero_lo"))
-        self.aero_hi = Noise(self.rng, fs, lambda f: _band(f, f_hi, 1.5) * _tilt(f, f_hi, -1.0) * duct_mag(f), key=self._key("aero_hi"))
+        self.aero_hi = Noise(
+            self.rng, fs, lambda f: _band(f, f_hi, 1.5) * _tilt(f, f_hi, -1.0) * duct_mag(f), key=self._key("aero_hi")
+        )
         self.am_depth = r.uniform(0.05, 0.25)
         self.tonal_share = r.uniform(-10, -2) if self.kind == "axial" else r.uniform(-16, -6)
         self.gains.update(bpf=_g(self.tonal_share), aero_lo=_g(r.uniform(-6, 0)), aero_hi=1.0)
@@ -1381,7 +1484,7 @@ class Fan(_Machine):
         speed_c, load_c = self.op.speed(blk.tc), self.op.load(blk.tc)
         self.last = {"ph": ph, "before": before, "speed_c": speed_c}
         out = self._motor_render(blk, ph * self.ratio, load_c)
-        s25 = blk.up(speed_c ** 2.5)
+        s25 = blk.up(speed_c**2.5)
         out += g["bpf"] * self.bpf_table(ph) * s25
         # flow: higher load (more throttled) -> more low-band rumble, less high band
         lo_f = blk.up(np.sqrt(0.5 + load_c) / math.sqrt(0.5 + self.op_spec.load_nom))
@@ -1389,14 +1492,14 @@ class Fan(_Machine):
         lo_g, hi_g, stall = g["aero_lo"], g["aero_hi"], 0.0
         if self.param_fault is not None and self.param_fault[0] == "flow_change":
             level, sign = self.param_fault[1], self.param_fault[2]
-            if sign < 0:   # throttled beyond normal: rumble up, high band slightly down, rotating stall
+            if sign < 0:  # throttled beyond normal: rumble up, high band slightly down, rotating stall
                 lo_g, hi_g, stall = lo_g * _g(level), hi_g * _g(-level / 3), min(0.8, 0.12 * level)
-            else:          # flow beyond normal (open door, lost filter): broadband up, mostly the high band
+            else:  # flow beyond normal (open door, lost filter): broadband up, mostly the high band
                 lo_g, hi_g = lo_g * _g(level / 3), hi_g * _g(level)
         am = 1 + self.am_depth * _sin_cyc(self.Z * ph)
         out += self.nmix.mix(n, {"m_noise": g["m_noise"], "aero_lo": lo_g * float(np.mean(lo_f) * np.mean(s25))})
         out += (hi_g * hi_f * s25) * self.aero_hi(n) * am
-        if stall:   # rotating stall: a modulated share of the low band
+        if stall:  # rotating stall: a modulated share of the low band
             st = Noise(self.rng, self.fs, self.lo_mag, key=self._key("aero_lo"))(n)
             out += (lo_g * stall) * st * _sin_cyc(self.stall_ratio * ph + self.stall_ph0) * lo_f * s25
         return out
@@ -1406,7 +1509,9 @@ class Fan(_Machine):
         j = int(rng.integers(0, self.Z))
         mo = _max_order(self.fs, self.f_rot)
         # the bent / fouled blade's pressure pulse is sharper and displaced: what differs from a healthy blade
-        pulse = Table(_pulse_table([self.blade_pos[j] + rng.normal(0, 0.01)], [self.blade_w * rng.uniform(0.4, 0.9)], [1.0], mo))
+        pulse = Table(
+            _pulse_table([self.blade_pos[j] + rng.normal(0, 0.01)], [self.blade_w * rng.uniform(0.4, 0.9)], [1.0], mo)
+        )
         imb = _sin_cyc(ph + rng.random()) + 0.3 * _sin_cyc(2 * ph + rng.random())
         w = rng.uniform(0.6, 0.9)
         return w * pulse(ph) + (1 - w) * imb / 0.74 * blk.up(self.last["speed_c"] ** 2)
@@ -1418,14 +1523,16 @@ class Fan(_Machine):
         hit = rng.random(len(idx)) < p
         a = hit * rng.lognormal(0, 0.5, len(idx))
         idx = idx + (rng.normal(0, 0.002, len(idx)) * fs).astype(np.int64)
-        ir = _modal_ir(rng, fs, self.rattle_modes[0] * rng.uniform(0.95, 1.05, 4), self.rattle_modes[1], click=1.5, dur=0.08)
+        ir = _modal_ir(
+            rng, fs, self.rattle_modes[0] * rng.uniform(0.95, 1.05, 4), self.rattle_modes[1], click=1.5, dur=0.08
+        )
         return Impacts(ir)(n, idx, a)
 
     def fault_bearing_wear(self, blk, rng, keep_from):
         n, fs = blk.n, self.fs
         mult, fres, tau = self.bear
         ph = self.last["ph"]
-        mult = mult * (1 + 0.01 * rng.standard_normal())   # rolling elements slip: the defect rate varies a little
+        mult = mult * (1 + 0.01 * rng.standard_normal())  # rolling elements slip: the defect rate varies a little
         idx, _ = _crossings(ph, self.last["before"], mult)
         a = (1 + 0.6 * np.cos(_TWO_PI * (ph[idx] % 1.0))) * rng.lognormal(0, 0.3, len(idx))
         ir = _modal_ir(rng, fs, [fres, fres * 1.37], [tau, tau * 0.7], amps=[1, 0.5], click=0.5, dur=0.02)
@@ -1441,8 +1548,15 @@ class Pump(_Machine):
         r, fs = self.r, self.fs
         vfd = r.random() < 0.4
         self._motor_setup(poles=2, slip_nom=r.uniform(0.01, 0.03), vfd=vfd)
-        self.op_spec = OpSpec("vfd" if vfd else "dol", r.uniform(0.03, 0.06) if vfd else 0.0, r.uniform(0.5, 0.85),
-                              r.uniform(0.1, 0.25), r.uniform(0.001, 0.003), r.uniform(0.02, 0.05), slip=0.02)
+        self.op_spec = OpSpec(
+            "vfd" if vfd else "dol",
+            r.uniform(0.03, 0.06) if vfd else 0.0,
+            r.uniform(0.5, 0.85),
+            r.uniform(0.1, 0.25),
+            r.uniform(0.001, 0.003),
+            r.uniform(0.02, 0.05),
+            slip=0.02,
+        )
         if vfd:
             self.f_motor *= r.uniform(0.7, 0.95)
         self.f_rot = self.f_motor
@@ -1455,7 +1569,11 @@ class Pump(_Machine):
                 o = k * self.Zv + sb
                 if 0 < o <= mo:
                     orders.append(o)
-                    amps.append((0.5 ** (k - 1)) * (1.0 if sb == 0 else 0.15 * self.stages ** 0.5 / (1 + abs(sb))) * r.uniform(0.6, 1.4))
+                    amps.append(
+                        (0.5 ** (k - 1))
+                        * (1.0 if sb == 0 else 0.15 * self.stages**0.5 / (1 + abs(sb)))
+                        * r.uniform(0.6, 1.4)
+                    )
         self.vane = Table(_table(orders, amps, rng=r))
         self.shaft = Table(_table([1, 2, 3], [1.0, _lu(r, 0.2, 0.8), _lu(r, 0.05, 0.3)], rng=r))
         pipe = [(r.uniform(250, 2500), r.uniform(4, 12)) for _ in range(4)]
@@ -1466,9 +1584,12 @@ class Pump(_Machine):
             for fc, db in pipe:
                 m = m * _g(db * _band(f, fc, 0.07))
             return m
+
         self.nmix.add("flow", pipe_mag, self._key("flow"))
         self.nmix.add("recirc", lambda f: _band(f, 50, 1.0) * _hp(f, 15), self._key("recirc"))
-        self.gains.update(vane=_g(r.uniform(-8, 0)), shaft=_g(r.uniform(-16, -8)), flow=1.0, recirc=_g(r.uniform(-14, -6)))
+        self.gains.update(
+            vane=_g(r.uniform(-8, 0)), shaft=_g(r.uniform(-16, -8)), flow=1.0, recirc=_g(r.uniform(-14, -6))
+        )
         self.cav_modes = (r.uniform(3000, 7000, 3), r.uniform(0.0003, 0.001, 3))
         self.leak_fc = r.uniform(2000, 5000)
         self.squeal_f = r.uniform(1500, 5000)
@@ -1481,14 +1602,19 @@ class Pump(_Machine):
         speed_c, load_c = self.op.speed(blk.tc), self.op.load(blk.tc)
         self.last = {"ph": ph, "before": before, "speed_c": speed_c, "load_c": load_c}
         out = self._motor_render(blk, ph, load_c)
-        s2 = blk.up(speed_c ** 2)
+        s2 = blk.up(speed_c**2)
         if not hasattr(self, "vs"):
             self.vs = Table(g["vane"] * self.vane.t + g["shaft"] * self.shaft.t)
         out += self.vs(ph) * s2
         ln = self.op_spec.load_nom
-        out += self.nmix.mix(n, {"m_noise": g["m_noise"],
-                                 "flow": g["flow"] * float(np.mean(speed_c ** 2.5 * np.sqrt(load_c / ln))),
-                                 "recirc": g["recirc"] * float(np.mean((1.2 - load_c) / (1.2 - ln)))})
+        out += self.nmix.mix(
+            n,
+            {
+                "m_noise": g["m_noise"],
+                "flow": g["flow"] * float(np.mean(speed_c**2.5 * np.sqrt(load_c / ln))),
+                "recirc": g["recirc"] * float(np.mean((1.2 - load_c) / (1.2 - ln))),
+            },
+        )
         return out
 
     def fault_cavitation(self, blk, rng, keep_from):
@@ -1537,14 +1663,20 @@ class Tower(_Machine):
         mo = max(2, min(16, int(0.45 * fs / (2 * self.ind.mains))))
         k = np.arange(1, mo + 1)
         amps = np.exp(-k / r.uniform(1.2, 3.5)) * _g(r.uniform(-6, 6, len(k)))
-        self.hum_core = Table(_table(k, amps, rng=r))                 # magnetostriction: even mains harmonics
+        self.hum_core = Table(_table(k, amps, rng=r))  # magnetostriction: even mains harmonics
         self.hum_load = Table(_table(k[:3], [1.0, 0.3, 0.1], rng=r))  # winding forces ~ current^2
         self.gains.update(hum=1.0, hum_load=_g(r.uniform(-12, -4)))
         if self.substation:
             self.fan_blades = int(r.integers(4, 8))
             self.fan_f = r.uniform(12, 24)
-            self.fan_table = Table(_pulse_table(np.arange(self.fan_blades) / self.fan_blades, [0.02] * self.fan_blades,
-                                                np.ones(self.fan_blades), _max_order(fs, self.fan_f)))
+            self.fan_table = Table(
+                _pulse_table(
+                    np.arange(self.fan_blades) / self.fan_blades,
+                    [0.02] * self.fan_blades,
+                    np.ones(self.fan_blades),
+                    _max_order(fs, self.fan_f),
+                )
+            )
             ffc = r.uniform(300, 1000)
             self.fan_noise = Noise(self.rng, fs, lambda f: _band(f, ffc, 1.4), key=self._key("cool"))
             self.gains.update(cool=_g(r.uniform(-8, 0)))
@@ -1559,8 +1691,11 @@ class Tower(_Machine):
         g, n, fs = self.gains, blk.n, self.fs
         if not hasattr(self, "fan_sched"):
             if self.substation:
-                self.fan_sched = (Schedule.renewal(self.rng, self.total_s, 1800, 1200, 0.5, ramp_s=6.0) if self.stream
-                                  else Schedule.for_clip(self.rng, blk.tc[0], blk.n / fs, 0.5, p_change=0.1, ramp_s=4.0))
+                self.fan_sched = (
+                    Schedule.renewal(self.rng, self.total_s, 1800, 1200, 0.5, ramp_s=6.0)
+                    if self.stream
+                    else Schedule.for_clip(self.rng, blk.tc[0], blk.n / fs, 0.5, p_change=0.1, ramp_s=4.0)
+                )
                 self.fan_osc = Osc(self.fan_f, lambda t: np.atleast_1d(t) * 1.0, self.rng.random())
             self.aeo_fir, self.aeo_f = None, 0.0
             self.wet_corona = StreamFIR(_modal_ir(self.rng, fs, [4000.0], [0.0003], click=3.0, dur=0.003))
@@ -1578,7 +1713,7 @@ class Tower(_Machine):
             U = self.weather.wind(blk.tc)
             f_ae = float(np.clip(0.2 * np.median(U) / self.cond_d, 20, 0.4 * fs))
             # a narrow band around the Strouhal frequency of the conductor, level grows with wind
-            if self.aeo_fir is None or abs(self.aeo_f - f_ae) / f_ae > 0.15:   # re-tuned as the wind changes
+            if self.aeo_fir is None or abs(self.aeo_f - f_ae) / f_ae > 0.15:  # re-tuned as the wind changes
                 self.aeo_f = f_ae
                 h = _fir(fs, 1024, lambda f: _band(f, f_ae, 0.08) + 0.1 * _band(f, 2 * f_ae, 0.08))
                 if self.aeo_fir is None:
@@ -1591,7 +1726,7 @@ class Tower(_Machine):
         hum_w = self.weather.rain_rate(blk.tc)
         if np.max(hum_w) > 0:
             lam = 3.0
-            e_a2 = (0.4 * 1.6 ** 2 + 1.6 * 0.6 ** 2) / 2.0 * math.exp(0.72)
+            e_a2 = (0.4 * 1.6**2 + 1.6 * 0.6**2) / 2.0 * math.exp(0.72)
             nominal = math.sqrt(2 * lam * self.ind.mains * e_a2 / fs)
             c = self._corona_pulses(blk, self.rng, lam=lam, intensity=1.0)
             out += 0.03 * blk.up(hum_w) * self.wet_corona(c) / nominal
@@ -1642,8 +1777,14 @@ class Tower(_Machine):
             parts.append((base, rng.lognormal(0, 0.7, cnt.sum()) * rng.choice([-1, 1], cnt.sum())))
         idx = np.concatenate([p[0] for p in parts])
         a = np.concatenate([p[1] for p in parts])
-        ir = _modal_ir(rng, fs, np.concatenate([self.arc_ir_f, rng.uniform(2000, 5000, 2)]),
-                       [0.004, 0.003, 0.002, 0.001, 0.0008], click=3.0, dur=0.02)
+        ir = _modal_ir(
+            rng,
+            fs,
+            np.concatenate([self.arc_ir_f, rng.uniform(2000, 5000, 2)]),
+            [0.004, 0.003, 0.002, 0.001, 0.0008],
+            click=3.0,
+            dur=0.02,
+        )
         crack = Impacts(ir)(n, idx, a)
         crack /= _rms(crack[keep_from:]) + 1e-12
         buzz = np.clip(3 * _sin_cyc(2 * phL), -1, 1) * gate
@@ -1658,7 +1799,7 @@ class Tower(_Machine):
         buzz = StreamFIR(_modal_ir(rng, fs, rng.uniform(300, 2000, 3), rng.uniform(0.002, 0.008, 3), dur=0.04))(contact)
         U = self.weather.wind(blk.tc)
         gust_gate = blk.up(_smoothstep((U / np.median(U) - rng.uniform(0.85, 1.1)) / 0.15))
-        if gust_gate[keep_from:].max() < 0.3:   # always audible somewhere in the clip
+        if gust_gate[keep_from:].max() < 0.3:  # always audible somewhere in the clip
             gust_gate = np.maximum(gust_gate, _bursts(rng, n, fs, keep_from, (1, 2), (1.0, 4.0), 0.3))
         return buzz * gust_gate
 
@@ -1667,23 +1808,39 @@ class Compressor(_Machine):
     def build(self):
         r, fs = self.r, self.fs
         self._motor_setup(poles=4, slip_nom=r.uniform(0.02, 0.045), vfd=False)
-        self.op_spec = OpSpec("dol", 0.0, r.uniform(0.5, 0.8), r.uniform(0.1, 0.2), r.uniform(0.001, 0.003),
-                              r.uniform(0.02, 0.05), slip=0.04)
+        self.op_spec = OpSpec(
+            "dol",
+            0.0,
+            r.uniform(0.5, 0.8),
+            r.uniform(0.1, 0.2),
+            r.uniform(0.001, 0.003),
+            r.uniform(0.02, 0.05),
+            slip=0.04,
+        )
         self.belt = r.uniform(2.0, 4.0)
         self.f_c = self.f_motor / self.belt
         self.n_cyl = int(r.integers(1, 4))
-        self.cyl_off = np.arange(self.n_cyl) / self.n_cyl if r.random() < 0.7 else np.array([0.0, 0.25, 0.5][: self.n_cyl])
+        self.cyl_off = (
+            np.arange(self.n_cyl) / self.n_cyl if r.random() < 0.7 else np.array([0.0, 0.25, 0.5][: self.n_cyl])
+        )
         self.a_so, self.a_sc = r.uniform(0.06, 0.14), r.uniform(0.5, 0.56)
         self.suc_ir = _modal_ir(r, fs, r.uniform(1500, 3500, 3), r.uniform(0.002, 0.006, 3), click=0.8, dur=0.04)
         self.dis_ir = _modal_ir(r, fs, r.uniform(2000, 5000, 3), r.uniform(0.002, 0.006, 3), click=0.8, dur=0.04)
         self.slap_ir = _modal_ir(r, fs, r.uniform(300, 900, 3), r.uniform(0.01, 0.025, 3), click=0.3, dur=0.12)
-        self.bank = ImpactBank({"suc": self.suc_ir, "dis": self.dis_ir, "slap": self.slap_ir},
-                               {k: self._key(k + "_ir") for k in ("suc", "dis", "slap")})
+        self.bank = ImpactBank(
+            {"suc": self.suc_ir, "dis": self.dis_ir, "slap": self.slap_ir},
+            {k: self._key(k + "_ir") for k in ("suc", "dis", "slap")},
+        )
         mo = _max_order(fs, self.f_c)
         k = np.arange(1, min(mo, 40) + 1)
         self.puls = Table(_table(k, np.exp(-k / r.uniform(3, 8)), rng=r))
         fi = r.uniform(200, 600)
-        self.intake = Noise(self.rng, fs, lambda f: _band(f, fi, 1.0) * _lp(f, 1500) + 0.1 * _band(f, 3000, 1.0), key=self._key("intake"))
+        self.intake = Noise(
+            self.rng,
+            fs,
+            lambda f: _band(f, fi, 1.0) * _lp(f, 1500) + 0.1 * _band(f, 3000, 1.0),
+            key=self._key("intake"),
+        )
         env = np.zeros(_TABLE_LEN)
         x = np.arange(_TABLE_LEN) / _TABLE_LEN
         for o in self.cyl_off:
@@ -1691,10 +1848,19 @@ class Compressor(_Machine):
             env += np.where(u < 1, np.sin(np.pi * np.clip(u, 0, 1)) ** 2, 0.0)
         self.intake_env = Table(env / _rms(env))
         self.fw_blades = int(r.integers(6, 11))
-        self.fw = Table(_pulse_table(np.arange(self.fw_blades) / self.fw_blades, [0.015] * self.fw_blades,
-                                     np.ones(self.fw_blades), mo))
-        self.gains.update(suc=_g(r.uniform(-8, -2)), dis=1.0, slap=_g(r.uniform(-12, -4)), intake=_g(r.uniform(-8, -2)),
-                          puls=_g(r.uniform(-10, -2)), fw=_g(r.uniform(-16, -8)))
+        self.fw = Table(
+            _pulse_table(
+                np.arange(self.fw_blades) / self.fw_blades, [0.015] * self.fw_blades, np.ones(self.fw_blades), mo
+            )
+        )
+        self.gains.update(
+            suc=_g(r.uniform(-8, -2)),
+            dis=1.0,
+            slap=_g(r.uniform(-12, -4)),
+            intake=_g(r.uniform(-8, -2)),
+            puls=_g(r.uniform(-10, -2)),
+            fw=_g(r.uniform(-16, -8)),
+        )
         self.knock_modes = (r.uniform(400, 1600, 3), r.uniform(0.005, 0.015, 3))
         self.leak_fc = r.uniform(2500, 6000)
 
@@ -1715,8 +1881,12 @@ class Compressor(_Machine):
             self.p0 = self.rng.uniform(0.3, 0.7)
             self.p_slow = Slow(self.rng, 20, 300, 4, 0.5)
         if self.drains is None:
-            self.drains = EventLayer(fs, [blk.t0 / fs + self.rng.uniform(0.1, 0.9) * blk.n / fs] if self.drain_p else [],
-                                     self.rng, _drain_blast)
+            self.drains = EventLayer(
+                fs,
+                [blk.t0 / fs + self.rng.uniform(0.1, 0.9) * blk.n / fs] if self.drain_p else [],
+                self.rng,
+                _drain_blast,
+            )
         ph, before = self.osc.block(blk)
         load_c = self.op.load(blk.tc)
         act_c = self.loaded(blk.tc)
@@ -1734,7 +1904,7 @@ class Compressor(_Machine):
             idx, _ = _crossings(ph, before, 1.0, o + a_do)
             dis_i.append(idx)
             dis_a.append((0.5 + 0.8 * blk.up(press_c)[idx]) * act[idx] * self.rng.lognormal(0, 0.15, len(idx)))
-            idx2, _ = _crossings(ph, before, 1.0, o + 1.0 - 1e-9)   # discharge close at top dead centre
+            idx2, _ = _crossings(ph, before, 1.0, o + 1.0 - 1e-9)  # discharge close at top dead centre
             dis_i.append(idx2)
             dis_a.append(0.5 * act[idx2] * self.rng.lognormal(0, 0.15, len(idx2)))
             for ang in (0.0, 0.5):
@@ -1742,9 +1912,14 @@ class Compressor(_Machine):
                 slap_i.append(idx3)
                 slap_a.append(self.rng.lognormal(0, 0.2, len(idx3)))
         nc = self.n_cyl
-        out += self.bank(n, {"suc": (np.concatenate(suc_i), np.concatenate(suc_a) * (g["suc"] * self._rate_norm(1.4 * nc))),
-                             "dis": (np.concatenate(dis_i), np.concatenate(dis_a) * (g["dis"] * self._rate_norm(1.5 * nc))),
-                             "slap": (np.concatenate(slap_i), np.concatenate(slap_a) * (g["slap"] * self._rate_norm(2.0 * nc)))})
+        out += self.bank(
+            n,
+            {
+                "suc": (np.concatenate(suc_i), np.concatenate(suc_a) * (g["suc"] * self._rate_norm(1.4 * nc))),
+                "dis": (np.concatenate(dis_i), np.concatenate(dis_a) * (g["dis"] * self._rate_norm(1.5 * nc))),
+                "slap": (np.concatenate(slap_i), np.concatenate(slap_a) * (g["slap"] * self._rate_norm(2.0 * nc))),
+            },
+        )
         out += g["intake"] * self.intake(n) * self.intake_env(ph) * (0.3 + 0.7 * act)
         out += g["puls"] * self.puls(ph) * (0.3 + 0.7 * act)
         out += g["fw"] * self.fw(ph)
@@ -1764,7 +1939,7 @@ class Compressor(_Machine):
         act = blk.up(self.last["act_c"])
         for j in range(1, nb + 1):
             ii.append(idx + int(j * period * fs) + (rng.normal(0, 0.1 * period, len(idx)) * fs).astype(np.int64))
-            aa.append(0.65 ** j * (0.3 + 0.7 * act[idx]) * rng.lognormal(0, 0.3, len(idx)))
+            aa.append(0.65**j * (0.3 + 0.7 * act[idx]) * rng.lognormal(0, 0.3, len(idx)))
         return Impacts(self.dis_ir if which else self.suc_ir)(n, np.concatenate(ii), np.concatenate(aa))
 
     def fault_knock(self, blk, rng, keep_from):
@@ -1846,7 +2021,7 @@ def _hammering(rng, fs):
     for j in range(k):
         s = int((j * gap + rng.normal(0, 0.03)) * fs)
         s = min(max(s, 0), n - len(ir))
-        x[s:s + len(ir)] += ir * rng.lognormal(0, 0.3)
+        x[s : s + len(ir)] += ir * rng.lognormal(0, 0.3)
     return x * math.sqrt(fs) * 0.05 * rng.uniform(0.5, 2.0)
 
 
@@ -1873,12 +2048,14 @@ def _bird_song(rng, fs):
         f = f0 * (1 + sweep * t / dn) * (1 + vib * np.sin(_TWO_PI * fv * t))
         f = np.minimum(f, 0.44 * fs)
         ph = np.cumsum(f) / fs
-        note = (np.sin(_TWO_PI * ph) + 0.15 * np.sin(2 * _TWO_PI * ph) * (2 * f < 0.45 * fs)) * np.sin(np.pi * t / dn) ** 2
+        note = (np.sin(_TWO_PI * ph) + 0.15 * np.sin(2 * _TWO_PI * ph) * (2 * f < 0.45 * fs)) * np.sin(
+            np.pi * t / dn
+        ) ** 2
         parts.append((int(t_now * fs), note))
         t_now += dn + rng.uniform(0.02, 0.2)
     out = np.zeros(int(t_now * fs) + 10)
     for s, w in parts:
-        out[s:s + len(w)] += w
+        out[s : s + len(w)] += w
     return out * rng.uniform(0.3, 1.2)
 
 
@@ -1911,12 +2088,24 @@ class _Babble:
             tabs = []
             for formants in (self._A, self._I):
                 env = sum(a * _band(fk, fc * rng.uniform(0.9, 1.1), w) for fc, w, a in formants) + 0.03
-                tabs.append(_table(k, env * k ** -0.5, np.zeros(len(k))))
-            self.talkers.append(dict(
-                f0=f0, pitch=Slow(rng, 0.3, 3.0, 4, 0.3), A=Table(tabs[0]), dI=Table(tabs[1] - tabs[0]),
-                syl=rng.uniform(3.5, 6.0), syl_slow=Slow(rng, 1.0, 8.0, 3, 0.3), spurt=Slow(rng, 2.0, 15.0, 3, 0.3),
-                vowel=Slow(rng, 0.12, 0.5, 3, 0.0), p0=rng.random(), thr=rng.uniform(-0.6, 0.2)))
-        self.fric = Noise(rng, fs, lambda f: _band(f, 4500, 0.5) + 0.2 * _band(f, 2000, 0.5), key=("babble_fricatives",))
+                tabs.append(_table(k, env * k**-0.5, np.zeros(len(k))))
+            self.talkers.append(
+                dict(
+                    f0=f0,
+                    pitch=Slow(rng, 0.3, 3.0, 4, 0.3),
+                    A=Table(tabs[0]),
+                    dI=Table(tabs[1] - tabs[0]),
+                    syl=rng.uniform(3.5, 6.0),
+                    syl_slow=Slow(rng, 1.0, 8.0, 3, 0.3),
+                    spurt=Slow(rng, 2.0, 15.0, 3, 0.3),
+                    vowel=Slow(rng, 0.12, 0.5, 3, 0.0),
+                    p0=rng.random(),
+                    thr=rng.uniform(-0.6, 0.2),
+                )
+            )
+        self.fric = Noise(
+            rng, fs, lambda f: _band(f, 4500, 0.5) + 0.2 * _band(f, 2000, 0.5), key=("babble_fricatives",)
+        )
 
     def __call__(self, blk: Block) -> np.ndarray:
         n = blk.n
@@ -1939,56 +2128,100 @@ class _Babble:
 class _Background:
     """Every non-machine source of an individual's site for one clip or stream, in two path groups."""
 
-    def __init__(self, ind: Individual, rng: np.random.Generator, stream: bool, t_start: float, dur: float,
-                 weather: Weather | None):
+    def __init__(
+        self,
+        ind: Individual,
+        rng: np.random.Generator,
+        stream: bool,
+        t_start: float,
+        dur: float,
+        weather: Weather | None,
+    ):
         self.ind, self.fs, self.rng, self.weather = ind, ind.fs, rng, weather
         fs = self.fs
-        self.layers: list[tuple[str, str, float, Schedule, Callable]] = []   # (name, group, gain, schedule, render)
+        self.layers: list[tuple[str, str, float, Schedule, Callable]] = []  # (name, group, gain, schedule, render)
         outdoor = ind.type == "tower"
         share = ind.bg_share
-        site = ind.rng("bg_site")     # the site's own installations (its HVAC, neighbouring machines, road)
+        site = ind.rng("bg_site")  # the site's own installations (its HVAC, neighbouring machines, road)
         key = lambda name: (ind.type, ind.id, ind.seed, "bg", name)  # noqa: E731
         if not outdoor:
             vent_f = site.uniform(80, 250)
             fv = site.uniform(60, 150)
-            vent = Noise(rng, fs, lambda f: _tilt(f, 100, -3.0) * _hp(f, 30) + 1.5 * _band(f, fv, 0.5) + 0.3 * _band(f, 2000, 1.0),
-                         key=key("vent"))
+            vent = Noise(
+                rng,
+                fs,
+                lambda f: _tilt(f, 100, -3.0) * _hp(f, 30) + 1.5 * _band(f, fv, 0.5) + 0.3 * _band(f, 2000, 1.0),
+                key=key("vent"),
+            )
             ph0 = rng.random()
-            self._add("ventilation", "far", _g(rng.uniform(-4, 2)), Schedule.always(),
-                      lambda blk: vent(blk.n) + 0.15 * _sin_cyc(vent_f * blk.times() + ph0))
-            which = int(rng.integers(0, 3))   # one of the site's three neighbouring machines
+            self._add(
+                "ventilation",
+                "far",
+                _g(rng.uniform(-4, 2)),
+                Schedule.always(),
+                lambda blk: vent(blk.n) + 0.15 * _sin_cyc(vent_f * blk.times() + ph0),
+            )
+            which = int(rng.integers(0, 3))  # one of the site's three neighbouring machines
             om = _OtherMachine(_rng(ind.seed, ind.type, ind.id, "other", which), rng, fs, key(f"other{which}"))
-            sch = Schedule.renewal(rng, dur, 900, 400, 0.6, 4.0) if stream else Schedule.for_clip(rng, t_start, dur, 0.5 + 0.4 * share[0])
+            sch = (
+                Schedule.renewal(rng, dur, 900, 400, 0.6, 4.0)
+                if stream
+                else Schedule.for_clip(rng, t_start, dur, 0.5 + 0.4 * share[0])
+            )
             self._add("other_machine", "far", _g(rng.uniform(-6, 6)), sch, om)
             n_talk = int(rng.integers(2, 4))
-            sch = Schedule.renewal(rng, dur, 300, 900, 0.3, 3.0) if stream else Schedule.for_clip(rng, t_start, dur, 0.15 + 0.4 * share[1], 0.3)
+            sch = (
+                Schedule.renewal(rng, dur, 300, 900, 0.3, 3.0)
+                if stream
+                else Schedule.for_clip(rng, t_start, dur, 0.15 + 0.4 * share[1], 0.3)
+            )
             g_babble = _g(rng.uniform(-8, 2))
             if len(sch.iv):
                 self._add("babble", "far", g_babble, sch, _Babble(rng, fs, n_talk))
-            ev = [("forklift", _forklift, 1 / 240.0, 0.12 + 0.3 * share[2], (-4, 6)),
-                  ("workshop", _hammering, 1 / 120.0, 0.12 + 0.4 * share[3], (-6, 6)),
-                  ("blowoff", _blowoff, 1 / 900.0, 0.06, (-8, 2))]
+            ev = [
+                ("forklift", _forklift, 1 / 240.0, 0.12 + 0.3 * share[2], (-4, 6)),
+                ("workshop", _hammering, 1 / 120.0, 0.12 + 0.4 * share[3], (-6, 6)),
+                ("blowoff", _blowoff, 1 / 900.0, 0.06, (-8, 2)),
+            ]
         else:
             ev = []
             w = weather
             wind_lo = Noise(rng, fs, lambda f: _tilt(f, 30, -6.0) * _hp(f, 8, 1) * _lp(f, 400, 1), key=key("wind"))
             rustle = Noise(rng, fs, lambda f: _band(f, 3000, 1.0) * _hp(f, 600), key=key("rustle"))
-            foliage = site.uniform(0.0, 1.0) * rng.uniform(0.5, 1.0)   # trees near the site; leaves by season
+            foliage = site.uniform(0.0, 1.0) * rng.uniform(0.5, 1.0)  # trees near the site; leaves by season
 
             def wind(blk):
                 U = w.wind(blk.tc)
                 return wind_lo(blk.n) * blk.up((U / 5.0) ** 2) + foliage * rustle(blk.n) * blk.up((U / 5.0) ** 1.5)
+
             self._add("wind", "near", _g(rng.uniform(-4, 4)), Schedule.always(), wind)
             self._add("rain", "near", _g(rng.uniform(-2, 6)), Schedule.always(), _Rain(rng, fs, w, key("rain")))
             f_tr = site.uniform(60, 120)
             tr = Noise(rng, fs, lambda f: _band(f, f_tr, 1.2) + 0.4 * _band(f, 1000, 0.6), key=key("traffic"))
             swell = Slow(rng, 8, 60, 4, 0.3)
-            self._add("traffic", "far", _g(rng.uniform(-4, 6)), (Schedule.renewal(rng, dur, 2400, 600, 0.8, 30) if stream
-                      else Schedule.for_clip(rng, t_start, dur, 0.75, 0.1)),
-                      lambda blk: tr(blk.n) * blk.up(np.exp(0.5 * swell(blk.tc))))
+            self._add(
+                "traffic",
+                "far",
+                _g(rng.uniform(-4, 6)),
+                (
+                    Schedule.renewal(rng, dur, 2400, 600, 0.8, 30)
+                    if stream
+                    else Schedule.for_clip(rng, t_start, dur, 0.75, 0.1)
+                ),
+                lambda blk: tr(blk.n) * blk.up(np.exp(0.5 * swell(blk.tc))),
+            )
             cr = _Crickets(rng, fs)
-            self._add("crickets", "near", _g(rng.uniform(-14, -4)), (Schedule.renewal(rng, dur, 3600, 3600, 0.3, 60) if stream
-                      else Schedule.for_clip(rng, t_start, dur, 0.2, 0.0)), cr)
+            self._add(
+                "crickets",
+                "near",
+                _g(rng.uniform(-14, -4)),
+                (
+                    Schedule.renewal(rng, dur, 3600, 3600, 0.3, 60)
+                    if stream
+                    else Schedule.for_clip(rng, t_start, dur, 0.2, 0.0)
+                ),
+                cr,
+            )
             ev = [("birds", _bird_song, 1 / 60.0, 0.4, (-8, 4)), ("aircraft", _aircraft, 1 / 1800.0, 0.04, (-6, 4))]
         for name, fn, rate, p_clip, (lo, hi) in ev:
             times = _event_times(rng, t_start, dur, rate) if stream else _event_times(rng, t_start, dur, 0, p_clip)
@@ -2002,7 +2235,7 @@ class _Background:
     def render(self, blk: Block, all_on: bool = False) -> dict[str, np.ndarray]:
         """The near and far groups for one block; all_on renders every continuous layer fully on, no events."""
         out = {"near": np.zeros(blk.n), "far": np.zeros(blk.n)}
-        for name, group, gain, sched, fn in self.layers:
+        for _name, group, gain, sched, fn in self.layers:
             if all_on:
                 if isinstance(fn, EventLayer):
                     continue
@@ -2011,12 +2244,11 @@ class _Background:
                 a = sched(blk.tc)
             if a.max() <= 0:
                 if isinstance(fn, EventLayer):
-                    fn(blk)          # keeps event bookkeeping consistent
+                    fn(blk)  # keeps event bookkeeping consistent
                 continue
             x = fn(blk)
             out[group] += gain * x * blk.up(a)
         return out
-
 
 
 class _OtherMachine:
@@ -2033,7 +2265,9 @@ class _OtherMachine:
         self.press = rng.random() < 0.25
         if self.press:
             self.press_rate = rng.uniform(0.4, 1.5)
-            self.press = Impacts(_modal_ir(rng, fs, rng.uniform(80, 600, 4), rng.uniform(0.01, 0.06, 4), click=1.0, dur=0.3))
+            self.press = Impacts(
+                _modal_ir(rng, fs, rng.uniform(80, 600, 4), rng.uniform(0.01, 0.06, 4), click=1.0, dur=0.3)
+            )
 
     def __call__(self, blk):
         x = self.mix * self.tab(self.f * blk.times() + self.ph0) + (1 - self.mix) * self.nz(blk.n)
@@ -2048,9 +2282,13 @@ class _Rain:
 
     def __init__(self, rng, fs, weather, key=None):
         self.rng, self.fs, self.w = rng, fs, weather
-        self.irs = [StreamFIR(_modal_ir(rng, fs, rng.uniform(1500, min(9000, 0.44 * fs), 2), [0.003, 0.002], click=0.3, dur=0.015)),
-                    StreamFIR(_modal_ir(rng, fs, rng.uniform(2500, min(6000, 0.44 * fs), 1), [0.0004], click=2.0, dur=0.004)),
-                    StreamFIR(_modal_ir(rng, fs, rng.uniform(300, 1500, 2), [0.004, 0.003], click=0.5, dur=0.02))]
+        self.irs = [
+            StreamFIR(
+                _modal_ir(rng, fs, rng.uniform(1500, min(9000, 0.44 * fs), 2), [0.003, 0.002], click=0.3, dur=0.015)
+            ),
+            StreamFIR(_modal_ir(rng, fs, rng.uniform(2500, min(6000, 0.44 * fs), 1), [0.0004], click=2.0, dur=0.004)),
+            StreamFIR(_modal_ir(rng, fs, rng.uniform(300, 1500, 2), [0.004, 0.003], click=0.5, dur=0.02)),
+        ]
         self.hiss = Noise(rng, fs, lambda f: _band(f, 4000, 1.0), key=key)
 
     def __call__(self, blk):
@@ -2059,7 +2297,7 @@ class _Rain:
             return np.zeros(blk.n)
         rate = blk.up(r) * 1500.0
         out = np.zeros(blk.n)
-        for j, f in enumerate(self.irs):
+        for f in self.irs:
             idx = _poisson_idx(self.rng, blk.n, rate / 3, self.fs, rate_max=500.0)
             a = self.rng.pareto(2.5, len(idx)) * self.rng.choice([-1, 1], len(idx)) * math.sqrt(self.fs / 500.0)
             out += f(_impulses(blk.n, idx, a))
@@ -2114,8 +2352,12 @@ class _Chain:
         mic = ind.mic
         self.hp = StreamSOS(sps.butter(2, mic.hp_hz, btype="highpass", fs=self.fs, output="sos"))
         ps_ = mic.pink_share
-        self.self_noise = Noise(rng, self.fs, lambda f: np.sqrt((1 - ps_) + ps_ * 200.0 / np.maximum(f, 5.0)),
-                                key=(ind.type, ind.id, ind.seed, "self_noise"))
+        self.self_noise = Noise(
+            rng,
+            self.fs,
+            lambda f: np.sqrt((1 - ps_) + ps_ * 200.0 / np.maximum(f, 5.0)),
+            key=(ind.type, ind.id, ind.seed, "self_noise"),
+        )
         self.hum_table = Table(_table(mic.hum_orders, mic.hum_amps, np.arange(len(mic.hum_orders)) * 0.6))
         self.temp_slow = Slow(rng, 1200, 7200, 3, 0.5) if stream else None
         self.temp_off = rng.normal(0, 1.5)
@@ -2135,7 +2377,7 @@ class _Chain:
         jit = self.jit + (rng.normal(0, 0.005, 3) if self.temp_slow is not None else 0.0)
         path = self.ind.path
         h_m = path.ir("machine", tc, jit)
-        tq = round(tc * 2.0) / 2.0   # the far background's path: 0.5 degC steps are plenty
+        tq = round(tc * 2.0) / 2.0  # the far background's path: 0.5 degC steps are plenty
         self.bg_key = (self.ind.type, self.ind.id, self.ind.seed, self.ind.fs, "bg_ir", tq)
         return h_m, _bg_ir(self.ind, tq)
 
@@ -2159,15 +2401,24 @@ def _check_fault(machine_type: str, fault: str | None, fault_level_db):
     if fault is None or fault == "":
         return None
     if fault not in FAULTS_BY_TYPE[machine_type]:
-        raise ValueError(f"fault {fault!r} is not a {machine_type} fault; choose from {', '.join(FAULTS_BY_TYPE[machine_type])}")
+        raise ValueError(
+            f"fault {fault!r} is not a {machine_type} fault; choose from {', '.join(FAULTS_BY_TYPE[machine_type])}"
+        )
     if fault_level_db is None or not np.isfinite(float(fault_level_db)):
         raise ValueError(f"fault {fault!r} needs a finite fault_level_db")
     return fault
 
 
-def render_clip(machine_type: str, machine_id: int, clip_seed: int, seconds: float = 10.0,
-                fault: str | None = None, fault_level_db: float | None = None, snr_db: float = 6.0,
-                sample_rate_hz: int = 16000) -> np.ndarray:
+def render_clip(
+    machine_type: str,
+    machine_id: int,
+    clip_seed: int,
+    seconds: float = 10.0,
+    fault: str | None = None,
+    fault_level_db: float | None = None,
+    snr_db: float = 6.0,
+    sample_rate_hz: int = 16000,
+) -> np.ndarray:
     """Render one clip (float64, full scale 1.0) exactly as make_dataset does.
 
     The dataset seed is ``clip_seed // 10**9`` (it fixes the individual machine). With the same clip seed,
@@ -2176,11 +2427,11 @@ def render_clip(machine_type: str, machine_id: int, clip_seed: int, seconds: flo
     _check_type(machine_type)
     fault = _check_fault(machine_type, fault, fault_level_db)
     fs = int(sample_rate_hz)
-    ind = _individual(machine_type, int(machine_id), int(clip_seed) // 10 ** 9, fs)
+    ind = _individual(machine_type, int(machine_id), int(clip_seed) // 10**9, fs)
     n = int(round(seconds * fs))
-    n_pre = min(int(round(PREROLL_S * fs)), ind.path.length + int(0.1 * fs))   # covers the longest response
+    n_pre = min(int(round(PREROLL_S * fs)), ind.path.length + int(0.1 * fs))  # covers the longest response
     r_clip = _rng(clip_seed, "clip")
-    t0 = int(r_clip.integers(10 * fs, 86400 * fs))   # time of day: slow processes are at a random point
+    t0 = int(r_clip.integers(10 * fs, 86400 * fs))  # time of day: slow processes are at a random point
     blk = Block(t0 - n_pre, n_pre + n, fs)
     weather = Weather(_rng(clip_seed, "weather"), False, seconds) if machine_type == "tower" else None
     param = None
@@ -2223,12 +2474,27 @@ def render_clip_from_row(row: dict, sample_rate_hz: int = 16000) -> np.ndarray:
     if row["split"] == "long":
         raise ValueError("long streams are re-rendered with render_stream, from the start")
     level = float(row["fault_level_db"]) if row.get("fault") else None
-    return render_clip(row["machine_type"], int(row["machine_id"]), int(row["seed"]), float(row["seconds"]),
-                       row.get("fault") or None, level, float(row["snr_db"]), sample_rate_hz)
+    return render_clip(
+        row["machine_type"],
+        int(row["machine_id"]),
+        int(row["seed"]),
+        float(row["seconds"]),
+        row.get("fault") or None,
+        level,
+        float(row["snr_db"]),
+        sample_rate_hz,
+    )
 
 
-def render_stream(machine_type: str, machine_id: int, stream_seed: int, total_s: float, snr_db_range=(0.0, 12.0),
-                  sample_rate_hz: int = 16000, block_s: float | None = None):
+def render_stream(
+    machine_type: str,
+    machine_id: int,
+    stream_seed: int,
+    total_s: float,
+    snr_db_range=(0.0, 12.0),
+    sample_rate_hz: int = 16000,
+    block_s: float | None = None,
+):
     """Yield (samples, machine_power, background_power) per block of a long normal stream (continuous).
 
     Blocks are ``block_s`` seconds (default LONG_BLOCK_S); filter memories, reverberation tails, noise
@@ -2237,7 +2503,7 @@ def render_stream(machine_type: str, machine_id: int, stream_seed: int, total_s:
     _check_type(machine_type)
     block_s = LONG_BLOCK_S if block_s is None else float(block_s)
     fs = int(sample_rate_hz)
-    ind = _individual(machine_type, int(machine_id), int(stream_seed) // 10 ** 9, fs)
+    ind = _individual(machine_type, int(machine_id), int(stream_seed) // 10**9, fs)
     weather = Weather(_rng(stream_seed, "weather"), True, total_s) if machine_type == "tower" else None
     mach = _MACHINES[machine_type](ind, _rng(stream_seed, "machine"), True, weather, total_s, None)
     chain = _Chain(ind, _rng(stream_seed, "chain"), True)
@@ -2250,7 +2516,7 @@ def render_stream(machine_type: str, machine_id: int, stream_seed: int, total_s:
     n_block = int(round(block_s * fs))
     n_total = int(round(total_s * fs))
     xfade = int(0.5 * fs)
-    path_every = max(1, int(round(60.0 / block_s)))   # the path (temperature) is updated once a minute
+    path_every = max(1, int(round(60.0 / block_s)))  # the path (temperature) is updated once a minute
     # reference level of the background: a probe (same site and seed) with every continuous layer on, so the
     # nominal SNR is the SNR when everything is running; layers that are off only raise the SNR
     probe_bg = _Background(ind, _rng(stream_seed, "bg"), True, 0.0, total_s, weather)
@@ -2275,7 +2541,7 @@ def render_stream(machine_type: str, machine_id: int, stream_seed: int, total_s:
             # the machine level is calibrated at the microphone on the first block (as for clips); the
             # background follows its own schedules (it comes and goes) under the slowly wandering nominal SNR
             m_ref = _rms(wet) / max(_rms(dry), 1e-12)
-            bg_ref = _rms(probe[len(probe) // 5:]) / m_ref
+            bg_ref = _rms(probe[len(probe) // 5 :]) / m_ref
         snr_c = np.clip((lo + hi) / 2 + 0.3 * (hi - lo) * snr_slow(blk.tc), lo, hi)
         bpart = wet_b * blk.up(_g(-snr_c) / bg_ref) / m_ref
         wet = wet / m_ref
@@ -2295,8 +2561,13 @@ def render_stream(machine_type: str, machine_id: int, stream_seed: int, total_s:
 
 def clip_seed(dataset_seed: int, machine_type: str, machine_id: int, split: str, index: int) -> int:
     """Readable per-clip seed: dataset seed * 1e9 + type * 1e8 + id * 1e6 + split * 1e5 + index."""
-    return (int(dataset_seed) * 10 ** 9 + MACHINE_TYPES.index(machine_type) * 10 ** 8 + int(machine_id) * 10 ** 6
-            + _SPLIT_CODE[split] * 10 ** 5 + int(index))
+    return (
+        int(dataset_seed) * 10**9
+        + MACHINE_TYPES.index(machine_type) * 10**8
+        + int(machine_id) * 10**6
+        + _SPLIT_CODE[split] * 10**5
+        + int(index)
+    )
 
 
 def _check_type(machine_type: str) -> None:
@@ -2304,8 +2575,18 @@ def _check_type(machine_type: str) -> None:
         raise ValueError(f"unknown machine type {machine_type!r}; choose from {', '.join(MACHINE_TYPES)}")
 
 
-def _validate(machine_types, machine_ids, n_train, n_test_normal, n_test_anomaly, seconds, snr_db_range,
-              long_minutes, seed, sample_rate_hz):
+def _validate(
+    machine_types,
+    machine_ids,
+    n_train,
+    n_test_normal,
+    n_test_anomaly,
+    seconds,
+    snr_db_range,
+    long_minutes,
+    seed,
+    sample_rate_hz,
+):
     if isinstance(machine_types, str):
         machine_types = tuple(t.strip() for t in machine_types.split(",") if t.strip())
     machine_types = tuple(machine_types)
@@ -2323,8 +2604,12 @@ def _validate(machine_types, machine_ids, n_train, n_test_normal, n_test_anomaly
             raise ValueError(f"machine id {i!r} must be an integer from 0 to 99")
     if len(set(ids)) != len(ids):
         raise ValueError("machine_ids has duplicates")
-    for name, v, lo in (("n_train", n_train, 1), ("n_test_normal", n_test_normal, 0), ("n_test_anomaly", n_test_anomaly, 0)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= int(v) < 10 ** 5:
+    for name, v, lo in (
+        ("n_train", n_train, 1),
+        ("n_test_normal", n_test_normal, 0),
+        ("n_test_anomaly", n_test_anomaly, 0),
+    ):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= int(v) < 10**5:
             raise ValueError(f"{name} must be an integer from {lo} to 99999, got {v!r}")
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or not 0.5 <= float(seconds) <= 600:
         raise ValueError(f"seconds must be a clip length from 0.5 to 600 s, got {seconds!r}")
@@ -2334,11 +2619,19 @@ def _validate(machine_types, machine_ids, n_train, n_test_normal, n_test_anomaly
         raise ValueError(f"snr_db_range must be two numbers (low, high) in dB, got {snr_db_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < -30 or hi > 60:
         raise ValueError(f"snr_db_range must satisfy -30 <= low <= high <= 60 dB, got {snr_db_range!r}")
-    if not isinstance(long_minutes, (int, float)) or not math.isfinite(long_minutes) or not 0 <= long_minutes <= 24 * 60:
+    if (
+        not isinstance(long_minutes, (int, float))
+        or not math.isfinite(long_minutes)
+        or not 0 <= long_minutes <= 24 * 60
+    ):
         raise ValueError(f"long_minutes must be from 0 to 1440 minutes per machine id, got {long_minutes!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 32:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
         raise ValueError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
-    if isinstance(sample_rate_hz, bool) or not isinstance(sample_rate_hz, (int, np.integer)) or not 8000 <= sample_rate_hz <= 96000:
+    if (
+        isinstance(sample_rate_hz, bool)
+        or not isinstance(sample_rate_hz, (int, np.integer))
+        or not 8000 <= sample_rate_hz <= 96000
+    ):
         raise ValueError(f"sample_rate_hz must be an integer from 8000 to 96000, got {sample_rate_hz!r}")
     return machine_types, tuple(int(i) for i in ids), (lo, hi)
 
@@ -2349,9 +2642,11 @@ def _plan(machine_types, ids, n_train, n_test_normal, n_test_anomaly, snr, seed)
     for mt in machine_types:
         faults = FAULTS_BY_TYPE[mt]
         for mid in ids:
-            for split, label, count, folder in (("train", "normal", n_train, "train"),
-                                                ("test_normal", "normal", n_test_normal, "test"),
-                                                ("test_anomaly", "anomaly", n_test_anomaly, "test")):
+            for split, label, count, folder in (
+                ("train", "normal", n_train, "train"),
+                ("test_normal", "normal", n_test_normal, "test"),
+                ("test_anomaly", "anomaly", n_test_anomaly, "test"),
+            ):
                 for i in range(count):
                     cs = clip_seed(seed, mt, mid, split, i)
                     pr = _rng(cs, "plan")
@@ -2362,16 +2657,39 @@ def _plan(machine_types, ids, n_train, n_test_normal, n_test_anomaly, snr, seed)
                         lo, hi = FAULT_LEVEL_DB[fault]
                         level = round(float(pr.uniform(lo, hi)), 2)
                     rel = f"{mt}/{folder}/{label}_id_{mid:02d}_{i:08d}.wav"
-                    rows.append((rel, mt, mid, "train" if split == "train" else "test", label, fault, level, snr_db, cs))
+                    rows.append(
+                        (rel, mt, mid, "train" if split == "train" else "test", label, fault, level, snr_db, cs)
+                    )
     return rows
 
 
-def make_dataset(out_dir, machine_types=MACHINE_TYPES, machine_ids=(0, 1, 2), n_train=60, n_test_normal=20,
-                 n_test_anomaly=20, seconds=10.0, snr_db_range=(0.0, 12.0), long_minutes=0.0, seed=0,
-                 sample_rate_hz=16000, progress=False) -> pathlib.Path:
+def make_dataset(
+    out_dir,
+    machine_types=MACHINE_TYPES,
+    machine_ids=(0, 1, 2),
+    n_train=60,
+    n_test_normal=20,
+    n_test_anomaly=20,
+    seconds=10.0,
+    snr_db_range=(0.0, 12.0),
+    long_minutes=0.0,
+    seed=0,
+    sample_rate_hz=16000,
+    progress=False,
+) -> pathlib.Path:
     """Write a plant_synth dataset under out_dir and return the path of its manifest.csv (see the module doc)."""
-    machine_types, ids, snr = _validate(machine_types, machine_ids, n_train, n_test_normal, n_test_anomaly, seconds,
-                                        snr_db_range, long_minutes, seed, sample_rate_hz)
+    machine_types, ids, snr = _validate(
+        machine_types,
+        machine_ids,
+        n_train,
+        n_test_normal,
+        n_test_anomaly,
+        seconds,
+        snr_db_range,
+        long_minutes,
+        seed,
+        sample_rate_hz,
+    )
     out = pathlib.Path(out_dir)
     fs = int(sample_rate_hz)
     rows = _plan(machine_types, ids, n_train, n_test_normal, n_test_anomaly, snr, seed)
@@ -2379,7 +2697,8 @@ def make_dataset(out_dir, machine_types=MACHINE_TYPES, machine_ids=(0, 1, 2), n_
     n_long_blocks = int(math.ceil(long_s / LONG_BLOCK_S)) * len(machine_types) * len(ids) if long_s > 0 else 0
     bar = None
     if progress:
-        from tqdm import tqdm  # noqa: PLC0415
+        from tqdm import tqdm
+
         bar = tqdm(total=len(rows) + n_long_blocks, unit="file", desc="plant_synth", smoothing=0.05)
     manifest = []
     try:
@@ -2431,7 +2750,7 @@ def _write_stream(out: pathlib.Path, mt: str, mid: int, cs: int, long_s: float, 
         pos = 0
         while pos < len(x):
             k = min(len(x) - pos, part_n - fill)
-            buf[fill:fill + k] = x[pos:pos + k]
+            buf[fill : fill + k] = x[pos : pos + k]
             frac = k / len(x)
             pm_sum += pm * frac
             pb_sum += pb * frac
@@ -2455,25 +2774,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="plant_synth",
         description="Generate an independent synthetic machine-sound dataset (DCASE 2020 Task 2 layout) for "
-                    "REPORTING detection quality only - never for choosing models. Writes OUT/<type>/train, "
-                    "OUT/<type>/test, OUT/long/<type> and OUT/manifest.csv; mono 16-bit PCM WAV.",
-        epilog="Machine types and faults: " + "; ".join(f"{t}: {', '.join(f)}" for t, f in FAULTS_BY_TYPE.items())
-               + ". The same arguments always give byte-identical files.")
+        "REPORTING detection quality only - never for choosing models. Writes OUT/<type>/train, "
+        "OUT/<type>/test, OUT/long/<type> and OUT/manifest.csv; mono 16-bit PCM WAV.",
+        epilog="Machine types and faults: "
+        + "; ".join(f"{t}: {', '.join(f)}" for t, f in FAULTS_BY_TYPE.items())
+        + ". The same arguments always give byte-identical files.",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--types", default=",".join(MACHINE_TYPES), metavar="T1,T2",
-                   help=f"comma-separated machine types (default: all: {','.join(MACHINE_TYPES)})")
-    p.add_argument("--ids", type=int, default=3, metavar="N", help="machine ids per type, ids 0..N-1 (default 3, at most 100)")
+    p.add_argument(
+        "--types",
+        default=",".join(MACHINE_TYPES),
+        metavar="T1,T2",
+        help=f"comma-separated machine types (default: all: {','.join(MACHINE_TYPES)})",
+    )
+    p.add_argument(
+        "--ids", type=int, default=3, metavar="N", help="machine ids per type, ids 0..N-1 (default 3, at most 100)"
+    )
     p.add_argument("--train", type=int, default=60, metavar="N", help="normal training clips per id (default 60)")
     p.add_argument("--test-normal", type=int, default=20, metavar="N", help="normal test clips per id (default 20)")
     p.add_argument("--test-anomaly", type=int, default=20, metavar="N", help="anomalous test clips per id (default 20)")
     p.add_argument("--seconds", type=float, default=10.0, metavar="S", help="clip length in seconds (default 10)")
-    p.add_argument("--snr-low", type=float, default=0.0, metavar="DB",
-                   help="lowest machine-to-background ratio in dB (default 0)")
-    p.add_argument("--snr-high", type=float, default=12.0, metavar="DB",
-                   help="highest machine-to-background ratio in dB (default 12)")
-    p.add_argument("--long-minutes", type=float, default=0.0, metavar="MIN",
-                   help="minutes of continuous normal recording per id, generated in 10 s blocks and written as "
-                        "10-minute WAV parts under OUT/long/<type>; never for fitting (default 0)")
+    p.add_argument(
+        "--snr-low", type=float, default=0.0, metavar="DB", help="lowest machine-to-background ratio in dB (default 0)"
+    )
+    p.add_argument(
+        "--snr-high",
+        type=float,
+        default=12.0,
+        metavar="DB",
+        help="highest machine-to-background ratio in dB (default 12)",
+    )
+    p.add_argument(
+        "--long-minutes",
+        type=float,
+        default=0.0,
+        metavar="MIN",
+        help="minutes of continuous normal recording per id, generated in 10 s blocks and written as "
+        "10-minute WAV parts under OUT/long/<type>; never for fitting (default 0)",
+    )
     p.add_argument("--seed", type=int, default=0, metavar="N", help="dataset seed, 0..2**32-1 (default 0)")
     p.add_argument("--rate", type=int, default=16000, metavar="HZ", help="sample rate in Hz (default 16000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -2482,8 +2820,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--ids must be from 1 to 100, got {a.ids}")
     try:
         t = time.perf_counter()
-        path = make_dataset(a.out, a.types, tuple(range(a.ids)), a.train, a.test_normal, a.test_anomaly, a.seconds,
-                            (a.snr_low, a.snr_high), a.long_minutes, a.seed, a.rate, progress=not a.quiet)
+        path = make_dataset(
+            a.out,
+            a.types,
+            tuple(range(a.ids)),
+            a.train,
+            a.test_normal,
+            a.test_anomaly,
+            a.seconds,
+            (a.snr_low, a.snr_high),
+            a.long_minutes,
+            a.seed,
+            a.rate,
+            progress=not a.quiet,
+        )
     except ValueError as e:
         p.error(str(e))
     except (OSError, AudioError) as e:

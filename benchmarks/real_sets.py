@@ -55,9 +55,9 @@ import os
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 # One OpenBLAS thread, as device/__init__.py sets for the daemon: the front end's matrix products are
 # tiny, and on a busy 2-core machine BLAS threads made every window 20-40x slower. Before numpy loads.
@@ -69,9 +69,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.fault_injection import FAULT_KINDS, make_injected_dataset  # noqa: E402
-from device.audio_io import describe_wav, read_wav, to_mono, write_wav  # noqa: E402
-from device.resample import resample  # noqa: E402
+from benchmarks.fault_injection import FAULT_KINDS, make_injected_dataset
+from device.audio_io import describe_wav, read_wav, to_mono, write_wav
+from device.resample import resample
 
 logger = logging.getLogger(__name__)
 
@@ -185,13 +185,29 @@ class _GroupWriter:
             write_wav(dst, x, SAMPLE_RATE_HZ, fmt)
             if segment is not None:
                 name = f"{name}#t={segment[0]:g},{segment[1]:g}"
-        self.rows.append({"path": dst.relative_to(self.work).as_posix(), "set": self.set_name,
-                          "machine_type": self.machine_type, "split": split, "label": label,
-                          "fault": "real" if label == "anomaly" else "", "level": "", "source": name})
+        self.rows.append(
+            {
+                "path": dst.relative_to(self.work).as_posix(),
+                "set": self.set_name,
+                "machine_type": self.machine_type,
+                "split": split,
+                "label": label,
+                "fault": "real" if label == "anomaly" else "",
+                "level": "",
+                "source": name,
+            }
+        )
 
     def group(self, note: str) -> RealGroup:
-        return RealGroup(self.set_name, self.machine_type, self.data_dir, self.counts[("train", "normal")],
-                         self.counts[("test", "normal")], self.counts[("test", "anomaly")], note)
+        return RealGroup(
+            self.set_name,
+            self.machine_type,
+            self.data_dir,
+            self.counts[("train", "normal")],
+            self.counts[("test", "normal")],
+            self.counts[("test", "anomaly")],
+            note,
+        )
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -213,8 +229,9 @@ def _prepare_set_dir(work: Path, set_name: str) -> Path:
     folder = work / set_name
     if folder.exists():
         if not (folder / MARKER).is_file() and any(folder.iterdir()):
-            raise FileExistsError(f"{folder}: exists and was not written by benchmarks/real_sets.py; "
-                                  "choose another work folder")
+            raise FileExistsError(
+                f"{folder}: exists and was not written by benchmarks/real_sets.py; choose another work folder"
+            )
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     (folder / MARKER).write_text("written by benchmarks/real_sets.py; replaced on the next run\n")
@@ -235,9 +252,11 @@ def _real_fan(root: Path, work: Path) -> tuple[list[RealGroup], list[dict]]:
     w = _GroupWriter(work, "real-fan", "fan")
     for s in _id00_normals(root):
         w.add("train", s)
-    tests = (_sources(root, BECODE, lambda r: r["machine_type"] == "fan")
-             + _sources(root, MISC, lambda r: r["machine_type"] == "fan" and r["channels"].strip() == "1")
-             + _sources(root, ID00, lambda r: r["is_anomaly"].strip() == "1"))
+    tests = (
+        _sources(root, BECODE, lambda r: r["machine_type"] == "fan")
+        + _sources(root, MISC, lambda r: r["machine_type"] == "fan" and r["channels"].strip() == "1")
+        + _sources(root, ID00, lambda r: r["is_anomaly"].strip() == "1")
+    )
     for s in sorted(tests, key=lambda s: (s.label, s.name)):
         w.add("test", s)
     note = (
@@ -297,7 +316,8 @@ def _dcase2023_sources(root: Path) -> dict[str, dict[str, list[_Source]]]:
             if split is None:
                 raise ValueError(f"{DCASE2023}/manifest.csv: {name} is neither a train nor a test clip")
             by_type[row["machine_type"]][split].append(
-                _Source(folder / name, f"{DCASE2023}/{name}", "anomaly" if row["label"] == "anomaly" else "normal"))
+                _Source(folder / name, f"{DCASE2023}/{name}", "anomaly" if row["label"] == "anomaly" else "normal")
+            )
     for parts in by_type.values():
         for split in parts:
             parts[split].sort(key=lambda s: (s.label, s.name))
@@ -306,13 +326,18 @@ def _dcase2023_sources(root: Path) -> dict[str, dict[str, list[_Source]]]:
 
 def _real_dcase2023(root: Path, work: Path) -> tuple[list[RealGroup], list[dict]]:
     by_type = _dcase2023_sources(root)
-    usable = [t for t, p in by_type.items()
-              if {s.label for s in p["test"]} == {"normal", "anomaly"} and p["train"]
-              and all(s.label == "normal" for s in p["train"])]
+    usable = [
+        t
+        for t, p in by_type.items()
+        if {s.label for s in p["test"]} == {"normal", "anomaly"}
+        and p["train"]
+        and all(s.label == "normal" for s in p["train"])
+    ]
     omitted = [t for t in by_type if t not in usable]
     if omitted:
-        logger.info("real-dcase2023: omitted %s (their test clips are not one normal and one anomaly)",
-                    ", ".join(omitted))
+        logger.info(
+            "real-dcase2023: omitted %s (their test clips are not one normal and one anomaly)", ", ".join(omitted)
+        )
     groups, rows = [], []
     for machine_type in usable:
         parts = by_type[machine_type]
@@ -338,41 +363,65 @@ def _real_dcase2023(root: Path, work: Path) -> tuple[list[RealGroup], list[dict]
 
 def _injected_rows(work: Path, set_name: str) -> list[dict]:
     with open(work / set_name / "manifest.csv", newline="") as f:
-        return [{"path": f"{set_name}/{row['path']}", "set": set_name, "machine_type": row["machine_type"],
-                 "split": row["split"], "label": row["label"], "fault": row["fault"], "level": row["level"],
-                 "source": row["source"]} for row in csv.DictReader(f)]
+        return [
+            {
+                "path": f"{set_name}/{row['path']}",
+                "set": set_name,
+                "machine_type": row["machine_type"],
+                "split": row["split"],
+                "label": row["label"],
+                "fault": row["fault"],
+                "level": row["level"],
+                "source": row["source"],
+            }
+            for row in csv.DictReader(f)
+        ]
 
 
 def _count(rows: Iterable[dict], machine_type: str) -> tuple[int, int, int]:
     rows = [r for r in rows if r["machine_type"] == machine_type]
-    return (sum(r["split"] == "train" for r in rows),
-            sum(r["split"] == "test" and r["label"] == "normal" for r in rows),
-            sum(r["split"] == "test" and r["label"] == "anomaly" for r in rows))
+    return (
+        sum(r["split"] == "train" for r in rows),
+        sum(r["split"] == "test" and r["label"] == "normal" for r in rows),
+        sum(r["split"] == "test" and r["label"] == "anomaly" for r in rows),
+    )
 
 
 def _injected_note(n_pairs: int, per_pair: int, n_test_normal: int) -> str:
-    return (f"{n_pairs} (kind, level) pairs x {per_pair} held-out clips each; per pair {n_test_normal} normal vs "
-            f"{per_pair} anomalous clips (AUC in steps of 1/{n_test_normal * per_pair}). The faults are generic "
-            "(benchmarks/fault_injection.py), not recorded failures: they say how faint a symptom of each kind "
-            "is still found, not how real faults of this machine look. Pooled AUC over all pairs depends on "
-            "the chosen grids; report it per kind and level. All levels of a kind share the same base clips and "
-            "random parameters, so as the level falls a cell's AUC tends to the AUC of its untouched base clips "
-            "against all test normals (not exactly 0.5 when a pair uses only some held-out clips): compare with "
-            "that floor (injections.jsonl names each anomaly's base clip, held_out_normal).")
+    return (
+        f"{n_pairs} (kind, level) pairs x {per_pair} held-out clips each; per pair {n_test_normal} normal vs "
+        f"{per_pair} anomalous clips (AUC in steps of 1/{n_test_normal * per_pair}). The faults are generic "
+        "(benchmarks/fault_injection.py), not recorded failures: they say how faint a symptom of each kind "
+        "is still found, not how real faults of this machine look. Pooled AUC over all pairs depends on "
+        "the chosen grids; report it per kind and level. All levels of a kind share the same base clips and "
+        "random parameters, so as the level falls a cell's AUC tends to the AUC of its untouched base clips "
+        "against all test normals (not exactly 0.5 when a pair uses only some held-out clips): compare with "
+        "that floor (injections.jsonl names each anomaly's base clip, held_out_normal)."
+    )
 
 
 def _injected_fan(root: Path, work: Path, seed: int, kinds, levels) -> tuple[list[RealGroup], list[dict]]:
     normals = _id00_normals(root)
-    machine_dir = make_injected_dataset([s.path for s in normals], work / "injected-fan", "fan", INJECTED_FAN_TRAIN,
-                                        kinds, levels, seed, clips_per_pair=INJECTED_FAN_CLIPS_PER_PAIR,
-                                        sources=[s.name for s in normals])
+    machine_dir = make_injected_dataset(
+        [s.path for s in normals],
+        work / "injected-fan",
+        "fan",
+        INJECTED_FAN_TRAIN,
+        kinds,
+        levels,
+        seed,
+        clips_per_pair=INJECTED_FAN_CLIPS_PER_PAIR,
+        sources=[s.name for s in normals],
+    )
     rows = _injected_rows(work, "injected-fan")
     n_train, n_normal, n_anomaly = _count(rows, "fan")
     n_pairs = len({(r["fault"], r["level"]) for r in rows if r["label"] == "anomaly"})
-    note = (f"The 75 id_00 normals (DCASE 2020 Task 2, almost surely the fan) sorted by name: the first "
-            f"{n_train} train, the other {n_normal} are the test normals (untouched) and the base of the injected "
-            f"anomalies; one machine, one recording session, so train and test differ only by the fault. "
-            + _injected_note(n_pairs, INJECTED_FAN_CLIPS_PER_PAIR, n_normal))
+    note = (
+        f"The 75 id_00 normals (DCASE 2020 Task 2, almost surely the fan) sorted by name: the first "
+        f"{n_train} train, the other {n_normal} are the test normals (untouched) and the base of the injected "
+        f"anomalies; one machine, one recording session, so train and test differ only by the fault. "
+        + _injected_note(n_pairs, INJECTED_FAN_CLIPS_PER_PAIR, n_normal)
+    )
     return [RealGroup("injected-fan", "fan", machine_dir, n_train, n_normal, n_anomaly, note)], rows
 
 
@@ -396,20 +445,30 @@ def _injected_dcase2020(root: Path, work: Path, seed: int, kinds, levels) -> tup
     rows = _injected_rows(work, "injected-dcase2020")
     for machine_type in DEV_TYPES:
         n_train, n_normal, n_anomaly = _count(rows, machine_type)
-        n_pairs = len({(r["fault"], r["level"]) for r in rows
-                       if r["label"] == "anomaly" and r["machine_type"] == machine_type})
-        note = (f"DCASE 2020 Task 2 dev {machine_type}: TINY. Trained on the first {HALF_SECONDS:g} s of its "
-                f"{n_train} normal clips; the last {HALF_SECONDS:g} s of the same clips are the {n_normal} test "
-                f"normals and the base of the injected anomalies (each test normal is the continuation of a "
-                f"training clip, which flatters the normals). " + _injected_note(n_pairs, n_normal, n_normal))
-        groups.append(RealGroup("injected-dcase2020", machine_type, set_dir / machine_type,
-                                n_train, n_normal, n_anomaly, note))
+        n_pairs = len(
+            {(r["fault"], r["level"]) for r in rows if r["label"] == "anomaly" and r["machine_type"] == machine_type}
+        )
+        note = (
+            f"DCASE 2020 Task 2 dev {machine_type}: TINY. Trained on the first {HALF_SECONDS:g} s of its "
+            f"{n_train} normal clips; the last {HALF_SECONDS:g} s of the same clips are the {n_normal} test "
+            f"normals and the base of the injected anomalies (each test normal is the continuation of a "
+            f"training clip, which flatters the normals). " + _injected_note(n_pairs, n_normal, n_normal)
+        )
+        groups.append(
+            RealGroup("injected-dcase2020", machine_type, set_dir / machine_type, n_train, n_normal, n_anomaly, note)
+        )
     return groups, rows
 
 
-def build_real_sets(shared_dir: Path, work_dir: Path, seed: int = 0, *, sets: Sequence[str] | None = None,
-                    kinds: Sequence[str] = FAULT_KINDS,
-                    levels: dict[str, Sequence[float]] | None = None) -> tuple[list[RealGroup], Path]:
+def build_real_sets(
+    shared_dir: Path,
+    work_dir: Path,
+    seed: int = 0,
+    *,
+    sets: Sequence[str] | None = None,
+    kinds: Sequence[str] = FAULT_KINDS,
+    levels: dict[str, Sequence[float]] | None = None,
+) -> tuple[list[RealGroup], Path]:
     """Materialize the real-recording evaluation sets under work_dir.
 
     Args:
@@ -452,15 +511,19 @@ def build_real_sets(shared_dir: Path, work_dir: Path, seed: int = 0, *, sets: Se
             g, r = _injected_dcase2020(root, work, seed, kinds, levels)
         groups += g
         rows += r
-        logger.info("%s: %s", set_name, ", ".join(f"{x.machine_type} {x.n_train}/{x.n_test_normal}/"
-                                                  f"{x.n_test_anomaly}" for x in g))
+        logger.info(
+            "%s: %s",
+            set_name,
+            ", ".join(f"{x.machine_type} {x.n_train}/{x.n_test_normal}/{x.n_test_anomaly}" for x in g),
+        )
 
     manifest = work / "manifest.csv"
     kept: list[dict] = []
     if manifest.is_file():
         with open(manifest, newline="") as f:
-            kept = [row for row in csv.DictReader(f)
-                    if row["set"] not in chosen and (work / row["set"] / MARKER).is_file()]
+            kept = [
+                row for row in csv.DictReader(f) if row["set"] not in chosen and (work / row["set"] / MARKER).is_file()
+            ]
     tmp = manifest.with_name(manifest.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
@@ -482,8 +545,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     groups, manifest = build_real_sets(Path(args.shared), Path(args.work), args.seed, sets=args.sets)
     print(f"{'set':<20} {'machine_type':<12} {'train':>5} {'test_n':>6} {'test_a':>6}  data_dir")
     for g in groups:
-        print(f"{g.set_name:<20} {g.machine_type:<12} {g.n_train:>5} {g.n_test_normal:>6} {g.n_test_anomaly:>6}  "
-              f"{g.data_dir}")
+        print(
+            f"{g.set_name:<20} {g.machine_type:<12} {g.n_train:>5} {g.n_test_normal:>6} {g.n_test_anomaly:>6}  "
+            f"{g.data_dir}"
+        )
         if args.notes:
             print(f"    {g.note}")
     print(f"manifest: {manifest}")

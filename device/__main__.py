@@ -6,7 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .cli import make_parser, run_command, setup_logging
 
@@ -61,7 +62,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
     use_mqtt = False if args.no_mqtt else (None if args.config else False)
     runner = Runner(
-        cfg, model_path=args.model, broker=args.broker, use_mqtt=use_mqtt, config_path=args.config, evidence=args.evidence
+        cfg,
+        model_path=args.model,
+        broker=args.broker,
+        use_mqtt=use_mqtt,
+        config_path=args.config,
+        evidence=args.evidence,
     )
     paths = expand_wav_paths(args.wavs)
     trace = _ScoreTrace()
@@ -84,9 +90,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.plot:
         from .plot import write_score_plot  # noqa: PLC0415
 
-        write_score_plot(args.plot, trace.times, trace.scores, runner.settings.threshold, trace.event_spans(), trace.streams)
-        logger.info("score plot: %s (%.1f s across, threshold %.4g dashed, events shaded)", args.plot,
-                    trace.times[-1] if trace.times else 0.0, runner.settings.threshold)
+        write_score_plot(
+            args.plot, trace.times, trace.scores, runner.settings.threshold, trace.event_spans(), trace.streams
+        )
+        logger.info(
+            "score plot: %s (%.1f s across, threshold %.4g dashed, events shaded)",
+            args.plot,
+            trace.times[-1] if trace.times else 0.0,
+            runner.settings.threshold,
+        )
     return 3 if undelivered else 0
 
 
@@ -105,7 +117,7 @@ class _ScoreTrace:
     def start_stream(self, name: str) -> None:
         self.streams.append((self._offset, name))
 
-    def add(self, result: "WindowResult") -> None:
+    def add(self, result: WindowResult) -> None:
         t = self._offset + result.end_seconds
         self.times.append(t)
         self.scores.append(result.score)
@@ -160,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The daemon: analyse the configured source until stopped."""
     from .config import load_daemon_config  # noqa: PLC0415
     from .runner import Runner  # noqa: PLC0415
-    from .sources import RawPcmStream, WavFileStream, expand_wav_paths  # noqa: PLC0415
+    from .sources import RawPcmStream, Stream, WavFileStream, expand_wav_paths  # noqa: PLC0415
 
     loaded = load_daemon_config(args.config, model_path=args.model, broker=args.broker)
     if args.check_config:
@@ -183,13 +195,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         rate = runner.model.params.sample_rate_hz
         if audio.source == "wav":
             for path in expand_wav_paths(audio.wav_paths):
-                stream = WavFileStream(path, rate, audio.block_samples, audio.channel, realtime=audio.realtime)
+                stream: Stream = WavFileStream(path, rate, audio.block_samples, audio.channel, realtime=audio.realtime)
                 runner.run_stream(stream.name, stream.blocks())
                 if runner.stop_event.is_set():
                     break
         elif audio.source == "stdin":
             stream = RawPcmStream(
-                sys.stdin.buffer, audio.stdin_rate_hz or rate, rate, audio.stdin_format, audio.channels, audio.channel,
+                sys.stdin.buffer,
+                audio.stdin_rate_hz or rate,
+                rate,
+                audio.stdin_format,
+                audio.channels,
+                audio.channel,
                 audio.block_samples,
             )
             runner.run_stream(stream.name, stream.blocks())
@@ -202,8 +219,9 @@ def _microphone(cfg, rate_hz: int, stop_event):
     from .sources import MicrophoneStream  # noqa: PLC0415
 
     a = cfg.audio
-    return MicrophoneStream(rate_hz, a.block_samples, a.input_device, a.capture_rate_hz, a.channels, a.channel,
-                            stop_event=stop_event)
+    return MicrophoneStream(
+        rate_hz, a.block_samples, a.input_device, a.capture_rate_hz, a.channels, a.channel, stop_event=stop_event
+    )
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -223,7 +241,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.source == "mic" and args.wavs:
         raise AcmonError("calibrate: WAV files are only read with --source file")
     cfg = _load_config(args.config)
-    runner = Runner(cfg, model_path=args.model, use_mqtt=False, events_out=None, config_path=args.config, evidence=False)
+    runner = Runner(
+        cfg, model_path=args.model, use_mqtt=False, events_out=None, config_path=args.config, evidence=False
+    )
     runner.install_signal_handlers()
     rate = runner.model.params.sample_rate_hz
 
@@ -250,9 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("run", help="run the monitor on the configured source (microphone, WAV or stdin)")
     p.add_argument("--config", required=True, help="YAML config file (see configs/device.yaml)")
-    p.add_argument("--check-config", action="store_true",
-                   help="validate the config as check-config does (with --model and --broker if given) and exit 0 "
-                   "(valid) or 1")
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config as check-config does (with --model and --broker if given) and exit 0 (valid) or 1",
+    )
     p.add_argument("--model", help="model file or folder (default: model.path from the config)")
     p.add_argument("--broker", help="MQTT broker HOST[:PORT] (default: mqtt.host and mqtt.port from the config)")
     p.add_argument("--print-events", action="store_true", help="also print events as JSON lines on stdout")
@@ -270,15 +292,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file or folder (default: model.path from the config)")
     p.add_argument("--broker", help="publish to this MQTT broker HOST[:PORT]")
     p.add_argument("--no-mqtt", action="store_true", help="do not publish, even if the config enables MQTT")
-    p.add_argument("--realtime", action="store_true", help="pace the replay at real time (default: as fast as possible)")
-    p.add_argument("--block-samples", type=int, help="samples per block fed to the pipeline (default: audio.block_samples, 1024)")
+    p.add_argument(
+        "--realtime", action="store_true", help="pace the replay at real time (default: as fast as possible)"
+    )
+    p.add_argument(
+        "--block-samples", type=int, help="samples per block fed to the pipeline (default: audio.block_samples, 1024)"
+    )
     p.add_argument("--channel", type=int, help="channel of a multichannel WAV to use (default: mix all down)")
     p.add_argument(
-        "--flush-seconds", type=float, default=10.0, help="wait this long for the broker to acknowledge events (seconds, default: 10)"
+        "--flush-seconds",
+        type=float,
+        default=10.0,
+        help="wait this long for the broker to acknowledge events (seconds, default: 10)",
     )
     p.add_argument("--plot", metavar="PNG", help="also draw the score over time, threshold and events to this PNG file")
-    p.add_argument("--evidence", action="store_true", default=False,
-                   help="save evidence clips for events (evidence.* in the config; default: off for replays)")
+    p.add_argument(
+        "--evidence",
+        action="store_true",
+        default=False,
+        help="save evidence clips for events (evidence.* in the config; default: off for replays)",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = commands.add_parser(
@@ -295,16 +328,28 @@ def build_parser() -> argparse.ArgumentParser:
         "kept as calibration.prev.yaml, and it is laid over the config at start; a running daemon picks it up on "
         "SIGHUP. While the daemon runs, the microphone may be busy: use its MQTT command calibrate {minutes} instead.",
     )
-    p.add_argument("wavs", nargs="*", metavar="WAV", help="with --source file: WAV files or folders of the site's sound")
-    p.add_argument("--config", required=True, help="YAML config file (its device.site and device.id name the "
-                   "calibration folder in the state directory)")
+    p.add_argument(
+        "wavs", nargs="*", metavar="WAV", help="with --source file: WAV files or folders of the site's sound"
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="YAML config file (its device.site and device.id name the calibration folder in the state directory)",
+    )
     p.add_argument("--minutes", type=float, default=10.0, help="audio to calibrate on (minutes, default: 10)")
-    p.add_argument("--source", choices=("mic", "file"), default="mic",
-                   help="record the configured microphone, or read WAV files (default: mic)")
+    p.add_argument(
+        "--source",
+        choices=("mic", "file"),
+        default="mic",
+        help="record the configured microphone, or read WAV files (default: mic)",
+    )
     p.add_argument("--model", help="model file or folder (default: model.path from the config)")
     p.add_argument("--rollback", action="store_true", help="swap back to calibration.prev.yaml and exit")
-    p.add_argument("--force", action="store_true",
-                   help="apply the calibration even if the audio looks like a fault (default: refuse it)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="apply the calibration even if the audio looks like a fault (default: refuse it)",
+    )
     p.set_defaults(func=cmd_calibrate)
 
     p = commands.add_parser("score", help="score WAV files: one JSON line per file")

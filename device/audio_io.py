@@ -44,7 +44,7 @@ _FORMAT_TAG_NAMES = {
 _SUBFORMAT_GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 
 # (format tag, bits per sample) -> (sample_format name, numpy dtype of one sample)
-_SUPPORTED = {
+_SUPPORTED: dict[tuple[int, int], tuple[str, np.dtype | None]] = {
     (WAVE_FORMAT_PCM, 8): ("pcm_u8", np.dtype("u1")),
     (WAVE_FORMAT_PCM, 16): ("pcm_s16", np.dtype("<i2")),
     (WAVE_FORMAT_PCM, 24): ("pcm_s24", None),  # no numpy dtype; decoded by hand
@@ -119,8 +119,7 @@ def _sox_hint(path: PathLike) -> str:
     return f"convert it with: sox {name} -e signed-integer -b 16 {target}"
 
 
-def check_stream_format(name: str, sample_rate_hz: int, channels: int,
-                        remedy: str = "the header is damaged") -> None:
+def check_stream_format(name: str, sample_rate_hz: int, channels: int, remedy: str = "the header is damaged") -> None:
     """Refuse a sample rate or channel count outside the bounds above.
 
     Args:
@@ -133,8 +132,10 @@ def check_stream_format(name: str, sample_rate_hz: int, channels: int,
         AudioError: One line naming the input, the value, the supported range and the remedy.
     """
     if not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ:
-        raise AudioError(f"{name}: a sample rate of {sample_rate_hz} Hz is outside the supported "
-                         f"{MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz; {remedy}")
+        raise AudioError(
+            f"{name}: a sample rate of {sample_rate_hz} Hz is outside the supported "
+            f"{MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz; {remedy}"
+        )
     if not 1 <= channels <= MAX_CHANNELS:
         raise AudioError(f"{name}: {channels} channels is outside the supported 1..{MAX_CHANNELS}; {remedy}")
 
@@ -270,8 +271,9 @@ class WavReader:
         if header[:4] == b"RIFX":
             raise self._fail(f"big-endian RIFX WAV is not supported; {_sox_hint(self.path)}")
         if header[:4] in (b"RF64", b"BW64"):
-            raise self._fail(f"{header[:4].decode()} WAV (for files over 4 GB) is not supported; "
-                             f"split or {_sox_hint(self.path)}")
+            raise self._fail(
+                f"{header[:4].decode()} WAV (for files over 4 GB) is not supported; split or {_sox_hint(self.path)}"
+            )
         if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
             raise self._fail(f"not a WAV file ({_sniff_non_wav(header)}); {_sox_hint(self.path)}")
 
@@ -286,8 +288,10 @@ class WavReader:
         while offset + 8 <= file_size and (fmt is None or data_offset is None):
             n_chunks += 1
             if n_chunks > _MAX_CHUNKS:
-                raise self._fail(f"more than {_MAX_CHUNKS} chunks before the audio format and data; "
-                                 "the file is damaged or not a real WAV")
+                raise self._fail(
+                    f"more than {_MAX_CHUNKS} chunks before the audio format and data; "
+                    "the file is damaged or not a real WAV"
+                )
             chunk_header = self._read_at(offset, 8)
             if len(chunk_header) < 8:  # the file shrank while we read it
                 break
@@ -319,18 +323,24 @@ class WavReader:
             if declared_data_bytes == _UNKNOWN_SIZE:
                 reason = "data chunk size is 0xFFFFFFFF (streamed WAV)"
             else:
-                reason = (f"data chunk declares {declared_data_bytes} bytes but only {data_bytes} "
-                          "are present (recording cut short?)")
+                reason = (
+                    f"data chunk declares {declared_data_bytes} bytes but only {data_bytes} "
+                    "are present (recording cut short?)"
+                )
             logger.warning("%s: %s; reading the %s whole frames present", self.path, reason, self.n_frames)
         self.duration_seconds = self.n_frames / self.sample_rate_hz
 
     def _parse_fmt(self, fmt: bytes) -> None:
         if len(fmt) < 16:
-            raise self._fail(f"'fmt ' chunk is {len(fmt)} bytes, shorter than the 16 a WAV header needs; the file is damaged")
+            raise self._fail(
+                f"'fmt ' chunk is {len(fmt)} bytes, shorter than the 16 a WAV header needs; the file is damaged"
+            )
         tag, channels, sample_rate_hz, byte_rate, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
         if tag == WAVE_FORMAT_EXTENSIBLE:
             if len(fmt) < 40:
-                raise self._fail(f"WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk is {len(fmt)} bytes, shorter than 40; the file is damaged")
+                raise self._fail(
+                    f"WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk is {len(fmt)} bytes, shorter than 40; the file is damaged"
+                )
             # The container size (bits) decides the decoding; fewer valid bits
             # (e.g. 20 in 24) are left-justified, so full-scale scaling holds.
             guid = fmt[24:40]
@@ -349,8 +359,10 @@ class WavReader:
         remedy = "the header is damaged"
         frame_bytes = channels * (bits // 8)
         implied_rate_hz = byte_rate // frame_bytes if frame_bytes and byte_rate % frame_bytes == 0 else 0
-        if not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ \
-                and MIN_SAMPLE_RATE_HZ <= implied_rate_hz <= MAX_SAMPLE_RATE_HZ:
+        if (
+            not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ
+            and MIN_SAMPLE_RATE_HZ <= implied_rate_hz <= MAX_SAMPLE_RATE_HZ
+        ):
             # Only the rate field is damaged: the byte rate still tells the real rate.
             remedy += f" (its byte rate says {implied_rate_hz} Hz, so the rate field alone is wrong)"
         elif channels > MAX_CHANNELS:
@@ -364,8 +376,15 @@ class WavReader:
         if block_align != self._frame_bytes:
             # Some writers get block_align wrong; the sample size and channel
             # count are what decide the layout.
-            logger.warning("%s: header block_align is %s but %s channels of %s-bit samples take %s bytes; using %s",
-                           self.path, block_align, channels, bits, self._frame_bytes, self._frame_bytes)
+            logger.warning(
+                "%s: header block_align is %s but %s channels of %s-bit samples take %s bytes; using %s",
+                self.path,
+                block_align,
+                channels,
+                bits,
+                self._frame_bytes,
+                self._frame_bytes,
+            )
 
     # -- reading ---------------------------------------------------------
 
@@ -433,8 +452,11 @@ class WavReader:
         if fmt == "pcm_s24":
             b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
             # Sign-extend via the top byte read as int8.
-            value = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8)
-                     | (b[:, 2].view(np.int8).astype(np.int32) << 16))
+            value = (
+                b[:, 0].astype(np.int32)
+                | (b[:, 1].astype(np.int32) << 8)
+                | (b[:, 2].view(np.int8).astype(np.int32) << 16)
+            )
             return value.astype(np.float32) / np.float32(8388608.0)
         samples = np.frombuffer(raw, dtype=self._dtype)
         if fmt == "pcm_s16":
@@ -454,15 +476,17 @@ class WavReader:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "WavReader":
+    def __enter__(self) -> WavReader:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"WavReader({self.path!r}, {self.sample_rate_hz} Hz, {self.channels} ch, "
-                f"{self.sample_format}, {self.n_frames} frames)")
+        return (
+            f"WavReader({self.path!r}, {self.sample_rate_hz} Hz, {self.channels} ch, "
+            f"{self.sample_format}, {self.n_frames} frames)"
+        )
 
 
 def read_wav(path: PathLike) -> tuple[np.ndarray, int]:
@@ -512,7 +536,7 @@ def to_mono(samples: np.ndarray, channel: int | None = None) -> np.ndarray:
             # inf and -inf in one frame mix to NaN, huge values overflow to inf: both are damage the
             # pipeline gates and counts, so numpy's warning about them would only repeat it per block.
             with np.errstate(invalid="ignore", over="ignore"):
-                return np.mean(x, axis=1, dtype=np.float32)
+                return np.asarray(np.mean(x, axis=1, dtype=np.float32))
     else:
         raise ValueError(f"to_mono expects shape (n,) or (n, channels), got {x.shape}")
     # Negative indices are rejected rather than counted from the end: a
@@ -582,21 +606,32 @@ def write_wav(path: PathLike, samples: np.ndarray, sample_rate_hz: int, sample_f
     pad = data_bytes & 1
 
     if tag == WAVE_FORMAT_PCM:
-        fmt = struct.pack("<HHIIHH", tag, channels, int(sample_rate_hz), int(sample_rate_hz) * block_align,
-                          block_align, bits)
+        fmt = struct.pack(
+            "<HHIIHH", tag, channels, int(sample_rate_hz), int(sample_rate_hz) * block_align, block_align, bits
+        )
         extra = b""
     else:
         # Non-PCM formats carry cbSize (0 extra bytes) and a 'fact' chunk with the frame count.
-        fmt = struct.pack("<HHIIHHH", tag, channels, int(sample_rate_hz), int(sample_rate_hz) * block_align,
-                          block_align, bits, 0)
+        fmt = struct.pack(
+            "<HHIIHHH", tag, channels, int(sample_rate_hz), int(sample_rate_hz) * block_align, block_align, bits, 0
+        )
         extra = b"fact" + struct.pack("<II", 4, n_frames)
     riff_bytes = 4 + (8 + len(fmt)) + len(extra) + 8 + data_bytes + pad
     if riff_bytes > _MAX_CHUNK_BYTES or n_frames > 0xFFFFFFFF:
-        raise AudioError(f"{name}: {data_bytes} bytes of audio is too large for a WAV file (4 GB limit); "
-                         "write shorter files")
-    header = (b"RIFF" + struct.pack("<I", riff_bytes) + b"WAVE"
-              + b"fmt " + struct.pack("<I", len(fmt)) + fmt + extra
-              + b"data" + struct.pack("<I", data_bytes))
+        raise AudioError(
+            f"{name}: {data_bytes} bytes of audio is too large for a WAV file (4 GB limit); write shorter files"
+        )
+    header = (
+        b"RIFF"
+        + struct.pack("<I", riff_bytes)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + extra
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
 
     tmp = name + ".tmp"
     try:
@@ -616,8 +651,9 @@ def write_wav(path: PathLike, samples: np.ndarray, sample_rate_hz: int, sample_f
             os.unlink(tmp)
         except OSError:
             pass
-        raise AudioError(f"{name}: cannot write: {e.strerror or e}; check that the folder exists and is writable"
-                         .replace("\n", " ")) from None
+        raise AudioError(
+            f"{name}: cannot write: {e.strerror or e}; check that the folder exists and is writable".replace("\n", " ")
+        ) from None
 
 
 def describe_wav(path: PathLike) -> dict[str, Any]:

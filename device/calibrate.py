@@ -15,17 +15,18 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
 
 from .config import AcmonConfig, calibration_directory, config_from_dict, load_config, read_yaml_file
 from .detector import Detector, DetectorSettings, smooth_series
-from .gaussian import SITE_FILE_PREFIX
 from .errors import AcmonError, ConfigError
+from .gaussian import SITE_FILE_PREFIX
 from .state import PRIVATE_FILE_MODE, make_private_directory, write_private
 
 logger = logging.getLogger(__name__)
@@ -124,8 +125,13 @@ def calibrate_threshold(
     sustained = sustained_scores(decided, patience_windows)
     if len(sustained) < 2:
         sustained = np.concatenate(decided)
-    rules = dict(patience_windows=patience_windows, smoothing_windows=smoothing_windows, smoothing=smoothing,
-                 cooldown_seconds=cooldown_seconds, release_ratio=release_ratio)
+    rules = dict(
+        patience_windows=patience_windows,
+        smoothing_windows=smoothing_windows,
+        smoothing=smoothing,
+        cooldown_seconds=cooldown_seconds,
+        release_ratio=release_ratio,
+    )
     theta, _ = _extremal_index(clips, sustained, hop_seconds, rules)
     threshold, tail = _tail_threshold(sustained, target, theta)
     method = "pot_extremal"
@@ -162,8 +168,10 @@ def calibrate_threshold(
         if upper > threshold:
             threshold, info["method"] = upper, f"{method}_upper{round(100 * confidence)}"
             low, high = _rate_interval(boot, threshold, hop_seconds)
-            spread += (f" at the average threshold; this one holds it in {confidence:.0%} of resamples of the audio, "
-                       "not over sounds it never heard")
+            spread += (
+                f" at the average threshold; this one holds it in {confidence:.0%} of resamples of the audio, "
+                "not over sounds it never heard"
+            )
     info["false_alarms_per_day_90ci"] = [round(low, 3), round(high, 3)]
     if short:
         # Under half an hour: more audio is the fix. With more, the target is simply rarer than the audio
@@ -213,7 +221,7 @@ def fit_pareto_tail(x: np.ndarray) -> tuple[float, float, float, float]:
     y = x[-n_tail:] - u
     y = y[y > 0]
     if len(y) < 3:
-        return u, n_tail / len(x), 0.0, float(max(np.mean(y), 1e-12)) if len(y) else 1e-12
+        return u, n_tail / len(x), 0.0, max(float(np.mean(y)), 1e-12) if len(y) else 1e-12
     m = len(y)
     a0 = float(np.mean(y))
     a1 = float(np.mean(y * (m - np.arange(1, m + 1)) / (m - 1)))  # E[y (1 - F(y))]
@@ -254,8 +262,9 @@ def _events(clips: Sequence[np.ndarray], threshold: float, hop_seconds: float, r
     return count
 
 
-def _extremal_index(clips: Sequence[np.ndarray], sustained: np.ndarray, hop_seconds: float,
-                    rules: dict[str, Any]) -> tuple[float, float]:
+def _extremal_index(
+    clips: Sequence[np.ndarray], sustained: np.ndarray, hop_seconds: float, rules: dict[str, Any]
+) -> tuple[float, float]:
     """(events per exceedance, the level it was measured at): at the highest level with 10 exceedances."""
     ordered = np.sort(sustained)
     level = float(ordered[-min(10, len(ordered)) - 1]) if len(ordered) > 10 else float(ordered[0]) * 0.999
@@ -277,12 +286,19 @@ def _tail_threshold(sustained: np.ndarray, target: float, theta: float) -> tuple
     probability = min(0.5, target / max(theta, 1e-3))  # exceedance probability of the sustained score
     u, share, xi, sigma = fit = fit_pareto_tail(sustained)
     threshold = _tail_quantile(sustained, fit, probability)
-    return threshold, {"extremal_index": round(theta, 4), "exceedance_probability": probability,
-                              "tail_shape": round(xi, 4),
-                              "tail_scale": round(sigma, 6), "tail_start": round(u, 6), "tail_share": round(share, 4)}
+    return threshold, {
+        "extremal_index": round(theta, 4),
+        "exceedance_probability": probability,
+        "tail_shape": round(xi, 4),
+        "tail_scale": round(sigma, 6),
+        "tail_start": round(u, 6),
+        "tail_share": round(share, 4),
+    }
 
 
-def _bootstrap(decided: Sequence[np.ndarray], patience: int) -> list[tuple[np.ndarray, tuple[float, float, float, float]]]:
+def _bootstrap(
+    decided: Sequence[np.ndarray], patience: int
+) -> list[tuple[np.ndarray, tuple[float, float, float, float]]]:
     """Per bootstrap resample of the audio (decided: each clip's smoothed scores), its sustained scores and their tail fit.
 
     The units resampled are the clips, or, when there are fewer than _BOOTSTRAP_BLOCKS of them (a
@@ -326,8 +342,9 @@ def _upper_threshold(boot: tuple[float, list], probability: float, confidence: f
     share of the resamples.
     """
     _, resamples = boot
-    return float(np.percentile([_tail_quantile(sample, fit, probability) for sample, fit in resamples],
-                               100.0 * confidence))
+    return float(
+        np.percentile([_tail_quantile(sample, fit, probability) for sample, fit in resamples], 100.0 * confidence)
+    )
 
 
 def _time_blocks(clips: Sequence[np.ndarray], min_units: int, min_length: int) -> list[np.ndarray]:
@@ -369,7 +386,11 @@ def split_levels(levels: np.ndarray) -> tuple[float, float, float]:
     x = np.sort(np.asarray(levels, dtype=np.float64))
     n = len(x)
     if n < 2 or x[0] == x[-1]:
-        return float(x[-1]) if n else SILENCE_DBFS, float(x.mean()) if n else SILENCE_DBFS, float(x.mean()) if n else SILENCE_DBFS
+        return (
+            float(x[-1]) if n else SILENCE_DBFS,
+            float(x.mean()) if n else SILENCE_DBFS,
+            float(x.mean()) if n else SILENCE_DBFS,
+        )
     cumsum = np.cumsum(x)
     k = np.arange(1, n)  # quiet group = x[:k]
     mean_q = cumsum[:-1] / k
@@ -381,7 +402,8 @@ def split_levels(levels: np.ndarray) -> tuple[float, float, float]:
 
 def _runs(scores: Sequence[float | None]) -> list[np.ndarray]:
     """Uninterrupted stretches of scored windows (None breaks a stretch, as the gate does)."""
-    runs, current = [], []
+    runs: list[np.ndarray] = []
+    current: list[float] = []
     for s in list(scores) + [None]:
         if s is None:
             if current:
@@ -428,9 +450,14 @@ def calibrate_site(
             f"calibration needs at least {max(4, 2 * patience_windows)} analysis windows "
             f"({max(4, 2 * patience_windows) * hop_seconds:.0f} s of audio); got {len(levels)}: record for longer"
         )
-    kwargs = dict(hop_seconds=hop_seconds, false_alarms_per_day=false_alarms_per_day,
-                  patience_windows=patience_windows, smoothing_windows=smoothing_windows, smoothing=smoothing,
-                  confidence=SITE_CONFIDENCE)
+    kwargs: dict[str, Any] = dict(
+        hop_seconds=hop_seconds,
+        false_alarms_per_day=false_alarms_per_day,
+        patience_windows=patience_windows,
+        smoothing_windows=smoothing_windows,
+        smoothing=smoothing,
+        confidence=SITE_CONFIDENCE,
+    )
 
     def gated_runs(gate: float) -> list[np.ndarray]:
         return [r for seg in segments for r in _runs([s if max(lv, SILENCE_DBFS) >= gate else None for lv, s in seg])]
@@ -449,13 +476,18 @@ def calibrate_site(
         loud_runs = gated_runs(gate)
         if loud_runs:
             threshold, thr_info = calibrate_threshold(loud_runs, **kwargs)
-            quiet_runs = [r for seg in segments for r in _runs([s if max(lv, SILENCE_DBFS) <= split else None for lv, s in seg])]
+            quiet_runs = [
+                r for seg in segments for r in _runs([s if max(lv, SILENCE_DBFS) <= split else None for lv, s in seg])
+            ]
             quiet_sustained = sustained_scores(
                 [np.asarray(smooth_series(r, smoothing_windows, smoothing)) for r in quiet_runs], patience_windows
             )
             would_alarm = int(np.count_nonzero(quiet_sustained > threshold))
-            info.update(quiet_level_dbfs=round(quiet_mean, 2), loud_level_dbfs=round(loud_mean, 2),
-                        quiet_windows_above_threshold=would_alarm)
+            info.update(
+                quiet_level_dbfs=round(quiet_mean, 2),
+                loud_level_dbfs=round(loud_mean, 2),
+                quiet_windows_above_threshold=would_alarm,
+            )
             if would_alarm > 0 and gate > current_min_rms_dbfs:
                 info.update(thr_info, gate="set: quiet windows would raise alarms")
                 logger.info("calibration: quiet windows (%.1f dBFS) would alarm: gate at %.1f dBFS", quiet_mean, gate)
@@ -544,16 +576,19 @@ def check_calibration_audio(windows: int, hop_seconds: float, requested: bool = 
     """
     if windows >= MIN_CALIBRATION_WINDOWS:
         return
-    need = (f"at least {MIN_CALIBRATION_WINDOWS} analysis windows ({min_calibration_minutes(hop_seconds):.1f} minutes "
-            f"at this model's {hop_seconds:.2f} s hop) are needed to fit the tail of the normal scores")
+    need = (
+        f"at least {MIN_CALIBRATION_WINDOWS} analysis windows ({min_calibration_minutes(hop_seconds):.1f} minutes "
+        f"at this model's {hop_seconds:.2f} s hop) are needed to fit the tail of the normal scores"
+    )
     got = f"{windows * hop_seconds / 60.0:.2g} minutes"
     if requested:
         raise AcmonError(f"calibrate: {got} is too little audio: {need}; ask for more minutes")
     raise AcmonError(f"calibrate: the audio ended after {windows} windows ({got}): {need}; give more audio")
 
 
-def check_calibration_result(before: float, after: float, share_above: float | None, calibrated_on_site: bool,
-                             force: bool = False) -> None:
+def check_calibration_result(
+    before: float, after: float, share_above: float | None, calibrated_on_site: bool, force: bool = False
+) -> None:
     """Refuse a calibration whose audio looks like a fault, unless forced.
 
     Two signs: the new threshold is more than THRESHOLD_BAND_FACTOR times the current one (the
@@ -574,8 +609,10 @@ def check_calibration_result(before: float, after: float, share_above: float | N
     """
     if force:
         return
-    advice = ("nothing was changed. Calibrate while the machine runs normally, or send force: true if this is "
-              "its normal sound")
+    advice = (
+        "nothing was changed. Calibrate while the machine runs normally, or send force: true if this is "
+        "its normal sound"
+    )
     if after > before * THRESHOLD_BAND_FACTOR:
         raise AcmonError(
             f"calibrate: refused, the audio looks like a fault: the threshold it calls for, {after:.4g}, would be "
@@ -671,8 +708,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_calibration(config_path: str | os.PathLike, document: str,
-                      environ: Mapping[str, str] = os.environ) -> Path:
+def write_calibration(config_path: str | os.PathLike, document: str, environ: Mapping[str, str] = os.environ) -> Path:
     """Write calibration.yaml atomically (0600), keeping the one it replaces as calibration.prev.yaml.
 
     The current file is copied to the previous one first (also atomically), so
@@ -767,10 +803,16 @@ def load_site_config(config_path: str | os.PathLike, environ: Mapping[str, str] 
         legacy = legacy_calibration_path(config_path)
         if not legacy.is_file():
             return _site_statistics_beside(cfg, Path(config_path).resolve().parent)
-        logger.warning("calibration: reading %s beside the config, where older versions wrote it; the daemon now "
-                       "keeps it in %s (move it there: the next calibration writes there)", legacy, current.parent)
+        logger.warning(
+            "calibration: reading %s beside the config, where older versions wrote it; the daemon now "
+            "keeps it in %s (move it there: the next calibration writes there)",
+            legacy,
+            current.parent,
+        )
         current = legacy
-    out = lay_calibration_over(cfg, current, "fix it, or roll back with: python -m device calibrate --config FILE --rollback")
+    out = lay_calibration_over(
+        cfg, current, "fix it, or roll back with: python -m device calibrate --config FILE --rollback"
+    )
     logger.info("calibration %s laid over %s", current, config_path)
     return _site_statistics_beside(out, Path(config_path).resolve().parent)
 

@@ -12,8 +12,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import AcmonError
 from .payloads import loads_untrusted_json, utc_now_iso
@@ -127,8 +128,10 @@ def parse_command(name: str, payload: bytes) -> tuple[dict[str, Any], str | None
     if request_id is not None and (
         not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID_CHARS or not request_id.isprintable()
     ):
-        return data, None, (
-            f"'{REQUEST_ID_KEY}' must be a string of at most {MAX_REQUEST_ID_CHARS} printable characters"
+        return (
+            data,
+            None,
+            (f"'{REQUEST_ID_KEY}' must be a string of at most {MAX_REQUEST_ID_CHARS} printable characters"),
         )
     if name not in COMMANDS:
         return data, request_id, f"unknown command {_echo([name])}; known: {', '.join(sorted(COMMANDS))}"
@@ -188,8 +191,13 @@ class ContainedErrors:
         if first:
             logger.error("%s failed (contained, carrying on): %s: %s", where, type(exc).__name__, text, exc_info=exc)
         else:
-            logger.error("%s failed again: %s: %s (%d time(s) so far; traceback logged the first time)",
-                         where, type(exc).__name__, text, repeats)
+            logger.error(
+                "%s failed again: %s: %s (%d time(s) so far; traceback logged the first time)",
+                where,
+                type(exc).__name__,
+                text,
+                repeats,
+            )
 
 
 def command_result_payload(
@@ -248,11 +256,12 @@ class CommandDispatcher:
         topic_name = name if name.isascii() and name.isidentifier() and len(name) <= 64 else "invalid"
         try:
             args, request_id, error = parse_command(name, payload)
-        except Exception as exc:  # noqa: BLE001 - a parser bug must not kill the network thread
+        except Exception as exc:
             self.errors.record(f"command {topic_name}: checking the payload", exc)
             args, request_id, error = {}, None, f"internal error: {type(exc).__name__}"
         reply = self._make_reply(topic_name, request_id)
-        if error is None and self.handler is None:
+        handler = self.handler
+        if error is None and handler is None:
             error = "commands are not available: the daemon has not registered a handler"
         if error is not None:
             logger.warning("command %s refused: %s", topic_name, error)
@@ -260,10 +269,11 @@ class CommandDispatcher:
             return
         logger.info("command %s %s", topic_name, args)
         try:
-            self.handler(topic_name, args, reply)
+            assert handler is not None
+            handler(topic_name, args, reply)
         except AcmonError as exc:
             reply(None, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the network thread
+        except Exception as exc:
             self.errors.record(f"command {topic_name}: the handler", exc)
             reply(None, f"internal error: {type(exc).__name__}")
 
@@ -281,13 +291,13 @@ class CommandDispatcher:
             try:
                 self._publish_result(name, command_result_payload(self.device_id, name, request_id, result, error))
                 return
-            except Exception as exc:  # noqa: BLE001 - reply runs on the caller's thread; it must not raise there
+            except Exception as exc:
                 self.errors.record(f"command {name}: sending the result", exc)
                 failure = exc
             fallback = f"internal error: the result could not be sent ({type(failure).__name__})"
             try:
                 self._publish_result(name, command_result_payload(self.device_id, name, request_id, None, fallback))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 logger.error("command %s: no result could be sent: %s: %s", name, type(exc).__name__, exc)
 
         return reply

@@ -16,8 +16,9 @@ import sys
 import textwrap
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
+from typing import Any, Literal, Union
 
 import annotated_types
 import yaml
@@ -66,8 +67,7 @@ MAX_QUOTED_CHARS = 80
 # Extra explanation for keys that are refused on purpose, by key path.
 _UNKNOWN_KEY_HINTS = {
     ("mqtt", "password"): (
-        "plain passwords are not accepted in the config file: "
-        "use password_file, password_env or password_credential"
+        "plain passwords are not accepted in the config file: use password_file, password_env or password_credential"
     ),
 }
 
@@ -112,13 +112,13 @@ class ModelConfig(SectionConfig):
         description="Path of the model: a .tflite file, or a folder containing model.tflite "
         "(relative paths are relative to the daemon's working directory).",
     )
-    threshold: Optional[float] = Field(
+    threshold: float | None = Field(
         None,
         gt=0,
         description="Anomaly score threshold (score units of the model); null = use the threshold "
         "calibrated with the model.",
     )
-    site_statistics: Optional[str] = Field(
+    site_statistics: str | None = Field(
         None,
         min_length=1,
         description="The site's normal statistics for a Gaussian model, a file beside the config (relative "
@@ -127,7 +127,7 @@ class ModelConfig(SectionConfig):
     )
 
 
-def _attribute_docstrings(cls: type) -> Dict[str, str]:
+def _attribute_docstrings(cls: type) -> dict[str, str]:
     """Docstrings written under the fields of a class (``x: int = 1`` then a string), by field name.
 
     Returns an empty mapping when the source is not available (e.g. a bytecode-only install).
@@ -136,7 +136,7 @@ def _attribute_docstrings(cls: type) -> Dict[str, str]:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError, SyntaxError):
         return {}
-    docs: Dict[str, str] = {}
+    docs: dict[str, str] = {}
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     for stmt, following in zip(body, body[1:]):
         if (
@@ -150,19 +150,18 @@ def _attribute_docstrings(cls: type) -> Dict[str, str]:
     return docs
 
 
-def _feature_pin_field(name: str, type_: Any, doc: str) -> Tuple[Any, Any]:
+def _feature_pin_field(name: str, type_: Any, doc: str) -> tuple[Any, Any]:
     """(annotation, FieldInfo) for pinning one FeatureParams field; every pin is optional."""
     description = (
-        f"{doc + ' ' if doc else ''}If set, the model's FeatureParams.{name} must equal this value; "
-        "null = not pinned."
+        f"{doc + ' ' if doc else ''}If set, the model's FeatureParams.{name} must equal this value; null = not pinned."
     )
     if name == "normalization":
-        return Optional[Literal[NORMALIZATIONS]], Field(None, description=description)  # type: ignore[valid-type]
+        return Literal[NORMALIZATIONS] | None, Field(None, description=description)
     if type_ is int:
-        return Optional[int], Field(None, gt=0, description=description)
+        return int | None, Field(None, gt=0, description=description)
     if type_ is float:
-        return Optional[float], Field(None, ge=0, description=description)
-    return Optional[type_], Field(None, description=description)
+        return float | None, Field(None, ge=0, description=description)
+    return type_ | None, Field(None, description=description)
 
 
 def _make_features_config() -> type:
@@ -170,9 +169,11 @@ def _make_features_config() -> type:
     hints = typing.get_type_hints(FeatureParams)
     docs = _attribute_docstrings(FeatureParams)
     definitions = {
-        f.name: _feature_pin_field(f.name, hints[f.name], docs.get(f.name, "")) for f in dataclasses.fields(FeatureParams)
+        f.name: _feature_pin_field(f.name, hints[f.name], docs.get(f.name, ""))
+        for f in dataclasses.fields(FeatureParams)
     }
-    return create_model(
+    # A model built at import from FeatureParams: mypy cannot follow it (FeaturesConfig is Any to it).
+    return create_model(  # type: ignore[call-overload]
         "FeaturesConfig",
         __base__=SectionConfig,
         __module__=__name__,
@@ -200,18 +201,18 @@ class AudioConfig(SectionConfig):
         description="Audio source: 'microphone' (PortAudio input), 'wav' (replay files from wav_paths) "
         "or 'stdin' (raw PCM on standard input).",
     )
-    input_device: Optional[Union[int, str]] = Field(
+    input_device: int | str | None = Field(
         None,
         description="Microphone: PortAudio device name substring (string) or device index (integer >= 0); "
         "null = the system default input. List devices with `python -m sounddevice`.",
     )
-    capture_rate_hz: Optional[int] = Field(
+    capture_rate_hz: int | None = Field(
         None,
         ge=8000,
         le=384000,
         description="Sample rate to open the microphone at, in hertz; null = the model's rate.",
     )
-    channel: Optional[int] = Field(
+    channel: int | None = Field(
         None,
         ge=0,
         description="Input channel to analyse (0-based index); null = mix all channels down to mono.",
@@ -223,7 +224,7 @@ class AudioConfig(SectionConfig):
         le=65536,
         description="Samples per block read from the source, in samples (per channel).",
     )
-    wav_paths: List[str] = Field(
+    wav_paths: list[str] = Field(
         default_factory=list,
         description="Source 'wav': WAV files, or folders of WAV files, to replay.",
     )
@@ -235,7 +236,7 @@ class AudioConfig(SectionConfig):
         "s16le",
         description="Source 'stdin': sample format, interleaved little-endian: 's16le', 's32le' or 'f32le'.",
     )
-    stdin_rate_hz: Optional[int] = Field(
+    stdin_rate_hz: int | None = Field(
         None,
         ge=8000,
         le=384000,
@@ -244,7 +245,7 @@ class AudioConfig(SectionConfig):
 
     @field_validator("input_device", mode="plain")
     @classmethod
-    def _check_input_device(cls, value: Any) -> Optional[Union[int, str]]:
+    def _check_input_device(cls, value: Any) -> int | str | None:
         if value is None:
             return None
         if isinstance(value, int) and not isinstance(value, bool):
@@ -257,13 +258,13 @@ class AudioConfig(SectionConfig):
 
     @field_validator("wav_paths")
     @classmethod
-    def _check_wav_paths(cls, value: List[str]) -> List[str]:
+    def _check_wav_paths(cls, value: list[str]) -> list[str]:
         if any(not p for p in value):
             raise ValueError("paths must not be empty strings")
         return value
 
     @model_validator(mode="after")
-    def _check_rules(self) -> "AudioConfig":
+    def _check_rules(self) -> AudioConfig:
         if self.source == "wav" and not self.wav_paths:
             raise ValueError("source 'wav' needs at least one file or folder in wav_paths")
         if self.channel is not None and self.channel >= self.channels:
@@ -309,7 +310,7 @@ class DetectorConfig(SectionConfig):
         description="Hysteresis: an alarm ends after patience_windows windows below threshold * release_ratio "
         "(dimensionless, <= 1).",
     )
-    off_threshold: Optional[float] = Field(
+    off_threshold: float | None = Field(
         None,
         gt=0,
         description="Explicit release threshold (score units); replaces threshold * release_ratio when set; "
@@ -341,7 +342,7 @@ class EvidenceConfig(SectionConfig):
     """
 
     enabled: bool = Field(True, description="Save an evidence clip and spectrogram for each alarm.")
-    directory: Optional[str] = Field(
+    directory: str | None = Field(
         None,
         min_length=1,
         description="Folder for the clips (created if missing); null = $STATE_DIRECTORY/evidence under systemd "
@@ -358,9 +359,7 @@ class EvidenceConfig(SectionConfig):
 class HealthConfig(SectionConfig):
     """Device health: input level checks, faults and periodic telemetry."""
 
-    telemetry_seconds: float = Field(
-        60.0, ge=1, le=86400, description="Telemetry message period, in seconds of audio."
-    )
+    telemetry_seconds: float = Field(60.0, ge=1, le=86400, description="Telemetry message period, in seconds of audio.")
     silence_seconds: float = Field(
         10.0,
         ge=1,
@@ -382,7 +381,7 @@ class HealthConfig(SectionConfig):
     )
 
     @model_validator(mode="after")
-    def _check_reopen(self) -> "HealthConfig":
+    def _check_reopen(self) -> HealthConfig:
         if self.reopen_max_seconds < self.reopen_min_seconds:
             raise ValueError(
                 f"reopen_max_seconds ({self.reopen_max_seconds}) must be >= reopen_min_seconds "
@@ -412,10 +411,10 @@ class MqttTlsConfig(SectionConfig):
     ca_file: str = Field(
         ..., min_length=1, description="CA certificate(s) that signed the broker's certificate, PEM file path."
     )
-    cert_file: Optional[str] = Field(
+    cert_file: str | None = Field(
         None, min_length=1, description="Client certificate for mutual TLS, PEM file path; null = none."
     )
-    key_file: Optional[str] = Field(
+    key_file: str | None = Field(
         None, min_length=1, description="Private key of cert_file, PEM file path; null = none."
     )
     insecure: bool = Field(
@@ -424,7 +423,7 @@ class MqttTlsConfig(SectionConfig):
     )
 
     @model_validator(mode="after")
-    def _check_pair(self) -> "MqttTlsConfig":
+    def _check_pair(self) -> MqttTlsConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together: give both or neither")
         return self
@@ -448,9 +447,7 @@ class MqttConfig(SectionConfig):
         description="First topic level(s): topics are `<topic_prefix>/<site>/<device id>/...`. "
         "No '+', '#', and no leading or trailing '/'.",
     )
-    client_id: Optional[str] = Field(
-        None, min_length=1, description="MQTT client id; null = 'acmon-<site>-<device id>'."
-    )
+    client_id: str | None = Field(None, min_length=1, description="MQTT client id; null = 'acmon-<site>-<device id>'.")
     keepalive_seconds: int = Field(60, ge=5, le=3600, description="MQTT keepalive interval, in seconds.")
     reconnect_min_seconds: float = Field(
         1.0, gt=0, description="Shortest delay before reconnecting to the broker, in seconds."
@@ -458,24 +455,24 @@ class MqttConfig(SectionConfig):
     reconnect_max_seconds: float = Field(
         60.0, gt=0, description="Longest delay between reconnection attempts, in seconds."
     )
-    username: Optional[str] = Field(None, min_length=1, description="Broker user name; null = anonymous.")
-    password_file: Optional[str] = Field(
+    username: str | None = Field(None, min_length=1, description="Broker user name; null = anonymous.")
+    password_file: str | None = Field(
         None,
         min_length=1,
         description="File holding the password (one trailing newline is ignored); keep it mode 0600.",
     )
-    password_env: Optional[str] = Field(
+    password_env: str | None = Field(
         None,
         pattern=ENV_NAME_PATTERN,
         description="Name of an environment variable holding the password.",
     )
-    password_credential: Optional[str] = Field(
+    password_credential: str | None = Field(
         None,
         pattern=CREDENTIAL_NAME_PATTERN,
         description="Name of a systemd credential holding the password (LoadCredential= or "
         "LoadCredentialEncrypted=), read from $CREDENTIALS_DIRECTORY/<name>.",
     )
-    tls: Optional[MqttTlsConfig] = Field(None, description="TLS settings (a section); null = plain TCP.")
+    tls: MqttTlsConfig | None = Field(None, description="TLS settings (a section); null = plain TCP.")
     max_pending_alerts: int = Field(
         10000,
         ge=1,
@@ -483,7 +480,7 @@ class MqttConfig(SectionConfig):
         description="Messages (events, state, command results) waiting in memory for the publisher thread, "
         "which writes events to the spool; fills only if the disk stalls; beyond it the oldest is dropped, in messages.",
     )
-    spool_dir: Optional[str] = Field(
+    spool_dir: str | None = Field(
         None,
         min_length=1,
         description="Folder of the on-disk event spool; each device uses <spool_dir>/<topic_prefix>/<site>/<id>. "
@@ -536,13 +533,13 @@ class MqttConfig(SectionConfig):
 
     @field_validator("password_credential")
     @classmethod
-    def _check_credential_name(cls, value: Optional[str]) -> Optional[str]:
+    def _check_credential_name(cls, value: str | None) -> str | None:
         if value in (".", ".."):
             raise ValueError("must be a credential name, not '.' or '..'")
         return value
 
     @model_validator(mode="after")
-    def _check_rules(self) -> "MqttConfig":
+    def _check_rules(self) -> MqttConfig:
         sources = [name for name in PASSWORD_SOURCES if getattr(self, name) is not None]
         if len(sources) > 1:
             raise ValueError(f"give at most one password source, got {' and '.join(sources)}")
@@ -621,8 +618,8 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self._open: List[int] = []  # per open node: the greatest height among its children so far
-        self._measured: Dict[int, Tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+        self._open: list[int] = []  # per open node: the greatest height among its children so far
+        self._measured: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
         self._values = 0
         self._aliases = 0
 
@@ -655,7 +652,9 @@ class _BoundedLoader(yaml.SafeLoader):
     def _count(self, values: int, mark: Any) -> None:
         self._values += values
         if self._values > MAX_YAML_VALUES:
-            raise _YamlLimitError(f"more than {MAX_YAML_VALUES} values (an alias counts as a copy of what it names)", mark)
+            raise _YamlLimitError(
+                f"more than {MAX_YAML_VALUES} values (an alias counts as a copy of what it names)", mark
+            )
 
     def _close_child(self, height: int, mark: Any) -> None:
         if len(self._open) + height > MAX_YAML_DEPTH:
@@ -679,7 +678,7 @@ class _YamlValueError(yaml.constructor.ConstructorError):
     """A scalar that looks like a YAML type (timestamp, integer) but does not convert to it."""
 
 
-def _read_yaml(path: Union[str, os.PathLike], what: str) -> Tuple[Any, Optional[yaml.Node]]:
+def _read_yaml(path: str | os.PathLike, what: str) -> tuple[Any, yaml.Node | None]:
     """(data, root node) of a YAML file, within the MAX_YAML_* bounds; see read_yaml_file."""
     name = str(path)
     try:
@@ -722,7 +721,7 @@ def _read_yaml(path: Union[str, os.PathLike], what: str) -> Tuple[Any, Optional[
     return data, root
 
 
-def read_yaml_file(path: Union[str, os.PathLike], what: str = "YAML file") -> Any:
+def read_yaml_file(path: str | os.PathLike, what: str = "YAML file") -> Any:
     """Parse a YAML file that a user controls, refusing what would cost too much to read.
 
     Bounds (module constants): MAX_YAML_BYTES of file, MAX_YAML_DEPTH levels of nesting,
@@ -743,7 +742,7 @@ def read_yaml_file(path: Union[str, os.PathLike], what: str = "YAML file") -> An
     return _read_yaml(path, what)[0]
 
 
-def load_config(path: Union[str, os.PathLike]) -> AcmonConfig:
+def load_config(path: str | os.PathLike) -> AcmonConfig:
     """Read, parse and validate a YAML configuration file.
 
     This is the config file alone: the daemon's commands use load_daemon_config(),
@@ -792,7 +791,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> AcmonCo
     return _validate(data, source, None)
 
 
-def _validate(data: Mapping[str, Any], source: str, lines: Optional[Dict[Tuple[Any, ...], int]]) -> AcmonConfig:
+def _validate(data: Mapping[str, Any], source: str, lines: dict[tuple[Any, ...], int] | None) -> AcmonConfig:
     try:
         return AcmonConfig.model_validate(dict(data))
     except ValidationError as exc:
@@ -835,17 +834,17 @@ def _type_word(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _key_lines(root: Optional[yaml.Node], name: str) -> Dict[Tuple[Any, ...], int]:
+def _key_lines(root: yaml.Node | None, name: str) -> dict[tuple[Any, ...], int]:
     """1-based line of every key (and list item) in the YAML node tree, by key path.
 
     Raises:
         ConfigError: a mapping has the same key twice (YAML would silently keep the last).
     """
-    lines: Dict[Tuple[Any, ...], int] = {}
+    lines: dict[tuple[Any, ...], int] = {}
 
-    def walk(node: yaml.Node, prefix: Tuple[Any, ...]) -> None:
+    def walk(node: yaml.Node, prefix: tuple[Any, ...]) -> None:
         if isinstance(node, yaml.MappingNode):
-            seen: Dict[str, int] = {}
+            seen: dict[str, int] = {}
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                     continue
@@ -867,7 +866,7 @@ def _key_lines(root: Optional[yaml.Node], name: str) -> Dict[Tuple[Any, ...], in
     return lines
 
 
-def _dotted(parts: Tuple[Any, ...]) -> str:
+def _dotted(parts: tuple[Any, ...]) -> str:
     text = ""
     for part in parts:
         if isinstance(part, int):
@@ -877,7 +876,7 @@ def _dotted(parts: Tuple[Any, ...]) -> str:
     return text
 
 
-def _section_model(parts: Tuple[Any, ...]) -> Optional[type]:
+def _section_model(parts: tuple[Any, ...]) -> type[BaseModel] | None:
     """The schema model at a key path, or None if the path does not lead to a section."""
     model: Any = AcmonConfig
     for part in parts:
@@ -914,8 +913,8 @@ def _short_text(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
 
 
 def _format_error(
-    err: Mapping[str, Any], source: str, lines: Optional[Dict[Tuple[Any, ...], int]]
-) -> Tuple[Optional[int], str]:
+    err: Mapping[str, Any], source: str, lines: dict[tuple[Any, ...], int] | None
+) -> tuple[int | None, str]:
     """(line, text) for one pydantic error; text is ``<source>[:<line>]: <key.path>: <problem>[ (got <value>)]``."""
     loc = tuple(err.get("loc", ()))
     kind = err.get("type", "")
@@ -923,7 +922,7 @@ def _format_error(
     msg = str(err.get("msg", ""))
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+            msg = msg[len(prefix) :]
     show_value = True
     if kind == "extra_forbidden":
         show_value = False  # may be a secret (a plain password:), and is not what is wrong
@@ -961,9 +960,9 @@ def _format_error(
 # Use of a validated configuration
 
 
-def feature_pins(cfg: AcmonConfig) -> Dict[str, Any]:
+def feature_pins(cfg: AcmonConfig) -> dict[str, Any]:
     """The FeatureParams fields the configuration pins (the non-null ones), by name."""
-    return {name: value for name, value in cfg.features.model_dump().items() if value is not None}
+    return {name: value for name, value in cfg.features.model_dump().items() if value is not None}  # type: ignore[attr-defined]
 
 
 def calibration_directory(cfg: AcmonConfig, environ: Mapping[str, str] = os.environ) -> Path:
@@ -985,7 +984,7 @@ def mqtt_client_id(cfg: AcmonConfig) -> str:
     return cfg.mqtt.client_id or f"acmon-{cfg.device.site}-{cfg.device.id}"
 
 
-def resolve_mqtt_password(mqtt_cfg: MqttConfig, environ: Mapping[str, str] = os.environ) -> Optional[str]:
+def resolve_mqtt_password(mqtt_cfg: MqttConfig, environ: Mapping[str, str] = os.environ) -> str | None:
     """Read the MQTT password from its configured source; call it at connect time.
 
     Args:
@@ -1049,7 +1048,7 @@ def _read_secret_file(path: Path, what: str) -> str:
     return text
 
 
-def _not_regular_file(path: Union[str, os.PathLike]) -> Optional[str]:
+def _not_regular_file(path: str | os.PathLike) -> str | None:
     """Why `path` cannot be read as a file (missing, a folder, a FIFO or device), or None if it is one.
 
     Reading a FIFO blocks for ever and a device such as /dev/zero never ends: check before opening.
@@ -1081,14 +1080,14 @@ class LoadedConfig:
     """
 
     config: AcmonConfig
-    warnings: Tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def load_daemon_config(
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     *,
-    model_path: Optional[str] = None,
-    broker: Optional[str] = None,
+    model_path: str | None = None,
+    broker: str | None = None,
     check_targets: bool = True,
     environ: Mapping[str, str] = os.environ,
 ) -> LoadedConfig:
@@ -1131,7 +1130,7 @@ def load_daemon_config(
         return LoadedConfig(cfg)
     name = str(path)
     problems = _model_problems(cfg, name, model_path)
-    warnings: List[str] = []
+    warnings: list[str] = []
     if cfg.mqtt.enabled or broker is not None:
         _check_mqtt(cfg.mqtt, name, broker, environ, problems, warnings)
     if problems:
@@ -1139,7 +1138,7 @@ def load_daemon_config(
     return LoadedConfig(cfg, tuple(warnings))
 
 
-def _model_problems(cfg: AcmonConfig, name: str, model_path: Optional[str]) -> List[str]:
+def _model_problems(cfg: AcmonConfig, name: str, model_path: str | None) -> list[str]:
     """The model as Runner loads it, and the detector settings it gives; [] when both are fine."""
     from .audio_io import check_resampling  # noqa: PLC0415
     from .errors import AcmonError  # noqa: PLC0415
@@ -1171,8 +1170,10 @@ def _model_problems(cfg: AcmonConfig, name: str, model_path: Optional[str]) -> L
         # A rate the model needs converting from must give a filter of sane size, or opening the
         # microphone (and reopening it, again and again) would fail only at run time.
         rate = model.params.sample_rate_hz
-        for key_name, source_rate in (("audio.capture_rate_hz", cfg.audio.capture_rate_hz),
-                                      ("audio.stdin_rate_hz", cfg.audio.stdin_rate_hz)):
+        for key_name, source_rate in (
+            ("audio.capture_rate_hz", cfg.audio.capture_rate_hz),
+            ("audio.stdin_rate_hz", cfg.audio.stdin_rate_hz),
+        ):
             if source_rate is not None and source_rate != rate:
                 check_resampling(f"{name}: {key_name}", source_rate, rate)
     except AcmonError as exc:  # the model's messages name its file
@@ -1181,8 +1182,12 @@ def _model_problems(cfg: AcmonConfig, name: str, model_path: Optional[str]) -> L
 
 
 def _check_mqtt(
-    m: MqttConfig, name: str, broker: Optional[str], environ: Mapping[str, str], problems: List[str],
-    warnings: List[str],
+    m: MqttConfig,
+    name: str,
+    broker: str | None,
+    environ: Mapping[str, str],
+    problems: list[str],
+    warnings: list[str],
 ) -> None:
     """Append the problems and warnings of the MQTT section's files and secrets."""
     from .errors import AcmonError  # noqa: PLC0415
@@ -1233,7 +1238,7 @@ def _check_mqtt(
         )
 
 
-def _check_tls(tls: MqttTlsConfig, name: str, problems: List[str], warnings: List[str]) -> None:
+def _check_tls(tls: MqttTlsConfig, name: str, problems: list[str], warnings: list[str]) -> None:
     """Load the TLS files into an SSL context as the MQTT client will; problems name the key and file."""
     import ssl  # noqa: PLC0415
 
@@ -1285,7 +1290,7 @@ def _tls_reason(exc: OSError, expected: str) -> str:
     return f"not a {expected} ({exc.reason or exc})"
 
 
-def _warn_world_readable(path: Path, what: str, warnings: List[str]) -> None:
+def _warn_world_readable(path: Path, what: str, warnings: list[str]) -> None:
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
@@ -1321,7 +1326,7 @@ def _type_text(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return " | ".join(f"`{json.dumps(a)}`" for a in typing.get_args(annotation))
-    if origin in (list, List):
+    if origin in (list, list):
         (item,) = typing.get_args(annotation) or (Any,)
         return f"list of {_type_text(item)}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -1366,7 +1371,7 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _section_markdown(model: type, path: str, out: List[str]) -> None:
+def _section_markdown(model: Any, path: str, out: list[str]) -> None:
     doc = inspect.cleandoc(model.__doc__ or "")
     out.append(f"## `{path}`\n")
     if doc:

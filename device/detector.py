@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import collections
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -72,7 +73,9 @@ class DetectorSettings:
         return self.off_threshold if self.off_threshold is not None else self.threshold * self.release_ratio
 
 
-def smooth_series(scores: Iterable[float | None], smoothing_windows: int, smoothing: str = "mean") -> list[float | None]:
+def smooth_series(
+    scores: Iterable[float | None], smoothing_windows: int, smoothing: str = "mean"
+) -> list[float | None]:
     """The decision scores the Detector computes, for a whole series at once (calibration uses it).
 
     A gated window (None) stays None and restarts the smoothing history: audio

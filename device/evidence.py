@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from .audio_io import write_wav
 from .errors import AcmonError
 from .features import FeatureParams
-from .png import spectrogram_rgb, write_png
 from .pipeline import logmel_image
+from .png import spectrogram_rgb, write_png
 from .ring_buffer import RingBuffer
 from .state import state_root
 
@@ -128,8 +128,10 @@ class EvidenceRecorder:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=EVIDENCE_DIRECTORY_MODE)
         except OSError as exc:
-            self.error = (f"evidence.directory: cannot create {self.directory} ({exc.strerror or exc}); "
-                          "choose a writable folder, e.g. /var/lib/acmon/evidence")
+            self.error = (
+                f"evidence.directory: cannot create {self.directory} ({exc.strerror or exc}); "
+                "choose a writable folder, e.g. /var/lib/acmon/evidence"
+            )
             logger.error("%s; alarms are still raised, without evidence clips", self.error)
             return False
         return True
@@ -184,7 +186,7 @@ class EvidenceRecorder:
             write_png(png, spectrogram_rgb(logmel_image(samples, self.params)))
             os.chmod(png, EVIDENCE_FILE_MODE)
             removed = enforce_quota(self.directory, self.quota_bytes, keep=frozenset({clip.stem}))
-        except Exception as exc:  # noqa: BLE001 - a full or read-only disk (or a bug here) must not stop the monitoring
+        except Exception as exc:
             self.failed += 1
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             self.error = f"evidence {clip.stem}: cannot write to {self.directory} ({why})"
@@ -204,4 +206,3 @@ class EvidenceRecorder:
             logger.info("evidence quota %.0f MB: removed %d old file(s)", self.quota_bytes / BYTES_PER_MB, len(removed))
         logger.info("evidence %s: %.1f s of audio", wav, len(samples) / self.params.sample_rate_hz)
         return wav
-

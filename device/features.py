@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -73,9 +74,7 @@ class FeatureParams:
         if self.n_mels < 1:
             problems.append(f"n_mels must be >= 1 (got {self.n_mels})")
         if not 0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2:
-            problems.append(
-                f"need 0 <= fmin_hz < fmax_hz <= sample_rate_hz/2 (got {self.fmin_hz}, {self.fmax_hz})"
-            )
+            problems.append(f"need 0 <= fmin_hz < fmax_hz <= sample_rate_hz/2 (got {self.fmin_hz}, {self.fmax_hz})")
         if self.window_samples < self.n_fft:
             problems.append(f"window_samples must be >= n_fft (got {self.window_samples})")
         if not 0 < self.hop_samples <= self.window_samples:
@@ -107,7 +106,7 @@ class FeatureParams:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "model metadata") -> "FeatureParams":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "model metadata") -> FeatureParams:
         """Build from a dict, refusing unknown fields by name.
 
         Raises:
@@ -125,7 +124,7 @@ class FeatureParams:
         except (TypeError, ValueError) as exc:
             raise ModelError(f"{source}: invalid feature parameters: {exc}") from None
 
-    def differences(self, other: "FeatureParams") -> list[tuple[str, Any, Any]]:
+    def differences(self, other: FeatureParams) -> list[tuple[str, Any, Any]]:
         """Fields whose values differ, as (name, self's value, other's value)."""
         return [
             (f.name, getattr(self, f.name), getattr(other, f.name))

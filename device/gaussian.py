@@ -25,9 +25,10 @@ import io
 import math
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -174,8 +175,11 @@ class Scorer:
     def __post_init__(self) -> None:
         if not self.members or any(m not in MEMBERS for m in self.members):
             raise ValueError(f"members must be a non-empty subset of {MEMBERS}, got {self.members}")
-        if "context" in self.members and (self.context is None or len(self.context_locs) != self.context_windows
-                                          or len(self.context_scales) != self.context_windows):
+        if "context" in self.members and (
+            self.context is None
+            or len(self.context_locs) != self.context_windows
+            or len(self.context_scales) != self.context_windows
+        ):
             raise ValueError("the context member needs a context fit and one loc and scale per window count")
 
     @property
@@ -201,8 +205,13 @@ class Scorer:
         state = self.new_state()
         return np.array([self.score(o, state) for o in np.asarray(outputs)], dtype=np.float64)
 
-    def fused(self, window_distances: np.ndarray | None, context_distances: np.ndarray | None,
-              counts: np.ndarray | None, members: Sequence[str] | None = None) -> np.ndarray:
+    def fused(
+        self,
+        window_distances: np.ndarray | None,
+        context_distances: np.ndarray | None,
+        counts: np.ndarray | None,
+        members: Sequence[str] | None = None,
+    ) -> np.ndarray:
         """Vectorised combination of precomputed member distances (training's cross-fitted series).
 
         Args:
@@ -212,16 +221,30 @@ class Scorer:
         members = tuple(members or self.members)
         z = []
         if "window" in members:
+            assert window_distances is not None
             z.append((np.log(window_distances) - self.window_norm[0]) / self.window_norm[1])
         if "context" in members:
+            assert context_distances is not None
             k = np.minimum(np.asarray(counts), self.context_windows) - 1
-            z.append((np.log(context_distances) - np.asarray(self.context_locs)[k]) / np.asarray(self.context_scales)[k])
+            z.append(
+                (np.log(context_distances) - np.asarray(self.context_locs)[k]) / np.asarray(self.context_scales)[k]
+            )
         scale = np.mean([self._scale(m) for m in members])
         return np.exp(scale * np.mean(z, axis=0))
 
-    def with_members(self, members: Sequence[str]) -> "Scorer":
-        return Scorer(self.window, self.context, self.context_windows, tuple(members), self.window_norm,
-                      self.context_locs, self.context_scales, self.model_name, self.model_version, self.info)
+    def with_members(self, members: Sequence[str]) -> Scorer:
+        return Scorer(
+            self.window,
+            self.context,
+            self.context_windows,
+            tuple(members),
+            self.window_norm,
+            self.context_locs,
+            self.context_scales,
+            self.model_name,
+            self.model_version,
+            self.info,
+        )
 
     def _scale(self, member: str) -> float:
         return self.window_norm[1] if member == "window" else self.context_scales[-1]
@@ -241,7 +264,7 @@ class Scorer:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        arrays = {
+        arrays: dict[str, Any] = {
             "format": np.int64(SCORER_FORMAT),
             # float32 halves the model file; the distances are still computed in float64.
             "window_mean": self.window.mean.astype(np.float32),
@@ -257,14 +280,17 @@ class Scorer:
             "model_version": np.str_(self.model_version),
         }
         if self.context is not None:
-            arrays.update(context_mean=self.context.mean.astype(np.float32),
-                          context_whitening=self.context.whitening.astype(np.float32),
-                          context_shrinkage=np.float64(self.context.shrinkage), context_n=np.int64(self.context.n))
+            arrays.update(
+                context_mean=self.context.mean.astype(np.float32),
+                context_whitening=self.context.whitening.astype(np.float32),
+                context_shrinkage=np.float64(self.context.shrinkage),
+                context_n=np.int64(self.context.n),
+            )
         np.savez(buffer, **arrays)
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str) -> "Scorer":
+    def from_bytes(cls, data: bytes, source: str) -> Scorer:
         """Read what to_bytes() wrote (or a window-only site statistics file of acmon 0.1).
 
         Raises:
@@ -275,39 +301,71 @@ class Scorer:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 unpacked = sum(info.file_size for info in archive.infolist())
             if unpacked > SCORER_MAX_UNPACKED_BYTES:
-                raise ModelError(f"{source}: the scorer's statistics unpack to {unpacked / 2**20:.0f} MiB (at most "
-                                 f"{SCORER_MAX_UNPACKED_BYTES / 2**20:.0f} MiB): not acmon statistics")
+                raise ModelError(
+                    f"{source}: the scorer's statistics unpack to {unpacked / 2**20:.0f} MiB (at most "
+                    f"{SCORER_MAX_UNPACKED_BYTES / 2**20:.0f} MiB): not acmon statistics"
+                )
             with np.load(io.BytesIO(data), allow_pickle=False) as f:
                 if "format" not in f:  # acmon 0.1 site statistics: the window member alone, unnormalised
-                    window = GaussianFit(np.asarray(f["mean"], np.float64), np.asarray(f["whitening"], np.float64),
-                                         float(f["shrinkage"]), int(f["windows"]))
-                    scorer = cls(window, None, 1, ("window",), (0.0, 1.0), (0.0,), (1.0,),
-                                 str(f["model_name"]), str(f["model_version"]))
+                    window = GaussianFit(
+                        np.asarray(f["mean"], np.float64),
+                        np.asarray(f["whitening"], np.float64),
+                        float(f["shrinkage"]),
+                        int(f["windows"]),
+                    )
+                    scorer = cls(
+                        window,
+                        None,
+                        1,
+                        ("window",),
+                        (0.0, 1.0),
+                        (0.0,),
+                        (1.0,),
+                        str(f["model_name"]),
+                        str(f["model_version"]),
+                    )
                 else:
                     context = None
                     if "context_mean" in f:
-                        context = GaussianFit(np.asarray(f["context_mean"], np.float64),
-                                              np.asarray(f["context_whitening"], np.float64),
-                                              float(f["context_shrinkage"]), int(f["context_n"]))
-                    window = GaussianFit(np.asarray(f["window_mean"], np.float64),
-                                         np.asarray(f["window_whitening"], np.float64),
-                                         float(f["window_shrinkage"]), int(f["window_n"]))
+                        context = GaussianFit(
+                            np.asarray(f["context_mean"], np.float64),
+                            np.asarray(f["context_whitening"], np.float64),
+                            float(f["context_shrinkage"]),
+                            int(f["context_n"]),
+                        )
+                    window = GaussianFit(
+                        np.asarray(f["window_mean"], np.float64),
+                        np.asarray(f["window_whitening"], np.float64),
+                        float(f["window_shrinkage"]),
+                        int(f["window_n"]),
+                    )
                     norm = np.asarray(f["window_norm"], np.float64)
-                    scorer = cls(window, context, int(f["context_windows"]), tuple(str(m) for m in f["members"]),
-                                 (float(norm[0]), float(norm[1])), tuple(float(v) for v in f["context_locs"]),
-                                 tuple(float(v) for v in f["context_scales"]), str(f["model_name"]),
-                                 str(f["model_version"]))
+                    scorer = cls(
+                        window,
+                        context,
+                        int(f["context_windows"]),
+                        tuple(str(m) for m in f["members"]),
+                        (float(norm[0]), float(norm[1])),
+                        tuple(float(v) for v in f["context_locs"]),
+                        tuple(float(v) for v in f["context_scales"]),
+                        str(f["model_name"]),
+                        str(f["model_version"]),
+                    )
         except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise ModelError(f"{source}: cannot read the scorer's statistics ({exc})") from None
         fits = [scorer.window] + ([scorer.context] if scorer.context is not None else [])
         for fit in fits:
             d = fit.mean.size
             if fit.mean.ndim != 1 or fit.whitening.shape != (d, d) or d != scorer.size:
-                raise ModelError(f"{source}: the scorer's statistics have inconsistent shapes {fit.mean.shape} and "
-                                 f"{fit.whitening.shape}")
+                raise ModelError(
+                    f"{source}: the scorer's statistics have inconsistent shapes {fit.mean.shape} and "
+                    f"{fit.whitening.shape}"
+                )
             if not (np.all(np.isfinite(fit.mean)) and np.all(np.isfinite(fit.whitening))):
                 raise ModelError(f"{source}: the scorer's statistics are not finite")
-        if not (scorer.window_norm[1] > 0 and min(scorer.context_scales) > 0 and np.all(np.isfinite(scorer.context_locs))):
+        if not (
+            scorer.window_norm[1] > 0 and min(scorer.context_scales) > 0 and np.all(np.isfinite(scorer.context_locs))
+        ):
             raise ModelError(f"{source}: the scorer's normalisation is invalid")
         return scorer
 
@@ -328,20 +386,27 @@ class Scorer:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Scorer":
+    def load(cls, path: str | os.PathLike) -> Scorer:
         """Read a site statistics file written by save().
 
         Raises:
             ModelError: unreadable, or not a site statistics file (named, with what to do).
         """
         what_to_do = "recalibrate, or roll back with python -m device calibrate --config FILE --rollback"
-        data = read_regular_file(Path(path), SITE_FILE_MAX_BYTES, what="site statistics file", missing_hint=what_to_do,
-                                 kind_hint=what_to_do, size_hint=f"a site statistics file is under 1 MiB; {what_to_do}")
+        data = read_regular_file(
+            Path(path),
+            SITE_FILE_MAX_BYTES,
+            what="site statistics file",
+            missing_hint=what_to_do,
+            kind_hint=what_to_do,
+            size_hint=f"a site statistics file is under 1 MiB; {what_to_do}",
+        )
         try:
             return cls.from_bytes(data, str(path))
         except ModelError as exc:
-            raise ModelError(f"{exc}; recalibrate, or roll back with python -m device calibrate --config FILE "
-                             "--rollback") from None
+            raise ModelError(
+                f"{exc}; recalibrate, or roll back with python -m device calibrate --config FILE --rollback"
+            ) from None
 
 
 # A site statistics file is about 100 KiB; anything far larger is not one (or is /dev/zero).
@@ -418,8 +483,13 @@ def _fit_pair(segments: Sequence[np.ndarray], k: int | None) -> tuple[GaussianFi
     return window, fit_gaussian(rows)
 
 
-def cross_fit(segments: Sequence[np.ndarray], groups: Sequence[object], context_windows: int,
-              folds: int = CROSS_FIT_FOLDS, stage1: tuple[np.ndarray, np.ndarray] | None = None) -> CrossFit:
+def cross_fit(
+    segments: Sequence[np.ndarray],
+    groups: Sequence[object],
+    context_windows: int,
+    folds: int = CROSS_FIT_FOLDS,
+    stage1: tuple[np.ndarray, np.ndarray] | None = None,
+) -> CrossFit:
     """Fit on all folds but one and score the one left out, for every fold.
 
     Args:
@@ -452,8 +522,14 @@ def cross_fit(segments: Sequence[np.ndarray], groups: Sequence[object], context_
         if stage1 is not None:
             mean, inverse = stage1
             first = fit_gaussian(np.concatenate([s @ inverse + mean for s in train]))
-        fit = FoldFit(*_fit_pair([FoldFit(None, None, first, stage1).transform(s) for s in train],  # type: ignore[arg-type]
-                                 context_windows), first, stage1)
+        fit = FoldFit(
+            *_fit_pair(
+                [FoldFit(None, None, first, stage1).transform(s) for s in train],  # type: ignore[arg-type]
+                context_windows,
+            ),
+            first,
+            stage1,
+        )
         fits.append(fit)
         for i, (s, f) in enumerate(zip(segments, fold_of_segment)):
             if f == fold:
@@ -461,8 +537,9 @@ def cross_fit(segments: Sequence[np.ndarray], groups: Sequence[object], context_
     return CrossFit(out_w, out_c, counts, fold_of_segment, fits)
 
 
-def member_distances(pair: tuple[GaussianFit, GaussianFit | None], outputs: np.ndarray,
-                     context_windows: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def member_distances(
+    pair: tuple[GaussianFit, GaussianFit | None], outputs: np.ndarray, context_windows: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(window distances, context distances, windows per context mean) of one uninterrupted stretch."""
     window, context = pair
     x = np.asarray(outputs, dtype=np.float64)
@@ -473,9 +550,16 @@ def member_distances(pair: tuple[GaussianFit, GaussianFit | None], outputs: np.n
     return dw, context.distance(means), counts
 
 
-def fit_scorer(segments: Sequence[np.ndarray], groups: Sequence[object], members: Sequence[str],
-               model_name: str, model_version: str, context_windows: int = DEFAULT_CONTEXT_WINDOWS,
-               folds: int = CROSS_FIT_FOLDS, stage1: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Scorer, CrossFit]:
+def fit_scorer(
+    segments: Sequence[np.ndarray],
+    groups: Sequence[object],
+    members: Sequence[str],
+    model_name: str,
+    model_version: str,
+    context_windows: int = DEFAULT_CONTEXT_WINDOWS,
+    folds: int = CROSS_FIT_FOLDS,
+    stage1: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[Scorer, CrossFit]:
     """Fit the scorer on normal outputs, with its normalisation from cross-fitted distances.
 
     Both members are always fitted (the choice between them is the caller's, on the same
@@ -496,11 +580,16 @@ def fit_scorer(segments: Sequence[np.ndarray], groups: Sequence[object], members
     log_c = np.log(np.maximum(np.concatenate(cf.context), 1e-300))
     ks = np.concatenate(cf.counts)
     locs, scales = _context_norm(log_c, ks, context_windows)
-    info = {"windows": int(sum(len(s) for s in segments)), "recordings": len({str(g) for g in groups}),
-            "folds": len(cf.folds), "window_shrinkage": round(window.shrinkage, 4),
-            "context_shrinkage": round(context.shrinkage, 4) if context is not None else None}
-    scorer = Scorer(window, context, context_windows, tuple(members), window_norm, locs, scales,
-                    model_name, model_version, info)
+    info = {
+        "windows": int(sum(len(s) for s in segments)),
+        "recordings": len({str(g) for g in groups}),
+        "folds": len(cf.folds),
+        "window_shrinkage": round(window.shrinkage, 4),
+        "context_shrinkage": round(context.shrinkage, 4) if context is not None else None,
+    }
+    scorer = Scorer(
+        window, context, context_windows, tuple(members), window_norm, locs, scales, model_name, model_version, info
+    )
     return scorer, cf
 
 
@@ -519,8 +608,10 @@ def _context_norm(log_c: np.ndarray, counts: np.ndarray, k_max: int) -> tuple[tu
         scales.append(float(max(np.std(sel), 1e-3)) if len(sel) >= 5 else None)
     full_loc = locs[-1] if locs[-1] is not None else float(np.mean(log_c))
     full_scale = scales[-1] if scales[-1] is not None else float(max(np.std(log_c), 1e-3))
-    return (tuple(v if v is not None else full_loc + math.log(k_max / k) for k, v in enumerate(locs, 1)),
-            tuple(v if v is not None else full_scale for v in scales))
+    return (
+        tuple(v if v is not None else full_loc + math.log(k_max / k) for k, v in enumerate(locs, 1)),
+        tuple(v if v is not None else full_scale for v in scales),
+    )
 
 
 def cross_fitted_scores(scorer: Scorer, cf: CrossFit, members: Sequence[str] | None = None) -> list[np.ndarray]:

@@ -57,35 +57,61 @@ MEASUREMENT = ("state_class", "measurement")
 
 ENTITIES: tuple[Entity, ...] = (
     Entity(
-        "binary_sensor", "anomaly", "Anomaly", "state",
+        "binary_sensor",
+        "anomaly",
+        "Anomaly",
+        "state",
         "{{ 'ON' if value_json.state == 'anomaly' else 'OFF' }}",
         (("device_class", "problem"), ("payload_on", "ON"), ("payload_off", "OFF")),
     ),
     Entity("sensor", "score", "Anomaly score", "state", "{{ value_json.score }}", (MEASUREMENT,)),
     Entity("sensor", "threshold", "Threshold", "state", "{{ value_json.threshold }}", (DIAGNOSTIC,)),
     Entity(
-        "sensor", "level", "Sound level", "telemetry", "{{ value_json.level_dbfs }}",
+        "sensor",
+        "level",
+        "Sound level",
+        "telemetry",
+        "{{ value_json.level_dbfs }}",
         (("unit_of_measurement", "dBFS"), MEASUREMENT),
     ),
     Entity(
-        "binary_sensor", "health", "Health problem", "health",
+        "binary_sensor",
+        "health",
+        "Health problem",
+        "health",
         "{{ 'OFF' if value_json.ok else 'ON' }}",
         (("device_class", "problem"), ("payload_on", "ON"), ("payload_off", "OFF"), DIAGNOSTIC),
     ),
     Entity(
-        "sensor", "realtime_factor", "Real-time factor", "telemetry", "{{ value_json.realtime_factor }}",
+        "sensor",
+        "realtime_factor",
+        "Real-time factor",
+        "telemetry",
+        "{{ value_json.realtime_factor }}",
         (MEASUREMENT, DIAGNOSTIC),
     ),
     Entity(
-        "sensor", "dropped_blocks", "Dropped audio blocks", "telemetry", "{{ value_json.dropped_blocks }}",
+        "sensor",
+        "dropped_blocks",
+        "Dropped audio blocks",
+        "telemetry",
+        "{{ value_json.dropped_blocks }}",
         (("state_class", "total_increasing"), DIAGNOSTIC),
     ),
     Entity(
-        "sensor", "cpu_temperature", "CPU temperature", "telemetry", "{{ value_json.cpu_temperature_c }}",
+        "sensor",
+        "cpu_temperature",
+        "CPU temperature",
+        "telemetry",
+        "{{ value_json.cpu_temperature_c }}",
         (("device_class", "temperature"), ("unit_of_measurement", "°C"), MEASUREMENT, DIAGNOSTIC),
     ),
     Entity(
-        "sensor", "spool_pending", "Unsent events", "telemetry", "{{ value_json.spool.pending }}",
+        "sensor",
+        "spool_pending",
+        "Unsent events",
+        "telemetry",
+        "{{ value_json.spool.pending }}",
         (MEASUREMENT, DIAGNOSTIC),
     ),
 )
@@ -131,9 +157,7 @@ def discovery_messages(info: DeviceInfo, prefix: str = "homeassistant") -> list[
     """
     if not NODE_PATTERN.match(info.node_id):
         raise ValueError(f"node id {info.node_id!r} is not valid for Home Assistant discovery")
-    return [
-        (discovery_topic(prefix, e.component, info.node_id, e.object_id), entity_config(info, e)) for e in ENTITIES
-    ]
+    return [(discovery_topic(prefix, e.component, info.node_id, e.object_id), entity_config(info, e)) for e in ENTITIES]
 
 
 def status_topic(prefix: str = "homeassistant") -> str:

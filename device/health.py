@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -68,7 +68,12 @@ def block_levels(block: np.ndarray) -> BlockLevels:
     silent = not np.any(x)
     flat = not silent and float(np.ptp(x)) < FLAT_PEAK_TO_PEAK
     return BlockLevels(
-        int(x.size), float(x.sum()), float(np.dot(x, x)), int(np.count_nonzero(magnitude >= CLIP_LEVEL)), silent, flat,
+        int(x.size),
+        float(x.sum()),
+        float(np.dot(x, x)),
+        int(np.count_nonzero(magnitude >= CLIP_LEVEL)),
+        silent,
+        flat,
         damaged,
     )
 
@@ -171,10 +176,16 @@ class HealthMonitor:
         self._silent_run = self._silent_run + lv.n if lv.silent else 0
         self._flat_run = self._flat_run + lv.n if lv.flat else 0
         limit = self.silence_seconds * self.sample_rate_hz
-        self._set_if(self._silent_run >= limit, FAULT_MICROPHONE_DEAD,
-                     f"digital silence for {self._silent_run / self.sample_rate_hz:.0f} s: microphone unplugged or muted?")
-        self._set_if(self._flat_run >= limit, FAULT_MICROPHONE_FLATLINE,
-                     f"constant samples for {self._flat_run / self.sample_rate_hz:.0f} s: the converter is stuck")
+        self._set_if(
+            self._silent_run >= limit,
+            FAULT_MICROPHONE_DEAD,
+            f"digital silence for {self._silent_run / self.sample_rate_hz:.0f} s: microphone unplugged or muted?",
+        )
+        self._set_if(
+            self._flat_run >= limit,
+            FAULT_MICROPHONE_FLATLINE,
+            f"constant samples for {self._flat_run / self.sample_rate_hz:.0f} s: the converter is stuck",
+        )
 
     def add_window(self, score: float | None) -> None:
         """Account for one analysis window's score (None: skipped by the level gate)."""
@@ -236,17 +247,29 @@ class HealthMonitor:
         audio_seconds = p.samples / self.sample_rate_hz
         clipping = p.clipped / n
         dc = p.total / n
-        self._set_if(p.samples > 0 and clipping > self.clipping_fault_ratio, FAULT_CLIPPING,
-                     f"{100 * clipping:.1f} % of samples clipped: lower the input gain")
-        self._set_if(p.samples > 0 and abs(dc) > self.dc_offset_fault, FAULT_DC_OFFSET,
-                     f"mean sample value {dc:+.3f}: faulty microphone or preamp")
-        self._set_if(p.damaged > 0, FAULT_DAMAGED_AUDIO,
-                     f"{p.damaged} NaN, infinite or absurd sample(s) in the last period: a broken converter or driver; "
-                     "windows holding them are not scored")
+        self._set_if(
+            p.samples > 0 and clipping > self.clipping_fault_ratio,
+            FAULT_CLIPPING,
+            f"{100 * clipping:.1f} % of samples clipped: lower the input gain",
+        )
+        self._set_if(
+            p.samples > 0 and abs(dc) > self.dc_offset_fault,
+            FAULT_DC_OFFSET,
+            f"mean sample value {dc:+.3f}: faulty microphone or preamp",
+        )
+        self._set_if(
+            p.damaged > 0,
+            FAULT_DAMAGED_AUDIO,
+            f"{p.damaged} NaN, infinite or absurd sample(s) in the last period: a broken converter or driver; "
+            "windows holding them are not scored",
+        )
         rtf = p.processing_seconds / audio_seconds if audio_seconds > 0 and p.processing_seconds > 0 else None
         # Live audio arrives in real time: analysis slower than that, or blocks dropped, falls behind.
-        self._set_if(p.dropped > 0 or (rtf is not None and rtf > 1.0), FAULT_FALLING_BEHIND,
-                     f"{p.dropped} block(s) dropped, analysis at {rtf or 0:.2f}x the audio's duration")
+        self._set_if(
+            p.dropped > 0 or (rtf is not None and rtf > 1.0),
+            FAULT_FALLING_BEHIND,
+            f"{p.dropped} block(s) dropped, analysis at {rtf or 0:.2f}x the audio's duration",
+        )
         return {
             "level_dbfs": None if p.samples == 0 else _round(power_dbfs(p.squares / n), 2),
             "clipping_ratio": round(clipping, 6),

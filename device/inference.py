@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from .errors import ModelError
 from .features import FeatureParams
 from .gaussian import Scorer, ScoreState, identity_fit
-from .model_file import GAUSSIAN_KINDS, SCORER_NAME, ModelMetadata, embedded_metadata, load_metadata, sha256_hex
+from .model_file import GAUSSIAN_KINDS, SCORER_NAME, embedded_metadata, load_metadata, sha256_hex
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,9 @@ class QuantizedGraph:
     the device will; AnomalyModel adds the metadata and the scorer.
     """
 
-    def __init__(self, data: bytes, params: FeatureParams, source: str, runtime: str | None = None,
-                 num_threads: int | None = 1):
+    def __init__(
+        self, data: bytes, params: FeatureParams, source: str, runtime: str | None = None, num_threads: int | None = 1
+    ):
         self.runtime = select_runtime(runtime)
         try:
             kwargs: dict[str, Any] = {"model_content": data}
@@ -121,8 +123,14 @@ class QuantizedGraph:
         self.input_scale, self.input_zero_point = _quantization(self._input, source, "input")
         self.output_scale, self.output_zero_point = _quantization(self._output, source, "output")
         self.output_shape = tuple(int(d) for d in self._output["shape"])
-        logger.debug("loaded %s with %s: input %s scale %.6g zp %d", source, self.runtime.name, expected_shape,
-                     self.input_scale, self.input_zero_point)
+        logger.debug(
+            "loaded %s with %s: input %s scale %.6g zp %d",
+            source,
+            self.runtime.name,
+            expected_shape,
+            self.input_scale,
+            self.input_zero_point,
+        )
 
     def quantize(self, patch: np.ndarray) -> np.ndarray:
         """Float patch to the model's int8 input: q = round(x / scale) + zero_point, saturated."""
@@ -155,7 +163,11 @@ class QuantizedGraph:
     def outputs(self, patches: np.ndarray) -> np.ndarray:
         """Dequantized outputs of many patches (n, n_frames, n_mels), flattened: float32 (n, output size)."""
         size = int(np.prod(self.output_shape))
-        return np.stack([self.infer(p)[1].reshape(-1) for p in patches]) if len(patches) else np.zeros((0, size), np.float32)
+        return (
+            np.stack([self.infer(p)[1].reshape(-1) for p in patches])
+            if len(patches)
+            else np.zeros((0, size), np.float32)
+        )
 
 
 class AnomalyModel(QuantizedGraph):
@@ -199,22 +211,40 @@ class AnomalyModel(QuantizedGraph):
         kind = self.metadata.score_kind
         size = int(np.prod(self.output_shape))
         if kind == "gaussian_distance":  # acmon 0.1: the mean square of the (already whitened) output
-            return Scorer(identity_fit(size), None, 1, ("window",), (0.0, 1.0), (0.0,), (1.0,),
-                          self.metadata.name, self.metadata.version)
+            return Scorer(
+                identity_fit(size),
+                None,
+                1,
+                ("window",),
+                (0.0, 1.0),
+                (0.0,),
+                (1.0,),
+                self.metadata.name,
+                self.metadata.version,
+            )
         if kind != "gaussian_ensemble":
             return None
         raw = embedded_metadata(data, source).get(SCORER_NAME)
         record = self.metadata.extra.get("scorer") or {}
         if raw is None or not isinstance(record, dict):
-            raise ModelError(f"{source}: a {kind} model without its scorer statistics; re-export it with python -m training fit")
+            raise ModelError(
+                f"{source}: a {kind} model without its scorer statistics; re-export it with python -m training fit"
+            )
         # The file checksum covers these bytes too; this check is what protects models made before it.
         if sha256_hex(raw) != record.get("sha256"):
-            raise ModelError(f"{source}: the scorer statistics do not match their recorded SHA-256: the file is damaged; "
-                             "copy the model again or re-export it")
+            raise ModelError(
+                f"{source}: the scorer statistics do not match their recorded SHA-256: the file is damaged; "
+                "copy the model again or re-export it"
+            )
         scorer = Scorer.from_bytes(raw, source)
-        if scorer.size != size or (scorer.model_name, scorer.model_version) != (self.metadata.name, self.metadata.version):
-            raise ModelError(f"{source}: the scorer statistics belong to another model ({scorer.model_name} "
-                             f"{scorer.model_version}, {scorer.size} outputs); re-export the model")
+        if scorer.size != size or (scorer.model_name, scorer.model_version) != (
+            self.metadata.name,
+            self.metadata.version,
+        ):
+            raise ModelError(
+                f"{source}: the scorer statistics belong to another model ({scorer.model_name} "
+                f"{scorer.model_version}, {scorer.size} outputs); re-export the model"
+            )
         return scorer
 
     def new_score_state(self) -> ScoreState | None:

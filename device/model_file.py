@@ -28,9 +28,10 @@ import os
 import re
 import stat
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,11 @@ _BUFFER_OFFSET = 1
 _BUFFER_SIZE = 2
 
 SCORE_KINDS = (
-    "gaussian_ensemble", "gaussian_distance", "reconstruction_band_max", "reconstruction_mse", "anomaly_probability",
+    "gaussian_ensemble",
+    "gaussian_distance",
+    "reconstruction_band_max",
+    "reconstruction_mse",
+    "anomaly_probability",
 )
 GAUSSIAN_KINDS = ("gaussian_ensemble", "gaussian_distance")
 
@@ -123,7 +128,9 @@ class _FlatBuffer:
             return None
         length = self._u("<I", start)
         if start + 4 + length * element_size > len(self.data):
-            raise ModelError(f"{self.source}: corrupt TFLite file (vector of {length} runs past the end); re-export the model")
+            raise ModelError(
+                f"{self.source}: corrupt TFLite file (vector of {length} runs past the end); re-export the model"
+            )
         return start + 4, length
 
     def string(self, table: int, slot: int) -> str | None:
@@ -155,7 +162,9 @@ def read_model_bytes(path: str | Path) -> tuple[Path, bytes]:
     """
     p = resolve_model_path(path)
     data = read_regular_file(
-        p, MODEL_MAX_BYTES, what="model file",
+        p,
+        MODEL_MAX_BYTES,
+        what="model file",
         missing_hint="train one with: python -m training fit --data DIR --out MODEL_DIR",
         kind_hint=f"give the path of a .tflite model or of the folder holding its {MODEL_FILENAME}",
         size_hint="an acmon model is under 1 MiB: check the path points at the model",
@@ -165,8 +174,9 @@ def read_model_bytes(path: str | Path) -> tuple[Path, bytes]:
     return p, data
 
 
-def read_regular_file(path: Path, max_bytes: int, *, what: str, missing_hint: str, kind_hint: str,
-                      size_hint: str) -> bytes:
+def read_regular_file(
+    path: Path, max_bytes: int, *, what: str, missing_hint: str, kind_hint: str, size_hint: str
+) -> bytes:
     """Read a whole file that must be a regular file of at most max_bytes, as one bounded read.
 
     The file is opened before it is examined (no gap for it to be swapped between a check and the
@@ -212,8 +222,13 @@ def read_regular_file(path: Path, max_bytes: int, *, what: str, missing_hint: st
 
 
 def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return kind
     return "not a plain file"
@@ -248,7 +263,9 @@ def metadata_spans(data: bytes, source: str) -> dict[str, tuple[int, int]]:
             offset = fb.scalar(buffer, _BUFFER_OFFSET, "<Q")
             size = fb.scalar(buffer, _BUFFER_SIZE, "<Q")
             if offset > 1 and offset + size > len(data):
-                raise ModelError(f"{source}: corrupt TFLite file (buffer {index} runs past the end); re-export the model")
+                raise ModelError(
+                    f"{source}: corrupt TFLite file (buffer {index} runs past the end); re-export the model"
+                )
             out[name] = (offset, size) if offset > 1 else (0, 0)
     return out
 
@@ -335,7 +352,8 @@ def verify_integrity(data: bytes, span: tuple[int, int], document: Mapping[str, 
     if not has_digest and not has_scheme:
         logger.warning(
             "%s: model made before acmon recorded a checksum: its integrity cannot be checked; "
-            "re-export it with python -m training fit to add one", source,
+            "re-export it with python -m training fit to add one",
+            source,
         )
         return None
     damaged = f"{source}: the model file is damaged (its content does not match the checksum recorded at export)"
@@ -409,7 +427,9 @@ def parse_metadata(document: dict[str, Any], source: str) -> ModelMetadata:
         raise ModelError(f"{source}: metadata feature_params is not a JSON object; re-export the model")
     labels = document.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise ModelError(f"{source}: metadata labels must be a list of names (got {str(labels)[:80]}); re-export the model")
+        raise ModelError(
+            f"{source}: metadata labels must be a list of names (got {str(labels)[:80]}); re-export the model"
+        )
     return ModelMetadata(
         feature_params=FeatureParams.from_dict(document["feature_params"], source=source),
         score_kind=document["score_kind"],

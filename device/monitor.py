@@ -53,7 +53,7 @@ class FleetView:
         """Apply one message; False if the topic is not a device topic or the payload is unreadable."""
         if not topic.startswith(self.prefix + "/"):
             return False
-        levels = topic[len(self.prefix) + 1:].split("/")
+        levels = topic[len(self.prefix) + 1 :].split("/")
         if len(levels) != 3:
             return False
         site, device_id, leaf = levels
@@ -122,11 +122,19 @@ def render_table(fleet: FleetView, now: float) -> str:
     rows = [COLUMNS]
     for key in sorted(fleet.devices):
         v = fleet.devices[key]
-        rows.append((
-            f"{v.site}/{v.device_id}", v.status, v.state, _number(v.score), _number(v.threshold),
-            _number(v.level_dbfs, 4), ",".join(v.faults) or "-", "-" if v.spool_pending is None else str(v.spool_pending),
-            f"{max(0.0, now - v.last_seen):.0f} s ago" if v.last_seen else "-",
-        ))
+        rows.append(
+            (
+                f"{v.site}/{v.device_id}",
+                v.status,
+                v.state,
+                _number(v.score),
+                _number(v.threshold),
+                _number(v.level_dbfs, 4),
+                ",".join(v.faults) or "-",
+                "-" if v.spool_pending is None else str(v.spool_pending),
+                f"{max(0.0, now - v.last_seen):.0f} s ago" if v.last_seen else "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -147,9 +155,13 @@ def add_monitor_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--broker", required=True, help="MQTT broker HOST[:PORT] (default port 1883, 8883 with --ca-file)")
     p.add_argument("--prefix", default="acmon", help="topic prefix of the fleet (default: acmon)")
     p.add_argument("--username", help="broker user name (a read-only dashboard account is enough)")
-    p.add_argument("--password-env", metavar="VAR", help="environment variable holding the password (never on the command line)")
+    p.add_argument(
+        "--password-env", metavar="VAR", help="environment variable holding the password (never on the command line)"
+    )
     p.add_argument("--ca-file", help="CA certificate (PEM) to connect with TLS")
-    p.add_argument("--once", type=float, metavar="SECONDS", help="listen this long, print one snapshot and exit (seconds)")
+    p.add_argument(
+        "--once", type=float, metavar="SECONDS", help="listen this long, print one snapshot and exit (seconds)"
+    )
     p.set_defaults(func=cmd_monitor)
     return p
 

@@ -184,8 +184,18 @@ def telemetry_payload(
             time / audio time, dropped_blocks, damaged_samples).
         cpu_temperature_c: degrees Celsius, None where the board does not expose it.
     """
-    keys = ("level_dbfs", "clipping_ratio", "dc_offset", "score_mean", "score_max", "windows", "scored_windows",
-            "realtime_factor", "dropped_blocks", "damaged_samples")
+    keys = (
+        "level_dbfs",
+        "clipping_ratio",
+        "dc_offset",
+        "score_mean",
+        "score_max",
+        "windows",
+        "scored_windows",
+        "realtime_factor",
+        "dropped_blocks",
+        "damaged_samples",
+    )
     return {
         "schema": TELEMETRY_SCHEMA,
         "device_id": device_id,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -25,7 +25,9 @@ NONFINITE_LOG_INTERVAL_SECONDS = 60.0
 more per this many seconds of wall-clock time (a broken source would otherwise log every window)."""
 
 
-def iter_windows(blocks: Iterable[np.ndarray], params: FeatureParams, hop_samples: int | None = None) -> Iterator[Window]:
+def iter_windows(
+    blocks: Iterable[np.ndarray], params: FeatureParams, hop_samples: int | None = None
+) -> Iterator[Window]:
     """Analysis windows of a stream, cut by the same RingBuffer the device runs.
 
     Training calls this too, so its windows are the device's windows.
@@ -216,8 +218,16 @@ class Pipeline:
             end_seconds = (window.start_sample + p.window_samples) / p.sample_rate_hz
             transitions = tuple(self._detector.update(window.index, end_seconds, score))
             result = WindowResult(
-                window.index, window.start_sample, end_seconds, level, steady, score, transitions, model_score,
-                model_output, nonfinite,
+                window.index,
+                window.start_sample,
+                end_seconds,
+                level,
+                steady,
+                score,
+                transitions,
+                model_score,
+                model_output,
+                nonfinite,
             )
             self._last_index, self._last_end_seconds = window.index, end_seconds
             if self.on_window is not None:
@@ -246,8 +256,11 @@ class Pipeline:
             logger.warning(
                 "window at %.2f s holds %d sample(s) that are NaN, infinite or beyond %g full scale: not scored "
                 "(%d such window(s) in this stream, %d since start); the audio source is damaged",
-                (window.start_sample + p.window_samples) / p.sample_rate_hz, int(np.count_nonzero(bad)),
-                MAX_SAMPLE_MAGNITUDE, self._nonfinite_in_stream, self.nonfinite_windows,
+                (window.start_sample + p.window_samples) / p.sample_rate_hz,
+                int(np.count_nonzero(bad)),
+                MAX_SAMPLE_MAGNITUDE,
+                self._nonfinite_in_stream,
+                self.nonfinite_windows,
             )
             self._nonfinite_logged += 1
             self._nonfinite_logged_at = now

@@ -4,8 +4,8 @@ names), else drawn with numpy into a PNG, so the plot also works on a bare Pi.""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -125,8 +125,16 @@ def write_score_plot(
     for k, (start, name) in enumerate(streams):
         if k:
             ax.axvline(start, color="#888888", lw=0.8)
-        ax.annotate(Path(name).name, (start, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
-                    textcoords="offset points", va="top", fontsize=7, color="#444444")
+        ax.annotate(
+            Path(name).name,
+            (start, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -3),
+            textcoords="offset points",
+            va="top",
+            fontsize=7,
+            color="#444444",
+        )
     ax.set_xlabel("time (s, files one after another)" if len(streams) > 1 else "time (s)")
     ax.set_ylabel("anomaly score")
     ax.set_xlim(0, max(float(t.max()) if len(t) else 1.0, 1e-6))

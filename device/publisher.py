@@ -24,9 +24,10 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .commands import CommandDispatcher, CommandHandler, ContainedErrors
 from .ha_discovery import DeviceInfo, discovery_messages
@@ -82,7 +83,9 @@ def topic_base(prefix: str, site: str, device_id: str) -> str:
     return f"{prefix}/{site}/{device_id}"
 
 
-def backoff_seconds(failures: int, min_seconds: float, max_seconds: float, uniform: Callable[[], float] = random.random) -> float:
+def backoff_seconds(
+    failures: int, min_seconds: float, max_seconds: float, uniform: Callable[[], float] = random.random
+) -> float:
     """Delay before the next connection attempt: exponential, capped, with jitter.
 
     The nominal delay doubles with each consecutive failure from `min_seconds` up to
@@ -169,7 +172,7 @@ class MqttPublisher:
         discovery_prefix: str = "homeassistant",
         stall_seconds: float = STALL_SECONDS,
     ):
-        import paho.mqtt.client as mqtt  # the device extra; not needed for offline replay
+        import paho.mqtt.client as mqtt  # noqa: PLC0415 -- the device extra; not needed for offline replay
 
         self.host, self.port = host, port
         self.base_topic = base_topic
@@ -182,14 +185,19 @@ class MqttPublisher:
         self._max_pending = max_pending
         self._spool_root = Path(spool_dir) if spool_dir is not None else default_spool_root()
         self.spool = Spool(
-            spool_directory(self._spool_root, base_topic), spool_max_bytes, spool_max_age_seconds,
-            topic_prefix=f"{base_topic}/", check_payload=event_payload_problem,
+            spool_directory(self._spool_root, base_topic),
+            spool_max_bytes,
+            spool_max_age_seconds,
+            topic_prefix=f"{base_topic}/",
+            check_payload=event_payload_problem,
         )
         self._errors = ContainedErrors()
         self.commands = CommandDispatcher(base_topic.rsplit("/", 1)[-1], self._enqueue_reply, errors=self._errors)
-        self._discovery = [
-            (topic, _encode(payload)) for topic, payload in discovery_messages(device, discovery_prefix)
-        ] if device is not None else []
+        self._discovery = (
+            [(topic, _encode(payload)) for topic, payload in discovery_messages(device, discovery_prefix)]
+            if device is not None
+            else []
+        )
         self._ha_status_topic = ha_status_topic(discovery_prefix) if device is not None else None
 
         # Shared with the caller's threads, under _lock.
@@ -252,7 +260,7 @@ class MqttPublisher:
         def guarded(*args: Any) -> None:
             try:
                 callback(*args)
-            except Exception as exc:  # noqa: BLE001 - contained: paho's state stays consistent, the thread goes on
+            except Exception as exc:
                 self._errors.record(where, exc)
 
         return guarded
@@ -261,7 +269,9 @@ class MqttPublisher:
 
     def start(self) -> None:
         """Start the publisher thread; returns at once whether or not the broker is reachable."""
-        logger.info("MQTT: connecting to %s:%d as %s (spool %s)", self.host, self.port, self.base_topic, self.spool.directory)
+        logger.info(
+            "MQTT: connecting to %s:%d as %s (spool %s)", self.host, self.port, self.base_topic, self.spool.directory
+        )
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._thread.start()
 
@@ -292,12 +302,15 @@ class MqttPublisher:
         # left its queue in memory. Spool it here, so the next start delivers it.
         try:
             self._drain_inbox()
-        except Exception as exc:  # noqa: BLE001 - the spool itself is failing; say what is lost
-            logger.error("MQTT: could not spool the queued events at stop (%s: %s); they are lost",
-                         type(exc).__name__, exc)
+        except Exception as exc:
+            logger.error(
+                "MQTT: could not spool the queued events at stop (%s: %s); they are lost", type(exc).__name__, exc
+            )
         left = sum(entry.path is not None for entry in self.spool.pending())
         if left:
-            logger.warning("MQTT: %d event(s) not acknowledged yet; kept in %s for the next start", left, self.spool.directory)
+            logger.warning(
+                "MQTT: %d event(s) not acknowledged yet; kept in %s for the next start", left, self.spool.directory
+            )
         self.spool.close()
         remove_empty_parents(self.spool.directory, self._spool_root)
         self._wake_r.close()
@@ -320,8 +333,15 @@ class MqttPublisher:
     def publish_telemetry(self, payload: dict[str, Any]) -> None:
         """QoS 0 on <base>/telemetry with the spool's counters added as `spool`; skipped while offline."""
         stats = self.stats
-        body = {**payload, "spool": {"pending": stats.pending, "dropped": stats.dropped,
-                                     "quarantined": stats.quarantined, "unsaved": stats.unsaved}}
+        body = {
+            **payload,
+            "spool": {
+                "pending": stats.pending,
+                "dropped": stats.dropped,
+                "quarantined": stats.quarantined,
+                "unsaved": stats.unsaved,
+            },
+        }
         self._enqueue(_Outgoing("telemetry", f"{self.base_topic}/telemetry", _encode(body)))
 
     def set_command_handler(self, handler: CommandHandler | None) -> None:
@@ -400,7 +420,7 @@ class MqttPublisher:
             while not self._stop.is_set():
                 try:
                     self._pass()
-                except Exception as exc:  # noqa: BLE001 - supervised: logged once, counted, carried on
+                except Exception as exc:
                     self._last_pass_failed = True
                     self._errors.record("MQTT publisher loop", exc)
                     self._stop.wait(ERROR_PAUSE_SECONDS)
@@ -409,14 +429,18 @@ class MqttPublisher:
                     self._progress_monotonic = time.monotonic()
             try:
                 self._shutdown()
-            except Exception as exc:  # noqa: BLE001 - stopping anyway; events stay in the spool
+            except Exception as exc:
                 self._errors.record("MQTT publisher shutdown", exc)
         except BaseException as exc:
             # Something no pass could contain (not an Exception): make it visible, for failure() and the log.
             if not self._stop.is_set():
                 self._death = f"{type(exc).__name__}: {str(exc)[:300]}"
-            logger.critical("MQTT: the publisher thread died: %s: %s; no further event will be published",
-                            type(exc).__name__, exc, exc_info=exc)
+            logger.critical(
+                "MQTT: the publisher thread died: %s: %s; no further event will be published",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
 
     def _pass(self) -> None:
         """One pass: spool the inbox, (re)connect when due, hand events over, expire, wait for traffic."""
@@ -473,7 +497,9 @@ class MqttPublisher:
             self._failures += 1
             delay = self._schedule_retry()
             log = logger.warning if self._failures == 1 else logger.debug
-            log("MQTT: broker %s:%d unreachable (%s); keeping events, retry in %.1f s", self.host, self.port, exc, delay)
+            log(
+                "MQTT: broker %s:%d unreachable (%s); keeping events, retry in %.1f s", self.host, self.port, exc, delay
+            )
         except Exception:
             self._failures += 1
             self._schedule_retry()
@@ -538,7 +564,9 @@ class MqttPublisher:
     def _poll(self) -> None:
         """Wait for network traffic, a wake-up, or the next reconnect/keepalive time; then run paho's I/O."""
         sock = self._client.socket()
-        timeout = POLL_SECONDS if sock is not None else max(0.0, min(POLL_SECONDS, self._next_attempt - time.monotonic()))
+        timeout = (
+            POLL_SECONDS if sock is not None else max(0.0, min(POLL_SECONDS, self._next_attempt - time.monotonic()))
+        )
         readers = [self._wake_r] + ([sock] if sock is not None else [])
         writers = [sock] if sock is not None and self._client.want_write() else []
         try:
@@ -618,7 +646,9 @@ class MqttPublisher:
             self._connected = False
         delay = self._schedule_retry()
         if was_connected and not self._stop.is_set():
-            logger.warning("MQTT: lost connection to %s:%d (%s); retry in %.1f s", self.host, self.port, reason_code, delay)
+            logger.warning(
+                "MQTT: lost connection to %s:%d (%s); retry in %.1f s", self.host, self.port, reason_code, delay
+            )
             self._note_refusal()
 
     def _note_refusal(self) -> None:
@@ -665,7 +695,7 @@ class MqttPublisher:
                 self._discovery_due = True
             return
         if message.topic.startswith(self._command_prefix):
-            self.commands.dispatch(message.topic[len(self._command_prefix):], message.payload)
+            self.commands.dispatch(message.topic[len(self._command_prefix) :], message.payload)
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
@@ -674,7 +704,7 @@ def _encode(payload: dict[str, Any]) -> bytes:
 
 
 def make_publisher(
-    cfg: "AcmonConfig",
+    cfg: AcmonConfig,
     host: str | None = None,
     port: int | None = None,
     password: str | None = None,

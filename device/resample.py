@@ -341,8 +341,14 @@ class StreamingResampler:
         if m_end <= self._m_next:
             return np.zeros(0, dtype=np.float32)
         y = _compute_outputs(
-            self._buf, self._buf_start, self._m_next, m_end,
-            self._phase_taps, self.up, self.down, self._half_len,
+            self._buf,
+            self._buf_start,
+            self._m_next,
+            m_end,
+            self._phase_taps,
+            self.up,
+            self.down,
+            self._half_len,
         )
         self._m_next = m_end
         # Drop the input that no future output needs; never past the end of

@@ -4,6 +4,7 @@ and supervises them: a worker that fails is contained and reported on health, or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -12,9 +13,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -38,7 +40,7 @@ from .config import AcmonConfig, feature_pins, resolve_mqtt_password
 from .detector import DetectorSettings, Event, Transition
 from .errors import AcmonError, AudioError
 from .evidence import EvidenceRecorder, default_evidence_directory
-from .gaussian import MIN_WINDOWS_PER_DIMENSION, CROSS_FIT_FOLDS, Scorer, cross_fitted_scores, fit_scorer
+from .gaussian import CROSS_FIT_FOLDS, MIN_WINDOWS_PER_DIMENSION, Scorer, cross_fitted_scores, fit_scorer
 from .health import (
     FAULT_INTERNAL_ERROR,
     FAULT_PUBLISHER,
@@ -182,6 +184,7 @@ class CalibrationSession:
 
     def add(self, result: WindowResult) -> None:
         if result.model_score is not None:
+            assert result.model_output is not None  # scored with every output kept (score_all)
             self.segments[-1].append((result.steady_dbfs, result.model_score))
             self.outputs.append(result.model_output)
 
@@ -258,7 +261,7 @@ class Runner:
             self.publisher.set_command_handler(self.handle_command)
         if alarm_state is None:
             alarm_state = self.publisher is not None
-        self.open_alarm = (OpenAlarmFile(open_alarm_path(cfg.device.site, cfg.device.id)) if alarm_state else None)
+        self.open_alarm = OpenAlarmFile(open_alarm_path(cfg.device.site, cfg.device.id)) if alarm_state else None
         logger.info(
             "model %s (%s %s, %s), threshold %.4g, window %.2f s, hop %.2f s",
             self.model.path,
@@ -289,7 +292,7 @@ class Runner:
 
     # -- lifecycle -----------------------------------------------------
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         if self.publisher is not None:
             self.publisher.start()
         self.end_alarm_left_open()
@@ -327,8 +330,11 @@ class Runner:
             left = self.publisher.stats.pending
             self.publisher.stop(1.0)
             self.publisher = None
-            logger.error("%d event(s) not acknowledged: the MQTT publisher failed; those in the spool are delivered "
-                         "after the restart", left)
+            logger.error(
+                "%d event(s) not acknowledged: the MQTT publisher failed; those in the spool are delivered "
+                "after the restart",
+                left,
+            )
             return left
         self._publish_state(force=True)
         delivered = self.publisher.flush(flush_seconds)
@@ -336,7 +342,9 @@ class Runner:
         self.publisher.stop()
         self.publisher = None
         if not delivered:
-            logger.error("%d event(s) not delivered: the broker did not acknowledge them in %.0f s", left, flush_seconds)
+            logger.error(
+                "%d event(s) not delivered: the broker did not acknowledge them in %.0f s", left, flush_seconds
+            )
         return left
 
     # -- streams -------------------------------------------------------
@@ -394,7 +402,11 @@ class Runner:
                 self.evidence.flush(self.pipeline.ring)
                 self._storage("evidence", self.evidence.error)
         if summary.windows == 0 and not self.stop_event.is_set():
-            logger.warning("%s: shorter than one analysis window (%.2f s): nothing analysed", name, self.model.params.window_seconds)
+            logger.warning(
+                "%s: shorter than one analysis window (%.2f s): nothing analysed",
+                name,
+                self.model.params.window_seconds,
+            )
         return summary
 
     def run_live(self, open_stream: Callable[[], Stream]) -> None:
@@ -410,7 +422,7 @@ class Runner:
             before = self.windows_total
             stream = open_stream()
             try:
-                self.run_stream(stream.name, stream.blocks(), dropped_blocks=lambda s=stream: _lost_blocks(s))
+                self.run_stream(stream.name, stream.blocks(), dropped_blocks=functools.partial(_lost_blocks, stream))
                 return  # a stream that simply ends (stdin closed) or a stop request
             except AudioError as exc:
                 self.health.set("stream_error", str(exc))
@@ -458,7 +470,10 @@ class Runner:
         if self.health.telemetry_due:
             self._publish_telemetry()
         if self.health.take_changed():
-            self._publish("publish_health", health_payload(self.cfg.device.id, self.cfg.device.site, list(self.health.faults.values())))
+            self._publish(
+                "publish_health",
+                health_payload(self.cfg.device.id, self.cfg.device.site, list(self.health.faults.values())),
+            )
         self._publish_state()
 
     # -- supervision -------------------------------------------------------
@@ -485,16 +500,23 @@ class Runner:
         now = time.monotonic()
         if self._publisher_failed_since is None:
             self._publisher_failed_since = now
-            self.health.set(FAULT_PUBLISHER, f"MQTT publisher: {failure}: events are not delivered; the daemon exits "
-                                             f"in {self.publisher_grace_seconds:g} s so that systemd restarts it")
+            self.health.set(
+                FAULT_PUBLISHER,
+                f"MQTT publisher: {failure}: events are not delivered; the daemon exits "
+                f"in {self.publisher_grace_seconds:g} s so that systemd restarts it",
+            )
             self.notifier.status(f"MQTT publisher failed ({failure}); restarting")
             # The health message goes to the publisher's queue too, in case it is only stalled.
-            self._publish("publish_health", health_payload(self.cfg.device.id, self.cfg.device.site,
-                                                           list(self.health.faults.values())))
+            self._publish(
+                "publish_health",
+                health_payload(self.cfg.device.id, self.cfg.device.site, list(self.health.faults.values())),
+            )
         elif now - self._publisher_failed_since >= self.publisher_grace_seconds:
             self._failing = True
-            raise WorkerFailure(f"MQTT publisher: {failure}; exiting so that systemd restarts the service (spooled "
-                                "events are delivered after the restart, an open alarm is ended then)")
+            raise WorkerFailure(
+                f"MQTT publisher: {failure}; exiting so that systemd restarts the service (spooled "
+                "events are delivered after the restart, an open alarm is ended then)"
+            )
 
     def _storage(self, what: str, error: str | None) -> None:
         """Account for one kind of state write: a failure raises the storage fault, success clears its part."""
@@ -522,22 +544,27 @@ class Runner:
             else:
                 if transition.state == "start" or self._alarm_start_time is None:
                     self._alarm_start_time = payload["time"]
-                self.open_alarm.save({
-                    "event_id": ev.event_id,
-                    "seq": payload["seq"],
-                    "start_time": self._alarm_start_time,
-                    "start_stream_seconds": payload["start_stream_seconds"],
-                    "last_stream_seconds": payload["stream_seconds"],
-                    "peak_score": payload["peak_score"],
-                    "mean_score": payload["mean_score"],
-                    "threshold": payload["threshold"],
-                    "model": payload["model"],
-                    "source": payload["source"],
-                    "evidence": payload["evidence"],
-                })
+                self.open_alarm.save(
+                    {
+                        "event_id": ev.event_id,
+                        "seq": payload["seq"],
+                        "start_time": self._alarm_start_time,
+                        "start_stream_seconds": payload["start_stream_seconds"],
+                        "last_stream_seconds": payload["stream_seconds"],
+                        "peak_score": payload["peak_score"],
+                        "mean_score": payload["mean_score"],
+                        "threshold": payload["threshold"],
+                        "model": payload["model"],
+                        "source": payload["source"],
+                        "evidence": payload["evidence"],
+                    }
+                )
         except OSError as exc:
-            self._storage("open alarm", f"cannot record the open alarm in {self.open_alarm.path} "
-                                        f"({exc.strerror or exc}): a restart could not end it")
+            self._storage(
+                "open alarm",
+                f"cannot record the open alarm in {self.open_alarm.path} "
+                f"({exc.strerror or exc}): a restart could not end it",
+            )
         else:
             self._storage("open alarm", None)
 
@@ -556,8 +583,17 @@ class Runner:
         if record is None:
             return None
         start, last = record["start_stream_seconds"], max(record["last_stream_seconds"], record["start_stream_seconds"])
-        event = Event(record["event_id"], start, 0, record["peak_score"], score_sum=record["mean_score"], n_windows=1,
-                      end_seconds=last, end_window=0, last_seconds=last)
+        event = Event(
+            record["event_id"],
+            start,
+            0,
+            record["peak_score"],
+            score_sum=record["mean_score"],
+            n_windows=1,
+            end_seconds=last,
+            end_window=0,
+            last_seconds=last,
+        )
         evidence = record["evidence"]
         if evidence is not None and (self.evidence is None or not (self.evidence.directory / evidence).is_file()):
             evidence = None  # the process died before the clip's post-roll was written
@@ -573,8 +609,13 @@ class Runner:
             evidence=evidence,
         )
         payload["reason"] = "restart"
-        logger.warning("event end %s: the alarm (started %s in %s) was open when the previous process stopped; ended "
-                       "now with reason 'restart'", record["event_id"][:8], record["start_time"], record["source"])
+        logger.warning(
+            "event end %s: the alarm (started %s in %s) was open when the previous process stopped; ended "
+            "now with reason 'restart'",
+            record["event_id"][:8],
+            record["start_time"],
+            record["source"],
+        )
         self._send(payload)
         try:
             self.open_alarm.clear()
@@ -639,14 +680,26 @@ class Runner:
 
     def _publish_state(self, force: bool = False) -> None:
         active = self.pipeline.detector.active
-        key = (self.state, active.event_id if active else None, tuple(sorted(self.health.faults)), self.settings.threshold)
+        key = (
+            self.state,
+            active.event_id if active else None,
+            tuple(sorted(self.health.faults)),
+            self.settings.threshold,
+        )
         if key == self._published_state and not force:
             return
         self._published_state = key
         self._publish(
             "publish_state",
-            state_payload(self.cfg.device.id, self.cfg.device.site, key[0], self.last_score, self.settings.threshold,
-                          key[1], list(key[2])),
+            state_payload(
+                self.cfg.device.id,
+                self.cfg.device.site,
+                key[0],
+                self.last_score,
+                self.settings.threshold,
+                key[1],
+                list(key[2]),
+            ),
         )
 
     def _publish_telemetry(self) -> None:
@@ -685,7 +738,7 @@ class Runner:
             except AcmonError as exc:
                 logger.error("command %s failed: %s", name, exc)
                 reply(None, str(exc))
-            except Exception as exc:  # noqa: BLE001 - a bug in one command must not stop the monitoring
+            except Exception as exc:
                 logger.exception("command %s: internal error; the analysis goes on", name)
                 self.health.set(FAULT_INTERNAL_ERROR, f"command {name}: {type(exc).__name__}: {exc}"[:300])
                 reply(None, f"{name}: internal error ({type(exc).__name__}); the daemon goes on, see its log")
@@ -731,18 +784,30 @@ class Runner:
             ended = self.pipeline.reconfigure(model, settings, cfg.detector.min_rms_dbfs)
         except ValueError as exc:
             raise AcmonError(f"reload: {exc}") from None
-        restart_needed = [s for s in ("device", "audio", "mqtt", "evidence", "health", "features", "logging")
-                          if getattr(cfg, s) != getattr(self.cfg, s)]
+        restart_needed = [
+            s
+            for s in ("device", "audio", "mqtt", "evidence", "health", "features", "logging")
+            if getattr(cfg, s) != getattr(self.cfg, s)
+        ]
         if restart_needed:
             logger.warning("reload: changes to %s take effect after a restart", ", ".join(restart_needed))
         self.cfg, self.model, self.settings = cfg, model, settings
         self.calibrated_threshold = settings.threshold
         for transition in ended:
             self.emit(transition, self.source_name)
-        logger.info("reloaded %s: model %s %s, threshold %.4g, level gate %.1f dBFS", self.config_path,
-                    model.metadata.name, model.metadata.version, settings.threshold, cfg.detector.min_rms_dbfs)
-        return {"model_version": model.metadata.version, "threshold": round(settings.threshold, 6),
-                "min_rms_dbfs": cfg.detector.min_rms_dbfs}
+        logger.info(
+            "reloaded %s: model %s %s, threshold %.4g, level gate %.1f dBFS",
+            self.config_path,
+            model.metadata.name,
+            model.metadata.version,
+            settings.threshold,
+            cfg.detector.min_rms_dbfs,
+        )
+        return {
+            "model_version": model.metadata.version,
+            "threshold": round(settings.threshold, 6),
+            "min_rms_dbfs": cfg.detector.min_rms_dbfs,
+        }
 
     def mute(self, minutes: float) -> dict[str, Any]:
         """Suppress events for `minutes` (wall clock); an open event ends now."""
@@ -781,8 +846,13 @@ class Runner:
         for transition in self.pipeline.reconfigure(self.model, settings, self.pipeline.min_rms_dbfs):
             self.emit(transition, self.source_name)
         self.settings = settings
-        logger.warning("threshold set to %.4g, %.3g times the calibrated %.4g%s (until the next reload or restart)",
-                       value, value / self.calibrated_threshold, self.calibrated_threshold, " (forced)" if force else "")
+        logger.warning(
+            "threshold set to %.4g, %.3g times the calibrated %.4g%s (until the next reload or restart)",
+            value,
+            value / self.calibrated_threshold,
+            self.calibrated_threshold,
+            " (forced)" if force else "",
+        )
         return {"threshold": value, "calibrated_threshold": round(self.calibrated_threshold, 6), "forced": force}
 
     # -- calibration ------------------------------------------------------
@@ -808,10 +878,13 @@ class Runner:
         check_calibration_audio(target, self.model.params.hop_seconds)
         self._calibration = CalibrationSession(target, reply, force=force)
         self.pipeline.score_all = True
-        logger.info("calibrating: collecting %.1f min of audio (%d windows)%s", minutes, target,
-                    ", forced" if force else "")
+        logger.info(
+            "calibrating: collecting %.1f min of audio (%d windows)%s", minutes, target, ", forced" if force else ""
+        )
 
-    def calibrate(self, minutes: float, run: Callable[[], None], force: bool = False) -> tuple[dict[str, Any] | None, str | None]:
+    def calibrate(
+        self, minutes: float, run: Callable[[], None], force: bool = False
+    ) -> tuple[dict[str, Any] | None, str | None]:
         """`python -m device calibrate`: collect `minutes` of what run() streams through this runner, calibrate.
 
         run() feeds the audio (run_stream or run_live) and should stop when stop_event is set, which
@@ -849,11 +922,14 @@ class Runner:
         except AcmonError as exc:
             logger.error("calibration failed: %s", exc)
             session.reply(None, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug in the calibration must not stop the monitoring
+        except Exception as exc:
             logger.exception("calibration: internal error; the analysis goes on with the threshold in force")
             self.health.set(FAULT_INTERNAL_ERROR, f"calibration: {type(exc).__name__}: {exc}"[:300])
-            session.reply(None, f"calibrate: internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-                                "see the daemon's log")
+            session.reply(
+                None,
+                f"calibrate: internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                "see the daemon's log",
+            )
         else:
             self.health.clear(FAULT_INTERNAL_ERROR)
             session.reply(result)
@@ -869,7 +945,7 @@ class Runner:
         before = self.cfg.model.threshold or self.model.threshold  # calibrated, before threshold_scale
         before_gate = d.min_rms_dbfs
         scored = [score for seg in session.segments for level, score in seg if level >= before_gate]
-        share_above = (float(np.mean(np.asarray(scored) > self.calibrated_threshold)) if scored else None)
+        share_above = float(np.mean(np.asarray(scored) > self.calibrated_threshold)) if scored else None
         result = calibrate_site(
             session.segments,
             self.model.params.hop_seconds,
@@ -887,8 +963,9 @@ class Runner:
         on_site = calibration_in_force(self.config_path) is not None
         # Judged on what the audio's scores call for on average: the margin for a rate the audio cannot show
         # (calibrate_threshold's confidence) is not a sign of a fault.
-        check_calibration_result(before, float(result.info.get("point_threshold", result.threshold)), share_above,
-                                 on_site, session.force)
+        check_calibration_result(
+            before, float(result.info.get("point_threshold", result.threshold)), share_above, on_site, session.force
+        )
         source = f"{self.model.metadata.name} {self.model.metadata.version}"
         try:
             site_file = None
@@ -898,8 +975,9 @@ class Runner:
                     saved = site.save(folder)
                     os.chmod(saved, PRIVATE_FILE_MODE)
                 except OSError as exc:
-                    raise AcmonError(f"calibrate: cannot write {exc.filename or folder} ({exc.strerror or exc}); "
-                                     "nothing was changed") from None
+                    raise AcmonError(
+                        f"calibrate: cannot write {exc.filename or folder} ({exc.strerror or exc}); nothing was changed"
+                    ) from None
                 site_file = saved.name
             path = write_calibration(self.config_path, calibration_document(result, source, site_statistics=site_file))
         except AcmonError as exc:
@@ -907,9 +985,14 @@ class Runner:
             raise
         self._storage("calibration", None)
         prune_site_statistics(self.config_path)
-        logger.warning("calibration written to %s: threshold %.4g (was %.4g), level gate %s%s", path, result.threshold,
-                       before, "unchanged" if result.min_rms_dbfs is None else f"{result.min_rms_dbfs} dBFS",
-                       " (forced)" if session.force else "")
+        logger.warning(
+            "calibration written to %s: threshold %.4g (was %.4g), level gate %s%s",
+            path,
+            result.threshold,
+            before,
+            "unchanged" if result.min_rms_dbfs is None else f"{result.min_rms_dbfs} dBFS",
+            " (forced)" if session.force else "",
+        )
         warning = result.info.get("warning")
         if warning:  # the promise is an extrapolation the audio cannot stand behind: say so where it is read
             logger.warning("calibration: %s", warning)
@@ -934,7 +1017,9 @@ class Runner:
             "warning": warning,
         }
 
-    def site_calibration(self, session: CalibrationSession, result: CalibrationResult) -> tuple[Scorer | None, CalibrationResult]:
+    def site_calibration(
+        self, session: CalibrationSession, result: CalibrationResult
+    ) -> tuple[Scorer | None, CalibrationResult]:
         """Learn the site's normal statistics of a Gaussian model's output, and the threshold against them.
 
         The model's scorer (same members, same context length) is fitted again
@@ -956,8 +1041,14 @@ class Runner:
         try:
             if int(keep.sum()) < needed:
                 raise ValueError(f"site statistics need at least {needed} analysis windows, got {int(keep.sum())}")
-            site, cf = fit_scorer([outputs[p] for p in stretches], groups, trained.members, meta.name, meta.version,
-                                  trained.context_windows)
+            site, cf = fit_scorer(
+                [outputs[p] for p in stretches],
+                groups,
+                trained.members,
+                meta.name,
+                meta.version,
+                trained.context_windows,
+            )
         except ValueError as exc:
             logger.warning("calibration: keeping the training data's normal statistics: %s (calibrate for longer)", exc)
             return None, dataclasses.replace(result, info={**result.info, "site_statistics": f"not learnt: {exc}"})
@@ -966,18 +1057,36 @@ class Runner:
             scores[p] = cross  # the rest: cross-fitted, out of sample
         flat = iter(scores.tolist())
         segments = [[(level, next(flat)) for level, _ in seg] for seg in session.segments]
-        site_result = calibrate_site(segments, self.model.params.hop_seconds, c.false_alarms_per_day, d.patience_windows,
-                                     d.smoothing_windows, d.smoothing, gate, c.gate_margin_db)
+        site_result = calibrate_site(
+            segments,
+            self.model.params.hop_seconds,
+            c.false_alarms_per_day,
+            d.patience_windows,
+            d.smoothing_windows,
+            d.smoothing,
+            gate,
+            c.gate_margin_db,
+        )
         gate_info = ("gate", "quiet_level_dbfs", "loud_level_dbfs", "quiet_windows_above_threshold")
-        info = {**site_result.info, **{k: result.info[k] for k in gate_info if k in result.info},
-                "training_statistics_threshold": round(result.threshold, 6),
-                "site_statistics": f"learnt from {int(keep.sum())} windows (shrinkage {site.window.shrinkage:.3f})"}
-        logger.info("calibration: site normal statistics from %d windows; threshold %.4g against them (%.4g against "
-                    "the training data's)", int(keep.sum()), site_result.threshold, result.threshold)
+        info = {
+            **site_result.info,
+            **{k: result.info[k] for k in gate_info if k in result.info},
+            "training_statistics_threshold": round(result.threshold, 6),
+            "site_statistics": f"learnt from {int(keep.sum())} windows (shrinkage {site.window.shrinkage:.3f})",
+        }
+        logger.info(
+            "calibration: site normal statistics from %d windows; threshold %.4g against them (%.4g against "
+            "the training data's)",
+            int(keep.sum()),
+            site_result.threshold,
+            result.threshold,
+        )
         return site, CalibrationResult(site_result.threshold, result.min_rms_dbfs, info)
 
 
-def _site_stretches(session: CalibrationSession, keep: np.ndarray, blocks: int) -> tuple[list[np.ndarray], list[int], int]:
+def _site_stretches(
+    session: CalibrationSession, keep: np.ndarray, blocks: int
+) -> tuple[list[np.ndarray], list[int], int]:
     """Uninterrupted runs of kept windows, each cut at the boundaries of `blocks` equal blocks of time.
 
     Returns:

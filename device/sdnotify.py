@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -123,7 +124,9 @@ class WavFileStream:
                 logger.warning(
                     "%s: %d sample(s) are NaN, infinite or beyond %g full scale (first at %.3f s); the file is "
                     "damaged: the analysis windows holding them were not scored",
-                    self.name, reader.nonfinite_samples, MAX_SAMPLE_MAGNITUDE,
+                    self.name,
+                    reader.nonfinite_samples,
+                    MAX_SAMPLE_MAGNITUDE,
                     reader.first_nonfinite_frame / reader.sample_rate_hz,
                 )
             if resampler is not None:
@@ -176,10 +179,14 @@ class MicrophoneStream:
             self.dropped_blocks += 1
 
     def blocks(self) -> Iterator[np.ndarray]:
-        import sounddevice as sd  # the device extra; PortAudio is loaded only when capturing
+        import sounddevice as sd  # noqa: PLC0415 -- the device extra; PortAudio is loaded only when capturing
 
-        check_stream_format(self.name, self.capture_rate_hz, self.channels, "set audio.capture_rate_hz / channels "
-                            "to values the microphone supports (python -m device list-devices)")
+        check_stream_format(
+            self.name,
+            self.capture_rate_hz,
+            self.channels,
+            "set audio.capture_rate_hz / channels to values the microphone supports (python -m device list-devices)",
+        )
         resampler = None
         if self.capture_rate_hz != self.target_rate_hz:
             check_resampling(self.name, self.capture_rate_hz, self.target_rate_hz)

@@ -29,9 +29,9 @@ import re
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .errors import AcmonError
 from .state import write_private
@@ -214,8 +214,9 @@ class Spool:
         except OSError as exc:
             self._writable = False
             self.problem = f"cannot create spool folder {self.directory}: {exc.strerror or exc}"
-            logger.error("spool: %s; events are kept in memory only (lost if the daemon stops before delivery)",
-                         self.problem)
+            logger.error(
+                "spool: %s; events are kept in memory only (lost if the daemon stops before delivery)", self.problem
+            )
             return
         self._writable = True
         self._lock_fd = self._lock()
@@ -273,8 +274,12 @@ class Spool:
             return
         if entry.path is None:
             self.quarantined += 1
-            logger.error("spool: dropped message %d held in memory (%s); %d quarantined since start",
-                         entry.number, reason, self.quarantined)
+            logger.error(
+                "spool: dropped message %d held in memory (%s); %d quarantined since start",
+                entry.number,
+                reason,
+                self.quarantined,
+            )
         else:
             self._quarantine_path(entry.path, reason)
 
@@ -336,8 +341,12 @@ class Spool:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            logger.error("spool: cannot create the lock %s (%s); running without it, so a second daemon with "
-                         "this identity would not be stopped", path, exc.strerror or exc)
+            logger.error(
+                "spool: cannot create the lock %s (%s); running without it, so a second daemon with "
+                "this identity would not be stopped",
+                path,
+                exc.strerror or exc,
+            )
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -378,7 +387,7 @@ class Spool:
                 problem = self.check(topic, payload)
             except (OSError, ValueError) as exc:
                 problem = str(exc) if isinstance(exc, ValueError) else f"unreadable: {exc.strerror or exc}"
-            except Exception as exc:  # noqa: BLE001 - e.g. a payload check that fails: still never block start-up
+            except Exception as exc:
                 problem = f"cannot be checked: {type(exc).__name__}: {str(exc)[:200]}"
             if problem is not None:
                 self._quarantine_path(path, problem)
@@ -433,8 +442,9 @@ class Spool:
             self._unlink(tmp)
             problem = f"cannot write to spool folder {self.directory}: {exc.strerror or exc}"
             if problem != self.problem:
-                logger.error("spool: %s; keeping events in memory until it can (lost if the daemon stops first)",
-                             problem)
+                logger.error(
+                    "spool: %s; keeping events in memory until it can (lost if the daemon stops first)", problem
+                )
             self.problem = problem
             return None
         if self.problem is not None:
@@ -464,8 +474,13 @@ class Spool:
             except OSError as exc:
                 logger.error("spool: cannot move %s aside: %s", path.name, exc.strerror or exc)
             else:
-                logger.error("spool: quarantined %s (%s): moved to %s; %d quarantined since start",
-                             path.name, reason, target.parent, self.quarantined)
+                logger.error(
+                    "spool: quarantined %s (%s): moved to %s; %d quarantined since start",
+                    path.name,
+                    reason,
+                    target.parent,
+                    self.quarantined,
+                )
                 self._prune_quarantine(target.parent)
                 return
         # Nowhere to put it: a file is deleted so that it can never block or be published;
@@ -475,11 +490,17 @@ class Spool:
             if not is_dir:
                 os.unlink(path)
         except OSError as exc:
-            logger.error("spool: skipping %s (%s); it cannot be moved or deleted: %s", path.name, reason,
-                         exc.strerror or exc)
+            logger.error(
+                "spool: skipping %s (%s); it cannot be moved or deleted: %s", path.name, reason, exc.strerror or exc
+            )
             return
-        logger.error("spool: %s %s (%s); %d quarantined since start",
-                     "skipping" if is_dir else "deleted", path.name, reason, self.quarantined)
+        logger.error(
+            "spool: %s %s (%s); %d quarantined since start",
+            "skipping" if is_dir else "deleted",
+            path.name,
+            reason,
+            self.quarantined,
+        )
 
     def _quarantine_target(self, name: str) -> Path | None:
         folder = self.directory / QUARANTINE_DIR
@@ -497,8 +518,9 @@ class Spool:
         except OSError as exc:
             if not self._quarantine_warned:
                 self._quarantine_warned = True
-                logger.error("spool: cannot use %s (%s); poison messages are deleted instead", folder,
-                             exc.strerror or exc)
+                logger.error(
+                    "spool: cannot use %s (%s); poison messages are deleted instead", folder, exc.strerror or exc
+                )
             return None
         for attempt in range(1000):
             target = folder / (name if attempt == 0 else f"{name}.{attempt}")

@@ -8,8 +8,9 @@ import math
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def write_private(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, tmp: P
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -160,15 +161,21 @@ class OpenAlarmFile:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            logger.error("open alarm record %s cannot be read (%s): moved aside, its alarm cannot be ended",
-                         self.path, exc.strerror or exc)
+            logger.error(
+                "open alarm record %s cannot be read (%s): moved aside, its alarm cannot be ended",
+                self.path,
+                exc.strerror or exc,
+            )
             _move_aside(self.path, "unreadable")
             return None
         try:
             record = validate_record(json.loads(data.decode("utf-8")))
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            logger.error("open alarm record %s is damaged (%s): moved aside, its alarm cannot be ended", self.path,
-                         " ".join(str(exc).split())[:200])
+            logger.error(
+                "open alarm record %s is damaged (%s): moved aside, its alarm cannot be ended",
+                self.path,
+                " ".join(str(exc).split())[:200],
+            )
             _move_aside(self.path, "damaged")
             return None
         return record
@@ -220,7 +227,7 @@ def validate_record(data: Any) -> dict[str, Any]:
     evidence = _text(data, "evidence", 255, optional=True)
     if evidence is not None and ("/" in evidence or evidence in ("", ".", "..") or "\x00" in evidence):
         raise ValueError("evidence must be a file name")
-    record = {
+    record: dict[str, Any] = {
         "event_id": event_id,
         "seq": int(_number(data, "seq", 0)),
         "start_time": _text(data, "start_time", 64),

@@ -15,25 +15,39 @@ from device.model_file import ModelMetadata, load_metadata, sha256_hex
 def cmd_inspect(args: argparse.Namespace) -> int:
     path, data, meta = load_metadata(args.model)  # refuses a damaged file (ModelError)
     if args.json:
-        print(json.dumps({"path": str(path), "sha256": sha256_hex(data), "size_bytes": len(data),
-                          "integrity": integrity_status(meta), "metadata": meta.extra}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "path": str(path),
+                    "sha256": sha256_hex(data),
+                    "size_bytes": len(data),
+                    "integrity": integrity_status(meta),
+                    "metadata": meta.extra,
+                },
+                indent=2,
+            )
+        )
         return 0
     p = meta.feature_params
     print(f"model       {path} ({len(data) / 1024:.1f} KiB, sha256 {sha256_hex(data)[:16]}...)")
     if meta.content_sha256:
         print(f"integrity   content SHA-256 verified ({meta.content_sha256[:16]}...)")
     else:
-        print("integrity   not recorded (made before acmon recorded a checksum): damage cannot be detected; "
-              "re-export the model to add one")
+        print(
+            "integrity   not recorded (made before acmon recorded a checksum): damage cannot be detected; "
+            "re-export the model to add one"
+        )
     print(f"name        {meta.name}  version {meta.version}  made by acmon {meta.extra.get('acmon_version', '?')}")
     print(f"score       {meta.score_kind}, threshold {meta.threshold:.6g}")
     scorer = meta.extra.get("scorer")
     if scorer:
         choice = scorer.get("choice", {})
         figures = ", ".join(f"{name} {v['auc']:.3f}" for name, v in choice.get("candidates", {}).items())
-        print(f"members     {' + '.join(scorer['members'])} (context {scorer['context_windows']} windows); chosen on "
-              f"{choice.get('faulty_clips', '?')} validation fault clips against {choice.get('normal_recordings', '?')} "
-              f"normal recordings, AUC {figures}")
+        print(
+            f"members     {' + '.join(scorer['members'])} (context {scorer['context_windows']} windows); chosen on "
+            f"{choice.get('faulty_clips', '?')} validation fault clips against {choice.get('normal_recordings', '?')} "
+            f"normal recordings, AUC {figures}"
+        )
     cal = meta.extra.get("calibration")
     if cal:
         print(
@@ -43,8 +57,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         )
         if "false_alarms_per_day_90ci" in cal:
             low, high = cal["false_alarms_per_day_90ci"]
-            print(f"            90 % interval of the false alarms per day: {low:.3g} to {high:.3g}; "
-                  f"{100 * cal.get('validation_faults_alarming_share', 0):.0f} % of validation faults alarm")
+            print(
+                f"            90 % interval of the false alarms per day: {low:.3g} to {high:.3g}; "
+                f"{100 * cal.get('validation_faults_alarming_share', 0):.0f} % of validation faults alarm"
+            )
         if cal.get("warning"):
             print(f"warning     {cal['warning']}")
     print(
@@ -85,15 +101,19 @@ def integrity_status(meta: ModelMetadata) -> str:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("inspect", help="check a model's recorded checksum; show its feature parameters, threshold "
-                                              "and training summary")
+    p = subparsers.add_parser(
+        "inspect", help="check a model's recorded checksum; show its feature parameters, threshold and training summary"
+    )
     p.add_argument("model", help="model.tflite or its folder")
     p.add_argument("--json", action="store_true", help="print the whole metadata document as JSON")
     p.set_defaults(func=cmd_inspect)
-    p = subparsers.add_parser("verify", help="check the model's recorded checksum and that this machine's TFLite runtime "
-                                             "loads and runs it")
+    p = subparsers.add_parser(
+        "verify", help="check the model's recorded checksum and that this machine's TFLite runtime loads and runs it"
+    )
     p.add_argument("model", help="model.tflite or its folder")
-    p.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"], help="use this runtime only")
+    p.add_argument(
+        "--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"], help="use this runtime only"
+    )
     p.set_defaults(func=cmd_verify)
 
 
@@ -103,11 +123,14 @@ def training_summary(training: dict) -> str:
     kind = training.get("model")
     if kind == "gaussian":
         folds = (training.get("cross_fitting") or {}).get("folds")
-        parts.append(f"Gaussian model of {training.get('descriptors', '?')} windows"
-                     + (f", cross-fitted in {folds} folds" if folds else ""))
+        parts.append(
+            f"Gaussian model of {training.get('descriptors', '?')} windows"
+            + (f", cross-fitted in {folds} folds" if folds else "")
+        )
     elif kind:
-        parts.append(f"{kind}, {training.get('epochs', '?')} epoch(s) of {training.get('windows_per_epoch', '?')} windows")
+        parts.append(
+            f"{kind}, {training.get('epochs', '?')} epoch(s) of {training.get('windows_per_epoch', '?')} windows"
+        )
     if training.get("skipped_recordings"):
         parts.append(f"{training['skipped_recordings']} unreadable recording(s) skipped")
     return ", ".join(parts)
-

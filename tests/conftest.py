@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import device  # noqa: F401  - first: pins OpenBLAS to one thread before any test module loads numpy
-
 import os
 import shutil
 import time
@@ -11,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import device  # noqa: F401  - first: pins OpenBLAS to one thread before any test module loads numpy
 from tests.helpers import Mosquitto, Subscriber, require
 
 
@@ -89,19 +88,28 @@ def pulse_sink(tmp_path_factory):
 
     Yields the environment (PULSE_SERVER) that paplay and the daemon need. Stopped by PID.
     """
-    import os
     import subprocess
 
-    require(shutil.which("pulseaudio") is not None and shutil.which("paplay") is not None,
-            "pulseaudio/paplay not installed (apt-get install pulseaudio pulseaudio-utils)")
+    require(
+        shutil.which("pulseaudio") is not None and shutil.which("paplay") is not None,
+        "pulseaudio/paplay not installed (apt-get install pulseaudio pulseaudio-utils)",
+    )
     runtime = tmp_path_factory.mktemp("pulse")
     socket_path = runtime / "native"
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PULSE_SERVER": f"unix:{socket_path}", "HOME": str(runtime)}
     proc = subprocess.Popen(
-        ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "-n",
-         "--load=module-null-sink sink_name=acmon_test rate=16000 channels=1",
-         f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket_path}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(runtime / "pulse.log", "wb"),
+        [
+            "pulseaudio",
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "--disallow-exit",
+            "-n",
+            "--load=module-null-sink sink_name=acmon_test rate=16000 channels=1",
+            f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket_path}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(runtime / "pulse.log", "wb"),
     )
     deadline = time.monotonic() + 15
     while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:

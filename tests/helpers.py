@@ -46,7 +46,7 @@ class Mosquitto:
         self.template = template
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         template = self.template if self.template is not None else (DATA / "mosquitto.conf").read_text()
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         conf.write_text(template.format(port=self.port, workdir=self.workdir) + self.extra_config)

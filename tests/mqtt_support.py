@@ -23,7 +23,13 @@ SCHEMAS = {
     path.name.removesuffix(".schema.json"): json.loads(path.read_text()) for path in SCHEMA_DIR.glob("*.schema.json")
 }
 # The last topic level(s) of a device topic -> its schema.
-TOPIC_SCHEMAS = {"events": "event", "state": "state", "telemetry": "telemetry", "health": "health", "result": "command_result"}
+TOPIC_SCHEMAS = {
+    "events": "event",
+    "state": "state",
+    "telemetry": "telemetry",
+    "health": "health",
+    "result": "command_result",
+}
 
 
 def validate(name: str, payload: dict[str, Any]) -> None:
@@ -48,38 +54,76 @@ def validate_messages(messages: list[tuple[str, bytes, bool]]) -> int:
     return checked
 
 
-def sample_event(seq: int, event_id: str | None = None, state: str = "start", device_id: str = "pump-7",
-                 site: str = "plant-a") -> dict[str, Any]:
+def sample_event(
+    seq: int, event_id: str | None = None, state: str = "start", device_id: str = "pump-7", site: str = "plant-a"
+) -> dict[str, Any]:
     return {
-        "schema": "acmon.event/1", "event_id": event_id or uuid.uuid4().hex, "state": state, "seq": seq,
-        "device_id": device_id, "site": site, "time": utc_now_iso(), "stream_seconds": 1.5 + seq,
-        "start_stream_seconds": 1.5, "duration_seconds": float(seq), "score": 2.5, "peak_score": 3.0,
-        "mean_score": 2.2, "threshold": 1.0, "model": {"name": "pump", "version": "1"}, "source": "test.wav",
+        "schema": "acmon.event/1",
+        "event_id": event_id or uuid.uuid4().hex,
+        "state": state,
+        "seq": seq,
+        "device_id": device_id,
+        "site": site,
+        "time": utc_now_iso(),
+        "stream_seconds": 1.5 + seq,
+        "start_stream_seconds": 1.5,
+        "duration_seconds": float(seq),
+        "score": 2.5,
+        "peak_score": 3.0,
+        "mean_score": 2.2,
+        "threshold": 1.0,
+        "model": {"name": "pump", "version": "1"},
+        "source": "test.wav",
         "evidence": None,
     }
 
 
 def sample_state(state: str = "anomaly", score: float | None = 2.5) -> dict[str, Any]:
     return {
-        "schema": "acmon.state/1", "device_id": "pump-7", "site": "plant-a", "time": utc_now_iso(), "state": state,
-        "score": score, "threshold": 1.0, "event_id": uuid.uuid4().hex if state == "anomaly" else None, "faults": [],
+        "schema": "acmon.state/1",
+        "device_id": "pump-7",
+        "site": "plant-a",
+        "time": utc_now_iso(),
+        "state": state,
+        "score": score,
+        "threshold": 1.0,
+        "event_id": uuid.uuid4().hex if state == "anomaly" else None,
+        "faults": [],
     }
 
 
 def sample_telemetry() -> dict[str, Any]:
     """Without `spool`: the publisher adds it."""
     return {
-        "schema": "acmon.telemetry/1", "device_id": "pump-7", "site": "plant-a", "time": utc_now_iso(),
-        "uptime_seconds": 12.0, "level_dbfs": -31.5, "clipping_ratio": 0.0, "dc_offset": 0.001, "score_mean": 0.4,
-        "score_max": 0.9, "windows": 100, "scored_windows": 98, "realtime_factor": 250.0, "dropped_blocks": 0,
-        "cpu_temperature_c": 48.2, "threshold": 1.0,
+        "schema": "acmon.telemetry/1",
+        "device_id": "pump-7",
+        "site": "plant-a",
+        "time": utc_now_iso(),
+        "uptime_seconds": 12.0,
+        "level_dbfs": -31.5,
+        "clipping_ratio": 0.0,
+        "dc_offset": 0.001,
+        "score_mean": 0.4,
+        "score_max": 0.9,
+        "windows": 100,
+        "scored_windows": 98,
+        "realtime_factor": 250.0,
+        "dropped_blocks": 0,
+        "cpu_temperature_c": 48.2,
+        "threshold": 1.0,
     }
 
 
 def sample_health(ok: bool = False) -> dict[str, Any]:
     faults = [] if ok else [{"fault": "clipping", "since": utc_now_iso(), "detail": "3.1 % of samples at full scale"}]
-    return {"schema": "acmon.health/1", "device_id": "pump-7", "site": "plant-a", "time": utc_now_iso(),
-            "faults": faults, "ok": ok}
+    return {
+        "schema": "acmon.health/1",
+        "device_id": "pump-7",
+        "site": "plant-a",
+        "time": utc_now_iso(),
+        "faults": faults,
+        "ok": ok,
+    }
 
 
 def make_test_publisher(port: int, base_topic: str, spool_root: Path, **kwargs: Any) -> MqttPublisher:

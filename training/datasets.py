@@ -13,9 +13,9 @@ import csv
 import logging
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -141,8 +141,12 @@ def parse_dcase_name(name: str) -> dict[str, str] | None:
         return {"label": m["label"].lower(), "machine_id": m["machine_id"], "split": "", "machine_type": ""}
     m = DCASE_SECTION_NAME.match(name)
     if m:
-        return {"label": m["label"].lower(), "machine_id": m["machine_id"], "split": m["split"].lower(),
-                "machine_type": m["machine_type"] or ""}
+        return {
+            "label": m["label"].lower(),
+            "machine_id": m["machine_id"],
+            "split": m["split"].lower(),
+            "machine_type": m["machine_type"] or "",
+        }
     return None
 
 
@@ -209,8 +213,13 @@ def discover(
     counts: dict[str, int] = {}
     for record in records:
         counts[record.label] = counts.get(record.label, 0) + 1
-    logger.info("%s: %s layout, %s clip(s): %s", root, layout, len(records),
-                ", ".join(f"{n} {label}" for label, n in sorted(counts.items())))
+    logger.info(
+        "%s: %s layout, %s clip(s): %s",
+        root,
+        layout,
+        len(records),
+        ", ".join(f"{n} {label}" for label, n in sorted(counts.items())),
+    )
     if report.failed:
         logger.warning("%s: %s file(s) missing or unreadable were skipped", root, len(report.failed))
     return records
@@ -271,8 +280,14 @@ def _discover_folder(root: Path, params: FeatureParams, report: LoadReport) -> t
     wavs = _wavs_in(root)
     if not wavs:
         nested = [sub.name for sub in subfolders if _wavs_in(sub, recursive=True)]
-        hint = (f"; subfolders {', '.join(nested[:5])} hold WAV files: for a folder per label put the normal "
-                f"recordings in {root / NORMAL}, or give a manifest .csv") if nested else ""
+        hint = (
+            (
+                f"; subfolders {', '.join(nested[:5])} hold WAV files: for a folder per label put the normal "
+                f"recordings in {root / NORMAL}, or give a manifest .csv"
+            )
+            if nested
+            else ""
+        )
         raise AcmonError(f"{root}: no .wav files found{hint}")
     return "plain folder", _plain_file_records(wavs, root, params, report)
 
@@ -289,11 +304,18 @@ def _dcase_records(machine_dir: Path) -> list[ClipRecord]:
             if info is None:
                 ignored.append(path.name)
                 continue
-            records.append(ClipRecord(path, info["label"], machine_type=machine_dir.name,
-                                      machine_id=info["machine_id"], split=split))
+            records.append(
+                ClipRecord(
+                    path, info["label"], machine_type=machine_dir.name, machine_id=info["machine_id"], split=split
+                )
+            )
         if ignored:
-            logger.warning("%s: %s .wav file(s) without a DCASE name (normal_id_XX_NNNNNNNN.wav) ignored, e.g. %s",
-                           sub, len(ignored), ignored[0])
+            logger.warning(
+                "%s: %s .wav file(s) without a DCASE name (normal_id_XX_NNNNNNNN.wav) ignored, e.g. %s",
+                sub,
+                len(ignored),
+                ignored[0],
+            )
     return records
 
 
@@ -319,8 +341,9 @@ def _find_manifest(folder: Path) -> Path | None:
     if len(csvs) == 1 and _header_columns(csvs[0]).get("path") is not None:
         return csvs[0]
     if len(csvs) > 1:
-        logger.debug("%s: %s .csv files and none named %s; not using any as a manifest", folder, len(csvs),
-                     MANIFEST_NAME)
+        logger.debug(
+            "%s: %s .csv files and none named %s; not using any as a manifest", folder, len(csvs), MANIFEST_NAME
+        )
     return None
 
 
@@ -341,7 +364,6 @@ def _header_columns(csv_path: Path, header: Sequence[str] | None = None) -> dict
 
 def _manifest_records(csv_path: Path, report: LoadReport) -> list[ClipRecord]:
     """Records from a CSV manifest; missing files are counted in report, malformed rows raise."""
-    base = csv_path.parent
     try:
         fh = open(csv_path, newline="", encoding="utf-8-sig")
     except OSError as e:
@@ -361,13 +383,16 @@ def _manifest_records(csv_path: Path, report: LoadReport) -> list[ClipRecord]:
                     header = row
                     columns = _header_columns(csv_path, header)
                     if row[0].strip().lower().endswith(WAV_SUFFIXES):
-                        raise AcmonError(f"{csv_path}:{line}: no header row ({row[0].strip()!r} looks like a "
-                                         f"file); {MANIFEST_HINT}")
+                        raise AcmonError(
+                            f"{csv_path}:{line}: no header row ({row[0].strip()!r} looks like a file); {MANIFEST_HINT}"
+                        )
                     for name in MANIFEST_REQUIRED:
                         if columns[name] is None:
                             spellings = " or ".join(repr(s) for s in MANIFEST_COLUMNS[name])
-                            raise AcmonError(f"{csv_path}:{line}: missing column {spellings} in header "
-                                             f"{','.join(h.strip() for h in row)}; {MANIFEST_HINT}")
+                            raise AcmonError(
+                                f"{csv_path}:{line}: missing column {spellings} in header "
+                                f"{','.join(h.strip() for h in row)}; {MANIFEST_HINT}"
+                            )
                     continue
                 record = _manifest_row(csv_path, line, row, header, columns)
                 if not record.path.is_file():
@@ -380,7 +405,9 @@ def _manifest_records(csv_path: Path, report: LoadReport) -> list[ClipRecord]:
         except UnicodeDecodeError:
             raise AcmonError(f"{csv_path}: not UTF-8 text; save the manifest as UTF-8 CSV") from None
         except csv.Error as e:
-            raise AcmonError(f"{csv_path}:{reader.line_num}: malformed CSV: {e}; fix the quoting on that line") from None
+            raise AcmonError(
+                f"{csv_path}:{reader.line_num}: malformed CSV: {e}; fix the quoting on that line"
+            ) from None
     if header is None:
         raise AcmonError(f"{csv_path}: empty manifest; {MANIFEST_HINT}")
     if missing:
@@ -388,12 +415,14 @@ def _manifest_records(csv_path: Path, report: LoadReport) -> list[ClipRecord]:
     return records
 
 
-def _manifest_row(csv_path: Path, line: int, row: list[str], header: list[str],
-                  columns: dict[str, int | None]) -> ClipRecord:
+def _manifest_row(
+    csv_path: Path, line: int, row: list[str], header: list[str], columns: dict[str, int | None]
+) -> ClipRecord:
     where = f"{csv_path}:{line}"
     if len(row) > len(header):
-        raise AcmonError(f"{where}: {len(row)} values but the header has {len(header)} columns; "
-                         "quote values that contain commas")
+        raise AcmonError(
+            f"{where}: {len(row)} values but the header has {len(header)} columns; quote values that contain commas"
+        )
 
     def value(name: str) -> str:
         index = columns.get(name)
@@ -414,12 +443,15 @@ def _manifest_row(csv_path: Path, line: int, row: list[str], header: list[str],
         except ValueError:
             fold = None
         if fold is None or fold < 0:
-            raise AcmonError(f"{where}: fold {fold_text!r} is not a whole number >= 0; give the fold (e.g. 1 to 10)"
-                             " of every line")
+            raise AcmonError(
+                f"{where}: fold {fold_text!r} is not a whole number >= 0; give the fold (e.g. 1 to 10) of every line"
+            )
 
     split = value("split").lower()
     if split and split not in SPLITS:
-        raise AcmonError(f"{where}: split {value('split')!r} is not 'train' or 'test'; use one of those or leave it empty")
+        raise AcmonError(
+            f"{where}: split {value('split')!r} is not 'train' or 'test'; use one of those or leave it empty"
+        )
 
     start, end = 0.0, None
     for name in ("start_seconds", "end_seconds"):
@@ -441,10 +473,16 @@ def _manifest_row(csv_path: Path, line: int, row: list[str], header: list[str],
 
     # A DCASE-style file name fills in what the manifest leaves out.
     named = parse_dcase_name(path.name) or {}
-    return ClipRecord(path, _canonical_label(value("label")),
-                      machine_type=value("machine_type") or named.get("machine_type") or csv_path.parent.name,
-                      machine_id=value("machine_id") or named.get("machine_id", ""),
-                      split=split or named.get("split", ""), fold=fold, start_seconds=start, end_seconds=end)
+    return ClipRecord(
+        path,
+        _canonical_label(value("label")),
+        machine_type=value("machine_type") or named.get("machine_type") or csv_path.parent.name,
+        machine_id=value("machine_id") or named.get("machine_id", ""),
+        split=split or named.get("split", ""),
+        fold=fold,
+        start_seconds=start,
+        end_seconds=end,
+    )
 
 
 def folds(records: Iterable[ClipRecord]) -> list[int]:
@@ -470,8 +508,9 @@ def split_by_fold(records: Sequence[ClipRecord], test_fold: int) -> tuple[list[C
     if not present:
         raise AcmonError("no fold numbers in the clip list; add a fold column to the manifest for cross-validation")
     if test_fold not in present:
-        raise AcmonError(f"test fold {test_fold} not in the manifest (folds: {', '.join(map(str, present))}); "
-                         "choose one of those")
+        raise AcmonError(
+            f"test fold {test_fold} not in the manifest (folds: {', '.join(map(str, present))}); choose one of those"
+        )
     train = [r for r in records if r.fold != test_fold]
     test = [r for r in records if r.fold == test_fold]
     return train, test
@@ -480,8 +519,9 @@ def split_by_fold(records: Sequence[ClipRecord], test_fold: int) -> tuple[list[C
 # --------------------------------------------------------------------------------------------------
 # Plain folders and Audacity label tracks
 # --------------------------------------------------------------------------------------------------
-def _plain_file_records(wavs: Sequence[Path], folder: Path, params: FeatureParams,
-                        report: LoadReport) -> list[ClipRecord]:
+def _plain_file_records(
+    wavs: Sequence[Path], folder: Path, params: FeatureParams, report: LoadReport
+) -> list[ClipRecord]:
     folder_split = folder.name.lower() if folder.name.lower() in SPLITS else ""
     folder_type = folder.parent.name if folder_split else folder.name
     records = []
@@ -496,8 +536,15 @@ def _plain_file_records(wavs: Sequence[Path], folder: Path, params: FeatureParam
             continue
         info = parse_dcase_name(path.name)
         if info is not None:
-            records.append(ClipRecord(path, info["label"], machine_type=info["machine_type"] or folder_type,
-                                      machine_id=info["machine_id"], split=info["split"] or folder_split))
+            records.append(
+                ClipRecord(
+                    path,
+                    info["label"],
+                    machine_type=info["machine_type"] or folder_type,
+                    machine_id=info["machine_id"],
+                    split=info["split"] or folder_split,
+                )
+            )
         else:
             records.append(ClipRecord(path, NORMAL, machine_type=folder_type, split=folder_split))
     return records
@@ -531,8 +578,10 @@ def read_audacity_labels(labels_path: str | Path) -> list[tuple[float, float, st
         try:
             start, end = (float(f.strip().replace(",", ".")) for f in fields[:2])
         except ValueError:
-            raise AcmonError(f"{path}:{line_no}: not an Audacity label line (expected start<TAB>end<TAB>label in "
-                             f"seconds, got {line.strip()[:40]!r}); export the labels again from Audacity") from None
+            raise AcmonError(
+                f"{path}:{line_no}: not an Audacity label line (expected start<TAB>end<TAB>label in "
+                f"seconds, got {line.strip()[:40]!r}); export the labels again from Audacity"
+            ) from None
         if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < start:
             raise AcmonError(f"{path}:{line_no}: label span {start:g}-{end:g} s is not a valid time range; fix it")
         label = fields[2].strip() if len(fields) > 2 else ""
@@ -564,35 +613,64 @@ def audacity_records(
     spans = []
     for start, end, label in read_audacity_labels(labels_path):
         if end == start:
-            logger.warning("%s: point label %r at %.3f s marks no audio and is ignored; drag to select a region",
-                           labels_path, label, start)
+            logger.warning(
+                "%s: point label %r at %.3f s marks no audio and is ignored; drag to select a region",
+                labels_path,
+                label,
+                start,
+            )
             continue
         if start >= duration:
-            logger.warning("%s: label %r starts at %.3f s, after the end of %s (%.3f s); ignored",
-                           labels_path, label, start, wav_path, duration)
+            logger.warning(
+                "%s: label %r starts at %.3f s, after the end of %s (%.3f s); ignored",
+                labels_path,
+                label,
+                start,
+                wav_path,
+                duration,
+            )
             continue
         if end > duration:
-            logger.warning("%s: label %r ends at %.3f s, after the end of the recording (%.3f s); cut there",
-                           labels_path, label, end, duration)
+            logger.warning(
+                "%s: label %r ends at %.3f s, after the end of the recording (%.3f s); cut there",
+                labels_path,
+                label,
+                end,
+                duration,
+            )
             end = duration
         spans.append((start, end, label))
 
-    records = [ClipRecord(wav_path, label, machine_type=machine_type, split=split, start_seconds=start,
-                          end_seconds=end) for start, end, label in spans]
+    records = [
+        ClipRecord(wav_path, label, machine_type=machine_type, split=split, start_seconds=start, end_seconds=end)
+        for start, end, label in spans
+    ]
     # Normal gaps: the complement of the union of labelled regions.
     cursor = 0.0
     skipped = 0
     for start, end, _ in sorted(spans) + [(duration, duration, "")]:
         if start > cursor:
             if start - cursor >= params.window_seconds - 1e-9:
-                records.append(ClipRecord(wav_path, NORMAL, machine_type=machine_type, split=split,
-                                          start_seconds=cursor, end_seconds=None if start >= duration else start))
+                records.append(
+                    ClipRecord(
+                        wav_path,
+                        NORMAL,
+                        machine_type=machine_type,
+                        split=split,
+                        start_seconds=cursor,
+                        end_seconds=None if start >= duration else start,
+                    )
+                )
             else:
                 skipped += 1
         cursor = max(cursor, end)
     if skipped:
-        logger.debug("%s: %s gap(s) shorter than one analysis window (%.2f s) not used as normal audio",
-                     wav_path, skipped, params.window_seconds)
+        logger.debug(
+            "%s: %s gap(s) shorter than one analysis window (%.2f s) not used as normal audio",
+            wav_path,
+            skipped,
+            params.window_seconds,
+        )
     return sorted(records, key=lambda r: (r.start_seconds, r.label))
 
 
@@ -671,16 +749,19 @@ def load_record(record: ClipRecord, sample_rate_hz: int, channel: int | None = N
         if n_in == 0:
             raise AudioError(f"{reader.path}: no audio samples (0 frames); record or choose a non-empty file")
         if channel is not None and (isinstance(channel, bool) or not 0 <= channel < reader.channels):
-            raise AudioError(f"{reader.path}: channel {channel!r} requested but the file has {reader.channels} "
-                             f"channel(s) (valid: 0 to {reader.channels - 1}); set a channel in that range")
+            raise AudioError(
+                f"{reader.path}: channel {channel!r} requested but the file has {reader.channels} "
+                f"channel(s) (valid: 0 to {reader.channels - 1}); set a channel in that range"
+            )
         _log_conversion_once(reader, channel, sample_rate_hz)
 
         if rate == sample_rate_hz:
             first = round(record.start_seconds * rate)
             last = n_in if record.end_seconds is None else min(n_in, round(record.end_seconds * rate))
             if first >= last:
-                raise AudioError(f"{record.describe()}: the span holds no audio (the file is {n_in / rate:.3f} s "
-                                 "long); fix the span")
+                raise AudioError(
+                    f"{record.describe()}: the span holds no audio (the file is {n_in / rate:.3f} s long); fix the span"
+                )
             reader.seek(min(first, reader.n_frames))
             return to_mono(_read_frames(reader, last - first), channel)
 
@@ -694,8 +775,9 @@ def load_record(record: ClipRecord, sample_rate_hz: int, channel: int | None = N
         m0 = round(record.start_seconds * sample_rate_hz)
         m1 = n_out_total if record.end_seconds is None else min(n_out_total, round(record.end_seconds * sample_rate_hz))
         if m0 >= m1:
-            raise AudioError(f"{record.describe()}: the span holds no audio (the file is {n_in / rate:.3f} s long); "
-                             "fix the span")
+            raise AudioError(
+                f"{record.describe()}: the span holds no audio (the file is {n_in / rate:.3f} s long); fix the span"
+            )
         margin = HALF_LENGTH_PER_RATE * max(up, down) // up + 8
         first = max(0, m0 * down // up - margin)
         first -= first % down

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -102,10 +103,20 @@ def offset_patches(clip: np.ndarray, params: FeatureParams, offset: float) -> np
     return np.stack(windows) if windows else np.zeros((0, *params.patch_shape), np.float32)
 
 
-def fit_ensemble(clips: Sequence[np.ndarray], params: FeatureParams, *, name: str, version: str,
-                 false_alarms_per_day: float, patience_windows: int, representative_patches: int = 300,
-                 amplify_representative: float = 3.0, context_windows: int = DEFAULT_CONTEXT_WINDOWS,
-                 seed: int = 0, progress: bool = True) -> EnsembleResult:
+def fit_ensemble(
+    clips: Sequence[np.ndarray],
+    params: FeatureParams,
+    *,
+    name: str,
+    version: str,
+    false_alarms_per_day: float,
+    patience_windows: int,
+    representative_patches: int = 300,
+    amplify_representative: float = 3.0,
+    context_windows: int = DEFAULT_CONTEXT_WINDOWS,
+    seed: int = 0,
+    progress: bool = True,
+) -> EnsembleResult:
     """Fit, export, choose and calibrate the Gaussian ensemble on normal recordings.
 
     Args:
@@ -120,13 +131,17 @@ def fit_ensemble(clips: Sequence[np.ndarray], params: FeatureParams, *, name: st
     pieces = pieces_of(clips, params)
     if len(pieces) < 2:
         seconds = 2 * max(PIECE_SECONDS, 2 * params.window_seconds)
-        raise AcmonError(f"the normal recordings are too short to cross-fit: need at least 2 recordings of "
-                         f"{params.window_seconds:.2f} s, or one of {seconds:.0f} s")
+        raise AcmonError(
+            f"the normal recordings are too short to cross-fit: need at least 2 recordings of "
+            f"{params.window_seconds:.2f} s, or one of {seconds:.0f} s"
+        )
     rng = np.random.default_rng(seed)
 
     # 1. The Gaussian of the descriptors, from the same Keras layers the int8 graph is made of.
     stats_model = build_band_statistics(params)
-    descriptors, sample, batch = [], [], []
+    descriptors: list[np.ndarray] = []
+    sample: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
 
     def describe() -> None:  # one predict() per few thousand patches: Keras' per-call cost is large
         if batch:
@@ -153,7 +168,9 @@ def fit_ensemble(clips: Sequence[np.ndarray], params: FeatureParams, *, name: st
     graph = QuantizedGraph(tflite, params, "the exported model")
 
     # 2. The int8 outputs of every window, as the device will compute them.
-    segments, groups, first = [], [], {}
+    segments: list[np.ndarray] = []
+    groups: list[int] = []
+    first: dict[int, int] = {}
     for g, piece in enumerate(tqdm(pieces, desc="int8 outputs", unit="recording", disable=not progress)):
         for offset in OFFSETS:
             outputs = graph.outputs(offset_patches(piece, params, offset))
@@ -164,8 +181,9 @@ def fit_ensemble(clips: Sequence[np.ndarray], params: FeatureParams, *, name: st
                 groups.append(g)
     # The graph's whitening saw all the audio: each fold undoes it and whitens by its own statistics.
     inverse = np.linalg.inv(gaussian.whitening)
-    scorer, cf = fit_scorer(segments, groups, CANDIDATES[0], name, version, context_windows,
-                            stage1=(gaussian.mean, inverse))
+    scorer, cf = fit_scorer(
+        segments, groups, CANDIDATES[0], name, version, context_windows, stage1=(gaussian.mean, inverse)
+    )
 
     # 3. Validation faults, scored by the folds that never saw their recording.
     choice, validation = choose_members(scorer, cf, pieces, first, graph, float_model, params, seed, progress)
@@ -186,15 +204,30 @@ def fit_ensemble(clips: Sequence[np.ndarray], params: FeatureParams, *, name: st
         "cross_fitting": scorer.info,
         "seconds": round(sum(len(p) for p in pieces) / params.sample_rate_hz, 1),
     }
-    logger.info("Gaussian ensemble: %d descriptors of %d values, members %s (validation AUC %s), threshold %.4g",
-                gaussian.n, gaussian.mean.size, "+".join(choice["chosen"]),
-                ", ".join(f"{k} {v['auc']:.3f}" for k, v in choice["candidates"].items()), threshold)
-    return EnsembleResult(tflite, float_model, scorer, threshold, calibration, choice, validation["parity"], trained,
-                          stretches)
+    logger.info(
+        "Gaussian ensemble: %d descriptors of %d values, members %s (validation AUC %s), threshold %.4g",
+        gaussian.n,
+        gaussian.mean.size,
+        "+".join(choice["chosen"]),
+        ", ".join(f"{k} {v['auc']:.3f}" for k, v in choice["candidates"].items()),
+        threshold,
+    )
+    return EnsembleResult(
+        tflite, float_model, scorer, threshold, calibration, choice, validation["parity"], trained, stretches
+    )
 
 
-def choose_members(scorer: Scorer, cf, pieces: Sequence[np.ndarray], first: dict[int, int], graph: QuantizedGraph,
-                   float_model, params: FeatureParams, seed: int, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def choose_members(
+    scorer: Scorer,
+    cf,
+    pieces: Sequence[np.ndarray],
+    first: dict[int, int],
+    graph: QuantizedGraph,
+    float_model,
+    params: FeatureParams,
+    seed: int,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compare the candidate member sets on normal recordings against the same recordings with faults added.
 
     Returns:
@@ -237,7 +270,7 @@ def choose_members(scorer: Scorer, cf, pieces: Sequence[np.ndarray], first: dict
     default = "+".join(CANDIDATES[0])
     best = max(candidates, key=lambda k: candidates[k]["auc"])
     chosen = best if candidates[best]["auc"] > candidates[default]["auc"] + CHOICE_MARGIN else default
-    choice = {
+    choice: dict[str, Any] = {
         "chosen": tuple(chosen.split("+")),
         "candidates": candidates,
         "margin": CHOICE_MARGIN,

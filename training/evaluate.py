@@ -9,10 +9,11 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -36,7 +37,12 @@ MAX_FPR = 0.1
 FLOAT_MODEL_FILENAME = "model_float.keras"
 FLOAT_BATCH_PATCHES = 2048
 """Patches collected before one Keras predict call (bounds memory on large test sets)."""
-REPORT_FILES = {"scores_csv": "scores.csv", "report_json": "report.json", "report_md": "report.md", "roc_png": "roc.png"}
+REPORT_FILES = {
+    "scores_csv": "scores.csv",
+    "report_json": "report.json",
+    "report_md": "report.md",
+    "roc_png": "roc.png",
+}
 CSV_COLUMNS = ("path", "machine_type", "machine_id", "label", "int8_score", "float_score", "anomaly_decision", "events")
 
 
@@ -151,7 +157,9 @@ def _discovered_test_clips(root: Path) -> TestSet:
         if record.is_span:
             found.ignored.append((Path(record.describe()), "a span inside a recording: evaluation streams whole files"))
             continue
-        found.clips.append(TestClip(Path(record.path), record.machine_type or root.name, record.machine_id, record.label))
+        found.clips.append(
+            TestClip(Path(record.path), record.machine_type or root.name, record.machine_id, record.label)
+        )
     for path, reason in load_report.failed:
         found.ignored.append((Path(path), reason))
     return found
@@ -191,7 +199,9 @@ class FloatScorer:
     def add(self, clip: TestClip, blocks: list[np.ndarray], scored_indices: set[int]) -> None:
         """Queue a clip: its blocks as the device received them and the indices of the windows it scored."""
         patches = [
-            extract_patch(w.samples, self.params) for w in iter_windows(blocks, self.params) if w.index in scored_indices
+            extract_patch(w.samples, self.params)
+            for w in iter_windows(blocks, self.params)
+            if w.index in scored_indices
         ]
         if len(patches) != len(scored_indices):
             raise RuntimeError(f"{clip.path}: {len(patches)} float windows but the device scored {len(scored_indices)}")
@@ -232,7 +242,7 @@ def _load_float_model(path: Path) -> tuple[Any, str | None]:
         return None, f"TensorFlow is not installed ({exc}); float-versus-int8 parity was not measured"
     try:
         return tf.keras.models.load_model(path, compile=False), None
-    except Exception as exc:  # noqa: BLE001 - any Keras load failure only disables the parity check
+    except Exception as exc:
         return None, f"{path}: cannot load the float model ({type(exc).__name__}: {exc}); parity was not measured"
 
 
@@ -320,11 +330,14 @@ def _summary(groups: list[dict[str, Any]], clips: list[TestClip]) -> dict[str, A
 
 def _parity_summary(groups: list[dict[str, Any]], clips: list[TestClip]) -> dict[str, Any]:
     both = [c for c in clips if c.int8_score is not None and c.float_score is not None]
-    pairs = [(g["parity"]["auc_float"], g["parity"]["auc_int8"]) for g in groups if g["parity"]["auc_difference"] is not None]
+    pairs = [
+        (g["parity"]["auc_float"], g["parity"]["auc_int8"]) for g in groups if g["parity"]["auc_difference"] is not None
+    ]
     return {
         "n_clips": len(both),
         "score_correlation": _correlation(
-            np.array([c.float_score for c in both], dtype=np.float64), np.array([c.int8_score for c in both], dtype=np.float64)
+            np.array([c.float_score for c in both], dtype=np.float64),
+            np.array([c.int8_score for c in both], dtype=np.float64),
         ),
         "mean_auc_float": float(np.mean([p[0] for p in pairs])) if pairs else None,
         "mean_auc_int8": float(np.mean([p[1] for p in pairs])) if pairs else None,
@@ -371,7 +384,10 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| **{name}: harmonic mean** | | | | {_fmt(s['hmean_auc'])} | {_fmt(s['hmean_pauc'])} | | | | | | |"
         )
     overall = report["overall"]
-    lines += ["", f"DCASE 2021+ official score (harmonic mean of all AUCs and pAUCs): {_fmt(overall['dcase_official_score'])}"]
+    lines += [
+        "",
+        f"DCASE 2021+ official score (harmonic mean of all AUCs and pAUCs): {_fmt(overall['dcase_official_score'])}",
+    ]
 
     parity = report["float_int8_parity"]
     lines += ["", "## Float versus int8", ""]
@@ -394,10 +410,15 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"{_fmt(o['score_correlation'], 4)} |"
         )
 
-    notes = [f"{g['machine_type']} id {g['machine_id']}: AUC {g['auc_note']}" for g in report["groups"] if g["auc_note"]]
+    notes = [
+        f"{g['machine_type']} id {g['machine_id']}: AUC {g['auc_note']}" for g in report["groups"] if g["auc_note"]
+    ]
     clips = report["clips"]
     notes += [f"unreadable, not counted: `{u['path']}`: {u['error']}" for u in clips["unreadable"]]
-    notes += [f"no window scored (shorter than one window or below the level gate), left out of AUC: `{p}`" for p in clips["unscored"]]
+    notes += [
+        f"no window scored (shorter than one window or below the level gate), left out of AUC: `{p}`"
+        for p in clips["unscored"]
+    ]
     notes += [f"ignored (no label in the name): `{i['path']}`" for i in clips["ignored"]]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -492,7 +513,9 @@ def evaluate(
         logger.info("evaluating machine type %s (the model's name) out of %s", machine_type, ", ".join(types))
     if machine_type is not None:
         if machine_type not in types:
-            raise AcmonError(f"--machine-type {machine_type!r}: no test clips of it in {data_dir} (found: {', '.join(types)})")
+            raise AcmonError(
+                f"--machine-type {machine_type!r}: no test clips of it in {data_dir} (found: {', '.join(types)})"
+            )
         test_set.clips = [c for c in test_set.clips if c.machine_type == machine_type]
 
     float_model, float_note = _load_float_model(model_folder / FLOAT_MODEL_FILENAME)
@@ -520,7 +543,7 @@ def evaluate(
                 continue
             clip.int8_score, clip.events, clip.windows = summary.score, summary.events, summary.windows
             read.append(clip)
-            if scorer is not None:
+            if scorer is not None and blocks is not None:
                 scorer.add(clip, blocks, scored_indices)
     if scorer is not None:
         scorer.flush()
@@ -641,7 +664,9 @@ def register(subparsers) -> None:
     parser.add_argument("--data", required=True, help="machine folder with test/, or a folder of machine folders")
     parser.add_argument("--out", help="report folder (default: MODEL/evaluation)")
     parser.add_argument("--config", help="device YAML for detector settings (optional; defaults otherwise)")
-    parser.add_argument("--machine-type", help="evaluate this machine type only (default: the model's, if the data holds several)")
+    parser.add_argument(
+        "--machine-type", help="evaluate this machine type only (default: the model's, if the data holds several)"
+    )
     parser.set_defaults(func=run_evaluate)
 
 

@@ -8,8 +8,9 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -120,8 +121,10 @@ def embed_metadata(tflite_bytes: bytes, document: dict[str, Any], buffers: dict[
     # The digest goes in last, over a placeholder of the same length: the FlatBuffer is laid out once
     # and writing the digits moves no offset.
     document = {
-        "schema_version": METADATA_SCHEMA_VERSION, **document,
-        INTEGRITY_KEY: INTEGRITY_SCHEME, DIGEST_KEY: DIGEST_PLACEHOLDER,
+        "schema_version": METADATA_SCHEMA_VERSION,
+        **document,
+        INTEGRITY_KEY: INTEGRITY_SCHEME,
+        DIGEST_KEY: DIGEST_PLACEHOLDER,
     }
     payload = json.dumps(document, sort_keys=True, indent=1).encode()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
@@ -145,7 +148,7 @@ def embed_metadata(tflite_bytes: bytes, document: dict[str, Any], buffers: dict[
         raise ValueError(f"the metadata document must hold {DIGEST_KEY!r} once, at its top level")
     at += start
     out[at : at + len(DIGEST_PLACEHOLDER)] = content_digest(bytes(out), at).encode()
-    out = bytes(out)
+    out = bytes(out)  # type: ignore[assignment]  # frozen: what is returned and checked below
     # Read it back with the device's own reader: what we wrote is what the device will see, checksum included.
     # (Compared as JSON text: a NaN in the document is equal to itself there.)
     _, stored_document, digest = read_document(out, "exported model")

@@ -11,13 +11,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from device import __version__
 from device.calibrate import calibrate_threshold, sustained_scores  # noqa: F401 - numpy-only, shared with the device
@@ -138,7 +138,7 @@ def load_training_config(path: str | Path | None) -> tuple[FeatureParams, FitOpt
     unknown = sorted(set(data) - {"features", "fit"})
     if unknown:
         raise AcmonError(f"{p}: unknown key {unknown[0]!r}; allowed: features, fit")
-    sections = []
+    sections: list[Any] = []
     for key, cls in (("features", FeatureParams), ("fit", FitOptions)):
         raw = data.get(key) or {}
         if not isinstance(raw, dict):
@@ -146,7 +146,9 @@ def load_training_config(path: str | Path | None) -> tuple[FeatureParams, FitOpt
         section = dict(raw)
         names = {f.name for f in dataclasses.fields(cls)}
         if key == "fit" and "augment" in section and not isinstance(section["augment"], dict):
-            raise AcmonError(f"{p}: fit.augment: must be a mapping of settings, got {type(section['augment']).__name__}")
+            raise AcmonError(
+                f"{p}: fit.augment: must be a mapping of settings, got {type(section['augment']).__name__}"
+            )
         if key == "fit" and isinstance(section.get("augment"), dict):
             aug_names = {f.name for f in dataclasses.fields(AugmentOptions)}
             bad_aug = sorted(set(section["augment"]) - aug_names)
@@ -195,7 +197,9 @@ def collect_items(data_dir: str | Path, params: FeatureParams, machine_type: str
     types = sorted({r.machine_type for r in records if r.machine_type})
     if machine_type is not None:
         if machine_type not in types:
-            raise AcmonError(f"--machine-type {machine_type!r}: not in {data_dir} (found: {', '.join(types) or 'none'})")
+            raise AcmonError(
+                f"--machine-type {machine_type!r}: not in {data_dir} (found: {', '.join(types) or 'none'})"
+            )
         records = [r for r in records if r.machine_type == machine_type]
     elif len(types) > 1:
         raise AcmonError(
@@ -203,7 +207,9 @@ def collect_items(data_dir: str | Path, params: FeatureParams, machine_type: str
             f"with --machine-type, e.g. --machine-type {types[0]}"
         )
     if not records:
-        raise AcmonError(f"{data_dir}: no training recordings found (looked for DCASE train/, label folders, a manifest, WAVs)")
+        raise AcmonError(
+            f"{data_dir}: no training recordings found (looked for DCASE train/, label folders, a manifest, WAVs)"
+        )
     items = []
     for record in records:
         path = Path(record.path)
@@ -212,8 +218,10 @@ def collect_items(data_dir: str | Path, params: FeatureParams, machine_type: str
         except OSError:
             stat = None
         version = f"{stat.st_size}|{stat.st_mtime_ns}" if stat else "missing"
-        source = (f"{path.resolve()}|{record.start_seconds}|{record.end_seconds}|{version}|{params.sample_rate_hz}"
-                  f"|decode{_DECODE_VERSION}")
+        source = (
+            f"{path.resolve()}|{record.start_seconds}|{record.end_seconds}|{version}|{params.sample_rate_hz}"
+            f"|decode{_DECODE_VERSION}"
+        )
         items.append(
             TrainingItem(source, record.label, str(path), functools.partial(load_record, record, params.sample_rate_hz))
         )
@@ -223,7 +231,8 @@ def collect_items(data_dir: str | Path, params: FeatureParams, machine_type: str
 def split_items(items: list[TrainingItem], fraction: float, seed: int) -> tuple[list[TrainingItem], list[TrainingItem]]:
     """Hold out a share of the groups of every label (at least one group when a label has two)."""
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train: list[Any] = []
+    val: list[Any] = []
     for label in sorted({i.label for i in items}):
         groups = sorted({i.group for i in items if i.label == label})
         order = rng.permutation(len(groups))
@@ -287,8 +296,10 @@ def _check_loadable(stage: Path, summary: dict[str, Any]) -> None:
     """
     threshold = summary.get("threshold")
     if not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
-        raise AcmonError(f"the fitted threshold is {threshold!r}, not a number: the training audio is damaged "
-                         "(see the warnings above); nothing was written to --out")
+        raise AcmonError(
+            f"the fitted threshold is {threshold!r}, not a number: the training audio is damaged "
+            "(see the warnings above); nothing was written to --out"
+        )
     try:
         AnomalyModel(stage / MODEL_FILENAME)
     except AcmonError as exc:
@@ -307,8 +318,9 @@ def _make_stage(out: Path) -> Path:
         out.resolve().parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.partial-", dir=out.resolve().parent))
     except OSError as exc:
-        raise AcmonError(f"--out {out}: cannot write beside it: {exc.strerror or exc}; "
-                         "choose a writable folder") from None
+        raise AcmonError(
+            f"--out {out}: cannot write beside it: {exc.strerror or exc}; choose a writable folder"
+        ) from None
 
 
 def _publish(stage: Path, out: Path) -> None:
@@ -323,18 +335,28 @@ def _publish(stage: Path, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         for name in names:
             if (out / name).is_dir() and not (stage / name).is_dir():
-                raise AcmonError(f"--out {out}: {name} there is a folder, so the new {name} cannot replace it; "
-                                 "remove it or choose another --out")
+                raise AcmonError(
+                    f"--out {out}: {name} there is a folder, so the new {name} cannot replace it; "
+                    "remove it or choose another --out"
+                )
         for name in names:
             os.replace(stage / name, out / name)
     except OSError as exc:
-        raise AcmonError(f"--out {out}: cannot move the new model in: {exc.strerror or exc}; "
-                         "check the folder") from None
+        raise AcmonError(
+            f"--out {out}: cannot move the new model in: {exc.strerror or exc}; check the folder"
+        ) from None
 
 
-def _fit_into(stage: Path, data_dir, params: FeatureParams, options: FitOptions,
-              items: list[TrainingItem] | None, progress: bool, machine_type: str | None,
-              started: float) -> dict[str, Any]:
+def _fit_into(
+    stage: Path,
+    data_dir,
+    params: FeatureParams,
+    options: FitOptions,
+    items: list[TrainingItem] | None,
+    progress: bool,
+    machine_type: str | None,
+    started: float,
+) -> dict[str, Any]:
     """fit() writing into the stage folder; returns the summary (fit() writes it and publishes)."""
     tf = import_tensorflow(seed=options.seed)
     items = items if items is not None else collect_items(data_dir, params, machine_type)
@@ -354,8 +376,12 @@ def _fit_into(stage: Path, data_dir, params: FeatureParams, options: FitOptions,
         ", ".join(labels),
         cache_dir,
     )
-    train_clips, train_failed = build_cache([(i.source, label_index[i.label], i.load) for i in train_items], cache_dir, progress)
-    val_clips, val_failed = build_cache([(i.source, label_index[i.label], i.load) for i in val_items], cache_dir, progress)
+    train_clips, train_failed = build_cache(
+        [(i.source, label_index[i.label], i.load) for i in train_items], cache_dir, progress
+    )
+    val_clips, val_failed = build_cache(
+        [(i.source, label_index[i.label], i.load) for i in val_items], cache_dir, progress
+    )
     if not train_clips:
         raise AcmonError(f"{data_dir}: none of the {len(train_items)} training recording(s) could be read")
     val_normal = [np.asarray(c.samples()) for c in val_clips if c.label == 0]
@@ -371,17 +397,31 @@ def _fit_into(stage: Path, data_dir, params: FeatureParams, options: FitOptions,
     name = options.name or machine_type or Path(data_dir).resolve().name
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if kind == "gaussian":
-        return fit_gaussian_ensemble(data_dir, stage, params, options, train_clips + val_clips,
-                                     train_failed + val_failed, name, version, progress, started)
+        return fit_gaussian_ensemble(
+            data_dir,
+            stage,
+            params,
+            options,
+            train_clips + val_clips,
+            train_failed + val_failed,
+            name,
+            version,
+            progress,
+            started,
+        )
     rep_rng = np.random.default_rng(options.seed)
     rep = clip_patches([np.asarray(c.samples()) for c in train_clips], params)
     rep = rep[rep_rng.permutation(len(rep))[: options.representative_patches]]
     train_hop = options.train_hop_samples or max(1, params.hop_samples // 4)
     train_seconds = sum(c.n_samples for c in train_clips) / params.sample_rate_hz
 
-    model, history, trained = train_network(tf, kind, train_clips, val_clips, params, options, train_hop, len(labels), progress)
+    model, history, trained = train_network(
+        tf, kind, train_clips, val_clips, params, options, train_hop, len(labels), progress
+    )
     export_model = (
-        copy_classifier_for_export(model, params, len(labels)) if kind == "classifier" else copy_for_export(model, params)
+        copy_classifier_for_export(model, params, len(labels))
+        if kind == "classifier"
+        else copy_for_export(model, params)
     )
     model.save(stage / "model_float.keras")
 
@@ -449,7 +489,9 @@ def _fit_into(stage: Path, data_dir, params: FeatureParams, options: FitOptions,
     return summary
 
 
-def _document_header(name: str, version: str, params: FeatureParams, score_kind: str, threshold: float) -> dict[str, Any]:
+def _document_header(
+    name: str, version: str, params: FeatureParams, score_kind: str, threshold: float
+) -> dict[str, Any]:
     """The metadata keys every model carries first, in this order (inspect and the device read them)."""
     return {
         "name": name,
@@ -462,8 +504,18 @@ def _document_header(name: str, version: str, params: FeatureParams, score_kind:
     }
 
 
-def fit_gaussian_ensemble(data_dir, out: Path, params: FeatureParams, options: FitOptions, clips, failed, name: str,
-                          version: str, progress: bool, started: float) -> dict[str, Any]:
+def fit_gaussian_ensemble(
+    data_dir,
+    out: Path,
+    params: FeatureParams,
+    options: FitOptions,
+    clips,
+    failed,
+    name: str,
+    version: str,
+    progress: bool,
+    started: float,
+) -> dict[str, Any]:
     """The normal-only default: fit, choose and calibrate the Gaussian ensemble (training/ensemble.py), write the model
     into out (fit()'s staging folder); returns the summary."""
     gparams = dataclasses.replace(params, normalization="none") if options.level_features else params
@@ -473,10 +525,17 @@ def fit_gaussian_ensemble(data_dir, out: Path, params: FeatureParams, options: F
     if not normal:
         raise AcmonError(f"{data_dir}: none of the normal recordings could be read")
     result = fit_ensemble(
-        normal, gparams, name=name, version=version, false_alarms_per_day=options.false_alarms_per_day,
-        patience_windows=options.patience_windows, representative_patches=options.representative_patches,
-        amplify_representative=options.amplify_representative, context_windows=options.context_windows,
-        seed=options.seed, progress=progress,
+        normal,
+        gparams,
+        name=name,
+        version=version,
+        false_alarms_per_day=options.false_alarms_per_day,
+        patience_windows=options.patience_windows,
+        representative_patches=options.representative_patches,
+        amplify_representative=options.amplify_representative,
+        context_windows=options.context_windows,
+        seed=options.seed,
+        progress=progress,
     )
     result.float_model.save(out / "model_float.keras")
     # The cross-fitted normal scores behind the threshold, so it can be recalibrated for another rate
@@ -542,8 +601,17 @@ def resolve_model_kind(requested: str, supervised: bool, data_dir) -> str:
     return requested
 
 
-def train_network(tf, kind: str, train_clips, val_clips, params: FeatureParams, options: FitOptions, train_hop: int,
-                  n_classes: int, progress: bool):
+def train_network(
+    tf,
+    kind: str,
+    train_clips,
+    val_clips,
+    params: FeatureParams,
+    options: FitOptions,
+    train_hop: int,
+    n_classes: int,
+    progress: bool,
+):
     """Train the autoencoder or the classifier on random augmented windows; returns (model, history dict, summary)."""
     sampler = WindowSampler(train_clips, params, options.augment, options.seed)
     possible = sum(1 + (c.n_samples - params.window_samples) // train_hop for c in sampler.clips)
@@ -561,7 +629,9 @@ def train_network(tf, kind: str, train_clips, val_clips, params: FeatureParams, 
     if kind == "classifier":
         model = build_classifier(params, n_classes)
         model.compile(
-            optimizer=tf.keras.optimizers.Adam(options.learning_rate), loss="categorical_crossentropy", metrics=["accuracy"]
+            optimizer=tf.keras.optimizers.Adam(options.learning_rate),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
         )
     else:
         model = build_autoencoder(params)
@@ -586,7 +656,9 @@ def _validation_set(clips, params: FeatureParams, target: str, n_classes: int) -
     for clip in clips:
         patches = clip_patches([np.asarray(clip.samples())], params)
         xs.append(patches)
-        ys.append(patches if target == "reconstruction" else np.repeat(np.eye(n_classes)[clip.label][None], len(patches), 0))
+        ys.append(
+            patches if target == "reconstruction" else np.repeat(np.eye(n_classes)[clip.label][None], len(patches), 0)
+        )
     x = np.concatenate(xs)[..., None].astype(np.float32)
     y = np.concatenate(ys).astype(np.float32)
     return x, (y[..., None] if target == "reconstruction" else y)
@@ -608,12 +680,16 @@ def register(subparsers) -> None:
         "Gaussian model of per-band window statistics (or, with --model autoencoder, a convolutional autoencoder); recordings labelled with faults (a folder per label, a CSV manifest) "
         "train a CNN classifier. Test-split recordings are left for `evaluate`.",
     )
-    parser.add_argument("--data", required=True, help="machine folder (DCASE train/), label folders, a manifest .csv, or WAVs")
+    parser.add_argument(
+        "--data", required=True, help="machine folder (DCASE train/), label folders, a manifest .csv, or WAVs"
+    )
     parser.add_argument("--out", required=True, help="model folder to write (model.tflite, training_summary.json)")
     parser.add_argument("--config", help="training YAML with optional 'features:' and 'fit:' sections")
     parser.add_argument("--machine-type", help="train on this machine type only, when the data holds several")
     parser.add_argument(
-        "--false-alarms-per-day", type=float, help="target false alarms per day on normal sound, for the threshold (default: 1)"
+        "--false-alarms-per-day",
+        type=float,
+        help="target false alarms per day on normal sound, for the threshold (default: 1)",
     )
     parser.add_argument(
         "--model",

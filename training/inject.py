@@ -15,8 +15,8 @@ numpy only; the speed change uses the device's own resampler.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -59,7 +59,9 @@ class Injection:
     params: dict
 
 
-def inject(samples: np.ndarray, rate_hz: int, kind: str, level: float, rng: np.random.Generator) -> tuple[np.ndarray, Injection]:
+def inject(
+    samples: np.ndarray, rate_hz: int, kind: str, level: float, rng: np.random.Generator
+) -> tuple[np.ndarray, Injection]:
     """A copy of a normal clip with one generic fault added.
 
     Args:
@@ -114,7 +116,9 @@ def inject(samples: np.ndarray, rate_hz: int, kind: str, level: float, rng: np.r
         positions = np.cumsum(period * (1.0 + 0.02 * rng.standard_normal(int(n / period) + 2)))
         positions = positions[positions < n] - rng.uniform(0, period)
         centre, decay = _log_uniform(rng, 500.0, min(6000.0, top_hz)), rng.uniform(1e-3, 4e-3)
-        y = added(_ring(_impulses(n, positions, 1.0 + 0.3 * rng.standard_normal(positions.size)), rate_hz, centre, decay))
+        y = added(
+            _ring(_impulses(n, positions, 1.0 + 0.3 * rng.standard_normal(positions.size)), rate_hz, centre, decay)
+        )
         params = {"rate_hz": round(rate, 2), "resonance_hz": round(centre, 0)}
     elif kind == "clicks":
         per_second = rng.uniform(0.3, 3.0)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
 
-def _check_binary(y_true: Sequence, scores: Sequence | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def _check_binary(
+    y_true: Sequence | np.ndarray, scores: Sequence | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels as a bool array (1/True = anomaly = positive) and scores as float64, validated."""
     y = np.asarray(y_true)
     if y.ndim != 1:
@@ -29,7 +32,9 @@ def _check_binary(y_true: Sequence, scores: Sequence | None = None) -> tuple[np.
     return y, s
 
 
-def roc_curve(y_true: Sequence, scores: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(
+    y_true: Sequence | np.ndarray, scores: Sequence | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve of scores where higher means more anomalous.
 
     A clip is called anomalous when its score >= threshold. There is one point
@@ -49,6 +54,7 @@ def roc_curve(y_true: Sequence, scores: Sequence) -> tuple[np.ndarray, np.ndarra
         ValueError: malformed input, or y_true lacks either class (the rates are undefined).
     """
     y, s = _check_binary(y_true, scores)
+    assert s is not None  # scores were given
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)
     if n_pos == 0 or n_neg == 0:
@@ -65,7 +71,7 @@ def roc_curve(y_true: Sequence, scores: Sequence) -> tuple[np.ndarray, np.ndarra
     return fpr, tpr, thresholds
 
 
-def roc_auc(y_true: Sequence, scores: Sequence) -> float:
+def roc_auc(y_true: Sequence | np.ndarray, scores: Sequence | np.ndarray) -> float:
     """Area under the ROC curve.
 
     Equals the Mann-Whitney U statistic divided by n_anomalous * n_normal: the
@@ -79,7 +85,7 @@ def roc_auc(y_true: Sequence, scores: Sequence) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
 
 
-def partial_auc(y_true: Sequence, scores: Sequence, max_fpr: float = 0.1) -> float:
+def partial_auc(y_true: Sequence | np.ndarray, scores: Sequence | np.ndarray, max_fpr: float = 0.1) -> float:
     """DCASE partial AUC: the ROC area over FPR in [0, max_fpr], divided by max_fpr.
 
     This is the pAUC of the DCASE Task 2 descriptions (2020 onwards),

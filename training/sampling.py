@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -48,9 +48,7 @@ class AugmentOptions:
     mixup_alpha: float = 0.2
 
 
-NO_AUGMENTATION = AugmentOptions(
-    gain_db=0.0, background_snr_db=None, time_masks=0, freq_masks=0, mixup_alpha=0.0
-)
+NO_AUGMENTATION = AugmentOptions(gain_db=0.0, background_snr_db=None, time_masks=0, freq_masks=0, mixup_alpha=0.0)
 
 
 @dataclass(frozen=True)

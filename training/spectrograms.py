@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from device.errors import AcmonError
 from device.features import FeatureParams, hz_to_mel, mel_to_hz
-from device.pipeline import logmel_image  # noqa: F401 - re-exported: the device draws evidence with it
+from device.pipeline import logmel_image
 
 from .datasets import ClipRecord, load_record
 from .stats import find_wavs
@@ -51,8 +51,16 @@ def save_spectrogram(logmel: np.ndarray, params: FeatureParams, title: str, targ
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     vmax = float(np.max(logmel))
-    image = ax.imshow(logmel.T, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                      extent=(0.0, seconds, -0.5, params.n_mels - 0.5), vmin=vmax - DYNAMIC_RANGE_DB, vmax=vmax)
+    image = ax.imshow(
+        logmel.T,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        interpolation="nearest",
+        extent=(0.0, seconds, -0.5, params.n_mels - 0.5),
+        vmin=vmax - DYNAMIC_RANGE_DB,
+        vmax=vmax,
+    )
     centres = mel_band_centres_hz(params)
     ticks = np.unique(np.linspace(0, params.n_mels - 1, min(N_FREQUENCY_TICKS, params.n_mels)).round().astype(int))
     ax.set_yticks(ticks)
@@ -123,8 +131,7 @@ def write_spectrograms(
                 continue
             logmel = logmel_image(samples, params)
             if logmel.shape[0] == 0:
-                reason = (f"{path}: shorter than one analysis window ({params.window_seconds:.2f} s); "
-                          "nothing to draw")
+                reason = f"{path}: shorter than one analysis window ({params.window_seconds:.2f} s); nothing to draw"
                 logger.warning("skipping %s", reason)
                 skipped.append((path, reason))
                 continue
@@ -132,7 +139,9 @@ def write_spectrograms(
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise AcmonError(f"{target.parent}: cannot create folder: {e.strerror or e}; choose another OUT") from None
+                raise AcmonError(
+                    f"{target.parent}: cannot create folder: {e.strerror or e}; choose another OUT"
+                ) from None
             written.append(save_spectrogram(logmel, params, rel.as_posix(), target))
     return written, skipped
 
@@ -152,10 +161,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("dir", metavar="DIR", help="folder of recordings, searched recursively")
     parser.add_argument("out", metavar="OUT", help="output folder for the PNGs (created if missing)")
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, metavar="N",
-                        help="draw the first N seconds of each file; 0 draws whole files (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="stop after N images, taking files in sorted path order (default: all)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_SECONDS,
+        metavar="N",
+        help="draw the first N seconds of each file; 0 draws whole files (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N images, taking files in sorted path order (default: all)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar on stderr")
     parser.set_defaults(func=run_spectrograms)
     return parser
@@ -171,11 +190,18 @@ def run_spectrograms(args: argparse.Namespace) -> int:
         raise AcmonError(f"--seconds: must be >= 0 (0 = whole file), got {args.seconds:g}")
     if args.limit is not None and args.limit < 1:
         raise AcmonError(f"--limit: must be >= 1, got {args.limit}")
-    written, skipped = write_spectrograms(args.dir, args.out, seconds=args.seconds or None, limit=args.limit,
-                                          progress=not getattr(args, "no_progress", False))
+    written, skipped = write_spectrograms(
+        args.dir,
+        args.out,
+        seconds=args.seconds or None,
+        limit=args.limit,
+        progress=not getattr(args, "no_progress", False),
+    )
     if not written:
-        raise AcmonError(f"{args.dir}: no spectrogram drawn; all {len(skipped)} file(s) were unreadable or too short "
-                         f"(first: {skipped[0][1]})")
+        raise AcmonError(
+            f"{args.dir}: no spectrogram drawn; all {len(skipped)} file(s) were unreadable or too short "
+            f"(first: {skipped[0][1]})"
+        )
     text = f"spectrograms: wrote {len(written)} PNG(s) to {args.out}"
     if skipped:
         text += f"; skipped {len(skipped)} file(s): " + ", ".join(str(p) for p, _ in skipped[:5])

@@ -6,9 +6,9 @@ import argparse
 import csv
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -215,8 +215,9 @@ def format_table(stats: Sequence[FileStats]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
     lines = []
     for row in rows:
-        cells = [cell.rjust(w) if right else cell.ljust(w)
-                 for cell, w, (_, _, _, right) in zip(row, widths, TABLE_COLUMNS)]
+        cells = [
+            cell.rjust(w) if right else cell.ljust(w) for cell, w, (_, _, _, right) in zip(row, widths, TABLE_COLUMNS)
+        ]
         lines.append(("  ".join(cells) + ("  " + row[-1] if row[-1] else "")).rstrip())
     return "\n".join(lines)
 
@@ -243,7 +244,7 @@ def summarize(stats: Sequence[FileStats]) -> str:
         f"total duration: {_hms(total)} ({total:.1f} s)",
     ]
     if good:
-        durations = [s.duration_seconds for s in good]
+        durations = [s.duration_seconds for s in good if s.duration_seconds is not None]
         lines.append(f"durations: {min(durations):.2f} to {max(durations):.2f} s")
         lines.append("sample rates: " + tally([f"{s.sample_rate_hz} Hz" for s in good]))
         lines.append("formats: " + tally([f"{s.sample_format} {s.channels} ch" for s in good]))
@@ -252,15 +253,19 @@ def summarize(stats: Sequence[FileStats]) -> str:
             lines.append(f"RMS level: {min(rms):.1f} to {max(rms):.1f} dBFS (median {float(np.median(rms)):.1f})")
         clipped = [s.path for s in good if (s.clipping_fraction or 0.0) > CLIPPING_WARN_FRACTION]
         if clipped:
-            lines.append(f"clipping above {100 * CLIPPING_WARN_FRACTION:g} % of samples: {len(clipped)} file(s), e.g. "
-                         + ", ".join(clipped[:3]))
+            lines.append(
+                f"clipping above {100 * CLIPPING_WARN_FRACTION:g} % of samples: {len(clipped)} file(s), e.g. "
+                + ", ".join(clipped[:3])
+            )
         dc = [s.path for s in good if abs(s.dc_offset or 0.0) > DC_WARN]
         if dc:
             lines.append(f"DC offset above {DC_WARN:g} of full scale: {len(dc)} file(s), e.g. " + ", ".join(dc[:3]))
         damaged = [s.path for s in good if s.damaged_samples]
         if damaged:
-            lines.append(f"NaN, infinite or absurd samples (fit skips these files): {len(damaged)} file(s), e.g. "
-                         + ", ".join(damaged[:3]))
+            lines.append(
+                f"NaN, infinite or absurd samples (fit skips these files): {len(damaged)} file(s), e.g. "
+                + ", ".join(damaged[:3])
+            )
         silent = [s.path for s in good if s.rms_dbfs is not None and not math.isfinite(s.rms_dbfs)]
         if silent:
             lines.append(f"digital silence: {len(silent)} file(s), e.g. " + ", ".join(silent[:3]))
@@ -338,8 +343,12 @@ def register(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("dir", metavar="DIR", help="folder of recordings, searched recursively")
-    parser.add_argument("--out", metavar="OUT_DIR", default=None,
-                        help=f"folder for {STATS_CSV} and the PNGs (created if missing; default: DIR/{DEFAULT_OUT_SUBDIR})")
+    parser.add_argument(
+        "--out",
+        metavar="OUT_DIR",
+        default=None,
+        help=f"folder for {STATS_CSV} and the PNGs (created if missing; default: DIR/{DEFAULT_OUT_SUBDIR})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar on stderr")
     parser.set_defaults(func=run_stats)
     return parser
@@ -357,7 +366,9 @@ def run_stats(args: argparse.Namespace) -> int:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise AcmonError(f"{out_dir}: cannot create the output folder: {e.strerror or e}; choose another --out") from None
+        raise AcmonError(
+            f"{out_dir}: cannot create the output folder: {e.strerror or e}; choose another --out"
+        ) from None
     csv_path = write_csv(stats, out_dir / STATS_CSV)
     pngs = write_histograms(stats, out_dir)
     print(format_table(stats))

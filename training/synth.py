@@ -6,9 +6,9 @@ import argparse
 import csv
 import logging
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -203,7 +203,10 @@ def machine_profile(machine_type: str, machine_id: int) -> MachineProfile:
         for k, a in zip(range(1, 4), (1.0, 0.45, 0.2)):
             add(k * blade_count, a * rng.uniform(0.6, 1.4), "blade")
         c1, c2 = rng.uniform(300.0, 1200.0), rng.uniform(1500.0, 4000.0)
-        resonances = ((c1, c1 * rng.uniform(0.3, 0.6), rng.uniform(2.0, 10.0)), (c2, c2 * 0.3, rng.uniform(1.0, 6.0)))
+        resonances: tuple[tuple[float, float, float], ...] = (
+            (c1, c1 * rng.uniform(0.3, 0.6), rng.uniform(2.0, 10.0)),
+            (c2, c2 * 0.3, rng.uniform(1.0, 6.0)),
+        )
         noise_slope, noise_to_tone_db = rng.uniform(0.1, 0.5), rng.uniform(-6.0, 0.0)
     elif machine_type == "fan":
         # Axial/centrifugal fan: slow shaft (12-25 Hz), 5-12 blades. Blade-pass tone and harmonics over strong
@@ -820,7 +823,14 @@ def make_dataset(
             strength = round(float(meta_rng.uniform(strength_lo, strength_hi)), STRENGTH_DECIMALS)
             strength = min(max(strength, 10.0**-STRENGTH_DECIMALS), 1.0)
         samples = render_clip(
-            machine_type, machine_id, seconds, sample_rate_hz, fault, strength if fault else 1.0, snr_db, clip,
+            machine_type,
+            machine_id,
+            seconds,
+            sample_rate_hz,
+            fault,
+            strength if fault else 1.0,
+            snr_db,
+            clip,
             gain_jitter_db,
         )
         relative = Path(machine_type) / split / f"{label}_id_{machine_id:02d}_{index:08d}.wav"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import run_cli
@@ -102,12 +104,16 @@ def same_verdict(cfg, *run_args: str):
     return check
 
 
-def write_config(tmp_path, model_path, mqtt: dict | None = None, **sections) -> "Path":
+def write_config(tmp_path, model_path, mqtt: dict | None = None, **sections) -> Path:
     """A config for `model_path`, MQTT off unless given, other sections replaced by `sections`."""
     import yaml
 
-    data = {"device": {"id": "pump-01", "site": "plant-a"}, "model": {"path": str(model_path)},
-            "mqtt": mqtt or {"enabled": False}, **sections}
+    data = {
+        "device": {"id": "pump-01", "site": "plant-a"},
+        "model": {"path": str(model_path)},
+        "mqtt": mqtt or {"enabled": False},
+        **sections,
+    }
     path = tmp_path / "acmon.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -123,9 +129,29 @@ def ca_file(tmp_path_factory):
 
     require(shutil.which("openssl") is not None, "openssl is not installed")
     folder = tmp_path_factory.mktemp("ca")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=acmon test CA"],
-                   cwd=folder, check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=acmon test CA",
+        ],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
     return folder / "ca.crt"
 
 
@@ -133,8 +159,14 @@ def secure_mqtt(tmp_path, ca_file, **overrides) -> dict:
     password = tmp_path / "mqtt-password"
     password.write_text("s3cret\n")
     password.chmod(0o600)
-    return {"host": "broker.plant-a.example", "port": 8883, "username": "pump-01", "password_file": str(password),
-            "tls": {"ca_file": str(ca_file)}, **overrides}
+    return {
+        "host": "broker.plant-a.example",
+        "port": 8883,
+        "username": "pump-01",
+        "password_file": str(password),
+        "tls": {"ca_file": str(ca_file)},
+        **overrides,
+    }
 
 
 def test_check_config_ok_for_a_complete_config(trained_model, ca_file, tmp_path):
@@ -161,9 +193,11 @@ def test_example_config_is_checked_against_its_files():
 )
 def test_hostile_yaml_same_one_line_verdict(tmp_path, case):
     if case == "billion-laughs":
-        text = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8)
-        ) + "device: *i\n"
+        text = (
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))
+            + "device: *i\n"
+        )
         needle = "values"
     else:
         text = "device: " + "[" * 5000 + "]" * 5000 + "\n"
@@ -173,8 +207,9 @@ def test_hostile_yaml_same_one_line_verdict(tmp_path, case):
     assert_one_line_error(same_verdict(cfg), "acmon.yaml:", needle)
 
 
-@pytest.mark.parametrize("case", ["missing-model", "garbage-model", "dev-zero-model", "off-threshold-above",
-                                  "capture-rate-unresamplable"])
+@pytest.mark.parametrize(
+    "case", ["missing-model", "garbage-model", "dev-zero-model", "off-threshold-above", "capture-rate-unresamplable"]
+)
 def test_model_problems_same_one_line_verdict(trained_model, tmp_path, case):
     model, extra, needle = trained_model, {}, ""
     if case == "missing-model":
@@ -187,7 +222,10 @@ def test_model_problems_same_one_line_verdict(trained_model, tmp_path, case):
     elif case == "capture-rate-unresamplable":  # 44101 Hz to 16 kHz: a filter of millions of taps
         extra, needle = {"audio": {"capture_rate_hz": 44101}}, "audio.capture_rate_hz: cannot resample 44101 Hz"
     else:
-        extra, needle = {"model": {"path": str(trained_model), "threshold": 2.0}, "detector": {"off_threshold": 3.0}}, "off_threshold"
+        extra, needle = (
+            {"model": {"path": str(trained_model), "threshold": 2.0}, "detector": {"off_threshold": 3.0}},
+            "off_threshold",
+        )
     cfg = write_config(tmp_path, model, **extra)
     out = same_verdict(cfg)
     assert_one_line_error(out, "acmon.yaml", needle)
@@ -199,9 +237,15 @@ def test_model_problems_same_one_line_verdict(trained_model, tmp_path, case):
 @pytest.mark.parametrize("case", ["missing-ca-file", "missing-password-file"])
 def test_mqtt_file_problems_same_one_line_verdict(trained_model, ca_file, tmp_path, case):
     if case == "missing-ca-file":
-        mqtt, needle = secure_mqtt(tmp_path, ca_file, tls={"ca_file": str(tmp_path / "gone-ca.crt")}), "mqtt.tls.ca_file"
+        mqtt, needle = (
+            secure_mqtt(tmp_path, ca_file, tls={"ca_file": str(tmp_path / "gone-ca.crt")}),
+            "mqtt.tls.ca_file",
+        )
     else:
-        mqtt, needle = secure_mqtt(tmp_path, ca_file, password_file=str(tmp_path / "gone-password")), "mqtt.password_file"
+        mqtt, needle = (
+            secure_mqtt(tmp_path, ca_file, password_file=str(tmp_path / "gone-password")),
+            "mqtt.password_file",
+        )
     out = same_verdict(write_config(tmp_path, trained_model, mqtt))
     assert_one_line_error(out, "acmon.yaml", needle, "no such file")
 
@@ -238,7 +282,9 @@ def test_permission_warnings(trained_model, ca_file, tmp_path):
     assert "Traceback" not in out.stderr
     warnings = [line for line in out.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 2, out.stderr
-    assert "mqtt.password_file" in warnings[0] and "readable by every user" in warnings[0] and "chmod 600" in warnings[0]
+    assert (
+        "mqtt.password_file" in warnings[0] and "readable by every user" in warnings[0] and "chmod 600" in warnings[0]
+    )
     assert "without TLS" in warnings[1] and "broker.plant-a.example" in warnings[1] and "s3cret" not in out.stderr
     # The daemon logs them at start: here on two bytes of stdin, shorter than a window, then it stops.
     cfg = write_config(tmp_path, trained_model, mqtt, audio={"source": "stdin"}, evidence={"enabled": False})

@@ -9,8 +9,8 @@ import json
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -58,9 +58,19 @@ def site_clips(tmp_path_factory) -> dict[str, list[Path]]:
     from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
 
     root = tmp_path_factory.mktemp("site-clips")
-    make_dataset(root, machine_types=("pump",), machine_ids=(0,), n_train=1, n_test_normal=24, n_test_anomaly=24,
-                 seconds=6.0, snr_db_range=DEMO_SNR_DB_RANGE, fault_strength_range=DEMO_FAULT_STRENGTH_RANGE, seed=11,
-                 progress=False)
+    make_dataset(
+        root,
+        machine_types=("pump",),
+        machine_ids=(0,),
+        n_train=1,
+        n_test_normal=24,
+        n_test_anomaly=24,
+        seconds=6.0,
+        snr_db_range=DEMO_SNR_DB_RANGE,
+        fault_strength_range=DEMO_FAULT_STRENGTH_RANGE,
+        seed=11,
+        progress=False,
+    )
     test = root / "pump" / "test"
     return {label: sorted(test.glob(f"{label}_*.wav")) for label in ("normal", "anomaly")}
 
@@ -324,13 +334,20 @@ class RecordingNotifier(SystemdNotifier):
 @pytest.mark.broker
 def test_a_dead_publisher_stops_the_watchdog_and_ends_the_process(broker, trained_model, site_clips, tmp_path):
     """The finding: the publisher thread died, the process ran on feeding the watchdog, and nothing was delivered."""
-    cfg = _config(tmp_path, trained_model).read_text().replace("mqtt: {enabled: false}",
-                                                               f"mqtt: {{host: 127.0.0.1, port: {broker.port}}}")
+    cfg = (
+        _config(tmp_path, trained_model)
+        .read_text()
+        .replace("mqtt: {enabled: false}", f"mqtt: {{host: 127.0.0.1, port: {broker.port}}}")
+    )
     (tmp_path / "device.yaml").write_text(cfg)
     ref: list = []
     notifier = RecordingNotifier(ref)
-    runner = Runner(load_site_config(tmp_path / "device.yaml"), config_path=str(tmp_path / "device.yaml"),
-                    events_out=None, notifier=notifier)
+    runner = Runner(
+        load_site_config(tmp_path / "device.yaml"),
+        config_path=str(tmp_path / "device.yaml"),
+        events_out=None,
+        notifier=notifier,
+    )
     ref.append(runner)
     runner.publisher_grace_seconds = 0.3
     clips = [c for pair in zip(site_clips["normal"], site_clips["normal"]) for c in pair]
@@ -370,8 +387,9 @@ def _paced(blocks, seconds: float):
 def test_an_alarm_open_when_the_process_died_is_ended_after_the_restart(trained_model, site_clips, tmp_path):
     """The finding: after a SIGKILL during an alarm the alarm had a start and never an end."""
     cfg = _config(tmp_path, trained_model, "detector: {cooldown_seconds: 0, update_seconds: 1}\n").read_text()
-    cfg = cfg.replace("detector: {cooldown_seconds: 0}\n", "").replace(f"path: {trained_model}}}",
-                                                                        f"path: {trained_model}, threshold: 1.0e-6}}")
+    cfg = cfg.replace("detector: {cooldown_seconds: 0}\n", "").replace(
+        f"path: {trained_model}}}", f"path: {trained_model}, threshold: 1.0e-6}}"
+    )
     (tmp_path / "device.yaml").write_text(cfg)
     out = io.StringIO()
     first = _runner(tmp_path / "device.yaml", alarm_state=True)
@@ -412,8 +430,10 @@ def test_an_alarm_open_when_the_process_died_is_ended_after_the_restart(trained_
     assert len(out2.getvalue().splitlines()) == 1
 
 
-@pytest.mark.parametrize("garbage", [b"", b"{", b"[]", b'{"event_id": "../../x"}', b"\xff\xfe" * 10,
-                                     b'{"event_id": "' + b"a" * 32 + b'", "seq": -1}'])
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"{", b"[]", b'{"event_id": "../../x"}', b"\xff\xfe" * 10, b'{"event_id": "' + b"a" * 32 + b'", "seq": -1}'],
+)
 def test_a_damaged_open_alarm_record_never_blocks_start_up(trained_model, tmp_path, garbage, caplog):
     runner = _runner(_config(tmp_path, trained_model), alarm_state=True)
     runner.open_alarm.path.parent.mkdir(parents=True, exist_ok=True)
@@ -426,8 +446,9 @@ def test_a_damaged_open_alarm_record_never_blocks_start_up(trained_model, tmp_pa
     assert "open alarm" in caplog.text
 
 
-def test_the_margin_for_a_rare_rate_does_not_make_normal_audio_look_like_a_fault(trained_model, site_clips, tmp_path,
-                                                                                 monkeypatch):
+def test_the_margin_for_a_rare_rate_does_not_make_normal_audio_look_like_a_fault(
+    trained_model, site_clips, tmp_path, monkeypatch
+):
     """The refusal (a new threshold over 4 times the current) is judged on what the audio's scores call for
     on average: the 95 % margin for a rate the audio cannot show measures drift between its stretches, not a
     fault. A margin of 10 times (drifting audio) must not refuse the machine's normal sound."""

@@ -24,32 +24,47 @@ def _schema(name: str) -> dict:
 def test_commands_state_health_and_telemetry(broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path):
     normal = sorted((demo_data / "pump" / "test").glob("normal_id_00_*.wav"))[0]
     cfg = tmp_path / "device.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "device": {"id": "pump-9", "site": "lab"},
-        "model": {"path": str(trained_model)},
-        "audio": {"source": "wav", "wav_paths": [str(normal)] * 40, "realtime": True},
-        "detector": {"cooldown_seconds": 0},
-        "health": {"telemetry_seconds": 1},
-        "evidence": {"directory": str(tmp_path / "evidence")},
-        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": unique_prefix},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "device": {"id": "pump-9", "site": "lab"},
+                "model": {"path": str(trained_model)},
+                "audio": {"source": "wav", "wav_paths": [str(normal)] * 40, "realtime": True},
+                "detector": {"cooldown_seconds": 0},
+                "health": {"telemetry_seconds": 1},
+                "evidence": {"directory": str(tmp_path / "evidence")},
+                "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": unique_prefix},
+            }
+        )
+    )
     base = f"{unique_prefix}/lab/pump-9"
     sub = subscribe(broker.host, broker.port, f"{base}/#")
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(cfg)], cwd=REPO,
-                                env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "device", "run", "--config", str(cfg)],
+            cwd=REPO,
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def command(name: str, args: dict) -> dict:
         seen = len(sub.json_on(f"/cmd/{name}/result"))
-        mqtt_publish.single(f"{base}/cmd/{name}", json.dumps({**args, "request_id": name}), qos=1,
-                            hostname=broker.host, port=broker.port)
+        mqtt_publish.single(
+            f"{base}/cmd/{name}",
+            json.dumps({**args, "request_id": name}),
+            qos=1,
+            hostname=broker.host,
+            port=broker.port,
+        )
         assert sub.wait_for(lambda s: len(s.json_on(f"/cmd/{name}/result")) > seen, timeout=20), log_path.read_text()
         return sub.json_on(f"/cmd/{name}/result")[-1]
 
     try:
-        assert sub.wait_for(lambda s: s.json_on("/telemetry") and s.json_on("/state") and s.json_on("/health"),
-                            timeout=60), log_path.read_text()
+        assert sub.wait_for(
+            lambda s: s.json_on("/telemetry") and s.json_on("/state") and s.json_on("/health"), timeout=60
+        ), log_path.read_text()
         ping = command("ping", {})
         assert ping["ok"] and ping["request_id"] == "ping" and ping["result"]["state"] == "ok"
         # 1e-6 would alarm on everything: outside the band around the calibrated threshold, refused.

@@ -32,9 +32,19 @@ def more_normal(tmp_path_factory) -> list[Path]:
     from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
 
     root = tmp_path_factory.mktemp("more-normal")
-    make_dataset(root, machine_types=("pump",), machine_ids=(0,), n_train=1, n_test_normal=24, n_test_anomaly=0,
-                 seconds=6.0, snr_db_range=DEMO_SNR_DB_RANGE, fault_strength_range=DEMO_FAULT_STRENGTH_RANGE, seed=11,
-                 progress=False)
+    make_dataset(
+        root,
+        machine_types=("pump",),
+        machine_ids=(0,),
+        n_train=1,
+        n_test_normal=24,
+        n_test_anomaly=0,
+        seconds=6.0,
+        snr_db_range=DEMO_SNR_DB_RANGE,
+        fault_strength_range=DEMO_FAULT_STRENGTH_RANGE,
+        seed=11,
+        progress=False,
+    )
     return sorted((root / "pump" / "test").glob("normal_*.wav"))
 
 
@@ -53,7 +63,7 @@ class NotifySocket:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(4096).decode()
-            except socket.timeout:
+            except TimeoutError:
                 return False
             self.received.append(data)
             if message in data.split("\n"):
@@ -76,19 +86,26 @@ def _wait_for_log(log: Path, text: str, timeout: float) -> bool:
 def test_sighup_with_bad_config_keeps_the_running_daemon(trained_model, demo_data, tmp_path):
     cfg = tmp_path / "device.yaml"
     wavs = [str(_normal(demo_data))] * 40  # 4 minutes at real time: the test stops it long before
-    good = yaml.safe_dump({
-        "model": {"path": str(trained_model)},
-        "audio": {"source": "wav", "wav_paths": wavs, "realtime": True},
-        "mqtt": {"enabled": False},
-        "evidence": {"directory": str(tmp_path / "evidence")},
-    })
+    good = yaml.safe_dump(
+        {
+            "model": {"path": str(trained_model)},
+            "audio": {"source": "wav", "wav_paths": wavs, "realtime": True},
+            "mqtt": {"enabled": False},
+            "evidence": {"directory": str(tmp_path / "evidence")},
+        }
+    )
     cfg.write_text(good)
     notify = NotifySocket(tmp_path / "notify.sock")
     log_path = tmp_path / "daemon.log"
     env = {**os.environ, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(cfg)], cwd=REPO, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "device", "run", "--config", str(cfg)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         assert notify.wait_for("READY=1", timeout=60), log_path.read_text()
         assert notify.wait_for("WATCHDOG=1", timeout=10), notify.received
@@ -115,7 +132,9 @@ def test_sighup_with_bad_config_keeps_the_running_daemon(trained_model, demo_dat
 def test_calibrate_sets_the_level_gate_for_a_quiet_room_and_rolls_back(trained_model, demo_data, more_normal, tmp_path):
     """The field problem: room noise at -70 dBFS with the machine off scores far above the threshold."""
     rate = 16000
-    machine = [np.concatenate([read_wav(clip)[0][:, 0] for clip in half]) for half in (more_normal[:12], more_normal[12:])]
+    machine = [
+        np.concatenate([read_wav(clip)[0][:, 0] for clip in half]) for half in (more_normal[:12], more_normal[12:])
+    ]
     noise = np.random.default_rng(0).standard_normal(12 * rate)
     room = (noise * 10 ** (-70 / 20) / noise.std()).astype(np.float32)
     site = tmp_path / "site.wav"
@@ -125,7 +144,9 @@ def test_calibrate_sets_the_level_gate_for_a_quiet_room_and_rolls_back(trained_m
     cfg = tmp_path / "device.yaml"
     cfg.write_text(f"model: {{path: {trained_model}}}\nmqtt: {{enabled: false}}\n")
 
-    before = json.loads(run_cli("device", "score", "--model", str(trained_model), "--config", str(cfg), str(quiet)).stdout)
+    before = json.loads(
+        run_cli("device", "score", "--model", str(trained_model), "--config", str(cfg), str(quiet)).stdout
+    )
     assert before["anomaly"], "room noise should alarm before calibration (the field problem)"
 
     out = run_cli("device", "calibrate", "--config", str(cfg), "--source", "file", "--minutes", "2.5", str(site))
@@ -137,19 +158,27 @@ def test_calibrate_sets_the_level_gate_for_a_quiet_room_and_rolls_back(trained_m
     written = yaml.safe_load(current.read_text())
     assert written["detector"]["min_rms_dbfs"] == result["min_rms_dbfs"]
 
-    after = json.loads(run_cli("device", "score", "--model", str(trained_model), "--config", str(cfg), str(quiet)).stdout)
+    after = json.loads(
+        run_cli("device", "score", "--model", str(trained_model), "--config", str(cfg), str(quiet)).stdout
+    )
     assert not after["anomaly"] and after["score"] is None  # gated: not scored at all
-    normal = json.loads(run_cli("device", "score", "--model", str(trained_model), "--config", str(cfg),
-                                str(_normal(demo_data, 3))).stdout)
+    normal = json.loads(
+        run_cli(
+            "device", "score", "--model", str(trained_model), "--config", str(cfg), str(_normal(demo_data, 3))
+        ).stdout
+    )
     assert not normal["anomaly"] and normal["score"] is not None
 
     out = run_cli("device", "calibrate", "--config", str(cfg), "--rollback")
     assert out.returncode == 1 and out.stderr.strip().startswith("error: ") and "calibration.prev.yaml" in out.stderr
-    out = run_cli("device", "calibrate", "--config", str(cfg), "--source", "file", "--minutes", "0.2", str(_normal(demo_data)))
+    out = run_cli(
+        "device", "calibrate", "--config", str(cfg), "--source", "file", "--minutes", "0.2", str(_normal(demo_data))
+    )
     assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("error: calibrate: ")
     assert "at least 200 analysis windows" in out.stderr
-    out = run_cli("device", "calibrate", "--config", str(cfg), "--source", "file", "--minutes", "2",
-                  *map(str, more_normal))
+    out = run_cli(
+        "device", "calibrate", "--config", str(cfg), "--source", "file", "--minutes", "2", *map(str, more_normal)
+    )
     assert out.returncode == 0, out.stderr
     assert run_cli("device", "calibrate", "--config", str(cfg), "--rollback").returncode == 0
     restored = yaml.safe_load(current.read_text())

@@ -79,14 +79,20 @@ def test_unreachable_broker_keeps_alerts_until_it_returns(
     broker = Mosquitto(tmp_path).start()
     # A persistent session (clean_session=False, restored by mosquitto's persistence) receives
     # QoS 1 messages published while the subscriber itself is still reconnecting.
-    sub = subscribe(broker.host, broker.port, f"{unique_prefix}/#", client_id=f"sub-{unique_prefix}"[:23], clean_session=False)
+    sub = subscribe(
+        broker.host, broker.port, f"{unique_prefix}/#", client_id=f"sub-{unique_prefix}"[:23], clean_session=False
+    )
     broker.stop()
     try:
         cfg = config_from_dict(
             {
                 "device": {"id": "pump-8", "site": "outage"},
-                "mqtt": {"port": broker.port, "topic_prefix": unique_prefix, "reconnect_min_seconds": 1.0,
-                         "reconnect_max_seconds": 2.0},
+                "mqtt": {
+                    "port": broker.port,
+                    "topic_prefix": unique_prefix,
+                    "reconnect_min_seconds": 1.0,
+                    "reconnect_max_seconds": 2.0,
+                },
             }
         )
         runner = Runner(cfg, model_path=str(trained_model), events_out=None)

@@ -26,8 +26,9 @@ def test_one_long_recording_is_cut_into_pieces_for_cross_fitting(tmp_path):
     session = render_clip("pump", 3, seconds=190.0, snr_db=9.0, seed=1)  # one session: one background, one gain
     faulty = render_clip("pump", 3, 190.0, fault="cavitation", fault_strength=0.8, snr_db=9.0, seed=1)
     write_wav(data / "pump-running.wav", session[: 180 * 16000], 16000)
-    summary = fit(data, tmp_path / "model", FeatureParams(), FitOptions(seed=0, cache_dir=str(tmp_path / "c")),
-                  progress=False)
+    summary = fit(
+        data, tmp_path / "model", FeatureParams(), FitOptions(seed=0, cache_dir=str(tmp_path / "c")), progress=False
+    )
     assert summary["choice"]["normal_recordings"] == 3
     assert summary["training"]["cross_fitting"]["folds"] == 3
     with np.load(tmp_path / "model" / HELDOUT_SCORES_FILENAME) as heldout:
@@ -54,4 +55,6 @@ def test_too_little_audio_to_cross_fit_is_one_clear_error(tmp_path):
     data.mkdir()
     write_wav(data / "short.wav", render_clip("pump", 0, seconds=1.5, seed=2), 16000)
     with pytest.raises(AcmonError, match="too short to cross-fit: need at least 2 recordings"):
-        fit(data, tmp_path / "model", FeatureParams(), FitOptions(seed=0, cache_dir=str(tmp_path / "c")), progress=False)
+        fit(
+            data, tmp_path / "model", FeatureParams(), FitOptions(seed=0, cache_dir=str(tmp_path / "c")), progress=False
+        )

@@ -37,15 +37,25 @@ def normal_pcm(tmp_path_factory) -> bytes:
     from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
 
     root = tmp_path_factory.mktemp("hostile-audio")
-    make_dataset(root, machine_types=("pump",), machine_ids=(0,), n_train=1, n_test_normal=24, n_test_anomaly=0,
-                 seconds=6.0, snr_db_range=DEMO_SNR_DB_RANGE, fault_strength_range=DEMO_FAULT_STRENGTH_RANGE, seed=11,
-                 progress=False)
+    make_dataset(
+        root,
+        machine_types=("pump",),
+        machine_ids=(0,),
+        n_train=1,
+        n_test_normal=24,
+        n_test_anomaly=0,
+        seconds=6.0,
+        snr_db_range=DEMO_SNR_DB_RANGE,
+        fault_strength_range=DEMO_FAULT_STRENGTH_RANGE,
+        seed=11,
+        progress=False,
+    )
     audio = np.concatenate([read_wav(p)[0].reshape(-1) for p in sorted((root / "pump" / "test").glob("normal_*.wav"))])
     return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def _seconds(pcm: bytes, start: float, seconds: float) -> bytes:
-    return pcm[int(start * RATE) * 2: int((start + seconds) * RATE) * 2]
+    return pcm[int(start * RATE) * 2 : int((start + seconds) * RATE) * 2]
 
 
 class Daemon:
@@ -54,9 +64,14 @@ class Daemon:
     def __init__(self, cfg: Path, log: Path, env: dict[str, str] | None = None):
         self.log = log
         with open(log, "ab") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(cfg)], cwd=REPO,
-                                         env={**os.environ, **(env or {})}, stdin=subprocess.PIPE,
-                                         stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "device", "run", "--config", str(cfg)],
+                cwd=REPO,
+                env={**os.environ, **(env or {})},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
 
     def feed(self, pcm: bytes) -> None:
         assert self.proc.poll() is None, self.stderr
@@ -99,8 +114,14 @@ def _config(tmp_path: Path, model_path: Path, broker, prefix: str, **sections) -
         "audio": {"source": "stdin", "stdin_format": "s16le"},
         "detector": {"cooldown_seconds": 0, "update_seconds": 1},
         "health": {"telemetry_seconds": 5},
-        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix, "reconnect_min_seconds": 0.2,
-                 "reconnect_max_seconds": 1, "homeassistant_discovery": False},
+        "mqtt": {
+            "host": broker.host,
+            "port": broker.port,
+            "topic_prefix": prefix,
+            "reconnect_min_seconds": 0.2,
+            "reconnect_max_seconds": 1,
+            "homeassistant_discovery": False,
+        },
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
@@ -115,8 +136,13 @@ def _base(prefix: str) -> str:
 
 def _command(broker, prefix: str, name: str, args: dict) -> str:
     request_id = uuid.uuid4().hex[:12]
-    mqtt_publish.single(f"{_base(prefix)}/cmd/{name}", json.dumps({**args, "request_id": request_id}), qos=1,
-                        hostname=broker.host, port=broker.port)
+    mqtt_publish.single(
+        f"{_base(prefix)}/cmd/{name}",
+        json.dumps({**args, "request_id": request_id}),
+        qos=1,
+        hostname=broker.host,
+        port=broker.port,
+    )
     return request_id
 
 
@@ -234,9 +260,13 @@ def full_tmpfs(tmp_path):
     """A 256 kB tmpfs mounted for this test and filled up; unmounted afterwards. Needs root (CI runs as root)."""
     mount = tmp_path / "full"
     mount.mkdir()
-    can_mount = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)], capture_output=True
-    ).returncode == 0
+    can_mount = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        == 0
+    )
     require(can_mount, "mounting a tmpfs needs root (the disk-full test)")
     try:
         fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
@@ -256,13 +286,22 @@ def test_full_disk_is_a_health_fault_and_every_alarm_still_arrives(
     broker, subscribe, unique_prefix, trained_model, normal_pcm, tmp_path, full_tmpfs
 ):
     # The state directory (evidence, open alarms, calibration) on the full disk; the spool elsewhere.
-    cfg = _config(tmp_path, trained_model, broker, unique_prefix, model={"threshold": 1.0e-6},
-                  mqtt={"spool_dir": str(tmp_path / "spool")}, evidence={"pre_roll_seconds": 1, "post_roll_seconds": 1})
+    cfg = _config(
+        tmp_path,
+        trained_model,
+        broker,
+        unique_prefix,
+        model={"threshold": 1.0e-6},
+        mqtt={"spool_dir": str(tmp_path / "spool")},
+        evidence={"pre_roll_seconds": 1, "post_roll_seconds": 1},
+    )
     sub = subscribe(broker.host, broker.port, f"{_base(unique_prefix)}/#")
     daemon = Daemon(cfg, tmp_path / "daemon.log", env={"STATE_DIRECTORY": str(full_tmpfs)})
     try:
-        daemon.feed_until(normal_pcm, lambda: any("storage" in f for f in _faults(sub)) and any(
-            e["state"] == "update" for e in _events(sub)))
+        daemon.feed_until(
+            normal_pcm,
+            lambda: any("storage" in f for f in _faults(sub)) and any(e["state"] == "update" for e in _events(sub)),
+        )
         storage = [h for h in sub.json_on("/health") if any(f["fault"] == "storage" for f in h["faults"])][-1]
         detail = next(f["detail"] for f in storage["faults"] if f["fault"] == "storage")
         assert "No space left on device" in detail and "\n" not in detail

@@ -196,15 +196,27 @@ def test_fit_skips_and_names_damaged_files_and_writes_a_working_model(demo_data,
         x[RATE : RATE + 10] = value
         write_wav(data / f"zz_{name}.wav", x, RATE, "float32")
     _one_hz(data / "zz_one_hz.wav")
-    out = run_cli("training", "fit", "--data", str(data), "--out", str(tmp_path / "model"),
-                  env={"XDG_CACHE_HOME": str(tmp_path / "cache")}, timeout=300)
+    out = run_cli(
+        "training",
+        "fit",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "model"),
+        env={"XDG_CACHE_HOME": str(tmp_path / "cache")},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     _no_traceback(out.stderr)
     for name in ("zz_nan", "zz_big", "zz_inf", "zz_one_hz"):
         assert f"skipping {data / name}.wav: " in out.stderr, (name, out.stderr[-3000:])
     summary = json.loads((tmp_path / "model" / "training_summary.json").read_text())
     assert sorted(Path(s["source"]).name for s in summary["skipped"]) == [
-        "zz_big.wav", "zz_inf.wav", "zz_nan.wav", "zz_one_hz.wav"]
+        "zz_big.wav",
+        "zz_inf.wav",
+        "zz_nan.wav",
+        "zz_one_hz.wav",
+    ]
     assert summary["model"] == str(tmp_path / "model" / "model.tflite")
     assert np.isfinite(summary["threshold"])
     model = AnomalyModel(tmp_path / "model")
@@ -243,8 +255,15 @@ def test_fit_that_crashes_after_export_keeps_the_previous_model(demo_data, train
 
     monkeypatch.setattr(training.fit, "calibrate_threshold", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(data, out, _params(), FitOptions(seed=0, model="autoencoder", epochs=1, max_patches_per_epoch=64,
-                                             cache_dir=str(tmp_path / "cache")), progress=False)
+        fit(
+            data,
+            out,
+            _params(),
+            FitOptions(
+                seed=0, model="autoencoder", epochs=1, max_patches_per_epoch=64, cache_dir=str(tmp_path / "cache")
+            ),
+            progress=False,
+        )
     assert (out / "model.tflite").read_bytes() == before
     assert not list(tmp_path.glob(".model.partial-*"))
 

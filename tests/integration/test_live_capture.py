@@ -30,7 +30,10 @@ def _start_daemon(tmp_path: Path, model: Path, broker, prefix: str, pulse_env: d
     log = open(tmp_path / "daemon.log", "wb")
     return subprocess.Popen(
         [sys.executable, "-m", "device", "run", "--config", str(cfg)],
-        cwd=REPO, env={**os.environ, **pulse_env}, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env={**os.environ, **pulse_env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -51,14 +54,14 @@ def test_live_microphone(label, pulse_sink, broker, subscribe, unique_prefix, tr
     daemon = _start_daemon(tmp_path, trained_model, broker, unique_prefix, pulse_sink)
     try:
         assert sub.wait_for(lambda s: any(p == b"online" for _, p, _ in s.messages), timeout=30), (
-            (tmp_path / "daemon.log").read_text()
-        )
+            tmp_path / "daemon.log"
+        ).read_text()
         wav = sorted((demo_data / "pump" / "test").glob(f"{label}_id_00_*.wav"))[0]
         _play(wav, pulse_sink)
         if label == "anomaly":
             assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), timeout=20), (
-                (tmp_path / "daemon.log").read_text()
-            )
+                tmp_path / "daemon.log"
+            ).read_text()
         else:
             time.sleep(3)  # the last windows of the recording reach the model after it ends
     finally:
@@ -73,4 +76,6 @@ def test_live_microphone(label, pulse_sink, broker, subscribe, unique_prefix, tr
         assert sub.wait_for(lambda s: any(e["state"] == "end" for e in s.json_on("/events")), timeout=10), log
     else:
         assert events == [], log
-    assert sub.wait_for(lambda s: [p for t, p, _ in s.messages if t.endswith("/status")][-1:] == [b"offline"], timeout=10)
+    assert sub.wait_for(
+        lambda s: [p for t, p, _ in s.messages if t.endswith("/status")][-1:] == [b"offline"], timeout=10
+    )

@@ -22,16 +22,28 @@ class PulseServer:
     def __init__(self, runtime: Path):
         self.runtime = runtime
         self.socket = runtime / "native"
-        self.env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PULSE_SERVER": f"unix:{self.socket}",
-                    "HOME": str(runtime)}
+        self.env = {
+            **os.environ,
+            "XDG_RUNTIME_DIR": str(runtime),
+            "PULSE_SERVER": f"unix:{self.socket}",
+            "HOME": str(runtime),
+        }
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "PulseServer":
+    def start(self) -> PulseServer:
         self.proc = subprocess.Popen(
-            ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "-n",
-             "--load=module-null-sink sink_name=acmon_recover rate=16000 channels=1",
-             f"--load=module-native-protocol-unix auth-anonymous=1 socket={self.socket}"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "pulseaudio",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--disallow-exit",
+                "-n",
+                "--load=module-null-sink sink_name=acmon_recover rate=16000 channels=1",
+                f"--load=module-native-protocol-unix auth-anonymous=1 socket={self.socket}",
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15
         while subprocess.run(["pactl", "info"], env=self.env, capture_output=True).returncode != 0:
@@ -59,8 +71,10 @@ def _wait_for_log(log: Path, text: str, timeout: float, after: int = 0) -> int:
 
 
 def test_daemon_survives_pulseaudio_dying_and_coming_back(trained_model, tmp_path):
-    require(shutil.which("pulseaudio") is not None and shutil.which("pactl") is not None,
-            "pulseaudio not installed (apt-get install pulseaudio pulseaudio-utils)")
+    require(
+        shutil.which("pulseaudio") is not None and shutil.which("pactl") is not None,
+        "pulseaudio not installed (apt-get install pulseaudio pulseaudio-utils)",
+    )
     (tmp_path / "pulse").mkdir()
     pulse = PulseServer(tmp_path / "pulse").start()
     cfg = tmp_path / "device.yaml"
@@ -73,8 +87,13 @@ def test_daemon_survives_pulseaudio_dying_and_coming_back(trained_model, tmp_pat
     )
     log = tmp_path / "daemon.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(cfg)], cwd=REPO,
-                                env=pulse.env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "device", "run", "--config", str(cfg)],
+            cwd=REPO,
+            env=pulse.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         assert _wait_for_log(log, "capturing from microphone:pulse", 60) >= 0, log.read_text()
         pulse.kill()

@@ -159,8 +159,12 @@ def test_inspect_and_verify(trained_model):
     out = run_cli("firmware_tools", "inspect", str(trained_model))
     assert out.returncode == 0, out.stderr
     assert "threshold" in out.stdout and "64 mels" in out.stdout
-    assert re.search(r"trained on  \d+ recording\(s\), [\d.]+ min of audio, Gaussian model of \d+ windows", out.stdout), out.stdout
-    assert re.search(r"members     [a-z +]+ \(context 8 windows\); chosen on \d+ validation fault clips", out.stdout), out.stdout
+    assert re.search(
+        r"trained on  \d+ recording\(s\), [\d.]+ min of audio, Gaussian model of \d+ windows", out.stdout
+    ), out.stdout
+    assert re.search(r"members     [a-z +]+ \(context 8 windows\); chosen on \d+ validation fault clips", out.stdout), (
+        out.stdout
+    )
     out = run_cli("firmware_tools", "verify", str(trained_model))
     assert out.returncode == 0 and "OK with ai_edge_litert" in out.stdout, out.stderr
 

@@ -257,8 +257,11 @@ def test_cli_errors_are_one_line(tmp_path, model_bytes):
     os.mkfifo(fifo)
     middle = len(model_bytes) // 2
     zeroed = write(tmp_path, model_bytes[: middle - 1000] + bytes(2000) + model_bytes[middle + 1000 :])
-    for model, needle in (("/dev/zero", "not a regular file"), (str(fifo), "not a regular file"),
-                          (str(zeroed), "damaged")):
+    for model, needle in (
+        ("/dev/zero", "not a regular file"),
+        (str(fifo), "not a regular file"),
+        (str(zeroed), "damaged"),
+    ):
         out = run_cli("device", "score", "--model", model, str(tmp_path), timeout=60)
         assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
         errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
@@ -276,7 +279,9 @@ def test_cli_errors_are_one_line(tmp_path, model_bytes):
         pytest.param(b'{"threshold": ' + b"7" * 5000 + b"}", "not valid JSON", id="5000-digit-number"),
         pytest.param(b"\xff\xfe not utf-8", "not valid JSON", id="not-utf-8"),
         pytest.param(b"[1, 2, 3]", "not a JSON object", id="array"),
-        pytest.param(b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', "schema_version", id="brackets-in-a-string"),
+        pytest.param(
+            b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', "schema_version", id="brackets-in-a-string"
+        ),
     ],
 )
 def test_crafted_metadata_is_one_line_error(model_bytes, tmp_path, raw, needle):
@@ -312,8 +317,10 @@ def test_an_unknown_integrity_scheme_is_refused(model_bytes, tmp_path):
 
 
 mutations = st.one_of(
-    st.tuples(st.just("set"), st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
-                                        min_size=1, max_size=4)),
+    st.tuples(
+        st.just("set"),
+        st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4),
+    ),
     st.tuples(st.just("truncate"), st.floats(0, 1, exclude_max=True)),
     st.tuples(st.just("append"), st.binary(min_size=1, max_size=64)),
     st.tuples(st.just("insert"), st.tuples(st.floats(0, 1), st.binary(min_size=1, max_size=16))),

@@ -32,8 +32,22 @@ def test_monitor_once_shows_every_device(broker, unique_prefix, tmp_path):
         # Retained state and status are what a monitor started later sees at once; telemetry and
         # events are live, so they are repeated until the monitor exits (it drops duplicate events).
         proc = subprocess.Popen(
-            [sys.executable, "-m", "device", "monitor", "--broker", f"127.0.0.1:{broker.port}", "--prefix",
-             unique_prefix, "--once", "3"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "device",
+                "monitor",
+                "--broker",
+                f"127.0.0.1:{broker.port}",
+                "--prefix",
+                unique_prefix,
+                "--once",
+                "3",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         end = {**sample_event(1), "state": "end"}
         deadline = time.monotonic() + 60

@@ -13,12 +13,12 @@ from device.spool import Spool, spool_directory
 from tests.helpers import Mosquitto
 from tests.mqtt_support import (
     make_test_publisher,
+    own_broker,
     sample_event,
     sample_health,
     sample_state,
     sample_telemetry,
     validate,
-    own_broker,
     validate_messages,
     wait_until,
 )
@@ -89,7 +89,9 @@ def test_broker_outage_every_event_arrives_once_in_order(mosquitto_bin, subscrib
     """Events produced before, during and after a broker restart all arrive, in order, once after dedup."""
     broker = own_broker(tmp_path).start()
     base = _base(unique_prefix)
-    sub = subscribe(broker.host, broker.port, f"{base}/events", client_id=f"s{uuid.uuid4().hex[:20]}", clean_session=False)
+    sub = subscribe(
+        broker.host, broker.port, f"{base}/events", client_id=f"s{uuid.uuid4().hex[:20]}", clean_session=False
+    )
     pub = make_test_publisher(broker.port, base, tmp_path / "spool")
     pub.start()
     event_id = uuid.uuid4().hex
@@ -193,14 +195,29 @@ def test_commands_validated_and_answered_never_crash(broker, subscribe, unique_p
     for _, answer in answers:
         validate("command_result", answer)
     assert [(name, a["ok"]) for name, a in answers] == [
-        ("ping", True), ("ping", True), ("mute", True), ("mute", False), ("mute", False), ("set_threshold", False),
-        ("calibrate", False), ("calibrate", False), ("selfdestruct", False), ("reload", False), ("set_threshold", True),
+        ("ping", True),
+        ("ping", True),
+        ("mute", True),
+        ("mute", False),
+        ("mute", False),
+        ("set_threshold", False),
+        ("calibrate", False),
+        ("calibrate", False),
+        ("selfdestruct", False),
+        ("reload", False),
+        ("set_threshold", True),
     ]
     assert answers[0][1]["request_id"] == "r1" and answers[-1][1]["request_id"] == "last"
     assert answers[2][1]["result"]["echo"] == {"minutes": 15}
     assert "internal error" in answers[9][1]["error"]
     assert "unknown command" in answers[8][1]["error"]
-    assert calls == [("ping", {}), ("ping", {}), ("mute", {"minutes": 15}), ("reload", {}), ("set_threshold", {"value": 2})]
+    assert calls == [
+        ("ping", {}),
+        ("ping", {}),
+        ("mute", {"minutes": 15}),
+        ("reload", {}),
+        ("set_threshold", {"value": 2}),
+    ]
 
 
 def test_home_assistant_discovery_retained_and_republished(broker, subscribe, unique_prefix, tmp_path):

@@ -31,13 +31,17 @@ def _wav(demo_data: Path, label: str) -> Path:
     return sorted((demo_data / "pump" / "test").glob(f"{label}_id_00_*.wav"))[0]
 
 
-def test_last_will_offline_when_the_daemon_is_killed(broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path):
+def test_last_will_offline_when_the_daemon_is_killed(
+    broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path
+):
     status = f"{unique_prefix}/plant-a/pump-7/status"
     sub = subscribe(broker.host, broker.port, f"{unique_prefix}/#")
     cfg = _config(tmp_path, trained_model, broker.port, unique_prefix)
     proc = subprocess.Popen(
         [sys.executable, "-m", "device", "replay", "--realtime", "--config", str(cfg), str(_wav(demo_data, "anomaly"))],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         assert sub.wait_for(lambda s: (status, b"online", False) in s.messages, 60), proc.stderr

@@ -14,7 +14,7 @@ import os
 import pytest
 
 from device.spool import QUARANTINE_DIR, encode_entry, entry_name, spool_directory
-from tests.mqtt_support import make_test_publisher, own_broker, sample_event, validate, wait_until
+from tests.mqtt_support import make_test_publisher, own_broker, sample_event, validate
 
 pytestmark = pytest.mark.broker
 
@@ -91,7 +91,9 @@ def test_hostile_commands_are_answered_and_never_silence_events(broker, subscrib
     assert _statuses(sub, base) == [b"online", b"offline"]
 
 
-def test_poison_spool_is_quarantined_and_good_events_delivered_once_in_order(broker, subscribe, unique_prefix, tmp_path):
+def test_poison_spool_is_quarantined_and_good_events_delivered_once_in_order(
+    broker, subscribe, unique_prefix, tmp_path
+):
     base = _base(unique_prefix)
     root = tmp_path / "spool"
     folder = spool_directory(root, base)
@@ -100,9 +102,15 @@ def test_poison_spool_is_quarantined_and_good_events_delivered_once_in_order(bro
     outside.write_bytes(encode_entry(f"{base}/events", json.dumps(sample_event(99)).encode()))
     good = {0: 0, 2: 1, 4: 2, 6: 3}  # spool number -> seq
     for number, seq in good.items():
-        (folder / entry_name(number)).write_bytes(encode_entry(f"{base}/events", json.dumps(sample_event(seq)).encode()))
-    poison_topics = {1: f"{base}/events/#", 3: f"{base}/events/+", 5: f"{base}/events/a\x00b",
-                     7: f"{base}/" + "x" * 70_000}
+        (folder / entry_name(number)).write_bytes(
+            encode_entry(f"{base}/events", json.dumps(sample_event(seq)).encode())
+        )
+    poison_topics = {
+        1: f"{base}/events/#",
+        3: f"{base}/events/+",
+        5: f"{base}/events/a\x00b",
+        7: f"{base}/" + "x" * 70_000,
+    }
     for number, topic in poison_topics.items():
         (folder / entry_name(number)).write_bytes(topic.encode() + b"\n" + json.dumps(sample_event(50)).encode())
     (folder / entry_name(8)).symlink_to(outside)
@@ -124,7 +132,9 @@ def test_poison_spool_is_quarantined_and_good_events_delivered_once_in_order(bro
     assert [e["seq"] for e in sub.json_on("/events")] == [0, 1, 2, 3, 4]  # once each, in order; 99 never
     assert {t for t, _, _ in sub.messages} == {f"{base}/status", f"{base}/events"}
     assert _statuses(sub, base) == [b"online", b"offline"]
-    assert sorted(os.listdir(folder / QUARANTINE_DIR)) == sorted([".lock"] + [entry_name(n) for n in (1, 3, 5, 7, 8, 9)])
+    assert sorted(os.listdir(folder / QUARANTINE_DIR)) == sorted(
+        [".lock"] + [entry_name(n) for n in (1, 3, 5, 7, 8, 9)]
+    )
 
 
 def test_a_message_the_broker_keeps_refusing_is_quarantined(mosquitto_bin, subscribe, unique_prefix, tmp_path):

@@ -31,14 +31,42 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def _issue(name: str, subject: str, cwd: Path, ext: str | None = None) -> None:
     """A P-256 key and a certificate for it signed by ca.crt (1 day)."""
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", subject, cwd=cwd)
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+        cwd=cwd,
+    )
     extra = []
     if ext:
         (cwd / f"{name}.ext").write_text(ext + "\n")
         extra = ["-extfile", f"{name}.ext"]
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", f"{name}.crt", "-days", "1", *extra, cwd=cwd)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        "1",
+        *extra,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +74,46 @@ def pki(tmp_path_factory) -> Path:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI."""
     require(shutil.which("openssl") is not None, "openssl is not installed")
     d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.crt", "-days", "1", "-subj", "/CN=acmon test CA", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=acmon test CA",
+        cwd=d,
+    )
     _issue("server", "/CN=127.0.0.1", d, "subjectAltName=IP:127.0.0.1")
     _issue("client", "/CN=plant-a-pump-7", d)
     # A second, unrelated CA: a broker certificate it did not sign must be refused.
     (d / "other").mkdir()
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-             "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=someone else", cwd=d / "other")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=someone else",
+        cwd=d / "other",
+    )
     return d
 
 
@@ -90,14 +150,22 @@ def _device_config(port: int, tmp_path: Path, user: str, password: str, ca: Path
     secret = tmp_path / f"{user}.password"
     secret.write_text(password + "\n")
     secret.chmod(0o600)
-    return config_from_dict({
-        "device": {"id": user.split("-", 2)[-1], "site": "plant-a"},
-        "mqtt": {
-            "host": "127.0.0.1", "port": port, "username": user, "password_file": str(secret),
-            "tls": {"ca_file": str(ca), **tls}, "spool_dir": str(tmp_path / "spool"),
-            "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0, "homeassistant_discovery": True,
-        },
-    })
+    return config_from_dict(
+        {
+            "device": {"id": user.split("-", 2)[-1], "site": "plant-a"},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": port,
+                "username": user,
+                "password_file": str(secret),
+                "tls": {"ca_file": str(ca), **tls},
+                "spool_dir": str(tmp_path / "spool"),
+                "reconnect_min_seconds": 0.2,
+                "reconnect_max_seconds": 1.0,
+                "homeassistant_discovery": True,
+            },
+        }
+    )
 
 
 def _tls_subscriber(broker, pki: Path, user: str, topic: str) -> Subscriber:
@@ -114,7 +182,9 @@ def test_device_over_tls_with_password_delivers_and_never_logs_the_password(secu
     caplog.set_level(logging.DEBUG)
     sub = _tls_subscriber(secure_broker, pki, "dashboard", "#")
     try:
-        cfg = _device_config(secure_broker.port, tmp_path, "plant-a-pump-7", PASSWORDS["plant-a-pump-7"], pki / "ca.crt")
+        cfg = _device_config(
+            secure_broker.port, tmp_path, "plant-a-pump-7", PASSWORDS["plant-a-pump-7"], pki / "ca.crt"
+        )
         pub = make_publisher(cfg, password=resolve_mqtt_password(cfg.mqtt), model_label="pump 1.0")
         pub.start()
         try:
@@ -123,7 +193,9 @@ def test_device_over_tls_with_password_delivers_and_never_logs_the_password(secu
             assert sub.wait_for(lambda s: len([t for t, _, _ in s.messages if t.endswith("/config")]) == 9, 10)
         finally:
             pub.stop()
-        assert sub.wait_for(lambda s: (s.messages[-1][0], s.messages[-1][1]) == ("acmon/plant-a/pump-7/status", b"offline"), 10)
+        assert sub.wait_for(
+            lambda s: (s.messages[-1][0], s.messages[-1][1]) == ("acmon/plant-a/pump-7/status", b"offline"), 10
+        )
     finally:
         sub.close()
     assert validate_messages(sub.messages) == 1
@@ -149,8 +221,9 @@ def test_wrong_password_is_refused_and_reported_not_connected(secure_broker, pki
 
 
 def test_broker_certificate_from_another_ca_is_refused(secure_broker, pki, tmp_path, caplog):
-    cfg = _device_config(secure_broker.port, tmp_path, "plant-a-pump-7", PASSWORDS["plant-a-pump-7"],
-                         pki / "other" / "ca.crt")
+    cfg = _device_config(
+        secure_broker.port, tmp_path, "plant-a-pump-7", PASSWORDS["plant-a-pump-7"], pki / "other" / "ca.crt"
+    )
     pub = make_publisher(cfg, password=resolve_mqtt_password(cfg.mqtt))
     pub.start()
     try:
@@ -173,8 +246,15 @@ def test_mutual_tls_with_a_client_certificate(pki, tmp_path):
             for _ in range(50):  # TLS 1.3 reports a missing client certificate on the first read
                 if bare.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
                     raise OSError("connection closed by the broker")
-        cfg = _device_config(broker.port, tmp_path, "plant-a-pump-7", PASSWORDS["plant-a-pump-7"], pki / "ca.crt",
-                             cert_file=str(pki / "client.crt"), key_file=str(pki / "client.key"))
+        cfg = _device_config(
+            broker.port,
+            tmp_path,
+            "plant-a-pump-7",
+            PASSWORDS["plant-a-pump-7"],
+            pki / "ca.crt",
+            cert_file=str(pki / "client.crt"),
+            key_file=str(pki / "client.key"),
+        )
         pub = make_publisher(cfg, password=resolve_mqtt_password(cfg.mqtt))
         pub.start()
         try:

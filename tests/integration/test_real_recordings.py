@@ -34,10 +34,23 @@ def test_stats_reads_every_real_recording(samples, tmp_path):
 
 def test_fit_evaluate_score_on_real_recordings(samples, tmp_path):
     model = tmp_path / "gearbox"
-    out = run_cli("training", "fit", "--data", str(samples), "--machine-type", "gearbox", "--out", str(model),
-                  "--epochs", "3", timeout=600)
+    out = run_cli(
+        "training",
+        "fit",
+        "--data",
+        str(samples),
+        "--machine-type",
+        "gearbox",
+        "--out",
+        str(model),
+        "--epochs",
+        "3",
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
-    out = run_cli("training", "evaluate", "--model", str(model), "--data", str(samples), "--out", str(tmp_path / "eval"))
+    out = run_cli(
+        "training", "evaluate", "--model", str(model), "--data", str(samples), "--out", str(tmp_path / "eval")
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert set(report["machine_types"]) == {"gearbox"}

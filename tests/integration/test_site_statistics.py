@@ -35,9 +35,19 @@ def site(tmp_path_factory) -> Path:
     from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
 
     root = tmp_path_factory.mktemp("site")
-    make_dataset(root / "raw", machine_types=("pump",), machine_ids=(0,), n_train=30, n_test_normal=4, n_test_anomaly=4,
-                 seconds=6.0, snr_db_range=DEMO_SNR_DB_RANGE, fault_strength_range=DEMO_FAULT_STRENGTH_RANGE, seed=7,
-                 progress=False)
+    make_dataset(
+        root / "raw",
+        machine_types=("pump",),
+        machine_ids=(0,),
+        n_train=30,
+        n_test_normal=4,
+        n_test_anomaly=4,
+        seconds=6.0,
+        snr_db_range=DEMO_SNR_DB_RANGE,
+        fault_strength_range=DEMO_FAULT_STRENGTH_RANGE,
+        seed=7,
+        progress=False,
+    )
     rng = np.random.default_rng(0)
     for wav in sorted((root / "raw").rglob("*.wav")):
         _with_hum(wav, root / "wav" / wav.relative_to(root / "raw"), rng)
@@ -45,10 +55,14 @@ def site(tmp_path_factory) -> Path:
 
 
 def _score(model: Path, config: Path, site: Path) -> dict[str, list[bool]]:
-    out = run_cli("device", "score", "--model", str(model), "--config", str(config), str(site / "wav" / "pump" / "test"))
+    out = run_cli(
+        "device", "score", "--model", str(model), "--config", str(config), str(site / "wav" / "pump" / "test")
+    )
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    return {label: [r["anomaly"] for r in rows if Path(r["path"]).name.startswith(label)] for label in ("normal", "anomaly")}
+    return {
+        label: [r["anomaly"] for r in rows if Path(r["path"]).name.startswith(label)] for label in ("normal", "anomaly")
+    }
 
 
 def test_site_statistics_silence_the_site_and_keep_the_faults(trained_model, site, tmp_path):
@@ -57,8 +71,17 @@ def test_site_statistics_silence_the_site_and_keep_the_faults(trained_model, sit
     before = _score(trained_model, config, site)
     assert sum(before["normal"]) >= 3, f"the hum should read as a fault before calibration: {before}"
 
-    out = run_cli("device", "calibrate", "--config", str(config), "--source", "file", "--minutes", "3",
-                  str(site / "wav" / "pump" / "train"))
+    out = run_cli(
+        "device",
+        "calibrate",
+        "--config",
+        str(config),
+        "--source",
+        "file",
+        "--minutes",
+        "3",
+        str(site / "wav" / "pump" / "train"),
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["site_statistics"] and result["site_statistics"].startswith(SITE_FILE_PREFIX)
@@ -71,8 +94,17 @@ def test_site_statistics_silence_the_site_and_keep_the_faults(trained_model, sit
 
     # A second calibration keeps the first one's file for rollback; rolling back restores it and scores as before.
     first = result["site_statistics"]
-    out = run_cli("device", "calibrate", "--config", str(config), "--source", "file", "--minutes", "2.5",
-                  str(site / "wav" / "pump" / "train"))
+    out = run_cli(
+        "device",
+        "calibrate",
+        "--config",
+        str(config),
+        "--source",
+        "file",
+        "--minutes",
+        "2.5",
+        str(site / "wav" / "pump" / "train"),
+    )
     assert out.returncode == 0, out.stderr
     second = json.loads(out.stdout)["site_statistics"]
     assert second != first and {p.name for p in folder.glob(f"{SITE_FILE_PREFIX}*")} == {first, second}

@@ -34,8 +34,13 @@ def labelled_data(tmp_path_factory):
 
 def test_classifier_from_label_folders(labelled_data, tmp_path):
     data, test = labelled_data
-    summary = fit(data, tmp_path / "model", FeatureParams(), FitOptions(epochs=15, seed=0, cache_dir=str(tmp_path / "c")),
-                  progress=False)
+    summary = fit(
+        data,
+        tmp_path / "model",
+        FeatureParams(),
+        FitOptions(epochs=15, seed=0, cache_dir=str(tmp_path / "c")),
+        progress=False,
+    )
     assert summary["score_kind"] == "anomaly_probability"
     assert summary["labels"] == ["normal", "bearing_fault", "cavitation"]
     _, _, meta = load_metadata(tmp_path / "model")

@@ -36,7 +36,9 @@ def _run(python: str, *args: str, timeout: float = 120) -> subprocess.CompletedP
 
 
 def test_environment_is_the_pi_one(tflite_python):
-    out = _run(tflite_python, "-c", "import numpy, tflite_runtime; print(numpy.__version__, tflite_runtime.__version__)")
+    out = _run(
+        tflite_python, "-c", "import numpy, tflite_runtime; print(numpy.__version__, tflite_runtime.__version__)"
+    )
     assert out.returncode == 0, out.stderr
     numpy_version, runtime_version = out.stdout.split()
     assert numpy_version.startswith("1.") and runtime_version == "2.14.0"
@@ -63,7 +65,9 @@ def test_int8_outputs_agree_with_ai_edge_litert(tflite_python, trained_model, de
     assert reference.shape == litert.shape and reference.dtype == np.int8
     steps = np.abs(reference.astype(np.int16) - litert.astype(np.int16))
     assert steps.max() <= MAX_INT8_STEPS, f"max difference {steps.max()} int8 steps"
-    assert (steps <= TYPICAL_INT8_STEPS).mean() > 0.99, f"{(steps > TYPICAL_INT8_STEPS).mean():.1%} differ by more than 2 steps"
+    assert (steps <= TYPICAL_INT8_STEPS).mean() > 0.99, (
+        f"{(steps > TYPICAL_INT8_STEPS).mean():.1%} differ by more than 2 steps"
+    )
 
 
 def test_device_score_cli_under_tflite_runtime(tflite_python, trained_model, demo_data):
@@ -71,7 +75,9 @@ def test_device_score_cli_under_tflite_runtime(tflite_python, trained_model, dem
     test_dir = str(demo_data / "pump" / "test")
     pi = _run(tflite_python, "-m", "device", "score", "--model", str(trained_model), test_dir)
     assert pi.returncode == 0, pi.stderr
-    here = _run(str(REPO / ".venv" / "bin" / "python"), "-m", "device", "score", "--model", str(trained_model), test_dir)
+    here = _run(
+        str(REPO / ".venv" / "bin" / "python"), "-m", "device", "score", "--model", str(trained_model), test_dir
+    )
     assert here.returncode == 0, here.stderr
     pi_rows = [json.loads(line) for line in pi.stdout.splitlines()]
     here_rows = [json.loads(line) for line in here.stdout.splitlines()]

@@ -50,8 +50,9 @@ def _riff(*chunks: bytes) -> bytes:
 
 def _fmt_pcm(channels: int = 1, sample_rate_hz: int = 16000, bits: int = 16, tag: int = 1) -> bytes:
     block_align = channels * bits // 8
-    return _chunk(b"fmt ", struct.pack("<HHIIHH", tag, channels, sample_rate_hz,
-                                       sample_rate_hz * block_align, block_align, bits))
+    return _chunk(
+        b"fmt ", struct.pack("<HHIIHH", tag, channels, sample_rate_hz, sample_rate_hz * block_align, block_align, bits)
+    )
 
 
 def _pcm16(values: list[int] | np.ndarray) -> bytes:
@@ -130,7 +131,9 @@ def test_clipping_and_rounding(tmp_path):
 def test_float64_wav_is_read_as_float32(tmp_path):
     x = np.array([0.25, -0.125, 1.5], dtype="<f8")
     fmt = _chunk(b"fmt ", struct.pack("<HHIIHHH", 3, 1, 8000, 8000 * 8, 8, 64, 0))
-    path = _write_bytes(tmp_path, "f64.wav", _riff(fmt, _chunk(b"fact", struct.pack("<I", 3)), _chunk(b"data", x.tobytes())))
+    path = _write_bytes(
+        tmp_path, "f64.wav", _riff(fmt, _chunk(b"fact", struct.pack("<I", 3)), _chunk(b"data", x.tobytes()))
+    )
     with WavReader(path) as r:
         assert r.sample_format == "float64" and r.bits_per_sample == 64
         y = r.read(10)
@@ -325,7 +328,7 @@ def test_flac(tmp_path):
 
 
 def test_text_file(tmp_path):
-    _assert_audio_error(_write_bytes(tmp_path, "notes.wav", "hello\nworld\n".encode()), "not a WAV file")
+    _assert_audio_error(_write_bytes(tmp_path, "notes.wav", b"hello\nworld\n"), "not a WAV file")
 
 
 def test_tiny_file(tmp_path):
@@ -334,8 +337,12 @@ def test_tiny_file(tmp_path):
 
 def test_rifx_and_rf64(tmp_path):
     _assert_audio_error(_write_bytes(tmp_path, "be.wav", b"RIFX" + b"\x00" * 40), "RIFX", "not supported", "sox")
-    _assert_audio_error(_write_bytes(tmp_path, "big.wav", b"RF64" + b"\xff" * 4 + b"WAVE" + b"\x00" * 40),
-                        "RF64", "not supported", "sox")
+    _assert_audio_error(
+        _write_bytes(tmp_path, "big.wav", b"RF64" + b"\xff" * 4 + b"WAVE" + b"\x00" * 40),
+        "RF64",
+        "not supported",
+        "sox",
+    )
 
 
 def test_no_fmt_chunk(tmp_path):
@@ -351,8 +358,9 @@ def test_short_fmt_chunk(tmp_path):
     _assert_audio_error(path, "fmt")
 
 
-@pytest.mark.parametrize("tag,name", [(7, "0x0007 (mu-law)"), (2, "0x0002 (MS ADPCM)"), (6, "0x0006 (A-law)"),
-                                      (0x1234, "0x1234")])
+@pytest.mark.parametrize(
+    "tag,name", [(7, "0x0007 (mu-law)"), (2, "0x0002 (MS ADPCM)"), (6, "0x0006 (A-law)"), (0x1234, "0x1234")]
+)
 def test_unsupported_format_tag(tmp_path, tag, name):
     path = _write_bytes(tmp_path, "coded.wav", _riff(_fmt_pcm(bits=8, tag=tag), _chunk(b"data", b"\x00" * 10)))
     _assert_audio_error(path, name, "sox")
@@ -374,8 +382,9 @@ def test_unsupported_bit_depth(tmp_path, tag, bits):
 def test_zero_channels_and_zero_rate(tmp_path):
     fmt0 = _chunk(b"fmt ", struct.pack("<HHIIHH", 1, 0, 16000, 0, 0, 16))
     _assert_audio_error(_write_bytes(tmp_path, "ch0.wav", _riff(fmt0, _chunk(b"data", b""))), "0 channels")
-    _assert_audio_error(_write_bytes(tmp_path, "sr0.wav", _riff(_fmt_pcm(sample_rate_hz=0), _chunk(b"data", b""))),
-                        "sample rate of 0")
+    _assert_audio_error(
+        _write_bytes(tmp_path, "sr0.wav", _riff(_fmt_pcm(sample_rate_hz=0), _chunk(b"data", b""))), "sample rate of 0"
+    )
 
 
 def test_read_wav_and_describe_wav_raise_audio_error(tmp_path):
@@ -390,7 +399,7 @@ def test_random_corruption_never_leaks_low_level_errors(tmp_path):
     write_wav(good, _signal(50, 2), 16000)
     original = good.read_bytes()
     rng = np.random.default_rng(3)
-    for i in range(300):
+    for _ in range(300):
         data = bytearray(original)
         n_flips = int(rng.integers(1, 6))
         for pos in rng.integers(0, 60, size=n_flips):  # the header area
@@ -445,8 +454,14 @@ def test_to_mono_1d_channel_out_of_range():
 
 def test_device_audio_modules_do_not_import_scipy():
     code = "import sys, device.audio_io, device.resample; print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'tensorflow')))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert out.stdout.strip() == "[]"
 
 

@@ -75,12 +75,12 @@ def test_pareto_tail_recovers_a_known_tail():
     """Moment estimates of a generalized Pareto tail: shape and far quantiles of a Pareto sample."""
     rng = np.random.default_rng(3)
     xi = 0.25
-    x = (rng.pareto(1 / xi, 200_000) + 1.0)  # P(x > t) = t ** (-1 / xi): a GPD tail of shape xi
+    x = rng.pareto(1 / xi, 200_000) + 1.0  # P(x > t) = t ** (-1 / xi): a GPD tail of shape xi
     u, share, shape, sigma = fit_pareto_tail(x)
     assert shape == pytest.approx(xi, abs=0.03)
     for p in (1e-3, 1e-5):
-        assert pareto_quantile(u, share, shape, sigma, p) == pytest.approx(p ** -xi, rel=0.15)
-        assert pareto_survival(u, share, shape, sigma, p ** -xi) == pytest.approx(p, rel=0.3)
+        assert pareto_quantile(u, share, shape, sigma, p) == pytest.approx(p**-xi, rel=0.15)
+        assert pareto_survival(u, share, shape, sigma, p**-xi) == pytest.approx(p, rel=0.3)
 
 
 def test_fit_options_validate():

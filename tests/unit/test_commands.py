@@ -75,7 +75,10 @@ def test_dispatcher_replies_once_and_survives_handler_errors():
     dispatcher.dispatch("reload", b"")
     dispatcher.dispatch("../x/#", b"")
     assert [(n, p["ok"], p["request_id"]) for n, p in sent] == [
-        ("ping", False, None), ("ping", True, "a"), ("reload", False, None), ("invalid", False, None),
+        ("ping", False, None),
+        ("ping", True, "a"),
+        ("reload", False, None),
+        ("invalid", False, None),
     ]
     assert "not available" in sent[0][1]["error"] and sent[2][1]["error"] == "internal error: ValueError"
     for _, payload in sent:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ def test_defaults():
 
 def test_config_is_frozen():
     cfg = config_from_dict(MINIMAL)
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         cfg.mqtt.port = 1  # type: ignore[misc]
 
 
@@ -200,9 +201,7 @@ def test_username_without_password_source():
 
 
 def test_password_source_without_username():
-    assert "<dict>: mqtt: password_env is set but username is not" in error_of(
-        with_override("mqtt", password_env="PW")
-    )
+    assert "<dict>: mqtt: password_env is set but username is not" in error_of(with_override("mqtt", password_env="PW"))
 
 
 def test_two_password_sources():
@@ -559,4 +558,3 @@ def test_module_entry_point_prints_reference():
 def test_config_module_imports_no_heavy_dependencies():
     code = "import sys, device.config; bad = {'scipy', 'tensorflow'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
-

@@ -19,7 +19,9 @@ def _schema(name: str) -> dict:
 
 def test_state_payload_matches_schema():
     for state, event_id in (("ok", None), ("anomaly", "ab" * 16), ("fault", None), ("muted", None)):
-        payload = state_payload("pump-1", "plant", state, 0.5, 1.4, event_id, ["microphone_dead"] if state == "fault" else [])
+        payload = state_payload(
+            "pump-1", "plant", state, 0.5, 1.4, event_id, ["microphone_dead"] if state == "fault" else []
+        )
         jsonschema.validate(payload, _schema("state"))
     jsonschema.validate(state_payload("pump-1", "plant", "ok", None, 1.4, None, []), _schema("state"))
 

@@ -28,8 +28,9 @@ from training.datasets import (
 SR = 16000
 
 
-def _wav(path: Path, seconds: float = 0.2, rate: int = SR, channels: int = 1, fmt: str = "int16",
-         seed: int = 0) -> Path:
+def _wav(
+    path: Path, seconds: float = 0.2, rate: int = SR, channels: int = 1, fmt: str = "int16", seed: int = 0
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     n = int(round(seconds * rate))
@@ -87,7 +88,9 @@ def test_dcase_2023_section_names(tmp_path):
     _wav(tmp_path / "valve" / "test" / "section_01_target_test_anomaly_0044_pat_03.wav")
     records = discover(tmp_path / "valve")
     assert [(r.split, r.label, r.machine_id, r.machine_type) for r in records] == [
-        ("train", "normal", "00", "valve"), ("test", "anomaly", "01", "valve")]
+        ("train", "normal", "00", "valve"),
+        ("test", "anomaly", "01", "valve"),
+    ]
 
 
 def test_folder_per_label(tmp_path):
@@ -98,7 +101,11 @@ def test_folder_per_label(tmp_path):
     (tmp_path / "empty").mkdir()
     records = _by_name(discover(tmp_path))
     assert {name: r.label for name, r in records.items()} == {
-        "a.wav": "normal", "b.wav": "normal", "c.wav": "bearing_fault", "d.wav": "Cavitation"}
+        "a.wav": "normal",
+        "b.wav": "normal",
+        "c.wav": "bearing_fault",
+        "d.wav": "Cavitation",
+    }
     assert {r.machine_type for r in records.values()} == {tmp_path.name}
 
 
@@ -184,7 +191,9 @@ def test_manifest_without_header(tmp_path):
 
 @pytest.mark.parametrize("fold", ["x", "-1", "1.5", ""])
 def test_manifest_bad_fold_names_the_line(tmp_path, fold):
-    manifest = _manifest_dataset(tmp_path, f"path,label,fold\naudio/clip0.wav,normal,1\naudio/clip1.wav,normal,{fold}\n")
+    manifest = _manifest_dataset(
+        tmp_path, f"path,label,fold\naudio/clip0.wav,normal,1\naudio/clip1.wav,normal,{fold}\n"
+    )
     with pytest.raises(AcmonError, match=rf"manifest.csv:3: fold '{fold}' is not a whole number"):
         discover(manifest)
 
@@ -199,8 +208,9 @@ def test_manifest_other_bad_lines(tmp_path):
 
 
 def test_manifest_missing_file_is_counted_not_fatal(tmp_path, caplog):
-    _manifest_dataset(tmp_path, "path,label,fold\naudio/clip0.wav,normal,1\naudio/gone.wav,normal,2\n"
-                      "audio/clip1.wav,normal,2\n")
+    _manifest_dataset(
+        tmp_path, "path,label,fold\naudio/clip0.wav,normal,1\naudio/gone.wav,normal,2\naudio/clip1.wav,normal,2\n"
+    )
     report = LoadReport()
     with caplog.at_level(logging.WARNING):
         records = discover(tmp_path, report=report)
@@ -226,11 +236,18 @@ def test_audacity_labels_give_spans_and_normal_gaps(tmp_path):
     wav = _wav(tmp_path / "long" / "recording.wav", seconds=10.0)
     wav.with_suffix(".txt").write_text(LABELS)
     assert read_audacity_labels(wav.with_suffix(".txt")) == [
-        (2.0, 3.0, "bearing"), (3.5, 4.0, "rubbing"), (6.0, 6.0, "click")]
+        (2.0, 3.0, "bearing"),
+        (3.5, 4.0, "rubbing"),
+        (6.0, 6.0, "click"),
+    ]
     records = discover(tmp_path / "long")
     # The 0.5 s gap between the two faults is shorter than one 1.04 s window: not used.
     assert [(r.label, r.start_seconds, r.end_seconds) for r in records] == [
-        ("normal", 0.0, 2.0), ("bearing", 2.0, 3.0), ("rubbing", 3.5, 4.0), ("normal", 4.0, None)]
+        ("normal", 0.0, 2.0),
+        ("bearing", 2.0, 3.0),
+        ("rubbing", 3.5, 4.0),
+        ("normal", 4.0, None),
+    ]
     assert all(r.path == wav and r.machine_type == "long" for r in records)
     # With a shorter analysis window the short gap is kept.
     short = FeatureParams(window_samples=4096, hop_samples=2048)
@@ -243,7 +260,10 @@ def test_audacity_label_past_the_end_and_unnamed(tmp_path):
     wav.with_suffix(".txt").write_text("0,5\t1,0\n2.5\t9.0\tknock\n")  # decimal commas, no label text
     records = discover(wav)
     assert [(r.label, r.start_seconds, r.end_seconds) for r in records] == [
-        ("anomaly", 0.5, 1.0), ("normal", 1.0, 2.5), ("knock", 2.5, 3.0)]
+        ("anomaly", 0.5, 1.0),
+        ("normal", 1.0, 2.5),
+        ("knock", 2.5, 3.0),
+    ]
 
 
 def test_bad_label_track_is_counted_not_fatal(tmp_path):

@@ -69,8 +69,12 @@ def test_close_ends_open_event_with_stats():
 
 @pytest.mark.parametrize(
     "kwargs,field",
-    [({"threshold": 0}, "threshold"), ({"threshold": 1, "patience_windows": 0}, "patience_windows"),
-     ({"threshold": 1, "release_ratio": 1.5}, "release_ratio"), ({"threshold": 1, "cooldown_seconds": -1}, "cooldown")],
+    [
+        ({"threshold": 0}, "threshold"),
+        ({"threshold": 1, "patience_windows": 0}, "patience_windows"),
+        ({"threshold": 1, "release_ratio": 1.5}, "release_ratio"),
+        ({"threshold": 1, "cooldown_seconds": -1}, "cooldown"),
+    ],
 )
 def test_settings_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -91,7 +95,8 @@ def test_explicit_off_threshold_replaces_release_ratio():
     # 0.7 is above off_threshold 0.6: the event stays open although release_ratio alone would end it.
     scores = [2, 2, 0.7, 0.7, 0.7, 0.5, 0.5]
     assert run(scores, patience_windows=2, release_ratio=0.9, off_threshold=0.6) == [
-        ("start", 1, "ev0"), ("end", 6, "ev0"),
+        ("start", 1, "ev0"),
+        ("end", 6, "ev0"),
     ]
     assert run(scores, patience_windows=2, release_ratio=0.9)[1] == ("end", 3, "ev0")
 
@@ -133,8 +138,9 @@ def test_no_updates_when_update_seconds_is_zero():
 
 def test_mute_ends_open_event_and_suppresses_until_the_time():
     counter = itertools.count()
-    det = Detector(DetectorSettings(threshold=1.0, patience_windows=1, cooldown_seconds=0),
-                   new_id=lambda: f"ev{next(counter)}")
+    det = Detector(
+        DetectorSettings(threshold=1.0, patience_windows=1, cooldown_seconds=0), new_id=lambda: f"ev{next(counter)}"
+    )
     assert det.update(0, 0.0, 2.0)[0].state == "start"
     (end,) = det.mute(until_seconds=5.0, window_index=0, time_seconds=0.0)
     assert end.state == "end" and det.is_muted(4.9)
@@ -151,8 +157,12 @@ def test_no_second_event_inside_the_cooldown_with_smoothing_and_updates():
 
 @pytest.mark.parametrize(
     "kwargs,field",
-    [({"threshold": 1, "off_threshold": 2}, "off_threshold"), ({"threshold": 1, "smoothing_windows": 0}, "smoothing_windows"),
-     ({"threshold": 1, "smoothing": "mode"}, "smoothing"), ({"threshold": 1, "update_seconds": -1}, "update_seconds")],
+    [
+        ({"threshold": 1, "off_threshold": 2}, "off_threshold"),
+        ({"threshold": 1, "smoothing_windows": 0}, "smoothing_windows"),
+        ({"threshold": 1, "smoothing": "mode"}, "smoothing"),
+        ({"threshold": 1, "update_seconds": -1}, "update_seconds"),
+    ],
 )
 def test_new_settings_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):

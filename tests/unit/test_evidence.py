@@ -93,7 +93,7 @@ def test_quota_removes_oldest_clips_first(tmp_path):
     total = sum(p.stat().st_size for p in tmp_path.iterdir())
     assert total <= 200_000
     present = sorted(p.name for p in tmp_path.glob("*.wav"))
-    assert present == sorted(names[-len(present):])  # the newest survive
+    assert present == sorted(names[-len(present) :])  # the newest survive
     assert len(present) < 6
     # Every surviving WAV keeps its PNG: they are removed together.
     assert {p.stem for p in tmp_path.glob("*.png")} == {p.stem for p in tmp_path.glob("*.wav")}

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from benchmarks.fault_injection import (
-    ADDITIVE_KINDS, CLIP_LIMIT, FAULT_KINDS, LEVELS, inject, make_injected_dataset, reproduce,
+    ADDITIVE_KINDS,
+    CLIP_LIMIT,
+    FAULT_KINDS,
+    LEVELS,
+    inject,
+    make_injected_dataset,
+    reproduce,
 )
 from device.audio_io import read_wav, to_mono, write_wav
 from tests.helpers import REPO, require
@@ -93,7 +99,7 @@ def test_the_dict_describes_the_fault_that_was_added():
     d = y.astype(np.float64) - x
     inside = np.zeros(len(x), bool)
     for start, duration in zip(p["starts_s"], p["durations_s"]):
-        inside[int(start * RATE): int((start + duration) * RATE) + 1] = True
+        inside[int(start * RATE) : int((start + duration) * RATE) + 1] = True
     assert _rms(d[~inside]) < 1e-6 < _rms(d[inside])
     freqs = np.fft.rfftfreq(len(d), 1.0 / RATE)
     power = np.abs(np.fft.rfft(d)) ** 2
@@ -110,7 +116,7 @@ def test_the_dict_describes_the_fault_that_was_added():
     envelope = np.abs(y.astype(np.float64) - x)
     envelope_spectrum = np.abs(np.fft.rfft(envelope - envelope.mean()))
     k = int(round(p["impact_rate_hz"] * len(x) / RATE))
-    assert envelope_spectrum[k - 2: k + 3].max() > 10 * np.median(envelope_spectrum)
+    assert envelope_spectrum[k - 2 : k + 3].max() > 10 * np.median(envelope_spectrum)
 
 
 @pytest.mark.parametrize("percent", LEVELS["pitch_shift"])
@@ -205,8 +211,13 @@ def test_make_injected_dataset_writes_the_dcase_layout_and_a_manifest(tmp_path):
     assert list(rows[0]) == ["path", "machine_type", "machine_id", "split", "label", "fault", "level", "source"]
     assert len(rows) == 3 + 3 + 10 and all((out / r["path"]).is_file() for r in rows)
     anomalies = [r for r in rows if r["label"] == "anomaly"]
-    assert {(r["fault"], r["level"]) for r in anomalies} == {("tone", "-30"), ("tone", "-10"), ("am", "0.2"),
-                                                             ("level_shift", "-3"), ("level_shift", "3")}
+    assert {(r["fault"], r["level"]) for r in anomalies} == {
+        ("tone", "-30"),
+        ("tone", "-10"),
+        ("am", "0.2"),
+        ("level_shift", "-3"),
+        ("level_shift", "3"),
+    }
     assert all(r["split"] == "test" and r["source"] in {str(p) for p in paths[3:]} for r in anomalies)
 
     # each anomaly is its held-out normal with the recorded fault, and the same clips carry every level of a kind
@@ -263,8 +274,10 @@ def test_real_sets_refuse_a_work_folder_inside_the_repository(tmp_path):
 
 def test_build_real_sets_on_the_shared_recordings(tmp_path):
     real = SHARED / "data" / "real"
-    require(real.is_dir() and (SHARED / "data" / "dcase2023_samples").is_dir(),
-            f"{real} not found (the CI checkout has shared/ beside the project)")
+    require(
+        real.is_dir() and (SHARED / "data" / "dcase2023_samples").is_dir(),
+        f"{real} not found (the CI checkout has shared/ beside the project)",
+    )
     from benchmarks.real_sets import build_real_sets
 
     work = tmp_path / "work"

@@ -73,8 +73,16 @@ def test_matches_textbook_reference():
 
 
 def test_matches_reference_for_non_default_params():
-    p = FeatureParams(sample_rate_hz=8000, n_fft=256, stft_hop_samples=128, n_mels=32, fmin_hz=20, fmax_hz=4000,
-                      window_samples=4096, hop_samples=1024)
+    p = FeatureParams(
+        sample_rate_hz=8000,
+        n_fft=256,
+        stft_hop_samples=128,
+        n_mels=32,
+        fmin_hz=20,
+        fmax_hz=4000,
+        window_samples=4096,
+        hop_samples=1024,
+    )
     x = np.random.default_rng(2).standard_normal(p.window_samples).astype(np.float32) * 0.1
     np.testing.assert_allclose(compute_logmel(x, p), reference_logmel(x, p), atol=0.01)
 

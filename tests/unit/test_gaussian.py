@@ -9,8 +9,8 @@ import pytest
 import device  # noqa: F401 - pins BLAS threads before numpy work
 from device.errors import ModelError
 from device.features import FeatureParams
-from device.inference import output_score
 from device.gaussian import Scorer, fit_gaussian, ledoit_wolf
+from device.inference import output_score
 from training.gaussian import amplified_deviations
 
 
@@ -88,7 +88,11 @@ def test_scorer_round_trip_and_name_follows_content(tmp_path):
     path = scorer.save(tmp_path)
     loaded = Scorer.load(path)
     assert (loaded.model_name, loaded.model_version, loaded.members, loaded.context_windows) == (
-        "pump", "v1", ("window", "context"), 4)
+        "pump",
+        "v1",
+        ("window", "context"),
+        4,
+    )
     np.testing.assert_allclose(loaded.series(segments[0]), scorer.series(segments[0]))
     other, _ = fit_scorer(segments[:10], range(10), ("window",), "pump", "v1", context_windows=4)
     assert other.file_name() != scorer.file_name()
@@ -150,8 +154,15 @@ def test_acmon_0_1_site_statistics_still_load(tmp_path):
     x = rng.standard_normal((400, 8)) + 2.0
     fit = fit_gaussian(x)
     path = tmp_path / "calibration-site-old.npz"
-    np.savez(path, mean=fit.mean, whitening=fit.whitening, shrinkage=np.float64(fit.shrinkage), windows=np.int64(400),
-             model_name=np.str_("pump"), model_version=np.str_("v1"))
+    np.savez(
+        path,
+        mean=fit.mean,
+        whitening=fit.whitening,
+        shrinkage=np.float64(fit.shrinkage),
+        windows=np.int64(400),
+        model_name=np.str_("pump"),
+        model_version=np.str_("v1"),
+    )
     scorer = Scorer.load(path)
     assert scorer.members == ("window",)
     assert scorer.score(x[0], scorer.new_state()) == pytest.approx(float(fit.distance(x[0])))

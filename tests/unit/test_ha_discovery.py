@@ -14,9 +14,21 @@ from tests.mqtt_support import sample_health, sample_state, sample_telemetry, va
 INFO = DeviceInfo("plant-a", "pump-7", "acmon/plant-a/pump-7", model="pump 1.0", sw_version="0.1.0")
 # https://www.home-assistant.io/integrations/sensor.mqtt/ and binary_sensor.mqtt/ (configuration variables)
 DOCUMENTED_KEYS = {
-    "name", "unique_id", "state_topic", "value_template", "availability_topic", "payload_available",
-    "payload_not_available", "device", "origin", "device_class", "state_class", "unit_of_measurement",
-    "entity_category", "payload_on", "payload_off",
+    "name",
+    "unique_id",
+    "state_topic",
+    "value_template",
+    "availability_topic",
+    "payload_available",
+    "payload_not_available",
+    "device",
+    "origin",
+    "device_class",
+    "state_class",
+    "unit_of_measurement",
+    "entity_category",
+    "payload_on",
+    "payload_off",
 }
 REQUIRED_KEYS = {"state_topic", "unique_id", "availability_topic", "device", "name"}
 DEVICE_CLASSES = {"binary_sensor": {None, "problem", "sound"}, "sensor": {None, "temperature"}}
@@ -50,8 +62,11 @@ def test_topics_keys_and_device_block():
         assert (payload["payload_available"], payload["payload_not_available"]) == ("online", "offline")
         assert payload["state_topic"].rsplit("/", 1)[-1] in {"state", "telemetry", "health"}
         assert payload["device"] == {
-            "identifiers": ["acmon_plant-a_pump-7"], "name": "acmon plant-a/pump-7", "manufacturer": "acmon",
-            "model": "pump 1.0", "sw_version": "0.1.0",
+            "identifiers": ["acmon_plant-a_pump-7"],
+            "name": "acmon plant-a/pump-7",
+            "manufacturer": "acmon",
+            "model": "pump 1.0",
+            "sw_version": "0.1.0",
         }
         json.dumps(payload)  # serialisable as is
 

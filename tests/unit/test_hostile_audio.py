@@ -45,8 +45,14 @@ def _riff(*chunks: bytes) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def _fmt(channels: int = 1, rate: int = RATE, bits: int = 16, tag: int = 1, byte_rate: int | None = None,
-         block_align: int | None = None) -> bytes:
+def _fmt(
+    channels: int = 1,
+    rate: int = RATE,
+    bits: int = 16,
+    tag: int = 1,
+    byte_rate: int | None = None,
+    block_align: int | None = None,
+) -> bytes:
     align = channels * bits // 8 if block_align is None else block_align
     rate_bytes = rate * align if byte_rate is None else byte_rate
     return _chunk(b"fmt ", struct.pack("<HHIIHH", tag, channels, rate, rate_bytes & 0xFFFFFFFF, align & 0xFFFF, bits))
@@ -331,8 +337,32 @@ _FIELDS = {  # offset in a canonical 44-byte PCM header -> struct format
     34: "<H",  # bits per sample
     40: "<I",  # data size
 }
-_INTERESTING = [0, 1, 2, 3, 8, 16, 24, 32, 64, 65, 999, 1000, 16000, 44100, 384000, 384001, 0x7FFF, 0x8000, 0xFFFF,
-                0xFFFE, 0x7FFFFFFF, 0x80000000, 0xFFFFFFF0, 0xFFFFFFFF]
+_INTERESTING = [
+    0,
+    1,
+    2,
+    3,
+    8,
+    16,
+    24,
+    32,
+    64,
+    65,
+    999,
+    1000,
+    16000,
+    44100,
+    384000,
+    384001,
+    0x7FFF,
+    0x8000,
+    0xFFFF,
+    0xFFFE,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFF0,
+    0xFFFFFFFF,
+]
 
 
 @st.composite
@@ -350,9 +380,14 @@ def hostile_wavs(draw) -> bytes:
     parts = [_fmt(channels=channels, rate=rate, bits=bits, tag=tag), _chunk(b"data", data)]
     parts[at:at] = [_chunk(cid, body, size) for cid, body, size in extra_chunks]
     out = bytearray(_riff(*parts))
-    for offset, value in draw(st.lists(st.tuples(st.sampled_from(sorted(_FIELDS)),
-                                                 st.one_of(st.sampled_from(_INTERESTING), st.integers(0, 0xFFFFFFFF))),
-                                       max_size=4)):
+    for offset, value in draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(sorted(_FIELDS)), st.one_of(st.sampled_from(_INTERESTING), st.integers(0, 0xFFFFFFFF))
+            ),
+            max_size=4,
+        )
+    ):
         if offset + struct.calcsize(_FIELDS[offset]) <= len(out):
             limit = 0xFFFF if _FIELDS[offset] == "<H" else 0xFFFFFFFF
             struct.pack_into(_FIELDS[offset], out, offset, value & limit)
@@ -363,8 +398,9 @@ def hostile_wavs(draw) -> bytes:
     return bytes(out if cut is None else out[:cut])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(blob=hostile_wavs())
 def test_any_header_gives_audio_or_one_audio_error(tmp_path, blob):
     """Through the reader and the replay stream: audio or AudioError, within 5 s and a few MB, nothing else."""

@@ -173,7 +173,18 @@ def test_device_fifo_and_folder_are_refused_without_reading(tmp_path):
         ("--- a\n--- b\n", "single document"),
         ("device: *nowhere\n", "undefined alias"),
     ],
-    ids=["bad-timestamp", "huge-int", "nul", "bell", "latin-1", "utf-16", "python-tag", "list-key", "two-docs", "alias"],
+    ids=[
+        "bad-timestamp",
+        "huge-int",
+        "nul",
+        "bell",
+        "latin-1",
+        "utf-16",
+        "python-tag",
+        "list-key",
+        "two-docs",
+        "alias",
+    ],
 )
 def test_values_yaml_cannot_build_are_one_line(tmp_path, content, needle):
     message = config_error(write(tmp_path / "v.yaml", content))
@@ -228,8 +239,11 @@ def test_training_config_of_the_wrong_shape_is_one_line(tmp_path, text, needle):
 def test_corrupt_calibration_yaml_is_one_line(tmp_path):
     cfg = write(tmp_path / "acmon.yaml", "")
     current, _ = calibration_paths(cfg)
-    for content, needle in ((b"\xff\xfe\x00garbage", "not UTF-8"), (billion_laughs(), "more than"),
-                            ("[" * 5000, "nested deeper")):
+    for content, needle in (
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (billion_laughs(), "more than"),
+        ("[" * 5000, "nested deeper"),
+    ):
         write(current, content)
         with pytest.raises(ConfigError) as info:
             load_site_config(cfg)
@@ -287,7 +301,9 @@ def test_missing_model_is_refused_by_the_loader(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"garbage, not a model", b"\x00" * 4 + b"TFL3" + b"\xff" * 64], ids=["empty", "text", "tfl3-header"]
+    "content",
+    [b"", b"garbage, not a model", b"\x00" * 4 + b"TFL3" + b"\xff" * 64],
+    ids=["empty", "text", "tfl3-header"],
 )
 def test_garbage_model_is_refused_by_the_loader(tmp_path, content):
     write(tmp_path / "model.tflite", content)
@@ -305,8 +321,12 @@ def test_model_that_is_not_a_regular_file_is_refused_without_reading(tmp_path, s
 
 
 def test_mqtt_files_are_checked(tmp_path):
-    mqtt = {"host": "broker.example", "username": "u", "password_file": str(tmp_path / "pw"),
-            "tls": {"ca_file": str(tmp_path / "ca.pem")}}
+    mqtt = {
+        "host": "broker.example",
+        "username": "u",
+        "password_file": str(tmp_path / "pw"),
+        "tls": {"ca_file": str(tmp_path / "ca.pem")},
+    }
     message = daemon_error(daemon_config(tmp_path, mqtt=mqtt))
     assert "mqtt.password_file" in message and "mqtt.tls.ca_file" in message and "no such file" in message
     write(tmp_path / "ca.pem", "not a certificate\n")
@@ -351,7 +371,8 @@ leaves = st.one_of(
     st.sampled_from(["/dev/zero", "/", ".", "", "~", "${HOME}", "2024-13-45", "0x1F", "1e999", ".nan", "yes"]),
 )
 values = st.recursive(
-    leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
 keys = st.one_of(st.sampled_from(sorted({k for s in VALID.values() for k in s} | set(VALID))), st.text(max_size=12))
@@ -386,13 +407,38 @@ def mutated_document(draw, damages=DAMAGES) -> bytes:
     damage = draw(st.sampled_from(damages))
     position = draw(st.integers(0, len(raw)))
     if damage == "insert":
-        snippet = draw(st.one_of(
-            st.binary(max_size=8),
-            st.sampled_from([b"\x00", b"\xff\xfe", b"\xef\xbb\xbf", b"&a ", b"*a", b"<<: *a\n", b"&a [*a]", b"\t",
-                             b"!!python/object:os.system ", b"!!binary ", b"? [a]\n: b\n", b"---\n", b"%YAML 1.1\n",
-                             b"{", b"[", b"'", b'"', b"|\n", b"\n  - ", b"*a" * 200, b"9" * 5000,
-                             b"2024-13-45", b"0o" + b"7" * 5000]),
-        ))
+        snippet = draw(
+            st.one_of(
+                st.binary(max_size=8),
+                st.sampled_from(
+                    [
+                        b"\x00",
+                        b"\xff\xfe",
+                        b"\xef\xbb\xbf",
+                        b"&a ",
+                        b"*a",
+                        b"<<: *a\n",
+                        b"&a [*a]",
+                        b"\t",
+                        b"!!python/object:os.system ",
+                        b"!!binary ",
+                        b"? [a]\n: b\n",
+                        b"---\n",
+                        b"%YAML 1.1\n",
+                        b"{",
+                        b"[",
+                        b"'",
+                        b'"',
+                        b"|\n",
+                        b"\n  - ",
+                        b"*a" * 200,
+                        b"9" * 5000,
+                        b"2024-13-45",
+                        b"0o" + b"7" * 5000,
+                    ]
+                ),
+            )
+        )
         raw = raw[:position] + snippet + raw[position:]
     elif damage == "truncate":
         raw = raw[:position]
@@ -403,10 +449,10 @@ def mutated_document(draw, damages=DAMAGES) -> bytes:
         opener, closer = draw(st.sampled_from([("[", "]"), ("{a: ", "}")]))
         raw += f"\nextra: {opener * depth}1{closer * depth}\n".encode()
     elif damage == "laughs":
-        raw = billion_laughs(draw(st.integers(2, 12)), draw(st.integers(2, 12))).encode() + raw[raw.find(b"\n") + 1:]
+        raw = billion_laughs(draw(st.integers(2, 12)), draw(st.integers(2, 12))).encode() + raw[raw.find(b"\n") + 1 :]
     elif damage == "replace" and raw:
         index = min(position, len(raw) - 1)
-        raw = raw[:index] + bytes([draw(st.integers(0, 255))]) + raw[index + 1:]
+        raw = raw[:index] + bytes([draw(st.integers(0, 255))]) + raw[index + 1 :]
     return raw
 
 

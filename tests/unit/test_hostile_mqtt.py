@@ -32,7 +32,11 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 # -- commands ---------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
     | st.integers(min_value=10**300, max_value=10**400),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=30,
@@ -46,8 +50,9 @@ def command_payloads(draw) -> bytes:
     if kind == "json":
         return json.dumps(draw(json_values)).encode()
     if kind == "args":  # plausible argument objects with hostile values
-        args = draw(st.dictionaries(st.sampled_from(["minutes", "value", "request_id", "x", "\ud800"]), json_values,
-                                    max_size=3))
+        args = draw(
+            st.dictionaries(st.sampled_from(["minutes", "value", "request_id", "x", "\ud800"]), json_values, max_size=3)
+        )
         return json.dumps(args).encode()
     if kind == "nested":
         depth = draw(st.integers(1, 3000))
@@ -133,7 +138,8 @@ def spool_folders(draw):
     for _ in range(draw(st.integers(0, 12))):
         number = draw(st.integers(0, 40))
         name = draw(
-            st.sampled_from([entry_name(number), LOCK_NAME, QUARANTINE_DIR]) | st.text(
+            st.sampled_from([entry_name(number), LOCK_NAME, QUARANTINE_DIR])
+            | st.text(
                 st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=30
             ).map(lambda t: t + draw(st.sampled_from([SUFFIX, ".tmp", "", ".lock"])))
         )
@@ -182,7 +188,9 @@ def test_random_spool_folders_never_crash_loading_and_valid_entries_survive(fold
         spool_dir.mkdir()
         for spec in specs:
             _create(spool_dir, outside, *spec)
-        spool = Spool(spool_dir, 10**6, 10**9, topic_prefix="acmon/plant-a/pump-7/", check_payload=event_payload_problem)
+        spool = Spool(
+            spool_dir, 10**6, 10**9, topic_prefix="acmon/plant-a/pump-7/", check_payload=event_payload_problem
+        )
         try:
             assert [(entry.number, entry.payload) for entry in spool.pending()] == expected
             # Nothing that looks like a message is left beside the good ones, and the link's target is untouched.
@@ -193,8 +201,12 @@ def test_random_spool_folders_never_crash_loading_and_valid_entries_survive(fold
             assert new is not None and new.path is not None and spool.pending()[-1] == new
         finally:
             spool.close(remove_if_empty=False)
-        again = Spool(spool_dir, 10**6, 10**9, topic_prefix="acmon/plant-a/pump-7/", check_payload=event_payload_problem)
-        assert [entry.payload for entry in again.pending()] == [payload for _, payload in expected] + [b'{"seq": "new"}']
+        again = Spool(
+            spool_dir, 10**6, 10**9, topic_prefix="acmon/plant-a/pump-7/", check_payload=event_payload_problem
+        )
+        assert [entry.payload for entry in again.pending()] == [payload for _, payload in expected] + [
+            b'{"seq": "new"}'
+        ]
         assert again.stats.quarantined == 0
         again.close(remove_if_empty=False)
 
@@ -225,9 +237,16 @@ def publisher(tmp_path):
     made: list[MqttPublisher] = []
 
     def make(**kwargs) -> MqttPublisher:
-        pub = MqttPublisher("127.0.0.1", free_port(), "acmon/plant-a/pump-7", "sup-test",
-                            reconnect_min_seconds=0.05, reconnect_max_seconds=0.1,
-                            spool_dir=str(tmp_path / "spool"), **kwargs)
+        pub = MqttPublisher(
+            "127.0.0.1",
+            free_port(),
+            "acmon/plant-a/pump-7",
+            "sup-test",
+            reconnect_min_seconds=0.05,
+            reconnect_max_seconds=0.1,
+            spool_dir=str(tmp_path / "spool"),
+            **kwargs,
+        )
         made.append(pub)
         return pub
 
@@ -339,8 +358,15 @@ def test_events_queued_after_the_thread_died_are_spooled_at_stop(publisher):
 
 def test_a_spool_that_cannot_be_created_does_not_stop_the_publisher(tmp_path):
     (tmp_path / "state").write_text("a file where the spool folder's parent should be")
-    pub = MqttPublisher("127.0.0.1", free_port(), "acmon/plant-a/pump-7", "sup-test",
-                        reconnect_min_seconds=0.05, reconnect_max_seconds=0.1, spool_dir=str(tmp_path / "state" / "spool"))
+    pub = MqttPublisher(
+        "127.0.0.1",
+        free_port(),
+        "acmon/plant-a/pump-7",
+        "sup-test",
+        reconnect_min_seconds=0.05,
+        reconnect_max_seconds=0.1,
+        spool_dir=str(tmp_path / "state" / "spool"),
+    )
     pub.start()
     try:
         pub.publish_event({"seq": 1})

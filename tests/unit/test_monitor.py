@@ -17,7 +17,9 @@ def test_fleet_view_and_table():
     fleet = FleetView("acmon/x")
     assert _feed(fleet, "acmon/x/plant-a/pump-7/status", b"online")
     assert _feed(fleet, "acmon/x/plant-a/pump-7/state", sample_state("anomaly", 2.5))
-    assert _feed(fleet, "acmon/x/plant-a/pump-7/telemetry", {**sample_telemetry(), "spool": {"pending": 2, "dropped": 0}})
+    assert _feed(
+        fleet, "acmon/x/plant-a/pump-7/telemetry", {**sample_telemetry(), "spool": {"pending": 2, "dropped": 0}}
+    )
     event = sample_event(4)
     assert _feed(fleet, "acmon/x/plant-a/pump-7/events", event)
     assert _feed(fleet, "acmon/x/plant-a/pump-7/events", event)  # a duplicate delivery
@@ -27,8 +29,19 @@ def test_fleet_view_and_table():
     assert not _feed(fleet, "acmon/x/plant-a/pump-7/state", b"not json")
     table = render_table(fleet, now=1003.0)
     lines = table.splitlines()
-    assert lines[2].split() == ["device", "status", "state", "score", "threshold", "level", "dBFS", "faults", "unsent",
-                                "last", "message"]
+    assert lines[2].split() == [
+        "device",
+        "status",
+        "state",
+        "score",
+        "threshold",
+        "level",
+        "dBFS",
+        "faults",
+        "unsent",
+        "last",
+        "message",
+    ]
     assert lines[4].split() == ["plant-a/pump-7", "online", "anomaly", "2.5", "1", "-31.5", "-", "2", "3", "s", "ago"]
     assert lines[5].split()[:3] == ["plant-b/fan-1", "offline", "?"]
     assert len(fleet.events) == 1 and event["event_id"][:8] in table

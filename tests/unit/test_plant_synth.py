@@ -37,8 +37,9 @@ def test_public_tables():
 
 def test_layout_and_manifest(tmp_path):
     out = tmp_path / "ds"
-    manifest = ps.make_dataset(out, ("conveyor", "tower"), (0, 3), n_train=1, n_test_normal=1, n_test_anomaly=1,
-                               seconds=1.0, seed=5)
+    manifest = ps.make_dataset(
+        out, ("conveyor", "tower"), (0, 3), n_train=1, n_test_normal=1, n_test_anomaly=1, seconds=1.0, seed=5
+    )
     assert manifest == out / "manifest.csv"
     cols, rows = _manifest(manifest)
     assert tuple(cols) == ps.MANIFEST_COLUMNS
@@ -52,9 +53,16 @@ def test_layout_and_manifest(tmp_path):
         path = out / r["path"]
         assert path.is_file() and not r["path"].startswith("/")
         info = describe_wav(path)
-        assert (info["sample_rate_hz"], info["channels"], info["sample_format"], info["n_frames"]) == (FS, 1, "pcm_s16", FS)
+        assert (info["sample_rate_hz"], info["channels"], info["sample_format"], info["n_frames"]) == (
+            FS,
+            1,
+            "pcm_s16",
+            FS,
+        )
         assert r["split"] in ("train", "test") and r["seconds"] == "1"
-        assert f"_id_{int(r['machine_id']):02d}_" in r["path"] and r["path"].startswith(r["machine_type"] + "/" + r["split"])
+        assert f"_id_{int(r['machine_id']):02d}_" in r["path"] and r["path"].startswith(
+            r["machine_type"] + "/" + r["split"]
+        )
         if r["label"] == "anomaly":
             assert r["split"] == "test" and r["fault"] in ps.FAULTS_BY_TYPE[r["machine_type"]]
             lo, hi = ps.FAULT_LEVEL_DB[r["fault"]]
@@ -62,14 +70,16 @@ def test_layout_and_manifest(tmp_path):
         else:
             assert r["label"] == "normal" and r["fault"] == "" and r["fault_level_db"] == ""
         assert 0.0 <= float(r["snr_db"]) <= 12.0
-        assert int(r["seed"]) // 10 ** 9 == 5
+        assert int(r["seed"]) // 10**9 == 5
 
 
 def test_same_arguments_give_identical_bytes(tmp_path):
-    kw = dict(machine_types=("compressor",), machine_ids=(1,), n_train=1, n_test_normal=1, n_test_anomaly=1, seconds=1.0)
+    kw = dict(
+        machine_types=("compressor",), machine_ids=(1,), n_train=1, n_test_normal=1, n_test_anomaly=1, seconds=1.0
+    )
     a = ps.make_dataset(tmp_path / "a", **kw)
     b = ps.make_dataset(tmp_path / "b", **kw)
-    c = ps.make_dataset(tmp_path / "c", seed=1, **kw)
+    ps.make_dataset(tmp_path / "c", seed=1, **kw)
     assert a.read_bytes() == b.read_bytes()
     _, rows = _manifest(a)
     for r in rows:
@@ -91,7 +101,7 @@ def test_levels_are_realistic_and_never_clip(machine_type):
     for mid, snr in ((0, 0.0), (1, 12.0)):
         x = ps.render_clip(machine_type, mid, ps.clip_seed(0, machine_type, mid, "train", 0), 1.5, snr_db=snr)
         assert x.shape == (int(1.5 * FS),) and np.all(np.isfinite(x))
-        rms_db = 20 * np.log10(np.sqrt(np.mean(x ** 2)))
+        rms_db = 20 * np.log10(np.sqrt(np.mean(x**2)))
         assert -47.0 < rms_db < -13.0, rms_db
         assert np.max(np.abs(x)) < 0.98
 
@@ -112,7 +122,7 @@ def test_fault_clip_differs_from_its_normal_counterpart(machine_type):
     for fault in ps.FAULTS_BY_TYPE[machine_type]:
         level = 4.0 if fault in ps.PARAMETRIC_FAULTS else -6.0
         anomalous = ps.render_clip(machine_type, 1, seed, 1.0, fault, level, snr_db=6.0)
-        diff_db = 20 * np.log10(np.sqrt(np.mean((anomalous - normal) ** 2)) / np.sqrt(np.mean(normal ** 2)))
+        diff_db = 20 * np.log10(np.sqrt(np.mean((anomalous - normal) ** 2)) / np.sqrt(np.mean(normal**2)))
         assert diff_db > -25.0, (fault, diff_db)
 
 
@@ -133,19 +143,22 @@ def test_conveyor_impact_faults_are_sparse_events(fault, conveyor_normal):
     assert frames_for_90 < 0.4 * len(frames), frames_for_90
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(machine_types=("conveyor", "boiler")), "unknown machine type"),
-    (dict(machine_types=()), "machine_types is empty"),
-    (dict(machine_ids=(0, 100)), "from 0 to 99"),
-    (dict(machine_ids=(1, 1)), "duplicates"),
-    (dict(n_train=0), "n_train"),
-    (dict(n_test_anomaly=-1), "n_test_anomaly"),
-    (dict(seconds=0.0), "seconds"),
-    (dict(snr_db_range=(12.0, 0.0)), "snr_db_range"),
-    (dict(long_minutes=-1), "long_minutes"),
-    (dict(seed=-3), "seed"),
-    (dict(sample_rate_hz=1000), "sample_rate_hz"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(machine_types=("conveyor", "boiler")), "unknown machine type"),
+        (dict(machine_types=()), "machine_types is empty"),
+        (dict(machine_ids=(0, 100)), "from 0 to 99"),
+        (dict(machine_ids=(1, 1)), "duplicates"),
+        (dict(n_train=0), "n_train"),
+        (dict(n_test_anomaly=-1), "n_test_anomaly"),
+        (dict(seconds=0.0), "seconds"),
+        (dict(snr_db_range=(12.0, 0.0)), "snr_db_range"),
+        (dict(long_minutes=-1), "long_minutes"),
+        (dict(seed=-3), "seed"),
+        (dict(sample_rate_hz=1000), "sample_rate_hz"),
+    ],
+)
 def test_bad_arguments_raise_one_clear_error(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message) as err:
         ps.make_dataset(tmp_path / "x", **kwargs)
@@ -167,8 +180,28 @@ def test_bad_fault_and_cli_errors(tmp_path, capsys):
 
 
 def test_cli_writes_a_dataset(tmp_path):
-    assert ps.main(["--out", str(tmp_path), "--types", "pump", "--ids", "1", "--train", "1", "--test-normal", "1",
-                    "--test-anomaly", "1", "--seconds", "0.5", "--quiet"]) == 0
+    assert (
+        ps.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--types",
+                "pump",
+                "--ids",
+                "1",
+                "--train",
+                "1",
+                "--test-normal",
+                "1",
+                "--test-anomaly",
+                "1",
+                "--seconds",
+                "0.5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     _, rows = _manifest(tmp_path / "manifest.csv")
     assert [r["label"] for r in rows] == ["normal", "normal", "anomaly"]
 
@@ -178,8 +211,16 @@ def test_long_streams_are_written_in_bounded_parts(tmp_path, monkeypatch):
     monkeypatch.setattr(ps, "LONG_PART_S", 2.0)
     blocks = list(ps.render_stream("tower", 0, ps.clip_seed(0, "tower", 0, "long", 0), 2.5))
     assert [len(b[0]) for b in blocks] == [FS, FS, FS // 2]
-    ps.make_dataset(tmp_path, ("compressor",), (0,), n_train=1, n_test_normal=0, n_test_anomaly=0, seconds=0.5,
-                    long_minutes=5.0 / 60.0)
+    ps.make_dataset(
+        tmp_path,
+        ("compressor",),
+        (0,),
+        n_train=1,
+        n_test_normal=0,
+        n_test_anomaly=0,
+        seconds=0.5,
+        long_minutes=5.0 / 60.0,
+    )
     _, rows = _manifest(tmp_path / "manifest.csv")
     long_rows = [r for r in rows if r["split"] == "long"]
     assert [r["path"] for r in long_rows] == [f"long/compressor/normal_id_00_part{k}.wav" for k in range(3)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -99,7 +98,9 @@ def _stream(x: np.ndarray, from_hz: int, to_hz: int, block_size: int | None) -> 
     return np.concatenate(outputs)
 
 
-@pytest.mark.parametrize("from_hz,to_hz", [(44100, 16000), (48000, 16000), (16000, 16000), (32000, 48000), (8000, 16000)])
+@pytest.mark.parametrize(
+    "from_hz,to_hz", [(44100, 16000), (48000, 16000), (16000, 16000), (32000, 48000), (8000, 16000)]
+)
 def test_streaming_is_block_size_invariant_and_matches_one_shot(from_hz, to_hz):
     x = np.random.default_rng(7).standard_normal(from_hz // 4)  # 0.25 s
     reference = _stream(x, from_hz, to_hz, None)

@@ -21,7 +21,7 @@ def _drain(sock) -> list[bytes]:
     try:
         while True:
             out.append(sock.recv(4096))
-    except socket.timeout:
+    except TimeoutError:
         return out
 
 

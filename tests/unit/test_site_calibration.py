@@ -30,7 +30,9 @@ def _calibrate(segments, gate=-80.0):
 def test_quiet_room_that_scores_high_gets_a_level_gate():
     """The field problem: machine off at -70 dBFS scores ~16, machine on at -30 dBFS scores ~1."""
     rng = np.random.default_rng(0)
-    segments = [_segment(rng, 300, -30, 20, 0.05) + _segment(rng, 100, -70, 40, 0.4) + _segment(rng, 300, -30, 20, 0.05)]
+    segments = [
+        _segment(rng, 300, -30, 20, 0.05) + _segment(rng, 100, -70, 40, 0.4) + _segment(rng, 300, -30, 20, 0.05)
+    ]
     result = _calibrate(segments)
     assert result.min_rms_dbfs is not None and -70 < result.min_rms_dbfs < -30
     assert result.info["gate"].startswith("set")
@@ -87,7 +89,11 @@ def test_rollback_without_previous_is_an_error(tmp_path):
 
 @pytest.mark.parametrize(
     "text,match",
-    [("model: {threshold: -1}\n", "model.threshold"), ("mqtt: {host: x}\n", "may set only"), ("[1, 2\n", "cannot read")],
+    [
+        ("model: {threshold: -1}\n", "model.threshold"),
+        ("mqtt: {host: x}\n", "may set only"),
+        ("[1, 2\n", "cannot read"),
+    ],
 )
 def test_bad_calibration_file_names_file_and_key(tmp_path, text, match):
     cfg = tmp_path / "device.yaml"

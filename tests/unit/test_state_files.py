@@ -36,9 +36,17 @@ from device.ring_buffer import RingBuffer
 from device.state import OpenAlarmFile, open_alarm_path, state_root, validate_record, write_private
 
 RECORD = {
-    "event_id": "0123456789abcdef0123456789abcdef", "seq": 3, "start_time": "2026-01-01T00:00:00.000Z",
-    "start_stream_seconds": 1.5, "last_stream_seconds": 4.5, "peak_score": 9.0, "mean_score": 7.5, "threshold": 3.9,
-    "model": {"name": "pump", "version": "1"}, "source": "microphone:default", "evidence": "x_0123456789ab.wav",
+    "event_id": "0123456789abcdef0123456789abcdef",
+    "seq": 3,
+    "start_time": "2026-01-01T00:00:00.000Z",
+    "start_stream_seconds": 1.5,
+    "last_stream_seconds": 4.5,
+    "peak_score": 9.0,
+    "mean_score": 7.5,
+    "threshold": 3.9,
+    "model": {"name": "pump", "version": "1"},
+    "source": "microphone:default",
+    "evidence": "x_0123456789ab.wav",
 }
 
 
@@ -120,17 +128,23 @@ def test_open_alarm_record_that_is_not_a_small_regular_file_is_moved_aside(tmp_p
     assert json.loads(target.read_text()) == RECORD  # a link is never followed
 
 
-_json = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=40),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=20), inner, max_size=6),
-                     max_leaves=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=20), inner, max_size=6),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.one_of(
-    st.binary(max_size=300),
-    _json.map(lambda v: json.dumps(v).encode()),
-    st.dictionaries(st.sampled_from(sorted(RECORD)), _json, max_size=12).map(lambda d: json.dumps({**RECORD, **d}).encode()),
-))
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        _json.map(lambda v: json.dumps(v).encode()),
+        st.dictionaries(st.sampled_from(sorted(RECORD)), _json, max_size=12).map(
+            lambda d: json.dumps({**RECORD, **d}).encode()
+        ),
+    )
+)
 def test_open_alarm_record_fuzz_never_raises_and_only_returns_valid_records(tmp_path, data):
     record = OpenAlarmFile(tmp_path / "open-alarm.json")
     record.path.write_bytes(data)
@@ -210,12 +224,25 @@ def test_rollback_to_a_damaged_previous_is_one_line_and_changes_nothing(tmp_path
 
 
 @settings(max_examples=300, deadline=None)
-@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**400),
-                       st.booleans(), st.none(), st.text(max_size=5)),
-       calibrated=st.floats(1e-6, 1e6), force=st.booleans())
+@given(
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-10, 10**400),
+        st.booleans(),
+        st.none(),
+        st.text(max_size=5),
+    ),
+    calibrated=st.floats(1e-6, 1e6),
+    force=st.booleans(),
+)
 def test_threshold_changes_are_bounded_unless_forced(value, calibrated, force):
-    number = value if isinstance(value, float) else float(value) if (
-        isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1e308) else None
+    number = (
+        value
+        if isinstance(value, float)
+        else float(value)
+        if (isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1e308)
+        else None
+    )
     sane = number is not None and math.isfinite(number) and number > 0  # a 400-digit integer is not a threshold
     inside = sane and calibrated / 4 <= value <= calibrated * 4
     try:

@@ -48,8 +48,9 @@ def field_folder(tmp_path) -> Path:
     root = tmp_path / "field"
     (root / "site_a").mkdir(parents=True)
     write_wav(root / "int16_sine.wav", _sine(1.0, 16000, 0.5), 16000, "int16")
-    write_wav(root / "site_a" / "stereo24.wav", np.stack([_sine(0.5, 44100, 0.1), _sine(0.5, 44100, 0.2)], 1),
-              44100, "int24")
+    write_wav(
+        root / "site_a" / "stereo24.wav", np.stack([_sine(0.5, 44100, 0.1), _sine(0.5, 44100, 0.2)], 1), 44100, "int24"
+    )
     write_wav(root / "site_a" / "float_dc.wav", _sine(0.5, 48000, 0.1) + 0.1, 48000, "float32")
     write_wav(root / "quad.wav", np.tile(_sine(0.25, 8000, 0.25)[:, None], (1, 4)), 8000, "int16")
     write_wav(root / "clipped.wav", _sine(1.0, 16000, 2.0), 16000, "int16")
@@ -63,16 +64,41 @@ def test_stats_table_csv_and_histograms(field_folder, tmp_path, capsys):
     printed = capsys.readouterr().out
     table, summary = printed.split("\n\n", 1)
     lines = table.splitlines()
-    assert lines[0].split() == ["file", "ch", "format", "rate_hz", "duration_s", "rms_dbfs", "peak_dbfs", "clip_%",
-                                "dc", "damaged", "error"]
+    assert lines[0].split() == [
+        "file",
+        "ch",
+        "format",
+        "rate_hz",
+        "duration_s",
+        "rms_dbfs",
+        "peak_dbfs",
+        "clip_%",
+        "dc",
+        "damaged",
+        "error",
+    ]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert set(rows) == {"clipped.wav", "corrupt.wav", "int16_sine.wav", "quad.wav", "site_a/float_dc.wav",
-                         "site_a/stereo24.wav"}
+    assert set(rows) == {
+        "clipped.wav",
+        "corrupt.wav",
+        "int16_sine.wav",
+        "quad.wav",
+        "site_a/float_dc.wav",
+        "site_a/stereo24.wav",
+    }
     # Column-aligned: every row's rate column ends where the header's does.
     rate_end = lines[0].index("rate_hz") + len("rate_hz")
     assert rows["int16_sine.wav"][:rate_end].endswith("16000") and rows["quad.wav"][:rate_end].endswith(" 8000")
-    assert rows["int16_sine.wav"].split()[1:9] == ["1", "pcm_s16", "16000", "1.00", "-9.0", "-6.0", "0.000",
-                                                   rows["int16_sine.wav"].split()[8]]
+    assert rows["int16_sine.wav"].split()[1:9] == [
+        "1",
+        "pcm_s16",
+        "16000",
+        "1.00",
+        "-9.0",
+        "-6.0",
+        "0.000",
+        rows["int16_sine.wav"].split()[8],
+    ]
     assert rows["site_a/stereo24.wav"].split()[1:4] == ["2", "pcm_s24", "44100"]
     assert rows["quad.wav"].split()[1:3] == ["4", "pcm_s16"]
     assert "not a WAV file" in rows["corrupt.wav"] and "RIFF type b'AVI '" in rows["corrupt.wav"]
@@ -84,9 +110,25 @@ def test_stats_table_csv_and_histograms(field_folder, tmp_path, capsys):
 
     with open(out / "stats.csv", newline="") as fh:
         reader = csv.DictReader(fh)
-        assert tuple(reader.fieldnames) == stats.CSV_COLUMNS == (
-            "path", "channels", "sample_format", "bits_per_sample", "sample_rate_hz", "n_frames", "duration_seconds",
-            "rms_dbfs", "peak_dbfs", "clipping_fraction", "dc_offset", "damaged_samples", "error")
+        assert (
+            tuple(reader.fieldnames)
+            == stats.CSV_COLUMNS
+            == (
+                "path",
+                "channels",
+                "sample_format",
+                "bits_per_sample",
+                "sample_rate_hz",
+                "n_frames",
+                "duration_seconds",
+                "rms_dbfs",
+                "peak_dbfs",
+                "clipping_fraction",
+                "dc_offset",
+                "damaged_samples",
+                "error",
+            )
+        )
         by_path = {row["path"]: row for row in reader}
     assert len(by_path) == 6
     sine = by_path["int16_sine.wav"]
@@ -141,8 +183,9 @@ def test_spectrograms_one_png_per_wav_mirrored(tmp_path, capsys):
     root = tmp_path / "recordings"
     (root / "site_a" / "deep").mkdir(parents=True)
     write_wav(root / "sine.wav", _sine(3.0, 16000, 0.5), 16000)
-    write_wav(root / "site_a" / "stereo24.wav", np.stack([_sine(2.5, 44100, 0.1), _sine(2.5, 44100, 0.2)], 1),
-              44100, "int24")
+    write_wav(
+        root / "site_a" / "stereo24.wav", np.stack([_sine(2.5, 44100, 0.1), _sine(2.5, 44100, 0.2)], 1), 44100, "int24"
+    )
     write_wav(root / "site_a" / "deep" / "pump.wav", render_clip("pump", 0, seconds=2.5, seed=3), 16000)
     write_wav(root / "short.wav", _sine(0.5, 16000, 0.5), 16000)  # shorter than one 1.04 s window
     (root / "corrupt.wav").write_bytes(b"not audio at all")

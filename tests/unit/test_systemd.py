@@ -35,7 +35,9 @@ def test_unit_security_exposure_is_low(tmp_path):
     require(shutil.which("systemd-analyze") is not None, "systemd-analyze is not installed (apt-get install systemd)")
     out = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", str(_unit_for_this_machine(tmp_path))],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     match = re.search(r"Overall exposure level for \S+: ([\d.]+)", out.stdout + out.stderr)
     assert match, out.stdout + out.stderr
@@ -45,8 +47,15 @@ def test_unit_security_exposure_is_low(tmp_path):
 
 def test_unit_essentials():
     text = UNIT.read_text()
-    for line in ("Restart=always", "After=network-online.target", "LoadCredential=mqtt-password:", "--check-config",
-                 "Type=notify", "NotifyAccess=main", "WatchdogSec="):
+    for line in (
+        "Restart=always",
+        "After=network-online.target",
+        "LoadCredential=mqtt-password:",
+        "--check-config",
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=",
+    ):
         assert line in text
 
 
