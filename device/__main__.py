@@ -57,7 +57,7 @@ def cmd_list_devices(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay WAV files through the live pipeline; events as JSON lines on stdout, optionally a score plot."""
     from .runner import Runner  # noqa: PLC0415
-    from .sources import WavFileStream, expand_wav_paths  # noqa: PLC0415
+    from .sources import expand_wav_paths, open_source  # noqa: PLC0415
 
     cfg = _load_config(args.config)
     use_mqtt = False if args.no_mqtt else (None if args.config else False)
@@ -73,11 +73,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     trace = _ScoreTrace()
     with runner:
         for path in paths:
-            stream = WavFileStream(
-                path,
+            stream = open_source(
+                cfg.audio,
                 runner.model.params.sample_rate_hz,
-                block_samples=args.block_samples or cfg.audio.block_samples,
-                channel=args.channel if args.channel is not None else cfg.audio.channel,
+                path,
+                channel=args.channel,
+                block_samples=args.block_samples,
                 realtime=args.realtime,
             )
             trace.start_stream(stream.name)
@@ -143,13 +144,13 @@ class _ScoreTrace:
 def cmd_score(args: argparse.Namespace) -> int:
     """One JSON line per file: its clip score and whether the detector raised an event."""
     from .runner import Runner  # noqa: PLC0415
-    from .sources import WavFileStream, expand_wav_paths  # noqa: PLC0415
+    from .sources import expand_wav_paths, open_source  # noqa: PLC0415
 
     cfg = _load_config(args.config)
     runner = Runner(cfg, model_path=args.model, use_mqtt=False, events_out=None)
     paths = expand_wav_paths(args.wavs)
     for path in paths:
-        stream = WavFileStream(path, runner.model.params.sample_rate_hz, block_samples=cfg.audio.block_samples)
+        stream = open_source(cfg.audio, runner.model.params.sample_rate_hz, path)
         summary = runner.run_stream(str(path), stream.blocks())
         score = summary.score
         print(
@@ -172,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The daemon: analyse the configured source until stopped."""
     from .config import load_daemon_config  # noqa: PLC0415
     from .runner import Runner  # noqa: PLC0415
-    from .sources import RawPcmStream, Stream, WavFileStream, expand_wav_paths  # noqa: PLC0415
+    from .sources import expand_wav_paths, open_source  # noqa: PLC0415
 
     loaded = load_daemon_config(args.config, model_path=args.model, broker=args.broker)
     if args.check_config:
@@ -195,20 +196,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         rate = runner.model.params.sample_rate_hz
         if audio.source == "wav":
             for path in expand_wav_paths(audio.wav_paths):
-                stream: Stream = WavFileStream(path, rate, audio.block_samples, audio.channel, realtime=audio.realtime)
+                stream = open_source(audio, rate, path, realtime=audio.realtime)
                 runner.run_stream(stream.name, stream.blocks())
                 if runner.stop_event.is_set():
                     break
         elif audio.source == "stdin":
-            stream = RawPcmStream(
-                sys.stdin.buffer,
-                audio.stdin_rate_hz or rate,
-                rate,
-                audio.stdin_format,
-                audio.channels,
-                audio.channel,
-                audio.block_samples,
-            )
+            stream = open_source(audio, rate)
             runner.run_stream(stream.name, stream.blocks())
         else:
             runner.run_live(lambda: _microphone(cfg, rate, runner.stop_event))
@@ -216,12 +209,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _microphone(cfg, rate_hz: int, stop_event):
-    from .sources import MicrophoneStream  # noqa: PLC0415
+    from .sources import open_source  # noqa: PLC0415
 
-    a = cfg.audio
-    return MicrophoneStream(
-        rate_hz, a.block_samples, a.input_device, a.capture_rate_hz, a.channels, a.channel, stop_event=stop_event
-    )
+    return open_source(cfg.audio, rate_hz, stop_event=stop_event)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -229,7 +219,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibrate import rollback_calibration  # noqa: PLC0415
     from .errors import AcmonError  # noqa: PLC0415
     from .runner import Runner  # noqa: PLC0415
-    from .sources import WavFileStream, expand_wav_paths  # noqa: PLC0415
+    from .sources import expand_wav_paths, open_source  # noqa: PLC0415
 
     if args.rollback:
         path = rollback_calibration(args.config)
@@ -252,7 +242,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             runner.run_live(lambda: _microphone(cfg, rate, runner.stop_event))
             return
         for path in expand_wav_paths(args.wavs):
-            stream = WavFileStream(path, rate, cfg.audio.block_samples, cfg.audio.channel)
+            stream = open_source(cfg.audio, rate, path)
             runner.run_stream(stream.name, stream.blocks())
             if runner.stop_event.is_set():
                 break

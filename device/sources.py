@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .audio_io import MAX_SAMPLE_MAGNITUDE, WavReader, check_resampling, check_stream_format, to_mono
 from .errors import AudioError
 from .resample import StreamingResampler
+
+if TYPE_CHECKING:
+    from .config import AudioConfig
 
 logger = logging.getLogger(__name__)
 
@@ -274,3 +278,44 @@ class RawPcmStream:
                 tail = resampler.flush()
             if len(tail):
                 yield tail
+
+
+def open_source(
+    audio: AudioConfig,
+    rate_hz: int,
+    path: str | Path | None = None,
+    *,
+    channel: int | None = None,
+    block_samples: int | None = None,
+    realtime: bool = False,
+    stop_event: Any = None,
+) -> Stream:
+    """The audio source a config describes, delivering mono blocks at the model's rate: the one place one is built.
+
+    Every command that reads audio goes through here (run, replay, score, calibrate, and training's
+    evaluate), so the config's `audio.channel` and `audio.block_samples` mean the same everywhere: a
+    site calibrated on channel 1 is scored on channel 1, not on a mix-down.
+
+    Args:
+        audio: the config's audio section.
+        rate_hz: the model's sample rate; other rates are resampled.
+        path: a WAV file to read; without it, audio.source decides: 'stdin' (raw PCM on standard
+            input) or 'microphone'. (Source 'wav' lists its files in audio.wav_paths: the caller
+            opens each with its path.)
+        channel, block_samples: override the config's (the replay command's options).
+        realtime: pace a WAV file at its real rate (replay --realtime; run takes audio.realtime).
+        stop_event: ends a microphone stream when set.
+    """
+    ch = audio.channel if channel is None else channel
+    block = block_samples or audio.block_samples
+    if path is not None:
+        return WavFileStream(path, rate_hz, block, ch, realtime=realtime)
+    if audio.source == "stdin":
+        return RawPcmStream(
+            sys.stdin.buffer, audio.stdin_rate_hz or rate_hz, rate_hz, audio.stdin_format, audio.channels, ch, block
+        )
+    if audio.source == "wav":
+        raise ValueError("audio.source 'wav' is opened one file at a time: pass the path")
+    return MicrophoneStream(
+        rate_hz, block, audio.input_device, audio.capture_rate_hz, audio.channels, ch, stop_event=stop_event
+    )

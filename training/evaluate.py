@@ -24,7 +24,7 @@ from device.features import extract_patch
 from device.inference import output_score
 from device.model_file import resolve_model_path
 from device.pipeline import WindowResult, clip_score, iter_windows
-from device.sources import WAV_SUFFIXES, WavFileStream
+from device.sources import WAV_SUFFIXES, open_source
 
 from . import datasets
 from .datasets import DCASE_NAME
@@ -527,7 +527,7 @@ def evaluate(
     unreadable: list[dict[str, str]] = []
     with _quiet("device.runner"):
         for clip in tqdm(test_set.clips, desc="evaluate", unit="clip", disable=not progress):
-            stream = WavFileStream(clip.path, params.sample_rate_hz, block_samples=cfg.audio.block_samples)
+            stream = open_source(cfg.audio, params.sample_rate_hz, clip.path)
             blocks: list[np.ndarray] | None = [] if scorer is not None else None
             scored_indices: set[int] = set()
 

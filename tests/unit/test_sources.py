@@ -1,0 +1,68 @@
+"""open_source: the one place an audio source is built from the config, so every command reads the same channel."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import pytest
+
+from device.audio_io import write_wav
+from device.config import config_from_dict
+from device.sources import MicrophoneStream, RawPcmStream, WavFileStream, open_source
+
+RATE = 16000
+
+
+def _audio(**audio):
+    return config_from_dict({"device": {"id": "t", "site": "s"}, "mqtt": {"enabled": False}, "audio": audio}).audio
+
+
+def _stereo(path):
+    t = np.arange(RATE, dtype=np.float32) / RATE
+    left = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    right = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    write_wav(path, np.stack([left, right], axis=1), RATE, "float32")
+    return left, right
+
+
+def _read(stream):
+    return np.concatenate(list(stream.blocks()))
+
+
+def test_a_wav_file_is_read_on_the_configured_channel(tmp_path):
+    left, right = _stereo(tmp_path / "stereo.wav")
+    np.testing.assert_array_equal(
+        _read(open_source(_audio(channel=1, channels=2), RATE, tmp_path / "stereo.wav")), right
+    )
+    np.testing.assert_array_equal(
+        _read(open_source(_audio(channel=0, channels=2), RATE, tmp_path / "stereo.wav")), left
+    )
+    mixed = _read(open_source(_audio(), RATE, tmp_path / "stereo.wav"))
+    np.testing.assert_allclose(mixed, (left + right) / 2, atol=1e-7)
+
+
+def test_options_override_the_config_and_blocks_follow_it(tmp_path):
+    left, _ = _stereo(tmp_path / "stereo.wav")
+    stream = open_source(_audio(channel=1, channels=2, block_samples=1000), RATE, tmp_path / "stereo.wav")
+    assert isinstance(stream, WavFileStream) and stream.block_samples == 1000 and not stream.realtime
+    stream = open_source(_audio(channel=1, channels=2), RATE, tmp_path / "stereo.wav", channel=0, block_samples=256)
+    blocks = list(stream.blocks())
+    assert len(blocks[0]) == 256
+    np.testing.assert_array_equal(np.concatenate(blocks), left)
+
+
+def test_stdin_and_microphone_sources_take_the_config(monkeypatch):
+    pcm = (np.arange(2000, dtype=np.int16).reshape(-1, 2)).tobytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(pcm)))
+    stream = open_source(_audio(source="stdin", channels=2, channel=1, stdin_format="s16le"), RATE)
+    assert isinstance(stream, RawPcmStream)
+    np.testing.assert_allclose(_read(stream), np.arange(1, 2000, 2) / 32768.0, rtol=1e-6)
+    mic = open_source(_audio(channels=2, channel=1, block_samples=512), RATE, stop_event=None)
+    assert isinstance(mic, MicrophoneStream) and mic.channel == 1 and mic.block_samples == 512
+
+
+def test_a_wav_source_without_a_file_is_refused():
+    with pytest.raises(ValueError, match="one file at a time"):
+        open_source(_audio(source="wav", wav_paths=["x.wav"]), RATE)
