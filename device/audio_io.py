@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 
 from .errors import AudioError
+from .state import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -633,24 +634,15 @@ def write_wav(path: PathLike, samples: np.ndarray, sample_rate_hz: int, sample_f
         + struct.pack("<I", data_bytes)
     )
 
-    tmp = name + ".tmp"
     try:
-        with open(tmp, "wb") as f:
+        with atomic_open(name) as f:  # durable before the rename: a power cut cannot leave half a file at `path`
             f.write(header)
             for start in range(0, n_frames, _WRITE_BLOCK_FRAMES):
                 block = x[start : start + _WRITE_BLOCK_FRAMES].astype(np.float64, copy=False)
                 f.write(_encode(block, sample_format))
             if pad:
                 f.write(b"\x00")
-            f.flush()
-            # Durable before the rename, so a power cut cannot leave an empty file at `path`.
-            os.fsync(f.fileno())
-        os.replace(tmp, name)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise AudioError(
             f"{name}: cannot write: {e.strerror or e}; check that the folder exists and is writable".replace("\n", " ")
         ) from None

@@ -27,7 +27,7 @@ from .config import AcmonConfig, calibration_directory, config_from_dict, load_c
 from .detector import Detector, DetectorSettings, smooth_series
 from .errors import AcmonError, ConfigError
 from .gaussian import SITE_FILE_PREFIX
-from .state import PRIVATE_FILE_MODE, make_private_directory, write_private
+from .state import PRIVATE_FILE_MODE, atomic_write, make_private_directory
 
 logger = logging.getLogger(__name__)
 
@@ -654,8 +654,8 @@ def calibration_in_force(config_path: str | os.PathLike, environ: Mapping[str, s
     return legacy if legacy.is_file() else None
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    write_private(path, text.encode("utf-8"), PRIVATE_FILE_MODE)
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, text.encode("utf-8"), PRIVATE_FILE_MODE)
 
 
 def _write_error(path: Path, exc: OSError) -> AcmonError:
@@ -725,10 +725,10 @@ def write_calibration(config_path: str | os.PathLike, document: str, environ: Ma
     try:
         # errors="replace": a damaged calibration.yaml is kept as the previous one, not a UnicodeDecodeError.
         if current.exists():
-            _atomic_write(previous, current.read_bytes().decode("utf-8", errors="replace"))
+            _write_text(previous, current.read_bytes().decode("utf-8", errors="replace"))
         elif legacy_calibration_path(config_path).is_file():
-            _atomic_write(previous, legacy_calibration_path(config_path).read_bytes().decode("utf-8", errors="replace"))
-        _atomic_write(current, document)
+            _write_text(previous, legacy_calibration_path(config_path).read_bytes().decode("utf-8", errors="replace"))
+        _write_text(current, document)
     except OSError as exc:
         raise _write_error(current, exc) from None
     return current
@@ -778,10 +778,10 @@ def rollback_calibration(config_path: str | os.PathLike, environ: Mapping[str, s
     try:
         if current.exists():
             # errors="replace": rolling back from a damaged calibration.yaml is what rollback is for.
-            _atomic_write(previous, current.read_bytes().decode("utf-8", errors="replace"))
+            _write_text(previous, current.read_bytes().decode("utf-8", errors="replace"))
         else:
             previous.unlink()
-        _atomic_write(current, old_previous)
+        _write_text(current, old_previous)
     except OSError as exc:
         raise _write_error(current, exc) from None
     return current

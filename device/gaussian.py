@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import ModelError
 from .model_file import read_regular_file
+from .state import PRIVATE_FILE_MODE, atomic_write
 
 # Site statistics need this many windows per dimension of the model's output (2 x 130 = 260
 # windows, 2.3 minutes at the default hop); with fewer, calibration keeps the training statistics.
@@ -374,15 +375,10 @@ class Scorer:
         return _content_name(self.to_bytes())
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write atomically into folder under file_name(); returns the path."""
+        """Write atomically into folder under file_name(), readable by the owner only (site state); returns the path."""
         data = self.to_bytes()
         path = Path(folder) / _content_name(data)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, data, PRIVATE_FILE_MODE)
         return path
 
     @classmethod

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .state import atomic_write
+
 # Anchor colours of a perceptually ordered dark-blue -> green -> yellow map (close to matplotlib's
 # viridis at 0, 0.25, 0.5, 0.75 and 1), interpolated linearly in between.
 _COLORMAP_ANCHORS = np.array(
@@ -45,11 +47,9 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
-    """Write an RGB image (see encode_png) atomically: a temporary file renamed over `path`."""
+    """Write an RGB image (see encode_png) atomically (device.state.atomic_write)."""
     target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(encode_png(rgb))
-    os.replace(tmp, target)
+    atomic_write(target, encode_png(rgb))
     return target
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AcmonError
-from .state import write_private
+from .state import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -437,7 +437,7 @@ class Spool:
         path = self.directory / entry_name(number)
         tmp = path.with_suffix(TMP_SUFFIX)
         try:
-            write_private(path, data, 0o600, tmp=tmp)  # fsync'd, renamed, the folder fsync'd; links not followed
+            atomic_write(path, data, 0o600, tmp=tmp)  # fsync'd, renamed, the folder fsync'd; links not followed
         except OSError as exc:
             self._unlink(tmp)
             problem = f"cannot write to spool folder {self.directory}: {exc.strerror or exc}"

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 logger = logging.getLogger(__name__)
 
 # Files the daemon writes hold site audio, thresholds and alarm state: owner only. Folders likewise.
 PRIVATE_FILE_MODE = 0o600
+# Files anyone may read (models, plots): what open() creates, narrowed by the umask.
+PUBLIC_FILE_MODE = 0o666
 PRIVATE_DIRECTORY_MODE = 0o700
 OPEN_ALARM_FILENAME = "open-alarm.json"
 # An open-alarm record is a few hundred bytes; anything much larger is not one.
@@ -47,17 +50,26 @@ def make_private_directory(path: Path) -> Path:
     return path
 
 
-def write_private(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, tmp: Path | None = None) -> None:
-    """Write a file atomically with the given mode: a temporary file, fsync'd, renamed over `path`.
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: int = PUBLIC_FILE_MODE, tmp: Path | None = None) -> Iterator[BinaryIO]:
+    """Write a file atomically: yields a binary file to write; on success it is fsync'd and renamed over `path`.
 
-    The mode is set when the file is created, so the content is never readable by others,
-    even for a moment; the umask can only narrow it. After a power cut `path` holds either the
-    old or the new content, never a mix. A symlink at the temporary name is not followed.
+    acmon's one way to write a file another process or a power cut may meet half-written (models,
+    calibration and site statistics, the spool, open-alarm records, WAV and PNG evidence, the audio
+    cache). After a power cut `path` holds either the old or the new content, never a mix: the data
+    is fsync'd before the rename and the folder after it. The mode is set when the temporary file
+    is created (the umask can only narrow it), so a private file is never readable by others, even
+    for a moment. A symlink at the temporary name is not followed. If the body raises, the
+    temporary file is removed and `path` is untouched.
+
+    Args:
+        mode: PUBLIC_FILE_MODE (0o666 less the umask, as open() does) or PRIVATE_FILE_MODE (0o600).
+        tmp: the temporary name (default: `path` + ".tmp", in the same folder so the rename is atomic).
 
     Raises:
-        OSError: the folder is missing or not writable, or the disk is full (the temporary
-            file is removed again).
+        OSError: the folder is missing or not writable, or the disk is full.
     """
+    path = Path(path)
     tmp = tmp if tmp is not None else path.with_name(path.name + ".tmp")
     try:
         tmp.unlink()  # a leftover of a crash, or something planted there: never write through it
@@ -65,13 +77,10 @@ def write_private(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, tmp: P
         pass
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -86,6 +95,12 @@ def write_private(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, tmp: P
         pass  # some file systems cannot sync a folder; the rename is still atomic
     finally:
         os.close(dir_fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, mode: int = PUBLIC_FILE_MODE, tmp: Path | None = None) -> None:
+    """Write bytes atomically (see atomic_open)."""
+    with atomic_open(path, mode, tmp) as f:
+        f.write(data)
 
 
 def read_small_file(path: Path, limit: int) -> bytes:
@@ -135,7 +150,7 @@ class OpenAlarmFile:
             OSError: the state directory cannot be written (the caller reports a storage fault).
         """
         make_private_directory(self.path.parent)
-        write_private(self.path, json.dumps(record, separators=(",", ":")).encode())
+        atomic_write(self.path, json.dumps(record, separators=(",", ":")).encode(), PRIVATE_FILE_MODE)
 
     def clear(self) -> None:
         """Forget the record (its alarm ended).

@@ -9,7 +9,6 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -162,10 +161,3 @@ def embed_metadata(tflite_bytes: bytes, document: dict[str, Any], buffers: dict[
 def _name(entry) -> str:
     name = entry.name
     return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so a reader sees the old or the new content, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -28,10 +28,11 @@ from device.features import FeatureParams
 from device.inference import AnomalyModel, output_score
 from device.model_file import MODEL_FILENAME, SCORER_NAME, sha256_hex
 from device.pipeline import Pipeline
+from device.state import atomic_write
 
 from .datasets import ANOMALY, clip_patches, discover, load_record
 from .ensemble import fit_ensemble
-from .export import convert_int8, embed_metadata, write_atomic
+from .export import convert_int8, embed_metadata
 from .models import (
     build_autoencoder,
     build_classifier,
@@ -444,7 +445,7 @@ def _fit_into(
         },
     }
     model_path = stage / MODEL_FILENAME
-    write_atomic(model_path, embed_metadata(tflite, document))
+    atomic_write(model_path, embed_metadata(tflite, document))
 
     # Calibrate on held-out normal audio streamed through the device's own pipeline.
     device_model = AnomalyModel(model_path)
@@ -468,7 +469,7 @@ def _fit_into(
     document["calibration"] = info
     document["float_int8_parity"] = parity
     final = embed_metadata(tflite, document)
-    write_atomic(model_path, final)
+    atomic_write(model_path, final)
 
     summary = {
         "model": str(model_path),
@@ -566,7 +567,7 @@ def fit_gaussian_ensemble(
     }
     final = embed_metadata(result.tflite, document, {SCORER_NAME: scorer_bytes})
     model_path = out / MODEL_FILENAME
-    write_atomic(model_path, final)
+    atomic_write(model_path, final)
     summary = {
         "model": str(model_path),
         "sha256": sha256_hex(final),

@@ -20,6 +20,7 @@ import numpy as np
 
 from device.errors import AcmonError
 from device.features import FeatureParams, compute_logmel, normalize
+from device.state import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,8 @@ def build_cache(
         try:
             if not path.exists():
                 samples = np.ascontiguousarray(load(), dtype=np.float32)
-                tmp = path.with_name(path.stem + ".tmp.npy")
-                np.save(tmp, samples)
-                tmp.replace(path)
+                with atomic_open(path) as f:
+                    np.save(f, samples)
             n = int(np.load(path, mmap_mode="r").shape[0])
         except AcmonError as exc:
             logger.warning("skipping %s", exc)

@@ -33,7 +33,15 @@ from device.errors import AcmonError
 from device.evidence import EvidenceRecorder
 from device.features import FeatureParams
 from device.ring_buffer import RingBuffer
-from device.state import OpenAlarmFile, open_alarm_path, state_root, validate_record, write_private
+from device.state import (
+    PRIVATE_FILE_MODE,
+    OpenAlarmFile,
+    atomic_open,
+    atomic_write,
+    open_alarm_path,
+    state_root,
+    validate_record,
+)
 
 RECORD = {
     "event_id": "0123456789abcdef0123456789abcdef",
@@ -73,28 +81,47 @@ def test_calibration_and_open_alarms_are_keyed_by_device_identity():
 # -- private atomic writes --------------------------------------------------------------------
 
 
-def test_write_private_is_owner_only_whatever_the_umask(tmp_path):
+def test_private_atomic_write_is_owner_only_whatever_the_umask(tmp_path):
     old = os.umask(0)
     try:
-        write_private(tmp_path / "a", b"secret")
+        atomic_write(tmp_path / "a", b"secret", PRIVATE_FILE_MODE)
     finally:
         os.umask(old)
     assert (tmp_path / "a").read_bytes() == b"secret" and _mode(tmp_path / "a") == 0o600
     assert os.listdir(tmp_path) == ["a"]
 
 
-def test_write_private_never_writes_through_a_planted_link(tmp_path):
+def test_atomic_write_never_writes_through_a_planted_link(tmp_path):
     victim = tmp_path / "victim"
     victim.write_bytes(b"keep")
     (tmp_path / "a.tmp").symlink_to(victim)
-    write_private(tmp_path / "a", b"new")
+    atomic_write(tmp_path / "a", b"new", PRIVATE_FILE_MODE)
     assert victim.read_bytes() == b"keep" and (tmp_path / "a").read_bytes() == b"new"
 
 
-def test_write_private_on_a_missing_folder_raises_and_leaves_nothing(tmp_path):
+def test_atomic_write_on_a_missing_folder_raises_and_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
-        write_private(tmp_path / "missing" / "a", b"x")
+        atomic_write(tmp_path / "missing" / "a", b"x")
     assert os.listdir(tmp_path) == []
+
+
+def test_public_atomic_write_follows_the_umask_as_open_does(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "model.tflite", b"m")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "model.tflite") == 0o644
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "calibration.yaml"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="disk gone"):
+        with atomic_open(target) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("disk gone")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["calibration.yaml"]
 
 
 # -- the open-alarm record --------------------------------------------------------------------
