@@ -69,11 +69,12 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
 fi
 
 if ((WITH_TFLITE)); then
-  if [[ ! -f .venv-tflite/.acmon-installed ]]; then
+  # The device CLI's own dependencies (no TensorFlow, no paho: scoring runs offline).
+  TFLITE_PACKAGES=("tflite-runtime==2.14.0" "numpy<2" pyyaml "pydantic>=2.5,<3" "threadpoolctl>=3.5")
+  if [[ ! -f .venv-tflite/.acmon-installed || "$(cat .venv-tflite/.acmon-installed)" != "${TFLITE_PACKAGES[*]}" ]]; then
     say "Creating .venv-tflite: tflite-runtime 2.14 with numpy<2, as on a 32-bit Raspberry Pi"
     [[ -x .venv-tflite/bin/python ]] || "$PYTHON" -m venv .venv-tflite
-    # The device CLI's own dependencies (no TensorFlow, no paho: scoring runs offline).
-    .venv-tflite/bin/python -m pip install --quiet "tflite-runtime==2.14.0" "numpy<2" pyyaml "pydantic>=2.5,<3"
-    touch .venv-tflite/.acmon-installed
+    .venv-tflite/bin/python -m pip install --quiet "${TFLITE_PACKAGES[@]}"
+    echo "${TFLITE_PACKAGES[*]}" > .venv-tflite/.acmon-installed
   fi
 fi

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import device  # noqa: F401  - first: pins OpenBLAS to one thread before any test module loads numpy
+from device.cli import limit_blas_threads
 from tests.helpers import Mosquitto, Subscriber, require
+
+limit_blas_threads()  # as the command-line entry points do, before any test runs numpy work
 
 
 @pytest.fixture(autouse=True)

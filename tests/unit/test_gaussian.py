@@ -6,7 +6,6 @@ import zipfile
 import numpy as np
 import pytest
 
-import device  # noqa: F401 - pins BLAS threads before numpy work
 from device.errors import ModelError
 from device.features import FeatureParams
 from device.gaussian import Scorer, fit_gaussian, ledoit_wolf
