@@ -24,6 +24,14 @@ import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from .detector import (
+    DEFAULT_COOLDOWN_SECONDS,
+    DEFAULT_PATIENCE_WINDOWS,
+    DEFAULT_RELEASE_RATIO,
+    DEFAULT_SMOOTHING,
+    DEFAULT_SMOOTHING_WINDOWS,
+    DEFAULT_UPDATE_SECONDS,
+)
 from .errors import ConfigError
 from .features import NORMALIZATIONS, FeatureParams
 
@@ -279,13 +287,13 @@ class DetectorConfig(SectionConfig):
     """When scores become alarms."""
 
     patience_windows: int = Field(
-        2,
+        DEFAULT_PATIENCE_WINDOWS,
         ge=1,
         le=100,
         description="Consecutive analysis windows above the threshold before an alarm is raised, in windows.",
     )
     cooldown_seconds: float = Field(
-        30.0,
+        DEFAULT_COOLDOWN_SECONDS,
         ge=0,
         le=86400,
         description="No new alarm is raised for this long after one ends, in seconds.",
@@ -304,7 +312,7 @@ class DetectorConfig(SectionConfig):
         description="Multiplies the threshold, for on-site tuning (dimensionless; > 1 = fewer alarms).",
     )
     release_ratio: float = Field(
-        0.9,
+        DEFAULT_RELEASE_RATIO,
         gt=0,
         le=1,
         description="Hysteresis: an alarm ends after patience_windows windows below threshold * release_ratio "
@@ -317,16 +325,16 @@ class DetectorConfig(SectionConfig):
         "null = use release_ratio. Must not exceed the threshold.",
     )
     smoothing_windows: int = Field(
-        1,
+        DEFAULT_SMOOTHING_WINDOWS,
         ge=1,
         le=100,
         description="Decisions use the last K window scores combined by `smoothing`, in windows (1 = no smoothing).",
     )
     smoothing: Literal["mean", "median", "max"] = Field(
-        "mean", description="How the last smoothing_windows scores are combined: 'mean', 'median' or 'max'."
+        DEFAULT_SMOOTHING, description="How the last smoothing_windows scores are combined: 'mean', 'median' or 'max'."
     )
     update_seconds: float = Field(
-        60.0,
+        DEFAULT_UPDATE_SECONDS,
         ge=0,
         le=86400,
         description="While an alarm lasts, an 'update' event message every this many seconds; 0 = none.",

@@ -20,6 +20,16 @@ _REDUCERS: dict[str, Callable[[Sequence[float]], float]] = {
 }
 
 
+# The decision rules' defaults, declared once: DetectorSettings and the config's `detector:` section
+# (device/config.py DetectorConfig) both take them from here.
+DEFAULT_PATIENCE_WINDOWS = 2
+DEFAULT_RELEASE_RATIO = 0.9
+DEFAULT_COOLDOWN_SECONDS = 30.0
+DEFAULT_SMOOTHING_WINDOWS = 1
+DEFAULT_SMOOTHING: Smoothing = "mean"
+DEFAULT_UPDATE_SECONDS = 60.0
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
     """Decision rules, all in windows or seconds of stream time.
@@ -41,13 +51,13 @@ class DetectorSettings:
     """
 
     threshold: float
-    patience_windows: int = 2
-    release_ratio: float = 0.9
-    cooldown_seconds: float = 30.0
+    patience_windows: int = DEFAULT_PATIENCE_WINDOWS
+    release_ratio: float = DEFAULT_RELEASE_RATIO
+    cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS
     off_threshold: float | None = None
-    smoothing_windows: int = 1
-    smoothing: Smoothing = "mean"
-    update_seconds: float = 0.0
+    smoothing_windows: int = DEFAULT_SMOOTHING_WINDOWS
+    smoothing: Smoothing = DEFAULT_SMOOTHING
+    update_seconds: float = DEFAULT_UPDATE_SECONDS
 
     def __post_init__(self) -> None:
         if not self.threshold > 0:

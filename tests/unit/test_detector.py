@@ -167,3 +167,15 @@ def test_no_second_event_inside_the_cooldown_with_smoothing_and_updates():
 def test_new_settings_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         DetectorSettings(**kwargs)
+
+
+def test_defaults_are_declared_once_for_the_settings_and_the_config():
+    """DetectorConfig said update_seconds 60 and DetectorSettings 0: a library user got no updates."""
+    import dataclasses
+
+    from device.config import DetectorConfig
+
+    config = DetectorConfig()
+    for field in dataclasses.fields(DetectorSettings):
+        if field.name != "threshold":
+            assert getattr(config, field.name) == field.default, field.name
