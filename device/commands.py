@@ -133,21 +133,30 @@ def parse_command(name: str, payload: bytes) -> tuple[dict[str, Any], str | None
             None,
             (f"'{REQUEST_ID_KEY}' must be a string of at most {MAX_REQUEST_ID_CHARS} printable characters"),
         )
+    return data, request_id, check_args(name, data)
+
+
+def check_args(name: str, args: dict[str, Any]) -> str | None:
+    """Check a command's name and arguments against COMMANDS, the one table of them; None if valid.
+
+    Every way a command reaches the daemon goes through here: MQTT (parse_command) and the
+    Runner's own queue (a SIGHUP reload, tests, code that embeds the Runner).
+    """
     if name not in COMMANDS:
-        return data, request_id, f"unknown command {_echo([name])}; known: {', '.join(sorted(COMMANDS))}"
+        return f"unknown command {_echo([name])}; known: {', '.join(sorted(COMMANDS))}"
     specs = COMMANDS[name]
-    unknown = sorted(set(data) - {spec.name for spec in specs})
+    unknown = sorted(set(args) - {spec.name for spec in specs})
     if unknown:
-        return data, request_id, f"unknown argument(s) for {name}: {_echo(unknown)}"
+        return f"unknown argument(s) for {name}: {_echo(unknown)}"
     for spec in specs:
-        if spec.name not in data:
+        if spec.name not in args:
             if spec.required:
-                return data, request_id, f"{name} needs '{spec.name}'"
+                return f"{name} needs '{spec.name}'"
             continue
-        problem = spec.check(data[spec.name])
+        problem = spec.check(args[spec.name])
         if problem:
-            return data, request_id, problem
-    return data, request_id, None
+            return problem
+    return None
 
 
 class ContainedErrors:

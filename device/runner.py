@@ -30,12 +30,12 @@ from .calibrate import (
     check_calibration_audio,
     check_calibration_result,
     check_threshold_change,
-    finite_number,
     load_site_config,
     prepare_calibration_folder,
     prune_site_statistics,
     write_calibration,
 )
+from .commands import check_args
 from .config import AcmonConfig, feature_pins, resolve_mqtt_password
 from .detector import DetectorSettings, Event, Transition
 from .errors import AcmonError, AudioError
@@ -58,7 +58,6 @@ from .state import PRIVATE_FILE_MODE, OpenAlarmFile, open_alarm_path
 logger = logging.getLogger(__name__)
 
 Reply = Callable[..., None]  # reply(result: dict | None, error: str | None = None)
-COMMANDS = ("ping", "reload", "mute", "set_threshold", "calibrate")
 # Longest pause between checks of the stop event, commands and the watchdog while waiting to reopen a source.
 WAIT_STEP_SECONDS = 0.25
 # How long a failed publisher may stay failed before the process exits (non-zero, so systemd restarts
@@ -70,30 +69,6 @@ PUBLISHER_GRACE_SECONDS = 5.0
 
 class WorkerFailure(AcmonError):
     """A worker the daemon cannot go on without failed (the MQTT publisher): exit non-zero so systemd restarts it."""
-
-
-def _number_arg(command: str, args: dict[str, Any], key: str) -> float:
-    """A required numeric argument (a JSON number, not a boolean or a string), finite.
-
-    Raises:
-        AcmonError: missing or not a finite number; one line naming the command and argument.
-    """
-    number = finite_number(args.get(key))
-    if number is None:
-        raise AcmonError(f"{command}: '{key}' must be a finite number, got {str(args.get(key))[:40]}")
-    return number
-
-
-def _force_arg(command: str, args: dict[str, Any]) -> bool:
-    """The optional `force` argument: true or false (default false).
-
-    Raises:
-        AcmonError: present but not a boolean.
-    """
-    value = args.get("force", False)
-    if not isinstance(value, bool):
-        raise AcmonError(f"{command}: 'force' must be true or false, got {value!r}")
-    return value
 
 
 def parse_broker(text: str, default_port: int = 1883) -> tuple[str, int]:
@@ -730,9 +705,14 @@ class Runner:
                 name, args, reply = self._commands.get_nowait()
             except queue.Empty:
                 return
+            problem = check_args(name, args)  # the same table and bounds as over MQTT
+            if problem is not None:
+                logger.error("command %s refused: %s", name, problem)
+                reply(None, problem if problem.startswith(("unknown command", f"{name} ")) else f"{name}: {problem}")
+                continue
             try:
                 if name == "calibrate":
-                    self.start_calibration(_number_arg(name, args, "minutes"), reply, force=_force_arg(name, args))
+                    self.start_calibration(float(args["minutes"]), reply, force=args.get("force", False))
                     continue
                 result = self._run_command(name, args)
             except AcmonError as exc:
@@ -747,17 +727,14 @@ class Runner:
                 reply(result)
 
     def _run_command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        if name == "ping":
-            return self.ping()
-        if name == "reload":
-            return self.reload()
-        if name == "mute":
-            return self.mute(_number_arg(name, args, "minutes"))
-        if name == "set_threshold":
-            if "value" not in args:
-                raise AcmonError("set_threshold: needs 'value'")
-            return self.set_threshold(args["value"], force=_force_arg(name, args))
-        raise AcmonError(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
+        """Run a command whose arguments check_args accepted (calibrate, which replies later, is started apart)."""
+        handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "ping": lambda a: self.ping(),
+            "reload": lambda a: self.reload(),
+            "mute": lambda a: self.mute(float(a["minutes"])),
+            "set_threshold": lambda a: self.set_threshold(float(a["value"]), force=a.get("force", False)),
+        }
+        return handlers[name](args)
 
     def ping(self) -> dict[str, Any]:
         return {

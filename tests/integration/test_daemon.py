@@ -129,6 +129,28 @@ def test_set_threshold_takes_effect_at_once(trained_model, demo_data, tmp_path):
     assert error is None and result["threshold"] == 1e6 and runner.settings.threshold == 1e6
 
 
+def test_commands_queued_in_process_are_checked_by_the_same_table_as_mqtt(trained_model, tmp_path):
+    """The bounds lived twice (commands.py for MQTT, the Runner for everything else) and could drift."""
+    from device.commands import parse_command
+
+    runner = _runner(_config(tmp_path, trained_model))
+    replies = Replies()
+    cases = [
+        ("mute", {"minutes": 5000}),
+        ("mute", {}),
+        ("calibrate", {"minutes": 5, "force": "yes"}),
+        ("set_threshold", {"value": 5, "colour": "red"}),
+        ("explode", {}),
+    ]
+    for name, args in cases:
+        runner.handle_command(name, args, replies)
+    runner.wait(0.01)
+    assert all(result is None for result, _ in replies.got)
+    for (name, args), (_, error) in zip(cases, replies.got):
+        _, _, mqtt_error = parse_command(name, json.dumps(args).encode())
+        assert mqtt_error and mqtt_error in error, (name, error, mqtt_error)
+
+
 @pytest.mark.parametrize("value", [1e308, 1e-300, float("inf"), float("nan"), 0.0, -1.0, "2", True, None, 10**400])
 def test_set_threshold_outside_the_calibrated_band_is_refused(trained_model, tmp_path, value):
     """`set_threshold 1e308` switched detection off: now the band is a quarter to 4 times the calibrated threshold."""
@@ -140,7 +162,9 @@ def test_set_threshold_outside_the_calibrated_band_is_refused(trained_model, tmp
     ((result, error),) = replies.got
     assert result is None and error.startswith("set_threshold: ") and "\n" not in error
     assert runner.settings.threshold == calibrated
-    if isinstance(value, float) and value > 0 and value != float("inf"):
+    if isinstance(value, float) and 1e6 < value < float("inf"):  # the bound every command path checks
+        assert error == "set_threshold: 'value' must be > 0 and <= 1000000 (score units)"
+    elif isinstance(value, float) and 0 < value < float("inf"):
         assert f"{calibrated / 4:.4g}" in error and f"{calibrated * 4:.4g}" in error and "force" in error
 
 
