@@ -70,13 +70,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import DcaseBaseline, DcaseParams, MahalanobisBaseline
 
 from device.audio_io import read_wav, to_mono
-from device.calibrate import calibrate_threshold
 from device.config import AcmonConfig
 from device.detector import Detector, DetectorSettings
 from device.features import FeatureParams, extract_patch, steady_level_dbfs
 from device.pipeline import iter_windows
 from device.runner import Runner
 from device.sources import WavFileStream
+from device.threshold import calibrate_threshold
 from training.metrics import partial_auc, roc_auc
 
 logger = logging.getLogger("bench_detection")
@@ -94,7 +94,7 @@ RECALIBRATED_PER_HOUR = (1.0, 10.0)
 PIECE_SECONDS = 5.0
 # On-site calibration in the false-alarm measurement: the first this-many minutes of each mounting (at most
 # half of it), through `python -m device calibrate`'s path; alarms are counted on the rest.
-SITE_CALIBRATION_MINUTES = 30.0  # what `device calibrate` asks for (calibrate.MIN_CALIBRATION_SECONDS)
+SITE_CALIBRATION_MINUTES = 30.0  # what `device calibrate` asks for (threshold.MIN_CALIBRATION_SECONDS)
 SITE_TARGETS_PER_DAY = (1.0, 24.0, 240.0)  # the default promise, 1 per hour, 10 per hour
 
 SIZES = {  # per synthetic set: ids, train, test normal, test anomaly clips per id (10 s clips)
@@ -451,6 +451,7 @@ def _code_stamp() -> str:
         "device/gaussian.py",
         "device/features.py",
         "device/calibrate.py",
+        "device/threshold.py",
     ):
         h.update((REPO / rel).read_bytes())
     return h.hexdigest()[:16]
@@ -624,7 +625,7 @@ def mountings(group: Group) -> list[tuple[str, int, list[Path]]]:
 
 def _calibrate_on(config: Path, name: str, audio: np.ndarray, site_minutes: float, force: bool) -> dict[str, Any]:
     """`python -m device calibrate --config CONFIG` on the first minutes of `audio` (at most half of it)."""
-    from device.calibrate import load_site_config
+    from device.site_config import load_site_config
 
     calibrator = Runner(
         load_site_config(config), use_mqtt=False, events_out=None, config_path=str(config), evidence=False
@@ -687,7 +688,7 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
 
     import yaml
 
-    from device.calibrate import load_site_config
+    from device.site_config import load_site_config
 
     state = folder / "state"
     shutil.rmtree(state, ignore_errors=True)  # every mounting starts uncalibrated, as a new sensor does

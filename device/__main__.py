@@ -216,9 +216,9 @@ def _microphone(cfg, rate_hz: int, stop_event):
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Learn the site's normal: threshold (and level gate if needed) from N minutes through the live pipeline."""
-    from .calibrate import rollback_calibration  # noqa: PLC0415
     from .errors import AcmonError  # noqa: PLC0415
     from .runner import Runner  # noqa: PLC0415
+    from .site_config import rollback_calibration  # noqa: PLC0415
     from .sources import expand_wav_paths, open_source  # noqa: PLC0415
 
     if args.rollback:

@@ -1131,7 +1131,7 @@ def load_daemon_config(
     Raises:
         ConfigError: one line per problem, each naming the config file and the key.
     """
-    from .calibrate import load_site_config  # noqa: PLC0415 - calibrate imports this module
+    from .site_config import load_site_config  # noqa: PLC0415 - site_config imports this module
 
     cfg = load_site_config(path)
     if not check_targets:

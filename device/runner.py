@@ -24,16 +24,9 @@ from .calibrate import (
     SILENCE_DBFS,
     CalibrationResult,
     calibrate_site,
-    calibration_document,
-    calibration_in_force,
-    calibration_paths,
     check_calibration_audio,
     check_calibration_result,
     check_threshold_change,
-    load_site_config,
-    prepare_calibration_folder,
-    prune_site_statistics,
-    write_calibration,
 )
 from .commands import check_args
 from .config import AcmonConfig, feature_pins, resolve_mqtt_password
@@ -52,6 +45,15 @@ from .inference import AnomalyModel
 from .payloads import event_payload, health_payload, iso_utc, state_payload, telemetry_payload
 from .pipeline import Pipeline, WindowResult, clip_score
 from .sdnotify import SystemdNotifier
+from .site_config import (
+    calibration_document,
+    calibration_in_force,
+    calibration_paths,
+    load_site_config,
+    prepare_calibration_folder,
+    prune_site_statistics,
+    write_calibration,
+)
 from .sources import Stream
 from .state import PRIVATE_FILE_MODE, OpenAlarmFile, open_alarm_path
 

@@ -18,7 +18,7 @@ How it is fitted, with normal recordings only:
    are added to every recording and scored by the fold that did not see the recording; the
    candidate member sets are compared by AUC against the untouched recordings' scores. The
    default (both members) is kept unless another set beats it clearly.
-3. The threshold is set on the cross-fitted scores (device/calibrate.py calibrate_threshold).
+3. The threshold is set on the cross-fitted scores (device/threshold.py calibrate_threshold).
 
 The choice and its validation figures go into the model metadata (`firmware_tools inspect`).
 """
@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from device.calibrate import calibrate_threshold
 from device.errors import AcmonError
 from device.features import FeatureParams, extract_patch
 from device.gaussian import DEFAULT_CONTEXT_WINDOWS, MEMBERS, Scorer, cross_fitted_scores, fit_gaussian, fit_scorer
 from device.inference import QuantizedGraph
 from device.pipeline import iter_windows
+from device.threshold import calibrate_threshold
 
 from .export import convert_int8
 from .gaussian import amplified_deviations

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from device import __version__
-from device.calibrate import calibrate_threshold, sustained_scores  # noqa: F401 - numpy-only, shared with the device
 from device.config import read_yaml_file
 from device.detector import DetectorSettings
 from device.errors import AcmonError
@@ -29,6 +28,7 @@ from device.inference import AnomalyModel, output_score
 from device.model_file import MODEL_FILENAME, SCORER_NAME, sha256_hex
 from device.pipeline import Pipeline
 from device.state import atomic_write
+from device.threshold import calibrate_threshold, sustained_scores  # noqa: F401 - numpy-only, shared with the device
 
 from .datasets import ANOMALY, clip_patches, discover, load_record
 from .ensemble import fit_ensemble

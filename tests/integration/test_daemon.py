@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.calibrate import calibration_paths, load_site_config
 from device.errors import AudioError
 from device.runner import Runner, WorkerFailure
 from device.sdnotify import SystemdNotifier
+from device.site_config import calibration_paths, load_site_config
 from device.sources import WavFileStream
 from tests.mqtt_support import validate
 
@@ -476,11 +476,11 @@ def test_the_margin_for_a_rare_rate_does_not_make_normal_audio_look_like_a_fault
     """The refusal (a new threshold over 4 times the current) is judged on what the audio's scores call for
     on average: the 95 % margin for a rate the audio cannot show measures drift between its stretches, not a
     fault. A margin of 10 times (drifting audio) must not refuse the machine's normal sound."""
-    import device.calibrate as calibrate
+    import device.threshold as threshold
 
     cfg = _config(tmp_path, trained_model)
     runner = _runner(cfg)
-    monkeypatch.setattr(calibrate, "_upper_threshold", lambda boot, probability, confidence: 1e6)
+    monkeypatch.setattr(threshold, "_upper_threshold", lambda boot, probability, confidence: 1e6)
     result, error = _calibrate(runner, site_clips["normal"], 2.0)
     assert error is None and not result["forced"], error
     assert result["method"].endswith("_upper95") and result["threshold"] == pytest.approx(1e6)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from device.audio_io import read_wav, write_wav
-from device.calibrate import calibration_paths
+from device.site_config import calibration_paths
 from tests.helpers import REPO, run_cli, stop_daemon
 
 pytestmark = [pytest.mark.slow]

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from device.audio_io import read_wav, write_wav
-from device.calibrate import calibration_paths
 from device.gaussian import SITE_FILE_PREFIX
+from device.site_config import calibration_paths
 from tests.helpers import run_cli
 
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from device.calibrate import calibrate_threshold, fit_pareto_tail, pareto_quantile, pareto_survival, sustained_scores
 from device.detector import Detector, DetectorSettings
+from device.threshold import calibrate_threshold, fit_pareto_tail, pareto_quantile, pareto_survival, sustained_scores
 from training.fit import FitOptions
 
 

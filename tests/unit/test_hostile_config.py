@@ -19,7 +19,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.calibrate import calibration_paths, load_site_config, rollback_calibration
 from device.config import (
     MAX_YAML_ALIASES,
     MAX_YAML_BYTES,
@@ -31,6 +30,7 @@ from device.config import (
     resolve_mqtt_password,
 )
 from device.errors import AcmonError, ConfigError
+from device.site_config import calibration_paths, load_site_config, rollback_calibration
 
 # A valid config that uses every kind of value; paths are filled in per test (they need not exist).
 VALID = {

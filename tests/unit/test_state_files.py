@@ -16,23 +16,24 @@ from hypothesis import strategies as st
 
 from device.calibrate import (
     MAX_SHARE_ABOVE_THRESHOLD,
-    MIN_CALIBRATION_WINDOWS,
     CalibrationResult,
-    calibration_document,
-    calibration_paths,
     check_calibration_audio,
     check_calibration_result,
     check_threshold_change,
-    legacy_calibration_path,
-    load_site_config,
-    rollback_calibration,
-    write_calibration,
 )
 from device.config import AcmonConfig, calibration_directory
 from device.errors import AcmonError
 from device.evidence import EvidenceRecorder
 from device.features import FeatureParams
 from device.ring_buffer import RingBuffer
+from device.site_config import (
+    calibration_document,
+    calibration_paths,
+    legacy_calibration_path,
+    load_site_config,
+    rollback_calibration,
+    write_calibration,
+)
 from device.state import (
     PRIVATE_FILE_MODE,
     OpenAlarmFile,
@@ -42,6 +43,7 @@ from device.state import (
     state_root,
     validate_record,
 )
+from device.threshold import MIN_CALIBRATION_WINDOWS
 
 RECORD = {
     "event_id": "0123456789abcdef0123456789abcdef",
