@@ -9,17 +9,24 @@ that looks like a fault. The result is written by device/site_config.py.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .detector import smooth_series
 from .errors import AcmonError
+from .gaussian import CROSS_FIT_FOLDS, MIN_WINDOWS_PER_DIMENSION, Scorer, cross_fitted_scores, fit_scorer
 from .threshold import MIN_CALIBRATION_WINDOWS, calibrate_threshold, sustained_scores
+
+if TYPE_CHECKING:  # annotations only: the threshold and gate code stays importable without the runtime
+    from .config import AcmonConfig
+    from .inference import AnomalyModel
+    from .pipeline import WindowResult
 
 logger = logging.getLogger(__name__)
 
@@ -298,3 +305,207 @@ def check_calibration_result(
             f"scores {share_above:.0%} of its windows above its threshold (more than {MAX_SHARE_ABOVE_THRESHOLD:.0%}); "
             f"the new threshold would be {after:.4g}; {advice}"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# A calibration session: what the daemon collects, and what it decides from it
+
+Reply = Callable[..., None]  # reply(result: dict | None, error: str | None = None)
+
+
+@dataclass
+class CalibrationSession:
+    """Window levels and model scores collected for an on-site calibration.
+
+    Attributes:
+        target_windows: windows to collect (the requested minutes at the model's hop).
+        reply: called with the result (or the error) when the calibration ends.
+        segments: per uninterrupted stretch of audio, (steady dBFS, model score) per window.
+    """
+
+    target_windows: int
+    reply: Reply
+    segments: list[list[tuple[float, float]]] = field(default_factory=lambda: [[]])
+    outputs: list[np.ndarray] = field(default_factory=list)
+    """The model's output for every collected window, in the order of the segments' windows."""
+    force: bool = False
+    """The operator confirmed the audio is normal: skip the looks-like-a-fault refusal (never the minimum)."""
+
+    @property
+    def collected(self) -> int:
+        return sum(len(s) for s in self.segments)
+
+    @property
+    def done(self) -> bool:
+        return self.collected >= self.target_windows
+
+    def new_segment(self) -> None:
+        if self.segments[-1]:
+            self.segments.append([])
+
+    def add(self, result: WindowResult) -> None:
+        if result.model_score is not None:
+            assert result.model_output is not None  # scored with every output kept (score_all)
+            self.segments[-1].append((result.steady_dbfs, result.model_score))
+            self.outputs.append(result.model_output)
+
+
+@dataclass(frozen=True)
+class SiteCalibration:
+    """What a calibration session decided, checked but not yet written.
+
+    Attributes:
+        result: the threshold and level gate (and how they were measured).
+        site: the site's normal statistics, or None (a model without them, or too little audio).
+        threshold_before: the calibrated threshold in force before (before detector.threshold_scale).
+        gate_before: detector.min_rms_dbfs before.
+        share_above: the share of the session's gated windows above the threshold in force, or None.
+    """
+
+    result: CalibrationResult
+    site: Scorer | None
+    threshold_before: float
+    gate_before: float
+    share_above: float | None
+
+
+def decide_site_calibration(
+    session: CalibrationSession, cfg: AcmonConfig, model: AnomalyModel, calibrated_threshold: float, on_site: bool
+) -> SiteCalibration:
+    """Threshold, level gate and site statistics from a session's audio; writes nothing, applies nothing.
+
+    Args:
+        calibrated_threshold: the threshold in force (what the session's windows are compared to).
+        on_site: a site calibration is already in force (a refusal then says so).
+
+    Raises:
+        AcmonError: refused by check_calibration_result: the audio looks like a fault (unless forced).
+    """
+    c, d = cfg.calibration, cfg.detector
+    before = cfg.model.threshold or model.threshold  # calibrated, before threshold_scale
+    scored = [score for seg in session.segments for level, score in seg if level >= d.min_rms_dbfs]
+    share_above = float(np.mean(np.asarray(scored) > calibrated_threshold)) if scored else None
+    result = calibrate_site(
+        session.segments,
+        model.params.hop_seconds,
+        c.false_alarms_per_day,
+        d.patience_windows,
+        d.smoothing_windows,
+        d.smoothing,
+        d.min_rms_dbfs,
+        c.gate_margin_db,
+    )
+    site = None
+    if model.training_scorer is not None:
+        site, result = learn_site_statistics(session, result, cfg, model)
+    # Judged on what the audio's scores call for on average: the margin for a rate the audio cannot show
+    # (calibrate_threshold's confidence) is not a sign of a fault.
+    check_calibration_result(
+        before, float(result.info.get("point_threshold", result.threshold)), share_above, on_site, session.force
+    )
+    return SiteCalibration(result, site, before, d.min_rms_dbfs, share_above)
+
+
+def learn_site_statistics(
+    session: CalibrationSession, result: CalibrationResult, cfg: AcmonConfig, model: AnomalyModel
+) -> tuple[Scorer | None, CalibrationResult]:
+    """Learn the site's normal statistics of a Gaussian model's output, and the threshold against them.
+
+    The model's scorer (same members, same context length) is fitted again
+    on the windows the (possibly new) level gate lets through, cut into
+    contiguous blocks of time for cross-fitting; the threshold is
+    calibrated on the cross-fitted scores, since a Gaussian scores its own
+    fitting data too low. With too little audio the training statistics
+    stay, and the result says why.
+    """
+    c, d = cfg.calibration, cfg.detector
+    gate = d.min_rms_dbfs if result.min_rms_dbfs is None else result.min_rms_dbfs
+    levels = np.array([max(level, SILENCE_DBFS) for seg in session.segments for level, _ in seg])
+    outputs = np.stack([np.asarray(o, dtype=np.float64).reshape(-1) for o in session.outputs])
+    keep = levels >= gate
+    meta, trained = model.metadata, model.training_scorer
+    assert trained is not None
+    needed = MIN_WINDOWS_PER_DIMENSION * outputs.shape[1]
+    stretches, groups, positions = _site_stretches(session, keep, CROSS_FIT_FOLDS)
+    try:
+        if int(keep.sum()) < needed:
+            raise ValueError(f"site statistics need at least {needed} analysis windows, got {int(keep.sum())}")
+        site, cf = fit_scorer(
+            [outputs[p] for p in stretches],
+            groups,
+            trained.members,
+            meta.name,
+            meta.version,
+            trained.context_windows,
+        )
+    except ValueError as exc:
+        logger.warning("calibration: keeping the training data's normal statistics: %s (calibrate for longer)", exc)
+        return None, dataclasses.replace(result, info={**result.info, "site_statistics": f"not learnt: {exc}"})
+    scores = np.array([site.score(o, site.new_state()) for o in outputs])  # gated windows: scored alone
+    for p, cross in zip(stretches, cross_fitted_scores(site, cf)):
+        scores[p] = cross  # the rest: cross-fitted, out of sample
+    flat = iter(scores.tolist())
+    segments = [[(level, next(flat)) for level, _ in seg] for seg in session.segments]
+    site_result = calibrate_site(
+        segments,
+        model.params.hop_seconds,
+        c.false_alarms_per_day,
+        d.patience_windows,
+        d.smoothing_windows,
+        d.smoothing,
+        gate,
+        c.gate_margin_db,
+    )
+    gate_info = ("gate", "quiet_level_dbfs", "loud_level_dbfs", "quiet_windows_above_threshold")
+    info = {
+        **site_result.info,
+        **{k: result.info[k] for k in gate_info if k in result.info},
+        "training_statistics_threshold": round(result.threshold, 6),
+        "site_statistics": f"learnt from {int(keep.sum())} windows (shrinkage {site.window.shrinkage:.3f})",
+    }
+    logger.info(
+        "calibration: site normal statistics from %d windows; threshold %.4g against them (%.4g against "
+        "the training data's)",
+        int(keep.sum()),
+        site_result.threshold,
+        result.threshold,
+    )
+    return site, CalibrationResult(site_result.threshold, result.min_rms_dbfs, info)
+
+
+def _site_stretches(
+    session: CalibrationSession, keep: np.ndarray, blocks: int
+) -> tuple[list[np.ndarray], list[int], int]:
+    """Uninterrupted runs of kept windows, each cut at the boundaries of `blocks` equal blocks of time.
+
+    Returns:
+        (per stretch, the indices of its windows in session order; per stretch, its block (the
+        cross-fitting group); the number of kept windows).
+    """
+    n = int(keep.sum())
+    per_block = max(1, -(-n // blocks))
+    stretches: list[np.ndarray] = []
+    groups: list[int] = []
+    index, kept_seen = 0, 0
+    for seg in session.segments:
+        current: list[int] = []
+        block = None
+        for _ in seg:
+            if keep[index]:
+                b = kept_seen // per_block
+                if block is not None and b != block and current:
+                    stretches.append(np.array(current))
+                    groups.append(block)
+                    current = []
+                block = b
+                current.append(index)
+                kept_seen += 1
+            elif current:
+                stretches.append(np.array(current))
+                groups.append(block)  # type: ignore[arg-type]
+                current = []
+            index += 1
+        if current:
+            stretches.append(np.array(current))
+            groups.append(block)  # type: ignore[arg-type]
+    return stretches, groups, n

@@ -18,22 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
-from .calibrate import (
-    SILENCE_DBFS,
-    CalibrationResult,
-    calibrate_site,
-    check_calibration_audio,
-    check_calibration_result,
-    check_threshold_change,
-)
+from .calibrate import CalibrationSession, check_calibration_audio, check_threshold_change, decide_site_calibration
 from .commands import check_args
 from .config import AcmonConfig, feature_pins, resolve_mqtt_password
 from .detector import DetectorSettings, Event, Transition
 from .errors import AcmonError, AudioError
 from .evidence import EvidenceRecorder, default_evidence_directory
-from .gaussian import CROSS_FIT_FOLDS, MIN_WINDOWS_PER_DIMENSION, Scorer, cross_fitted_scores, fit_scorer
+from .gaussian import Scorer
 from .health import (
     FAULT_INTERNAL_ERROR,
     FAULT_PUBLISHER,
@@ -127,43 +118,6 @@ class StreamSummary:
     @property
     def score(self) -> float | None:
         return clip_score(self.scores)
-
-
-@dataclass
-class CalibrationSession:
-    """Window levels and model scores collected for an on-site calibration.
-
-    Attributes:
-        target_windows: windows to collect (the requested minutes at the model's hop).
-        reply: called with the result (or the error) when the calibration ends.
-        segments: per uninterrupted stretch of audio, (steady dBFS, model score) per window.
-    """
-
-    target_windows: int
-    reply: Reply
-    segments: list[list[tuple[float, float]]] = field(default_factory=lambda: [[]])
-    outputs: list[np.ndarray] = field(default_factory=list)
-    """The model's output for every collected window, in the order of the segments' windows."""
-    force: bool = False
-    """The operator confirmed the audio is normal: skip the looks-like-a-fault refusal (never the minimum)."""
-
-    @property
-    def collected(self) -> int:
-        return sum(len(s) for s in self.segments)
-
-    @property
-    def done(self) -> bool:
-        return self.collected >= self.target_windows
-
-    def new_segment(self) -> None:
-        if self.segments[-1]:
-            self.segments.append([])
-
-    def add(self, result: WindowResult) -> None:
-        if result.model_score is not None:
-            assert result.model_output is not None  # scored with every output kept (score_all)
-            self.segments[-1].append((result.steady_dbfs, result.model_score))
-            self.outputs.append(result.model_output)
 
 
 class Runner:
@@ -920,31 +874,13 @@ class Runner:
             AcmonError: refused by check_calibration_result (the audio looks like a fault), or the
                 calibration files cannot be written (storage fault); nothing is applied then.
         """
-        c, d = self.cfg.calibration, self.cfg.detector
-        before = self.cfg.model.threshold or self.model.threshold  # calibrated, before threshold_scale
-        before_gate = d.min_rms_dbfs
-        scored = [score for seg in session.segments for level, score in seg if level >= before_gate]
-        share_above = float(np.mean(np.asarray(scored) > self.calibrated_threshold)) if scored else None
-        result = calibrate_site(
-            session.segments,
-            self.model.params.hop_seconds,
-            c.false_alarms_per_day,
-            d.patience_windows,
-            d.smoothing_windows,
-            d.smoothing,
-            d.min_rms_dbfs,
-            c.gate_margin_db,
-        )
+        c = self.cfg.calibration
         assert self.config_path is not None
-        site = None
-        if self.model.training_scorer is not None:
-            site, result = self.site_calibration(session, result)
-        on_site = calibration_in_force(self.config_path) is not None
-        # Judged on what the audio's scores call for on average: the margin for a rate the audio cannot show
-        # (calibrate_threshold's confidence) is not a sign of a fault.
-        check_calibration_result(
-            before, float(result.info.get("point_threshold", result.threshold)), share_above, on_site, session.force
+        decided = decide_site_calibration(
+            session, self.cfg, self.model, self.calibrated_threshold, calibration_in_force(self.config_path) is not None
         )
+        result, site, before, before_gate = decided.result, decided.site, decided.threshold_before, decided.gate_before
+        share_above = decided.share_above
         source = f"{self.model.metadata.name} {self.model.metadata.version}"
         try:
             site_file = None
@@ -995,110 +931,6 @@ class Runner:
             "false_alarms_per_day_90ci": result.info.get("false_alarms_per_day_90ci"),
             "warning": warning,
         }
-
-    def site_calibration(
-        self, session: CalibrationSession, result: CalibrationResult
-    ) -> tuple[Scorer | None, CalibrationResult]:
-        """Learn the site's normal statistics of a Gaussian model's output, and the threshold against them.
-
-        The model's scorer (same members, same context length) is fitted again
-        on the windows the (possibly new) level gate lets through, cut into
-        contiguous blocks of time for cross-fitting; the threshold is
-        calibrated on the cross-fitted scores, since a Gaussian scores its own
-        fitting data too low. With too little audio the training statistics
-        stay, and the result says why.
-        """
-        c, d = self.cfg.calibration, self.cfg.detector
-        gate = d.min_rms_dbfs if result.min_rms_dbfs is None else result.min_rms_dbfs
-        levels = np.array([max(level, SILENCE_DBFS) for seg in session.segments for level, _ in seg])
-        outputs = np.stack([np.asarray(o, dtype=np.float64).reshape(-1) for o in session.outputs])
-        keep = levels >= gate
-        meta, trained = self.model.metadata, self.model.training_scorer
-        assert trained is not None
-        needed = MIN_WINDOWS_PER_DIMENSION * outputs.shape[1]
-        stretches, groups, positions = _site_stretches(session, keep, CROSS_FIT_FOLDS)
-        try:
-            if int(keep.sum()) < needed:
-                raise ValueError(f"site statistics need at least {needed} analysis windows, got {int(keep.sum())}")
-            site, cf = fit_scorer(
-                [outputs[p] for p in stretches],
-                groups,
-                trained.members,
-                meta.name,
-                meta.version,
-                trained.context_windows,
-            )
-        except ValueError as exc:
-            logger.warning("calibration: keeping the training data's normal statistics: %s (calibrate for longer)", exc)
-            return None, dataclasses.replace(result, info={**result.info, "site_statistics": f"not learnt: {exc}"})
-        scores = np.array([site.score(o, site.new_state()) for o in outputs])  # gated windows: scored alone
-        for p, cross in zip(stretches, cross_fitted_scores(site, cf)):
-            scores[p] = cross  # the rest: cross-fitted, out of sample
-        flat = iter(scores.tolist())
-        segments = [[(level, next(flat)) for level, _ in seg] for seg in session.segments]
-        site_result = calibrate_site(
-            segments,
-            self.model.params.hop_seconds,
-            c.false_alarms_per_day,
-            d.patience_windows,
-            d.smoothing_windows,
-            d.smoothing,
-            gate,
-            c.gate_margin_db,
-        )
-        gate_info = ("gate", "quiet_level_dbfs", "loud_level_dbfs", "quiet_windows_above_threshold")
-        info = {
-            **site_result.info,
-            **{k: result.info[k] for k in gate_info if k in result.info},
-            "training_statistics_threshold": round(result.threshold, 6),
-            "site_statistics": f"learnt from {int(keep.sum())} windows (shrinkage {site.window.shrinkage:.3f})",
-        }
-        logger.info(
-            "calibration: site normal statistics from %d windows; threshold %.4g against them (%.4g against "
-            "the training data's)",
-            int(keep.sum()),
-            site_result.threshold,
-            result.threshold,
-        )
-        return site, CalibrationResult(site_result.threshold, result.min_rms_dbfs, info)
-
-
-def _site_stretches(
-    session: CalibrationSession, keep: np.ndarray, blocks: int
-) -> tuple[list[np.ndarray], list[int], int]:
-    """Uninterrupted runs of kept windows, each cut at the boundaries of `blocks` equal blocks of time.
-
-    Returns:
-        (per stretch, the indices of its windows in session order; per stretch, its block (the
-        cross-fitting group); the number of kept windows).
-    """
-    n = int(keep.sum())
-    per_block = max(1, -(-n // blocks))
-    stretches: list[np.ndarray] = []
-    groups: list[int] = []
-    index, kept_seen = 0, 0
-    for seg in session.segments:
-        current: list[int] = []
-        block = None
-        for _ in seg:
-            if keep[index]:
-                b = kept_seen // per_block
-                if block is not None and b != block and current:
-                    stretches.append(np.array(current))
-                    groups.append(block)
-                    current = []
-                block = b
-                current.append(index)
-                kept_seen += 1
-            elif current:
-                stretches.append(np.array(current))
-                groups.append(block)  # type: ignore[arg-type]
-                current = []
-            index += 1
-        if current:
-            stretches.append(np.array(current))
-            groups.append(block)  # type: ignore[arg-type]
-    return stretches, groups, n
 
 
 def _lost_blocks(stream: Stream) -> int:

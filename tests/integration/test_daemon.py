@@ -276,14 +276,14 @@ def test_calibrate_that_cannot_write_is_an_error_result_and_a_fault(trained_mode
 
 
 def test_a_bug_in_a_command_or_the_calibration_is_contained(trained_model, site_clips, tmp_path, monkeypatch):
-    import device.runner
+    import device.calibrate
 
     runner = _runner(_config(tmp_path, trained_model))
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("float division by zero")
 
-    monkeypatch.setattr(device.runner, "calibrate_site", broken)
+    monkeypatch.setattr(device.calibrate, "calibrate_site", broken)
     result, error = _calibrate(runner, site_clips["normal"], 2.0)
     assert result is None and "internal error" in error and "ZeroDivisionError" in error
     assert "internal_error" in runner.health.faults
