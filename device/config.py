@@ -34,6 +34,12 @@ from .detector import (
 )
 from .errors import ConfigError
 from .features import NORMALIZATIONS, FeatureParams
+from .health import (
+    DEFAULT_CLIPPING_FAULT_RATIO,
+    DEFAULT_DC_OFFSET_FAULT,
+    DEFAULT_SILENCE_SECONDS,
+    DEFAULT_TELEMETRY_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -367,19 +373,27 @@ class EvidenceConfig(SectionConfig):
 class HealthConfig(SectionConfig):
     """Device health: input level checks, faults and periodic telemetry."""
 
-    telemetry_seconds: float = Field(60.0, ge=1, le=86400, description="Telemetry message period, in seconds of audio.")
+    telemetry_seconds: float = Field(
+        DEFAULT_TELEMETRY_SECONDS, ge=1, le=86400, description="Telemetry message period, in seconds of audio."
+    )
     silence_seconds: float = Field(
-        10.0,
+        DEFAULT_SILENCE_SECONDS,
         ge=1,
         le=3600,
         description="Digital silence (all-zero samples) or a flat line for this long is a dead-microphone fault, "
         "in seconds.",
     )
     clipping_fault_ratio: float = Field(
-        0.01, gt=0, le=1, description="Fraction of clipped samples over a telemetry period that is a fault."
+        DEFAULT_CLIPPING_FAULT_RATIO,
+        gt=0,
+        le=1,
+        description="Fraction of clipped samples over a telemetry period that is a fault.",
     )
     dc_offset_fault: float = Field(
-        0.1, gt=0, le=1, description="Absolute mean sample value (full scale = 1) that is a DC-offset fault."
+        DEFAULT_DC_OFFSET_FAULT,
+        gt=0,
+        le=1,
+        description="Absolute mean sample value (full scale = 1) that is a DC-offset fault.",
     )
     reopen_min_seconds: float = Field(
         1.0, gt=0, le=3600, description="First wait before reopening a microphone stream that failed, in seconds."

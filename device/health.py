@@ -130,6 +130,14 @@ class _Period:
     damaged: int = 0
 
 
+# Health checks' defaults, declared once: HealthMonitor and the config's `health:` section
+# (device/config.py HealthConfig) both take them from here.
+DEFAULT_TELEMETRY_SECONDS = 60.0
+DEFAULT_SILENCE_SECONDS = 10.0
+DEFAULT_CLIPPING_FAULT_RATIO = 0.01
+DEFAULT_DC_OFFSET_FAULT = 0.1
+
+
 @dataclass
 class HealthMonitor:
     """Watches the audio and the analysis; reports telemetry per period and a set of active faults.
@@ -148,10 +156,10 @@ class HealthMonitor:
     """
 
     sample_rate_hz: int
-    telemetry_seconds: float = 60.0
-    silence_seconds: float = 10.0
-    clipping_fault_ratio: float = 0.01
-    dc_offset_fault: float = 0.1
+    telemetry_seconds: float = DEFAULT_TELEMETRY_SECONDS
+    silence_seconds: float = DEFAULT_SILENCE_SECONDS
+    clipping_fault_ratio: float = DEFAULT_CLIPPING_FAULT_RATIO
+    dc_offset_fault: float = DEFAULT_DC_OFFSET_FAULT
     wall_clock: Callable[[], float] = time.time
     faults: dict[str, Fault] = field(default_factory=dict)
     dropped_blocks: int = 0

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .commands import CommandDispatcher, CommandHandler, ContainedErrors
+from .config import mqtt_client_id
 from .ha_discovery import DeviceInfo, discovery_messages
 from .ha_discovery import status_topic as ha_status_topic
 from .payloads import loads_untrusted_json
@@ -725,7 +726,7 @@ def make_publisher(
         host=host or m.host,
         port=port or m.port,
         base_topic=base,
-        client_id=m.client_id or f"acmon-{dev.site}-{dev.id}",
+        client_id=mqtt_client_id(cfg),
         keepalive_seconds=m.keepalive_seconds,
         reconnect_min_seconds=m.reconnect_min_seconds,
         reconnect_max_seconds=m.reconnect_max_seconds,

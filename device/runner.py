@@ -168,7 +168,11 @@ class Runner:
         )
         h = cfg.health
         self.health = HealthMonitor(
-            params.sample_rate_hz, h.telemetry_seconds, h.silence_seconds, h.clipping_fault_ratio, h.dc_offset_fault
+            params.sample_rate_hz,
+            telemetry_seconds=h.telemetry_seconds,
+            silence_seconds=h.silence_seconds,
+            clipping_fault_ratio=h.clipping_fault_ratio,
+            dc_offset_fault=h.dc_offset_fault,
         )
         self.notifier = notifier or SystemdNotifier()
         self.events_out = events_out

@@ -113,3 +113,15 @@ def test_cpu_temperature_prefers_the_cpu_zone(tmp_path):
         (tmp_path / name / "temp").write_text(milli + "\n")
     assert read_cpu_temperature_c(tmp_path) == pytest.approx(51.234)
     assert read_cpu_temperature_c(tmp_path / "nothing") is None
+
+
+def test_defaults_are_declared_once_for_the_monitor_and_the_config():
+    import dataclasses
+
+    from device.config import HealthConfig
+
+    config = HealthConfig()
+    shared = {f.name: f.default for f in dataclasses.fields(HealthMonitor) if hasattr(config, f.name)}
+    assert set(shared) == {"telemetry_seconds", "silence_seconds", "clipping_fault_ratio", "dc_offset_fault"}
+    for name, default in shared.items():
+        assert getattr(config, name) == default, name
