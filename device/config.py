@@ -764,6 +764,18 @@ def read_yaml_file(path: str | os.PathLike, what: str = "YAML file") -> Any:
     return _read_yaml(path, what)[0]
 
 
+def read_yaml_file_with_lines(
+    path: str | os.PathLike, what: str = "YAML file"
+) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """read_yaml_file, and the 1-based line of every key by key path (("fit", "epochs") -> 12), for messages.
+
+    Raises:
+        ConfigError: as read_yaml_file, and for a key given twice in one mapping.
+    """
+    data, root = _read_yaml(path, what)
+    return data, _key_lines(root, str(path))
+
+
 def load_config(path: str | os.PathLike) -> AcmonConfig:
     """Read, parse and validate a YAML configuration file.
 

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from device import __version__
-from device.config import read_yaml_file
-from device.detector import DetectorSettings
+from device.config import read_yaml_file_with_lines
+from device.detector import DEFAULT_PATIENCE_WINDOWS, DetectorSettings
 from device.errors import AcmonError
 from device.features import FeatureParams
+from device.gaussian import DEFAULT_CONTEXT_WINDOWS
 from device.inference import AnomalyModel, output_score
 from device.model_file import MODEL_FILENAME, SCORER_NAME, sha256_hex
 from device.pipeline import Pipeline
@@ -76,7 +77,7 @@ class FitOptions:
     """Window step for cutting training patches; None = a quarter of the device's hop (4x more patches)."""
     false_alarms_per_day: float = 1.0
     """Target rate of false alarms on normal sound, per day of continuous monitoring at the model's hop."""
-    patience_windows: int = 2
+    patience_windows: int = DEFAULT_PATIENCE_WINDOWS
     """Consecutive windows above threshold that start an alarm, assumed in calibration (the device's
     detector.patience_windows default); a device configured with more patience alarms less often."""
     representative_patches: int = 300
@@ -102,7 +103,7 @@ class FitOptions:
     0.01 AUC on level faults but lost 0.02-0.05 whenever the microphone gain differs from the training
     recordings' by 6-10 dB (and would alarm until calibrated on site). Turn it on when the training
     recordings come from the mounted sensor itself."""
-    context_windows: int = 8
+    context_windows: int = DEFAULT_CONTEXT_WINDOWS
     """Gaussian model: windows averaged by the scorer's context member (8 = 4.7 s at the default hop)."""
     seed: int = 0
     name: str | None = None
@@ -133,36 +134,56 @@ def load_training_config(path: str | Path | None) -> tuple[FeatureParams, FitOpt
     if path is None:
         return FeatureParams(), FitOptions()
     p = Path(path)
-    data = read_yaml_file(p, "training config") or {}  # bounded: size, nesting, aliases
+    data, lines = read_yaml_file_with_lines(p, "training config")  # bounded: size, nesting, aliases
+    data = data or {}
+
+    def where(*keys: Any) -> str:
+        """'<file>:<line>' of the deepest of these keys the file gives, for a message that names it."""
+        for n in range(len(keys), 0, -1):
+            if keys[:n] in lines:
+                return f"{p}:{lines[keys[:n]]}"
+        return str(p)
+
     if not isinstance(data, dict):
         raise AcmonError(f"{p}: training config must be a mapping with 'features' and/or 'fit' sections")
-    unknown = sorted(set(data) - {"features", "fit"})
+    unknown = sorted(set(data) - {"features", "fit"}, key=str)
     if unknown:
-        raise AcmonError(f"{p}: unknown key {unknown[0]!r}; allowed: features, fit")
+        raise AcmonError(f"{where(unknown[0])}: unknown key {unknown[0]!r}; allowed: features, fit")
     sections: list[Any] = []
     for key, cls in (("features", FeatureParams), ("fit", FitOptions)):
         raw = data.get(key) or {}
         if not isinstance(raw, dict):
-            raise AcmonError(f"{p}: {key}: must be a mapping of settings (key: value), got {type(raw).__name__}")
+            raise AcmonError(
+                f"{where(key)}: {key}: must be a mapping of settings (key: value), got {type(raw).__name__}"
+            )
         section = dict(raw)
         names = {f.name for f in dataclasses.fields(cls)}
         if key == "fit" and "augment" in section and not isinstance(section["augment"], dict):
             raise AcmonError(
-                f"{p}: fit.augment: must be a mapping of settings, got {type(section['augment']).__name__}"
+                f"{where(key, 'augment')}: fit.augment: must be a mapping of settings, "
+                f"got {type(section['augment']).__name__}"
             )
         if key == "fit" and isinstance(section.get("augment"), dict):
             aug_names = {f.name for f in dataclasses.fields(AugmentOptions)}
-            bad_aug = sorted(set(section["augment"]) - aug_names)
+            bad_aug = sorted(set(section["augment"]) - aug_names, key=str)
             if bad_aug:
-                raise AcmonError(f"{p}: fit.augment.{bad_aug[0]}: unknown key; allowed: {', '.join(sorted(aug_names))}")
-            section["augment"] = AugmentOptions(**section["augment"])
-        bad = sorted(set(section) - names)
+                raise AcmonError(
+                    f"{where(key, 'augment', bad_aug[0])}: fit.augment.{bad_aug[0]}: unknown key; "
+                    f"allowed: {', '.join(sorted(aug_names))}"
+                )
+            try:
+                section["augment"] = AugmentOptions(**section["augment"])
+            except (TypeError, ValueError) as exc:
+                named = [k for k in section["augment"] if str(k) in str(exc)]
+                raise AcmonError(f"{where(key, 'augment', *named[:1])}: fit.augment: {exc}") from None
+        bad = sorted(set(section) - names, key=str)
         if bad:
-            raise AcmonError(f"{p}: {key}.{bad[0]}: unknown key; allowed: {', '.join(sorted(names))}")
+            raise AcmonError(f"{where(key, bad[0])}: {key}.{bad[0]}: unknown key; allowed: {', '.join(sorted(names))}")
         try:
             sections.append(cls(**section))
         except (TypeError, ValueError) as exc:
-            raise AcmonError(f"{p}: {key}: {exc}") from None
+            named = [k for k in section if str(k) in str(exc)]
+            raise AcmonError(f"{where(key, *named[:1])}: {key}: {exc}") from None
     return sections[0], sections[1]
 
 

@@ -233,6 +233,26 @@ def test_training_config_of_the_wrong_shape_is_one_line(tmp_path, text, needle):
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("fit:\n  epochs: 5\n  batch_sise: 8\n", ":3: fit.batch_sise: unknown key"),
+        ("fit:\n  epochs: 5\n  patience_windows: 0\n", ":3: fit: patience_windows must be in 1..100"),
+        ("features:\n  n_mels: 64\n\n  n_fft: 500\n", ":4: features:"),
+        ("fit:\n  augment:\n    gain_db: 3\n    mix_upp: 1\n", ":4: fit.augment.mix_upp: unknown key"),
+        ("fitt:\n  epochs: 5\n", ":1: unknown key 'fitt'"),
+    ],
+)
+def test_training_config_errors_name_the_line(tmp_path, text, where):
+    """Training's config went through the bounded reader but its errors named no line, unlike the daemon's."""
+    from training.fit import load_training_config
+
+    path = write(tmp_path / "train.yaml", text)
+    with pytest.raises(AcmonError) as info:
+        load_training_config(path)
+    assert str(info.value).startswith(f"{path}{where}"), str(info.value)
+
+
 # --- calibration files -----------------------------------------------------------------------
 
 
