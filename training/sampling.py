@@ -48,6 +48,31 @@ class AugmentOptions:
     freq_mask_bands: int = 4
     mixup_alpha: float = 0.2
 
+    def __post_init__(self) -> None:
+        """Refuse values training would only fail on later (or silently misuse): one message naming the key."""
+
+        def number(name: str, lo: float, hi: float, integer: bool = False) -> None:
+            value = getattr(self, name)
+            kind = int if integer else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+                what = "an integer" if integer else "a number"
+                raise ValueError(f"{name} must be {what} in [{lo:g}, {hi:g}] (got {str(value)[:40]})")
+
+        number("gain_db", 0, 40)
+        number("background_probability", 0, 1)
+        number("mixup_alpha", 0, 10)
+        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
+            number(name, 0, 64, integer=True)
+        snr = self.background_snr_db
+        if snr is not None:
+            ok = isinstance(snr, (tuple, list)) and len(snr) == 2
+            ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and -20 <= v <= 80 for v in snr)
+            if not ok or snr[0] > snr[1]:
+                raise ValueError(
+                    f"background_snr_db must be [low, high] in dB within [-20, 80], or null (got {str(snr)[:40]})"
+                )
+            object.__setattr__(self, "background_snr_db", (float(snr[0]), float(snr[1])))
+
 
 NO_AUGMENTATION = AugmentOptions(gain_db=0.0, background_snr_db=None, time_masks=0, freq_masks=0, mixup_alpha=0.0)
 

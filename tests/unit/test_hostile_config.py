@@ -241,6 +241,9 @@ def test_training_config_of_the_wrong_shape_is_one_line(tmp_path, text, needle):
         ("features:\n  n_mels: 64\n\n  n_fft: 500\n", ":4: features:"),
         ("fit:\n  augment:\n    gain_db: 3\n    mix_upp: 1\n", ":4: fit.augment.mix_upp: unknown key"),
         ("fitt:\n  epochs: 5\n", ":1: unknown key 'fitt'"),
+        ("fit:\n  augment:\n    gain_db: lots\n", ":3: fit.augment: gain_db must be a number"),
+        ("fit:\n  augment:\n    background_snr_db: [30, 10]\n", ":3: fit.augment: background_snr_db must be"),
+        ("fit:\n  augment:\n    time_masks: 2.5\n", ":3: fit.augment: time_masks must be an integer"),
     ],
 )
 def test_training_config_errors_name_the_line(tmp_path, text, where):
