@@ -24,7 +24,7 @@ from device.audio_io import MAX_SAMPLE_MAGNITUDE, WavReader, check_resampling, d
 from device.errors import AcmonError, AudioError
 from device.features import FeatureParams, extract_patch
 from device.pipeline import iter_windows
-from device.resample import HALF_LENGTH_PER_RATE, resample
+from device.resample import input_span, output_length, resample
 from device.sources import WAV_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -769,22 +769,16 @@ def load_record(record: ClipRecord, sample_rate_hz: int, channel: int | None = N
         # Resampling: outputs m0..m1 on the output grid of the whole file. Input read from `first`,
         # a multiple of `down` so the local output grid coincides with the global one, with a margin
         # that covers the filter's support on both sides.
-        g = math.gcd(sample_rate_hz, rate)
-        up, down = sample_rate_hz // g, rate // g
-        n_out_total = -(-n_in * up // down)
+        n_out_total = output_length(n_in, rate, sample_rate_hz)
         m0 = round(record.start_seconds * sample_rate_hz)
         m1 = n_out_total if record.end_seconds is None else min(n_out_total, round(record.end_seconds * sample_rate_hz))
         if m0 >= m1:
             raise AudioError(
                 f"{record.describe()}: the span holds no audio (the file is {n_in / rate:.3f} s long); fix the span"
             )
-        margin = HALF_LENGTH_PER_RATE * max(up, down) // up + 8
-        first = max(0, m0 * down // up - margin)
-        first -= first % down
-        last = min(n_in, (m1 - 1) * down // up + margin + 1)
+        first, last, offset = input_span(n_in, rate, sample_rate_hz, m0, m1)
         reader.seek(min(first, reader.n_frames))
         mono = to_mono(_read_frames(reader, last - first), channel)
-    offset = first * up // down
     out = resample(mono, rate, sample_rate_hz)[m0 - offset : m1 - offset]
     return out.astype(np.float32, copy=False)
 

@@ -168,3 +168,18 @@ def test_tone_above_new_nyquist_is_attenuated(from_hz):
     rms = np.sqrt(np.mean(middle**2))
     attenuation_db = 20 * np.log10(rms / (1 / np.sqrt(2)))
     assert attenuation_db < -40.0, attenuation_db
+
+
+@pytest.mark.parametrize("from_hz, to_hz", [(44100, 16000), (48000, 16000), (8000, 16000), (22050, 16000)])
+def test_input_span_reproduces_a_stretch_of_the_whole_resampled_signal(from_hz, to_hz):
+    """What training's span loader relies on to read a stretch of a long file without reading it whole."""
+    from device.resample import input_span, output_length
+
+    rng = np.random.default_rng(from_hz)
+    x = rng.standard_normal(from_hz * 2).astype(np.float32)
+    whole = resample(x, from_hz, to_hz)
+    assert len(whole) == output_length(len(x), from_hz, to_hz)
+    for m0, m1 in [(0, 100), (5, 7000), (len(whole) - 300, len(whole)), (12345, 20000)]:
+        first, last, offset = input_span(len(x), from_hz, to_hz, m0, m1)
+        part = resample(x[first:last], from_hz, to_hz)[m0 - offset : m1 - offset]
+        np.testing.assert_array_equal(part, whole[m0:m1])
