@@ -22,7 +22,8 @@ def _load_config(path: str | None):
 
     For replay, score and calibrate: their Runner checks the model (and broker) they use.
     """
-    from .config import AcmonConfig, load_daemon_config  # noqa: PLC0415
+    from .config import AcmonConfig  # noqa: PLC0415
+    from .daemon_config import load_daemon_config  # noqa: PLC0415
 
     return load_daemon_config(path, check_targets=False).config if path else AcmonConfig()
 
@@ -37,7 +38,7 @@ def _print_verdict(path: str, loaded) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config exactly as `run` loads it (calibration laid over, model and files checked)."""
-    from .config import load_daemon_config  # noqa: PLC0415
+    from .daemon_config import load_daemon_config  # noqa: PLC0415
 
     _print_verdict(args.config, load_daemon_config(args.config))
     return 0
@@ -171,7 +172,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon: analyse the configured source until stopped."""
-    from .config import load_daemon_config  # noqa: PLC0415
+    from .daemon_config import load_daemon_config  # noqa: PLC0415
     from .runner import Runner  # noqa: PLC0415
     from .sources import expand_wav_paths, open_source  # noqa: PLC0415
 

@@ -21,7 +21,8 @@ from typing import Any, TextIO
 from .calibrate import CalibrationSession, check_calibration_audio, check_threshold_change, decide_site_calibration
 from .commands import check_args
 from .config import AcmonConfig, feature_pins, resolve_mqtt_password
-from .detector import DetectorSettings, Event, Transition
+from .daemon_config import detector_settings, parse_broker
+from .detector import Event, Transition
 from .errors import AcmonError, AudioError
 from .evidence import EvidenceRecorder, default_evidence_directory
 from .gaussian import Scorer
@@ -62,47 +63,6 @@ PUBLISHER_GRACE_SECONDS = 5.0
 
 class WorkerFailure(AcmonError):
     """A worker the daemon cannot go on without failed (the MQTT publisher): exit non-zero so systemd restarts it."""
-
-
-def parse_broker(text: str, default_port: int = 1883) -> tuple[str, int]:
-    """'host' or 'host:port' to (host, port).
-
-    Raises:
-        AcmonError: the port is not a number in 1..65535.
-    """
-    host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
-    if not port_text:
-        return text, default_port
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = 0
-    if not 0 < port < 65536 or not host:
-        raise AcmonError(f"--broker {text!r}: expected HOST or HOST:PORT with a port in 1..65535")
-    return host, port
-
-
-def detector_settings(cfg: AcmonConfig, model: AnomalyModel) -> DetectorSettings:
-    """The decision rules the config asks for, with the site (or model) threshold.
-
-    Raises:
-        AcmonError: the combination is invalid (e.g. detector.off_threshold above the threshold).
-    """
-    d = cfg.detector
-    threshold = (cfg.model.threshold or model.threshold) * d.threshold_scale
-    try:
-        return DetectorSettings(
-            threshold=threshold,
-            patience_windows=d.patience_windows,
-            release_ratio=d.release_ratio,
-            cooldown_seconds=d.cooldown_seconds,
-            off_threshold=d.off_threshold,
-            smoothing_windows=d.smoothing_windows,
-            smoothing=d.smoothing,
-            update_seconds=d.update_seconds,
-        )
-    except ValueError as exc:
-        raise AcmonError(f"detector: {exc}; change detector.off_threshold or the threshold") from None
 
 
 @dataclass

@@ -25,10 +25,10 @@ from device.config import (
     MAX_YAML_DEPTH,
     MAX_YAML_VALUES,
     load_config,
-    load_daemon_config,
     read_yaml_file,
     resolve_mqtt_password,
 )
+from device.daemon_config import load_daemon_config
 from device.errors import AcmonError, ConfigError
 from device.site_config import calibration_paths, load_site_config, rollback_calibration
 
