@@ -129,11 +129,21 @@ def time_to_ready(cfg: Path, folder: Path) -> tuple[float, float | None]:
         os.unlink(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
-        sock.settimeout(60)
+        sock.settimeout(0.05)
         started = time.perf_counter()
         proc = spawn(cfg, path)
-        while b"READY=1" not in sock.recv(4096):
-            pass
+        while True:
+            try:
+                if b"READY=1" in sock.recv(4096):
+                    break
+            except TimeoutError:
+                pass
+            if proc.poll() is not None:  # it died before it was ready: say why, not a timeout a minute later
+                lines = Path(f"{path}.log").read_text(errors="replace").strip().splitlines()
+                raise SystemExit(f"the daemon exited ({proc.returncode}) before READY=1: {lines[-1] if lines else ''}")
+            if time.perf_counter() - started > 60:
+                proc.kill()
+                raise SystemExit("the daemon was not READY within 60 s")
         elapsed = time.perf_counter() - started
         rss = rss_mb(proc.pid)
         proc.wait(timeout=600)
@@ -309,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         "nothing lost (with --hours, default 6)",
     )
     args = parser.parse_args(argv)
+    if not Path(args.model).exists():
+        raise SystemExit(f"no model at {args.model}: run `make demo` first, or pass --model MODEL")
     if args.soak:
         return soak(args)
 
