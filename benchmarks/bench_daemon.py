@@ -61,7 +61,7 @@ COMMAND_EVERY_SECONDS = 0.5
 
 def make_loop_wav(folder: Path, with_fault: bool = False) -> Path:
     """A 60 s WAV of normal demo pump sound (training.synth), the unit the 6-hour replay loops over."""
-    from training.synth import make_demo_dataset
+    from training.synth import make_demo_dataset  # a benchmark helper, not the device
 
     make_demo_dataset(folder / "demo", seed=0)
     clips = sorted((folder / "demo" / "pump").rglob("normal_*.wav"))
@@ -112,7 +112,7 @@ def rss_mb(pid: int) -> float | None:
 def spawn(cfg: Path, notify_path: str, extra_env: dict | None = None) -> subprocess.Popen:
     """Start the daemon; its log goes to <notify_path>.log (a pipe nobody reads would fill and stall it)."""
     env = {**os.environ, **(extra_env or {}), "NOTIFY_SOCKET": notify_path}
-    log = open(f"{notify_path}.log", "wb")
+    log = open(f"{notify_path}.log", "wb")  # the child holds it; closed when the file object is collected
     return subprocess.Popen(
         [sys.executable, "-m", "device", "run", "--config", str(cfg)],
         cwd=REPO,

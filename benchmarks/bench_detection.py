@@ -170,7 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--sets: unknown {unknown}; choose from {', '.join(ALL_SETS)}")
     import yaml
 
-    from training.fit import FitOptions
+    from training.fit import FitOptions  # light: TensorFlow loads when a model is fitted
 
     fields = {f.name for f in dataclasses.fields(FitOptions)} - {"seed", "cache_dir"}
     args.fit_options = {}
@@ -425,7 +425,7 @@ def load_mono(path: Path) -> np.ndarray:
 # Methods
 # ------------------------------------------------------------------------------------------------
 def fit_ours(group: Group, model_dir: Path, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
-    from training.fit import FitOptions, fit
+    from training.fit import FitOptions, fit  # imports TensorFlow
 
     summary_path = model_dir / "training_summary.json"
     stamp = model_dir / "bench_fit.json"

@@ -265,7 +265,7 @@ class CommandDispatcher:
         topic_name = name if name.isascii() and name.isidentifier() and len(name) <= 64 else "invalid"
         try:
             args, request_id, error = parse_command(name, payload)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not kill the network thread
             self.errors.record(f"command {topic_name}: checking the payload", exc)
             args, request_id, error = {}, None, f"internal error: {type(exc).__name__}"
         reply = self._make_reply(topic_name, request_id)
@@ -282,7 +282,7 @@ class CommandDispatcher:
             handler(topic_name, args, reply)
         except AcmonError as exc:
             reply(None, str(exc))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the network thread
             self.errors.record(f"command {topic_name}: the handler", exc)
             reply(None, f"internal error: {type(exc).__name__}")
 
@@ -300,13 +300,13 @@ class CommandDispatcher:
             try:
                 self._publish_result(name, command_result_payload(self.device_id, name, request_id, result, error))
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reply runs on the caller's thread; it must not raise there
                 self.errors.record(f"command {name}: sending the result", exc)
                 failure = exc
             fallback = f"internal error: the result could not be sent ({type(failure).__name__})"
             try:
                 self._publish_result(name, command_result_payload(self.device_id, name, request_id, None, fallback))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the last word: nothing more can be sent
                 logger.error("command %s: no result could be sent: %s: %s", name, type(exc).__name__, exc)
 
         return reply

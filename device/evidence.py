@@ -186,7 +186,7 @@ class EvidenceRecorder:
             write_png(png, spectrogram_rgb(logmel_image(samples, self.params)))
             os.chmod(png, EVIDENCE_FILE_MODE)
             removed = enforce_quota(self.directory, self.quota_bytes, keep=frozenset({clip.stem}))
-        except Exception as exc:
+        except Exception as exc:  # a full or read-only disk (or a bug here) must not stop the monitoring
             self.failed += 1
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             self.error = f"evidence {clip.stem}: cannot write to {self.directory} ({why})"

@@ -261,7 +261,7 @@ class MqttPublisher:
         def guarded(*args: Any) -> None:
             try:
                 callback(*args)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - contained: paho's state stays consistent, the thread goes on
                 self._errors.record(where, exc)
 
         return guarded
@@ -303,7 +303,7 @@ class MqttPublisher:
         # left its queue in memory. Spool it here, so the next start delivers it.
         try:
             self._drain_inbox()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the spool itself is failing; say what is lost
             logger.error(
                 "MQTT: could not spool the queued events at stop (%s: %s); they are lost", type(exc).__name__, exc
             )
@@ -421,7 +421,7 @@ class MqttPublisher:
             while not self._stop.is_set():
                 try:
                     self._pass()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - supervised: logged once, counted, carried on
                     self._last_pass_failed = True
                     self._errors.record("MQTT publisher loop", exc)
                     self._stop.wait(ERROR_PAUSE_SECONDS)
@@ -430,7 +430,7 @@ class MqttPublisher:
                     self._progress_monotonic = time.monotonic()
             try:
                 self._shutdown()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - stopping anyway; events stay in the spool
                 self._errors.record("MQTT publisher shutdown", exc)
         except BaseException as exc:
             # Something no pass could contain (not an Exception): make it visible, for failure() and the log.

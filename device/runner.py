@@ -638,7 +638,7 @@ class Runner:
             except AcmonError as exc:
                 logger.error("command %s failed: %s", name, exc)
                 reply(None, str(exc))
-            except Exception as exc:
+            except Exception as exc:  # a bug in one command must not stop the monitoring
                 logger.exception("command %s: internal error; the analysis goes on", name)
                 self.health.set(FAULT_INTERNAL_ERROR, f"command {name}: {type(exc).__name__}: {exc}"[:300])
                 reply(None, f"{name}: internal error ({type(exc).__name__}); the daemon goes on, see its log")
@@ -819,7 +819,7 @@ class Runner:
         except AcmonError as exc:
             logger.error("calibration failed: %s", exc)
             session.reply(None, str(exc))
-        except Exception as exc:
+        except Exception as exc:  # a bug in the calibration must not stop the monitoring
             logger.exception("calibration: internal error; the analysis goes on with the threshold in force")
             self.health.set(FAULT_INTERNAL_ERROR, f"calibration: {type(exc).__name__}: {exc}"[:300])
             session.reply(

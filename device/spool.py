@@ -387,7 +387,7 @@ class Spool:
                 problem = self.check(topic, payload)
             except (OSError, ValueError) as exc:
                 problem = str(exc) if isinstance(exc, ValueError) else f"unreadable: {exc.strerror or exc}"
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - e.g. a payload check that fails: still never block start-up
                 problem = f"cannot be checked: {type(exc).__name__}: {str(exc)[:200]}"
             if problem is not None:
                 self._quarantine_path(path, problem)

@@ -242,7 +242,7 @@ def _load_float_model(path: Path) -> tuple[Any, str | None]:
         return None, f"TensorFlow is not installed ({exc}); float-versus-int8 parity was not measured"
     try:
         return tf.keras.models.load_model(path, compile=False), None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any Keras load failure only disables the parity check
         return None, f"{path}: cannot load the float model ({type(exc).__name__}: {exc}); parity was not measured"
 
 

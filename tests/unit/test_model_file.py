@@ -74,7 +74,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
     def load():
         try:
             load_metadata(fifo)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome.append(exc)
 
     worker = threading.Thread(target=load, daemon=True)
