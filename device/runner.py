@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import queue
 import signal
 import sys
@@ -47,7 +46,7 @@ from .site_config import (
     write_calibration,
 )
 from .sources import Stream
-from .state import PRIVATE_FILE_MODE, OpenAlarmFile, open_alarm_path
+from .state import OpenAlarmFile, open_alarm_path
 
 logger = logging.getLogger(__name__)
 
@@ -851,8 +850,7 @@ class Runner:
             if site is not None:
                 folder = prepare_calibration_folder(self.config_path)
                 try:
-                    saved = site.save(folder)
-                    os.chmod(saved, PRIVATE_FILE_MODE)
+                    saved = site.save(folder)  # owner-only, as all calibration files
                 except OSError as exc:
                     raise AcmonError(
                         f"calibrate: cannot write {exc.filename or folder} ({exc.strerror or exc}); nothing was changed"

@@ -766,9 +766,8 @@ def load_record(record: ClipRecord, sample_rate_hz: int, channel: int | None = N
             return to_mono(_read_frames(reader, last - first), channel)
 
         check_resampling(reader.path, rate, sample_rate_hz)
-        # Resampling: outputs m0..m1 on the output grid of the whole file. Input read from `first`,
-        # a multiple of `down` so the local output grid coincides with the global one, with a margin
-        # that covers the filter's support on both sides.
+        # Resampling: outputs m0..m1 on the output grid of the whole file, from only the input they
+        # depend on (input_span says which, and where the local grid meets the global one).
         n_out_total = output_length(n_in, rate, sample_rate_hz)
         m0 = round(record.start_seconds * sample_rate_hz)
         m1 = n_out_total if record.end_seconds is None else min(n_out_total, round(record.end_seconds * sample_rate_hz))

@@ -85,6 +85,7 @@ def test_scorer_round_trip_and_name_follows_content(tmp_path):
     segments, _ = _segments(rng)
     scorer, _ = fit_scorer(segments, range(len(segments)), ("window", "context"), "pump", "v1", context_windows=4)
     path = scorer.save(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600  # site state, owner-only (the Runner no longer chmods it after)
     loaded = Scorer.load(path)
     assert (loaded.model_name, loaded.model_version, loaded.members, loaded.context_windows) == (
         "pump",
