@@ -627,7 +627,7 @@ class Runner:
             problem = check_args(name, args)  # the same table and bounds as over MQTT
             if problem is not None:
                 logger.error("command %s refused: %s", name, problem)
-                reply(None, problem if problem.startswith(("unknown command", f"{name} ")) else f"{name}: {problem}")
+                reply(None, f"{name}: {problem}")  # as the Runner's own refusals read: "<command>: <problem>"
                 continue
             try:
                 if name == "calibrate":
