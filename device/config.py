@@ -1057,7 +1057,7 @@ def resolve_mqtt_password(mqtt_cfg: MqttConfig, environ: Mapping[str, str] = os.
 
 
 def _read_secret_file(path: Path, what: str) -> str:
-    problem = _not_regular_file(path)
+    problem = not_regular_file(path)
     if problem:
         raise ConfigError(f"{what}: {problem}")
     try:
@@ -1081,7 +1081,7 @@ def _read_secret_file(path: Path, what: str) -> str:
     return text
 
 
-def _not_regular_file(path: str | os.PathLike) -> str | None:
+def not_regular_file(path: str | os.PathLike) -> str | None:
     """Why `path` cannot be read as a file (missing, a folder, a FIFO or device), or None if it is one.
 
     Reading a FIFO blocks for ever and a device such as /dev/zero never ends: check before opening.

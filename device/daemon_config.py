@@ -20,8 +20,8 @@ from .config import (
     AcmonConfig,
     MqttConfig,
     MqttTlsConfig,
-    _not_regular_file,
     feature_pins,
+    not_regular_file,
     resolve_mqtt_password,
 )
 from .detector import DetectorSettings
@@ -238,7 +238,7 @@ def _check_tls(tls: MqttTlsConfig, name: str, problems: list[str], warnings: lis
     unreadable = False
     for key in ("ca_file", "cert_file", "key_file"):
         file = getattr(tls, key)
-        problem = None if file is None else _not_regular_file(file)
+        problem = None if file is None else not_regular_file(file)
         if problem:
             problems.append(f"{name}: mqtt.tls.{key}: {file}: {problem}")
             unreadable = True
