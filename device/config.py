@@ -3,7 +3,6 @@ daemon's commands (which also checks the files a config names), secrets and refe
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import inspect
@@ -12,7 +11,6 @@ import logging
 import os
 import stat
 import sys
-import textwrap
 import types
 import typing
 from collections.abc import Mapping
@@ -140,29 +138,6 @@ class ModelConfig(SectionConfig):
     )
 
 
-def _attribute_docstrings(cls: type) -> dict[str, str]:
-    """Docstrings written under the fields of a class (``x: int = 1`` then a string), by field name.
-
-    Returns an empty mapping when the source is not available (e.g. a bytecode-only install).
-    """
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    docs: dict[str, str] = {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    for stmt, following in zip(body, body[1:]):
-        if (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(stmt.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[stmt.target.id] = " ".join(following.value.value.split())
-    return docs
-
-
 def _feature_pin_field(name: str, type_: Any, doc: str) -> tuple[Any, Any]:
     """(annotation, FieldInfo) for pinning one FeatureParams field; every pin is optional."""
     description = (
@@ -180,7 +155,7 @@ def _feature_pin_field(name: str, type_: Any, doc: str) -> tuple[Any, Any]:
 def _make_features_config() -> type:
     """Build FeaturesConfig from dataclasses.fields(FeatureParams) so the two never drift apart."""
     hints = typing.get_type_hints(FeatureParams)
-    docs = _attribute_docstrings(FeatureParams)
+    docs = FeatureParams.field_descriptions()
     definitions = {
         f.name: _feature_pin_field(f.name, hints[f.name], docs.get(f.name, ""))
         for f in dataclasses.fields(FeatureParams)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass
 
 from .errors import ModelError
 
@@ -34,12 +35,19 @@ POWER_FLOOR = 1e-10
 STD_EPSILON = 1e-3
 
 
-@dataclass(frozen=True)
+# Strict: a metadata document with "n_fft": "512" or 512.5 is refused, not coerced. extra="forbid": an unknown
+# field is a newer front end. The docstrings under the fields are their descriptions (the config's
+# `features` section shows them).
+_FEATURE_PARAMS_CONFIG = ConfigDict(strict=True, extra="forbid", use_attribute_docstrings=True)
+
+
+@dataclass(frozen=True, config=_FEATURE_PARAMS_CONFIG)
 class FeatureParams:
     """Every parameter that changes feature values; stored in each model's metadata.
 
     If you change the way you preprocess the input, change these and retrain:
     the device refuses a model whose parameters differ from what it computes.
+    Invalid values raise ValueError (pydantic's ValidationError is one).
     """
 
     frontend_version: int = FRONTEND_VERSION
@@ -121,8 +129,16 @@ class FeatureParams:
             )
         try:
             return cls(**dict(data))
+        except ValidationError as exc:
+            raise ModelError(f"{source}: invalid feature parameters: {one_line(exc)}") from None
         except (TypeError, ValueError) as exc:
             raise ModelError(f"{source}: invalid feature parameters: {exc}") from None
+
+    @classmethod
+    def field_descriptions(cls) -> dict[str, str]:
+        """Each field's docstring, by name, one line each."""
+        fields = cls.__pydantic_fields__  # type: ignore[attr-defined]
+        return {name: " ".join((info.description or "").split()) for name, info in fields.items()}
 
     def differences(self, other: FeatureParams) -> list[tuple[str, Any, Any]]:
         """Fields whose values differ, as (name, self's value, other's value)."""
@@ -131,6 +147,16 @@ class FeatureParams:
             for f in dataclasses.fields(self)
             if getattr(self, f.name) != getattr(other, f.name)
         ]
+
+
+def one_line(exc: ValidationError) -> str:
+    """A pydantic ValidationError as one line: 'field: message; field: message'."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:

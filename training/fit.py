@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from device import __version__
 from device.config import read_yaml_file_with_lines
 from device.detector import DEFAULT_PATIENCE_WINDOWS, DetectorSettings
 from device.errors import AcmonError
-from device.features import FeatureParams
+from device.features import FeatureParams, one_line
 from device.gaussian import DEFAULT_CONTEXT_WINDOWS
 from device.inference import AnomalyModel, output_score
+from device.metadata import ModelMetadata, ScorerRecord
 from device.model_file import MODEL_FILENAME, SCORER_NAME, sha256_hex
 from device.pipeline import Pipeline
 from device.state import atomic_write
@@ -182,8 +184,9 @@ def load_training_config(path: str | Path | None) -> tuple[FeatureParams, FitOpt
         try:
             sections.append(cls(**section))
         except (TypeError, ValueError) as exc:
-            named = [k for k in section if str(k) in str(exc)]
-            raise AcmonError(f"{where(key, *named[:1])}: {key}: {exc}") from None
+            text = one_line(exc) if isinstance(exc, ValidationError) else str(exc)
+            named = [k for k in section if str(k) in text]
+            raise AcmonError(f"{where(key, *named[:1])}: {key}: {text}") from None
     return sections[0], sections[1]
 
 
@@ -450,10 +453,14 @@ def _fit_into(
     logger.info("quantizing to int8")
     tflite = convert_int8(export_model, rep)
     score_kind = {"classifier": "anomaly_probability"}.get(kind, options.score_kind)
-    document: dict[str, Any] = {
-        **_document_header(name, version, params, score_kind, _UNCALIBRATED),
-        "labels": labels if kind == "classifier" else [],
-        "training": {
+    metadata = _metadata(
+        name,
+        version,
+        params,
+        score_kind,
+        _UNCALIBRATED,
+        labels=tuple(labels) if kind == "classifier" else (),
+        training={
             "data": str(data_dir),
             "recordings": len(train_clips),
             "validation_recordings": len(val_clips),
@@ -464,9 +471,9 @@ def _fit_into(
             "seed": options.seed,
             "augmentation": dataclasses.asdict(options.augment),
         },
-    }
+    )
     model_path = stage / MODEL_FILENAME
-    atomic_write(model_path, embed_metadata(tflite, document))
+    atomic_write(model_path, embed_metadata(tflite, metadata))
 
     # Calibrate on held-out normal audio streamed through the device's own pipeline.
     device_model = AnomalyModel(model_path)
@@ -486,10 +493,8 @@ def _fit_into(
         "mean_float_score": float(float_scores.mean()),
         "mean_int8_score": float(int8_scores.mean()),
     }
-    document["threshold"] = threshold
-    document["calibration"] = info
-    document["float_int8_parity"] = parity
-    final = embed_metadata(tflite, document)
+    metadata = metadata.replaced(threshold=threshold, calibration=info, float_int8_parity=parity)
+    final = embed_metadata(tflite, metadata)
     atomic_write(model_path, final)
 
     summary = {
@@ -498,11 +503,11 @@ def _fit_into(
         "size_bytes": len(final),
         "model_kind": kind,
         "score_kind": score_kind,
-        "labels": document["labels"],
+        "labels": list(metadata.labels),
         "threshold": threshold,
         "calibration": info,
         "float_int8_parity": parity,
-        "training": document["training"],
+        "training": metadata.training,
         "skipped": [{"source": s.split("|")[0], "error": e} for s, e in train_failed + val_failed],
         "loss": [float(v) for v in history["loss"]],
         "val_loss": [float(v) for v in history["val_loss"]],
@@ -511,19 +516,22 @@ def _fit_into(
     return summary
 
 
-def _document_header(
-    name: str, version: str, params: FeatureParams, score_kind: str, threshold: float
-) -> dict[str, Any]:
-    """The metadata keys every model carries first, in this order (inspect and the device read them)."""
-    return {
-        "name": name,
-        "version": version,
-        "acmon_version": __version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "feature_params": params.to_dict(),
-        "score_kind": score_kind,
-        "threshold": threshold,
-    }
+def _metadata(
+    name: str, version: str, params: FeatureParams, score_kind: str, threshold: float, **records: Any
+) -> ModelMetadata:
+    """The model's metadata: what every model carries, and the records (labels, scorer, calibration, training)."""
+    return ModelMetadata.model_validate(
+        {
+            "name": name,
+            "version": version,
+            "acmon_version": __version__,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "feature_params": params,
+            "score_kind": score_kind,
+            "threshold": threshold,
+            **records,
+        }
+    )
 
 
 def fit_gaussian_ensemble(
@@ -565,18 +573,21 @@ def fit_gaussian_ensemble(
     np.savez(out / HELDOUT_SCORES_FILENAME, *result.heldout_scores)
     scorer_bytes = result.scorer.to_bytes()
     seconds = result.trained["seconds"]
-    document: dict[str, Any] = {
-        **_document_header(name, version, gparams, "gaussian_ensemble", result.threshold),
-        "labels": [],
-        "scorer": {
-            "sha256": sha256_hex(scorer_bytes),
-            "members": list(result.scorer.members),
-            "context_windows": result.scorer.context_windows,
-            "choice": {**result.choice, "chosen": list(result.choice["chosen"])},
-        },
-        "calibration": result.calibration,
-        "float_int8_parity": result.parity,
-        "training": {
+    metadata = _metadata(
+        name,
+        version,
+        gparams,
+        "gaussian_ensemble",
+        result.threshold,
+        scorer=ScorerRecord(
+            sha256=sha256_hex(scorer_bytes),
+            members=tuple(result.scorer.members),
+            context_windows=result.scorer.context_windows,
+            choice={**result.choice, "chosen": list(result.choice["chosen"])},
+        ),
+        calibration=result.calibration,
+        float_int8_parity=result.parity,
+        training={
             "data": str(data_dir),
             "recordings": len(normal),
             "skipped_recordings": len(failed),
@@ -585,8 +596,8 @@ def fit_gaussian_ensemble(
             **{k: v for k, v in result.trained.items() if k != "seconds"},
             "seed": options.seed,
         },
-    }
-    final = embed_metadata(result.tflite, document, {SCORER_NAME: scorer_bytes})
+    )
+    final = embed_metadata(result.tflite, metadata, {SCORER_NAME: scorer_bytes})
     model_path = out / MODEL_FILENAME
     atomic_write(model_path, final)
     summary = {
@@ -599,9 +610,9 @@ def fit_gaussian_ensemble(
         "threshold": result.threshold,
         "calibration": result.calibration,
         "members": list(result.scorer.members),
-        "choice": document["scorer"]["choice"],
+        "choice": metadata.scorer.choice if metadata.scorer else {},
         "float_int8_parity": result.parity,
-        "training": document["training"],
+        "training": metadata.training,
         "skipped": [{"source": s.split("|")[0], "error": e} for s, e in failed],
         "loss": [],
         "val_loss": [],
