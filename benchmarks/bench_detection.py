@@ -579,7 +579,7 @@ def false_alarms(group: Group, model_dir: Path, runner: Runner, test_windows: li
         (
             "model",
             runner.model.threshold,
-            runner.model.metadata.extra.get("calibration", {}).get("false_alarms_per_day", 1.0) / 24.0,
+            runner.model.metadata.calibration.get("false_alarms_per_day", 1.0) / 24.0,
         )
     ]
     for per_hour in RECALIBRATED_PER_HOUR:

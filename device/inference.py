@@ -14,7 +14,8 @@ import numpy as np
 from .errors import ModelError
 from .features import FeatureParams
 from .gaussian import Scorer, ScoreState, identity_fit
-from .model_file import GAUSSIAN_KINDS, SCORER_NAME, embedded_metadata, load_metadata, sha256_hex
+from .metadata import GAUSSIAN_KINDS
+from .model_file import SCORER_NAME, embedded_metadata, load_metadata, sha256_hex
 
 logger = logging.getLogger(__name__)
 
@@ -225,13 +226,13 @@ class AnomalyModel(QuantizedGraph):
         if kind != "gaussian_ensemble":
             return None
         raw = embedded_metadata(data, source).get(SCORER_NAME)
-        record = self.metadata.extra.get("scorer") or {}
-        if raw is None or not isinstance(record, dict):
+        record = self.metadata.scorer
+        if raw is None or record is None:
             raise ModelError(
                 f"{source}: a {kind} model without its scorer statistics; re-export it with python -m training fit"
             )
         # The file checksum covers these bytes too; this check is what protects models made before it.
-        if sha256_hex(raw) != record.get("sha256"):
+        if sha256_hex(raw) != record.sha256:
             raise ModelError(
                 f"{source}: the scorer statistics do not match their recorded SHA-256: the file is damaged; "
                 "copy the model again or re-export it"

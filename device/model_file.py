@@ -19,31 +19,27 @@ after export (a bad copy, a failing SD card) is refused instead of scoring.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import stat
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ModelError
-from .features import FeatureParams
+from .metadata import ModelMetadata
 
 logger = logging.getLogger(__name__)
 
 METADATA_NAME = "acmon"
 # A second metadata buffer: the Gaussian ensemble's scorer (device/gaussian.py Scorer.to_bytes).
 SCORER_NAME = "acmon_scorer"
-METADATA_SCHEMA_VERSION = 1
 TFLITE_IDENTIFIER = b"TFL3"
 MODEL_FILENAME = "model.tflite"
 
@@ -77,15 +73,6 @@ _METADATA_BUFFER = 1
 _BUFFER_DATA = 0
 _BUFFER_OFFSET = 1
 _BUFFER_SIZE = 2
-
-SCORE_KINDS = (
-    "gaussian_ensemble",
-    "gaussian_distance",
-    "reconstruction_band_max",
-    "reconstruction_mse",
-    "anomaly_probability",
-)
-GAUSSIAN_KINDS = ("gaussian_ensemble", "gaussian_distance")
 
 
 class _FlatBuffer:
@@ -372,75 +359,6 @@ def verify_integrity(data: bytes, span: tuple[int, int], document: Mapping[str, 
     return digest
 
 
-@dataclass(frozen=True)
-class ModelMetadata:
-    """What training records about a model, read back on the device.
-
-    Attributes:
-        feature_params: the front end the model was trained with.
-        score_kind: how the model's output becomes an anomaly score (SCORE_KINDS).
-        threshold: calibrated score threshold (alarm when a window's score exceeds it).
-        name: model name (usually the machine type).
-        version: model version string (training's UTC timestamp unless set).
-        labels: class names for supervised models, [] otherwise.
-        extra: the whole metadata document, for inspection.
-        content_sha256: the content checksum load_metadata verified; None for a model made before
-            acmon recorded one (or metadata parsed without its file).
-    """
-
-    feature_params: FeatureParams
-    score_kind: str
-    threshold: float
-    name: str
-    version: str
-    labels: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-    content_sha256: str | None = None
-
-
-def parse_metadata(document: dict[str, Any], source: str) -> ModelMetadata:
-    """Validate a metadata document.
-
-    Raises:
-        ModelError: naming the missing or bad key.
-    """
-    version = document.get("schema_version")
-    if version != METADATA_SCHEMA_VERSION:
-        raise ModelError(
-            f"{source}: metadata schema_version {version!r} is not {METADATA_SCHEMA_VERSION}; "
-            "this acmon cannot read it: upgrade acmon or re-export the model"
-        )
-    for key in ("feature_params", "score_kind", "threshold", "name", "version"):
-        if key not in document:
-            raise ModelError(f"{source}: metadata has no {key!r}; re-export the model with python -m training fit")
-    kind = document["score_kind"]
-    if not isinstance(kind, str) or kind not in SCORE_KINDS:
-        raise ModelError(f"{source}: unknown score_kind {str(kind)[:80]!r} (this acmon knows {SCORE_KINDS})")
-    threshold = document["threshold"]
-    # bool is an int to Python; inf would switch detection off, NaN compares false with every score.
-    number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-    if not (number and math.isfinite(threshold) and threshold > 0):
-        raise ModelError(
-            f"{source}: metadata threshold must be a positive finite number (got {str(threshold)[:40]}); re-export the model"
-        )
-    if not isinstance(document["feature_params"], dict):
-        raise ModelError(f"{source}: metadata feature_params is not a JSON object; re-export the model")
-    labels = document.get("labels", [])
-    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise ModelError(
-            f"{source}: metadata labels must be a list of names (got {str(labels)[:80]}); re-export the model"
-        )
-    return ModelMetadata(
-        feature_params=FeatureParams.from_dict(document["feature_params"], source=source),
-        score_kind=document["score_kind"],
-        threshold=float(threshold),
-        name=str(document["name"]),
-        version=str(document["version"]),
-        labels=tuple(labels),
-        extra=document,
-    )
-
-
 def read_document(data: bytes, source: str) -> tuple[tuple[int, int], dict[str, Any], str | None]:
     """The acmon metadata of a model file's bytes, its integrity checked.
 
@@ -474,7 +392,7 @@ def load_metadata(path: str | Path) -> tuple[Path, bytes, ModelMetadata]:
     """
     p, data = read_model_bytes(path)
     _, document, digest = read_document(data, str(p))
-    return p, data, dataclasses.replace(parse_metadata(document, str(p)), content_sha256=digest)
+    return p, data, ModelMetadata.from_document(document, str(p)).model_copy(update={"content_sha256": digest})
 
 
 def sha256_hex(data: bytes) -> str:

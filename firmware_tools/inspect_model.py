@@ -9,7 +9,8 @@ import numpy as np
 
 from device.features import extract_patch
 from device.inference import AnomalyModel
-from device.model_file import ModelMetadata, load_metadata, sha256_hex
+from device.metadata import ModelMetadata
+from device.model_file import load_metadata, sha256_hex
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                     "sha256": sha256_hex(data),
                     "size_bytes": len(data),
                     "integrity": integrity_status(meta),
-                    "metadata": meta.extra,
+                    "metadata": stored_document(meta),
                 },
                 indent=2,
             )
@@ -37,18 +38,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "integrity   not recorded (made before acmon recorded a checksum): damage cannot be detected; "
             "re-export the model to add one"
         )
-    print(f"name        {meta.name}  version {meta.version}  made by acmon {meta.extra.get('acmon_version', '?')}")
+    print(f"name        {meta.name}  version {meta.version}  made by acmon {meta.acmon_version or '?'}")
     print(f"score       {meta.score_kind}, threshold {meta.threshold:.6g}")
-    scorer = meta.extra.get("scorer")
+    scorer = meta.scorer
     if scorer:
-        choice = scorer.get("choice", {})
+        choice = scorer.choice
         figures = ", ".join(f"{name} {v['auc']:.3f}" for name, v in choice.get("candidates", {}).items())
         print(
-            f"members     {' + '.join(scorer['members'])} (context {scorer['context_windows']} windows); chosen on "
+            f"members     {' + '.join(scorer.members)} (context {scorer.context_windows} windows); chosen on "
             f"{choice.get('faulty_clips', '?')} validation fault clips against {choice.get('normal_recordings', '?')} "
             f"normal recordings, AUC {figures}"
         )
-    cal = meta.extra.get("calibration")
+    cal = meta.calibration
     if cal:
         print(
             f"calibrated  {cal['method']} on {cal['n_windows']} held-out normal windows "
@@ -71,7 +72,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"windows     {p.window_seconds:.3f} s ({p.window_samples} samples), hop {p.hop_seconds:.3f} s "
         f"({100 * (1 - p.hop_samples / p.window_samples):.0f}% overlap), patch {p.n_frames}x{p.n_mels}"
     )
-    training = meta.extra.get("training")
+    training = meta.training
     if training:
         print(f"trained on  {training_summary(training)}")
     return 0
@@ -93,6 +94,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"(scale {model.input_scale:.4g}, zero point {model.input_zero_point}), test score {score:.4g}"
     )
     return 0
+
+
+def stored_document(meta: ModelMetadata) -> dict:
+    """The metadata document as the file stores it (with its verified checksum, when it has one)."""
+    return {**meta.document(), **({"content_sha256": meta.content_sha256} if meta.content_sha256 else {})}
 
 
 def integrity_status(meta: ModelMetadata) -> str:

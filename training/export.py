@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from device.metadata import METADATA_SCHEMA_VERSION, ModelMetadata
 from device.model_file import (
     DIGEST_KEY,
     DIGEST_PLACEHOLDER,
     INTEGRITY_KEY,
     INTEGRITY_SCHEME,
     METADATA_NAME,
-    METADATA_SCHEMA_VERSION,
     content_digest,
     digest_position,
     embedded_metadata,
@@ -97,7 +97,9 @@ def quiet_native_output():
                 logger.debug("converter output:\n%s", text)
 
 
-def embed_metadata(tflite_bytes: bytes, document: dict[str, Any], buffers: dict[str, bytes] | None = None) -> bytes:
+def embed_metadata(
+    tflite_bytes: bytes, metadata: ModelMetadata | dict[str, Any], buffers: dict[str, bytes] | None = None
+) -> bytes:
     """Store a JSON document in the model's FlatBuffer metadata under METADATA_NAME (and raw buffers by name).
 
     An existing entry of the same name is replaced, so the threshold can be
@@ -108,6 +110,7 @@ def embed_metadata(tflite_bytes: bytes, document: dict[str, Any], buffers: dict[
     replaced by the new file's.
 
     Args:
+        metadata: the model's ModelMetadata (a raw document only in tests that write hostile ones).
         buffers: further named metadata buffers (the Gaussian ensemble's scorer statistics).
 
     Returns:
@@ -121,7 +124,7 @@ def embed_metadata(tflite_bytes: bytes, document: dict[str, Any], buffers: dict[
     # and writing the digits moves no offset.
     document = {
         "schema_version": METADATA_SCHEMA_VERSION,
-        **document,
+        **(metadata.document() if isinstance(metadata, ModelMetadata) else metadata),
         INTEGRITY_KEY: INTEGRITY_SCHEME,
         DIGEST_KEY: DIGEST_PLACEHOLDER,
     }

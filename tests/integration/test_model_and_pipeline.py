@@ -43,10 +43,12 @@ def test_metadata_round_trip(trained_model):
     path, data, meta = load_metadata(trained_model)
     assert meta.feature_params == FeatureParams()
     assert meta.score_kind == "gaussian_ensemble" and meta.threshold > 0
-    assert meta.extra["calibration"]["n_windows"] > 10
-    scorer = meta.extra["scorer"]
-    assert set(scorer["members"]) <= {"window", "context"} and scorer["choice"]["faulty_clips"] >= 24
-    assert set(scorer["choice"]["candidates"]) == {"window+context", "window", "context"}
+    assert meta.calibration["n_windows"] > 10
+    scorer = meta.scorer
+    assert scorer is not None
+    assert set(scorer.members) <= {"window", "context"} and scorer.choice["faulty_clips"] >= 24
+    assert set(scorer.choice["candidates"]) == {"window+context", "window", "context"}
+    assert meta.acmon_version and meta.created_utc and meta.training["model"] == "gaussian"
     summary = json.loads((trained_model / "training_summary.json").read_text())
     assert summary["sha256"] == __import__("hashlib").sha256(data).hexdigest()
 
@@ -103,7 +105,7 @@ def test_refuses_model_with_other_feature_params(trained_model, tmp_path):
     from training.export import embed_metadata
 
     _, data, meta = load_metadata(trained_model)
-    changed = dict(meta.extra, feature_params={**meta.extra["feature_params"], "frontend_version": 99})
+    changed = dict(meta.document(), feature_params={**meta.feature_params.to_dict(), "frontend_version": 99})
     changed.pop("schema_version")
     bad = tmp_path / "model.tflite"
     bad.write_bytes(embed_metadata(data, changed))
@@ -118,7 +120,7 @@ def test_refuses_metadata_that_disagrees_with_the_tensor(trained_model, tmp_path
     from training.export import embed_metadata
 
     _, data, meta = load_metadata(trained_model)
-    changed = dict(meta.extra, feature_params={**meta.extra["feature_params"], "n_mels": 40, "fmax_hz": 8000.0})
+    changed = dict(meta.document(), feature_params={**meta.feature_params.to_dict(), "n_mels": 40, "fmax_hz": 8000.0})
     changed.pop("schema_version")
     bad = tmp_path / "model.tflite"
     bad.write_bytes(embed_metadata(data, changed))

@@ -296,6 +296,13 @@ def test_crafted_metadata_is_one_line_error(model_bytes, tmp_path, raw, needle):
         pytest.param({"labels": 5}, "labels", id="labels-number"),
         pytest.param({"feature_params": [1, 2]}, "feature_params", id="feature-params-list"),
         pytest.param({"score_kind": ["gaussian_ensemble"]}, "score_kind", id="score-kind-list"),
+        pytest.param({"threshold": "0.5"}, "positive finite number", id="threshold-string"),
+        pytest.param({"labels": ["normal", 3]}, "labels.1", id="labels-not-names"),
+        pytest.param({"name": {"a": 1}}, "metadata name:", id="name-mapping"),
+        pytest.param({"feature_params": {"n_fft": "512"}}, "n_fft", id="feature-param-string"),
+        pytest.param({"scorer": {"members": ["window"]}}, "scorer.sha256", id="scorer-without-digest"),
+        pytest.param({"scorer": {"sha256": "x", "members": [], "context_windows": 0}}, "context_windows", id="ctx-0"),
+        pytest.param({"training": [1]}, "metadata training:", id="training-list"),
     ],
 )
 def test_invalid_metadata_values_are_one_line_errors(model_bytes, tmp_path, change, needle):

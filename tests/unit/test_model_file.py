@@ -161,3 +161,35 @@ def test_metadata_json_out_of_bounds_is_one_line_error(raw, needle):
 def test_metadata_json_at_the_depth_bound_is_read():
     raw = b'{"x": ' + b"[" * (METADATA_MAX_DEPTH - 1) + b"]" * (METADATA_MAX_DEPTH - 1) + b"}"
     assert "x" in parse_document(raw, "m.tflite")
+
+
+# --- the typed metadata ---------------------------------------------------------------------------------------
+
+
+def test_metadata_document_round_trips_and_keeps_unknown_keys():
+    from device.features import FeatureParams
+    from device.metadata import ModelMetadata, ScorerRecord
+
+    meta = ModelMetadata(
+        name="pump",
+        version="v1",
+        feature_params=FeatureParams(),
+        score_kind="gaussian_ensemble",
+        threshold=2.5,
+        scorer=ScorerRecord(sha256="ab" * 32, members=("window",), context_windows=8),
+    )
+    document = meta.document()
+    assert document["feature_params"] == FeatureParams().to_dict() and "content_sha256" not in document
+    again = ModelMetadata.from_document({**document, "from_a_newer_trainer": {"x": 1}}, "m.tflite")
+    assert again.scorer == meta.scorer and again.feature_params == meta.feature_params
+    assert again.document()["from_a_newer_trainer"] == {"x": 1}  # kept, not refused: same schema version
+    assert meta.replaced(threshold=3.0).threshold == 3.0
+    with pytest.raises(ValueError):
+        meta.replaced(threshold=-1.0)
+
+
+def test_metadata_of_another_schema_version_is_refused_by_name():
+    from device.metadata import ModelMetadata
+
+    with pytest.raises(ModelError, match="schema_version 2 is not 1; this acmon cannot read it: upgrade acmon"):
+        ModelMetadata.from_document({"schema_version": 2}, "m.tflite")
