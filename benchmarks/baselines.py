@@ -7,7 +7,7 @@ project's code on purpose:
   and the public dcase2020_task2_baseline code). Its front end is NOT acmon's: librosa-style log-mel with
   128 Slaney mel bands (area-normalized, 0 Hz to sr/2), n_fft 1024, hop 512, centred frames with reflect
   padding, power 2, and log as 20 / power * log10(mel + eps) (= 10 * log10(mel + eps), eps = the float64
-  machine epsilon, as the baseline's sys.float_info.epsilon). device/features.py cannot produce this
+  machine epsilon, as the baseline's sys.float_info.epsilon). device/analysis/features.py cannot produce this
   (HTK mel, no area normalization, 50 Hz lower edge, no centring, a -100 dB floor), so the front end is
   implemented here in numpy, as a faithful stand-in for librosa.feature.melspectrogram (librosa is not a
   project dependency). This is the one deliberate exception to "one front end": it belongs to the
@@ -35,8 +35,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from device.features import FeatureParams, compute_logmel
-from device.gaussian import fit_gaussian
+from device.analysis.features import FeatureParams, compute_logmel
+from device.analysis.gaussian import fit_gaussian
 
 # ----------------------------------------------------------------------------------------------
 # DCASE 2020 Task 2 baseline
@@ -185,7 +185,7 @@ class DcaseBaseline:
 
 
 def clip_mean_logmel(samples: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndarray:
-    """Mean over all STFT frames of a clip of device.features.compute_logmel (dB, unnormalized): (n_mels,).
+    """Mean over all STFT frames of a clip of device.analysis.features.compute_logmel (dB, unnormalized): (n_mels,).
 
     compute_logmel frames one analysis window; a window as long as the clip gives every frame of it.
     """

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from broker import start_broker
 
-from device.audio_io import read_wav, write_wav
+from device.audio.audio_io import read_wav, write_wav
 
 LOOP_SECONDS = 60
 SAMPLE_EVERY_SECONDS = 0.25
@@ -246,7 +246,7 @@ class SoakClient:
 
 def soak(args: argparse.Namespace) -> int:
     """MQTT, evidence and commands all active over --hours of audio: memory growth per day, nothing lost."""
-    from device.inference import AnomalyModel
+    from device.analysis.inference import AnomalyModel
 
     threshold = AnomalyModel(Path(args.model)).threshold
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:

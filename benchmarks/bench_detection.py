@@ -69,14 +69,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import DcaseBaseline, DcaseParams, MahalanobisBaseline
 
-from device.audio_io import read_wav, to_mono
-from device.config import AcmonConfig
-from device.detector import Detector, DetectorSettings
-from device.features import FeatureParams, extract_patch, steady_level_dbfs
+from device.analysis.features import FeatureParams, extract_patch, steady_level_dbfs
+from device.audio.audio_io import read_wav, to_mono
+from device.audio.sources import WavFileStream
+from device.daemon.runner import Runner
+from device.decisions.detector import Detector, DetectorSettings
+from device.decisions.threshold import calibrate_threshold
 from device.pipeline import iter_windows
-from device.runner import Runner
-from device.sources import WavFileStream
-from device.threshold import calibrate_threshold
+from device.settings.schema import AcmonConfig
 from training.metrics import partial_auc, roc_auc
 
 logger = logging.getLogger("bench_detection")
@@ -312,7 +312,7 @@ def synth_groups(set_name: str, work: Path, args: argparse.Namespace) -> list[Gr
 
 def synth_long_streams(root: Path, machine_types, ids: int, minutes: float, snr, seed: int, jitter) -> None:
     """Long normal streams of the choosing generator: 10-minute continuous renders, each its own file."""
-    from device.audio_io import write_wav
+    from device.audio.audio_io import write_wav
     from training.synth import render_clip
 
     rng = np.random.default_rng([seed, 7])
@@ -349,7 +349,7 @@ def synth_drift_streams(root: Path, machine_types, ids: int, minutes: float, snr
     """
     from tqdm import tqdm
 
-    from device.audio_io import write_wav
+    from device.audio.audio_io import write_wav
     from training.synth import render_clip
 
     rate = 16000
@@ -448,10 +448,10 @@ def _code_stamp() -> str:
         "training/ensemble.py",
         "training/models.py",
         "training/inject.py",
-        "device/gaussian.py",
-        "device/features.py",
-        "device/calibrate.py",
-        "device/threshold.py",
+        "device/analysis/gaussian.py",
+        "device/analysis/features.py",
+        "device/daemon/calibrate.py",
+        "device/decisions/threshold.py",
     ):
         h.update((REPO / rel).read_bytes())
     return h.hexdigest()[:16]
@@ -625,7 +625,7 @@ def mountings(group: Group) -> list[tuple[str, int, list[Path]]]:
 
 def _calibrate_on(config: Path, name: str, audio: np.ndarray, site_minutes: float, force: bool) -> dict[str, Any]:
     """`python -m device calibrate --config CONFIG` on the first minutes of `audio` (at most half of it)."""
-    from device.site_config import load_site_config
+    from device.daemon.site_config import load_site_config
 
     calibrator = Runner(
         load_site_config(config), use_mqtt=False, events_out=None, config_path=str(config), evidence=False
@@ -688,7 +688,7 @@ def site_calibrated_alarms(group: Group, model_path: Path, folder: Path, site_mi
 
     import yaml
 
-    from device.site_config import load_site_config
+    from device.daemon.site_config import load_site_config
 
     state = folder / "state"
     shutil.rmtree(state, ignore_errors=True)  # every mounting starts uncalibrated, as a new sensor does

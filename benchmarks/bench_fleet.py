@@ -41,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from broker import start_broker
 
-from device.audio_io import read_wav, to_mono, write_wav
-from device.config import config_from_dict
-from device.runner import Runner
-from device.sources import WavFileStream
+from device.audio.audio_io import read_wav, to_mono, write_wav
+from device.audio.sources import WavFileStream
+from device.daemon.runner import Runner
+from device.settings.config import config_from_dict
 
 PREFIX = "fleet"
 
@@ -165,7 +165,7 @@ def main() -> int:
         )
         if starts:
             latencies.append(starts[0] - (r["started"] + onset))
-    from device.features import FeatureParams
+    from device.analysis.features import FeatureParams
 
     params = FeatureParams()
     figures = {

@@ -3,7 +3,7 @@
 Usage: python benchmarks/bench_pipeline.py [--model models/demo] [--seconds 120] [--json]
 
 Measured in one run on the same windows:
-- front end per analysis window: device.features.compute_logmel against the textbook
+- front end per analysis window: device.analysis.features.compute_logmel against the textbook
   route (scipy.signal.stft + mel matrix product + log), and their agreement;
 - int8 inference per window (the runtime the device picks);
 - whole pipeline (WavFileStream -> RingBuffer -> features -> int8 model -> Detector)
@@ -36,12 +36,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.audio_io import write_wav
-from device.detector import DetectorSettings
-from device.features import POWER_FLOOR, compute_logmel, extract_patch, mel_filterbank
-from device.inference import AnomalyModel
+from device.analysis.features import POWER_FLOOR, compute_logmel, extract_patch, mel_filterbank
+from device.analysis.inference import AnomalyModel
+from device.audio.audio_io import write_wav
+from device.audio.sources import WavFileStream
+from device.decisions.detector import DetectorSettings
 from device.pipeline import Pipeline, iter_windows
-from device.sources import WavFileStream
 
 
 def scipy_reference(windows, params):

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.features import FeatureParams
+from device.analysis.features import FeatureParams
 from training.fit import FitOptions, fit
 from training.synth import make_dataset
 

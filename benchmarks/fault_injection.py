@@ -40,7 +40,7 @@ component at about -29 dB, 0.4 at about -11 dB. Level shifts of 1 dB are within 
 recording levels; 6 dB is obvious. Speed changes of 1 % are within the normal speed drift of many
 machines; 5 % is large.
 
-Pitch shift details: the recording is resampled (device.resample.resample_poly, a Kaiser-windowed sinc
+Pitch shift details: the recording is resampled (device.audio.resample.resample_poly, a Kaiser-windowed sinc
 polyphase filter) by the rational approximation of ``1 + level / 100``; its ends are extended by
 reflection (a speed-up needs ``level`` % more input than the clip has: that tail is the clip's end
 played backwards, reported as ``reflected_tail_s``). Resampling leaves the band above
@@ -80,8 +80,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from device.audio_io import describe_wav, read_wav, to_mono, write_wav
-from device.resample import resample_poly
+from device.audio.audio_io import describe_wav, read_wav, to_mono, write_wav
+from device.audio.resample import resample_poly
 
 # ------------------------------------------------------------------------------------------------
 # Fault kinds and level grids (faint/hard first, clear last)
@@ -389,7 +389,7 @@ def inject(
     rate = int(rate)
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 1:
-        raise ValueError(f"samples must be mono, shape (n,), got shape {x.shape}; use device.audio_io.to_mono")
+        raise ValueError(f"samples must be mono, shape (n,), got shape {x.shape}; use device.audio.audio_io.to_mono")
     if len(x) < 16 or not np.all(np.isfinite(x)):
         raise ValueError(f"samples must be finite and at least 16 samples long (got {len(x)})")
     peak_in = float(np.max(np.abs(x)))

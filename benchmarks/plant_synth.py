@@ -166,7 +166,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from device.audio_io import write_wav
+from device.audio.audio_io import write_wav
 from device.errors import AudioError
 
 # ----------------------------------------------------------------------------------------------

@@ -70,8 +70,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.fault_injection import FAULT_KINDS, make_injected_dataset
-from device.audio_io import describe_wav, read_wav, to_mono, write_wav
-from device.resample import resample
+from device.audio.audio_io import describe_wav, read_wav, to_mono, write_wav
+from device.audio.resample import resample
 
 logger = logging.getLogger(__name__)
 

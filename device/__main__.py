@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .cli import make_parser, run_command, setup_logging
+from .daemon.cli import make_parser, run_command, setup_logging
 
 if TYPE_CHECKING:
     from .pipeline import WindowResult
@@ -22,8 +22,8 @@ def _load_config(path: str | None):
 
     For replay, score and calibrate: their Runner checks the model (and broker) they use.
     """
-    from .config import AcmonConfig  # noqa: PLC0415
-    from .daemon_config import load_daemon_config  # noqa: PLC0415
+    from .daemon.daemon_config import load_daemon_config  # noqa: PLC0415
+    from .settings.schema import AcmonConfig  # noqa: PLC0415
 
     return load_daemon_config(path, check_targets=False).config if path else AcmonConfig()
 
@@ -38,7 +38,7 @@ def _print_verdict(path: str, loaded) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config exactly as `run` loads it (calibration laid over, model and files checked)."""
-    from .daemon_config import load_daemon_config  # noqa: PLC0415
+    from .daemon.daemon_config import load_daemon_config  # noqa: PLC0415
 
     _print_verdict(args.config, load_daemon_config(args.config))
     return 0
@@ -57,8 +57,8 @@ def cmd_list_devices(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay WAV files through the live pipeline; events as JSON lines on stdout, optionally a score plot."""
-    from .runner import Runner  # noqa: PLC0415
-    from .sources import expand_wav_paths, open_source  # noqa: PLC0415
+    from .audio.sources import expand_wav_paths, open_source  # noqa: PLC0415
+    from .daemon.runner import Runner  # noqa: PLC0415
 
     cfg = _load_config(args.config)
     use_mqtt = False if args.no_mqtt else (None if args.config else False)
@@ -90,7 +90,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 break
         undelivered = runner.close(flush_seconds=args.flush_seconds)
     if args.plot:
-        from .plot import write_score_plot  # noqa: PLC0415
+        from .evidence.plot import write_score_plot  # noqa: PLC0415
 
         write_score_plot(
             args.plot, trace.times, trace.scores, runner.settings.threshold, trace.event_spans(), trace.streams
@@ -144,8 +144,8 @@ class _ScoreTrace:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """One JSON line per file: its clip score and whether the detector raised an event."""
-    from .runner import Runner  # noqa: PLC0415
-    from .sources import expand_wav_paths, open_source  # noqa: PLC0415
+    from .audio.sources import expand_wav_paths, open_source  # noqa: PLC0415
+    from .daemon.runner import Runner  # noqa: PLC0415
 
     cfg = _load_config(args.config)
     runner = Runner(cfg, model_path=args.model, use_mqtt=False, events_out=None)
@@ -172,9 +172,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon: analyse the configured source until stopped."""
-    from .daemon_config import load_daemon_config  # noqa: PLC0415
-    from .runner import Runner  # noqa: PLC0415
-    from .sources import expand_wav_paths, open_source  # noqa: PLC0415
+    from .audio.sources import expand_wav_paths, open_source  # noqa: PLC0415
+    from .daemon.daemon_config import load_daemon_config  # noqa: PLC0415
+    from .daemon.runner import Runner  # noqa: PLC0415
 
     loaded = load_daemon_config(args.config, model_path=args.model, broker=args.broker)
     if args.check_config:
@@ -210,17 +210,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _microphone(cfg, rate_hz: int, stop_event):
-    from .sources import open_source  # noqa: PLC0415
+    from .audio.sources import open_source  # noqa: PLC0415
 
     return open_source(cfg.audio, rate_hz, stop_event=stop_event)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Learn the site's normal: threshold (and level gate if needed) from N minutes through the live pipeline."""
+    from .audio.sources import expand_wav_paths, open_source  # noqa: PLC0415
+    from .daemon.runner import Runner  # noqa: PLC0415
+    from .daemon.site_config import rollback_calibration  # noqa: PLC0415
     from .errors import AcmonError  # noqa: PLC0415
-    from .runner import Runner  # noqa: PLC0415
-    from .site_config import rollback_calibration  # noqa: PLC0415
-    from .sources import expand_wav_paths, open_source  # noqa: PLC0415
 
     if args.rollback:
         path = rollback_calibration(args.config)
@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("list-devices", help="list audio input devices (PortAudio)")
     p.set_defaults(func=cmd_list_devices)
 
-    from .monitor import add_monitor_parser  # noqa: PLC0415 - the parser lives with the command (issue 5)
+    from .mqtt.monitor import add_monitor_parser  # noqa: PLC0415 - the parser lives with the command (issue 5)
 
     add_monitor_parser(commands)
     return parser

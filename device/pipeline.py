@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio_io import MAX_SAMPLE_MAGNITUDE
-from .detector import Detector, DetectorSettings, Transition
-from .features import FeatureParams, compute_logmel, extract_patch, rms_dbfs, steady_level_dbfs
-from .inference import AnomalyModel
-from .ring_buffer import RingBuffer, Window
+from .analysis.features import FeatureParams, compute_logmel, extract_patch, rms_dbfs, steady_level_dbfs
+from .analysis.inference import AnomalyModel
+from .audio.audio_io import MAX_SAMPLE_MAGNITUDE
+from .audio.ring_buffer import RingBuffer, Window
+from .decisions.detector import Detector, DetectorSettings, Transition
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from device.cli import make_parser, run_command
+from device.daemon.cli import make_parser, run_command
 
 from . import inspect_model
 

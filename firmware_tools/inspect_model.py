@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 
-from device.features import extract_patch
-from device.inference import AnomalyModel
-from device.metadata import ModelMetadata
-from device.model_file import load_metadata, sha256_hex
+from device.analysis.features import extract_patch
+from device.analysis.inference import AnomalyModel
+from device.analysis.metadata import ModelMetadata
+from device.analysis.model_file import load_metadata, sha256_hex
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from device.cli import limit_blas_threads
+from device.daemon.cli import limit_blas_threads
 from tests.helpers import Mosquitto, Subscriber, require
 
 limit_blas_threads()  # as the command-line entry points do, before any test runs numpy work
@@ -76,7 +76,7 @@ def demo_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(demo_data, tmp_path_factory) -> Path:
     """A real int8 model trained in this test run on the demo recordings (kept small for speed)."""
-    from device.features import FeatureParams
+    from device.analysis.features import FeatureParams
     from training.fit import FitOptions, fit
 
     out = tmp_path_factory.mktemp("model")

@@ -9,8 +9,8 @@ from typing import Any
 
 import jsonschema
 
-from device.payloads import utc_now_iso
-from device.publisher import MqttPublisher
+from device.mqtt.payloads import utc_now_iso
+from device.mqtt.publisher import MqttPublisher
 from tests.helpers import REPO, Mosquitto
 
 # mosquitto started as root drops to the 'mosquitto' user, which cannot enter pytest's 0700

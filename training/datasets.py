@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.audio_io import MAX_SAMPLE_MAGNITUDE, WavReader, check_resampling, describe_wav, to_mono
+from device.analysis.features import FeatureParams, extract_patch
+from device.audio.audio_io import MAX_SAMPLE_MAGNITUDE, WavReader, check_resampling, describe_wav, to_mono
+from device.audio.resample import input_span, output_length, resample
+from device.audio.sources import WAV_SUFFIXES
 from device.errors import AcmonError, AudioError
-from device.features import FeatureParams, extract_patch
 from device.pipeline import iter_windows
-from device.resample import input_span, output_length, resample
-from device.sources import WAV_SUFFIXES
 
 logger = logging.getLogger(__name__)
 

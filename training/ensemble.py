@@ -4,7 +4,7 @@ What the device runs (measured on the choosing sets, see benchmarks/bench_detect
 
 - an int8 graph computing each window's per-band mean and maximum (shape), level and spectral tilt,
   whitened by their normal statistics (training/models.py build_gaussian);
-- a numpy Scorer (device/gaussian.py) with two members: the window's own distance to normal, and
+- a numpy Scorer (device/analysis/gaussian.py) with two members: the window's own distance to normal, and
   the distance of the mean output over the last DEFAULT_CONTEXT_WINDOWS windows (the context);
   each normalised on normal audio it was not fitted on.
 
@@ -18,7 +18,7 @@ How it is fitted, with normal recordings only:
    are added to every recording and scored by the fold that did not see the recording; the
    candidate member sets are compared by AUC against the untouched recordings' scores. The
    default (both members) is kept unless another set beats it clearly.
-3. The threshold is set on the cross-fitted scores (device/threshold.py calibrate_threshold).
+3. The threshold is set on the cross-fitted scores (device/decisions/threshold.py calibrate_threshold).
 
 The choice and its validation figures go into the model metadata (`firmware_tools inspect`).
 """
@@ -34,12 +34,19 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from device.analysis.features import FeatureParams, extract_patch
+from device.analysis.gaussian import (
+    DEFAULT_CONTEXT_WINDOWS,
+    MEMBERS,
+    Scorer,
+    cross_fitted_scores,
+    fit_gaussian,
+    fit_scorer,
+)
+from device.analysis.inference import QuantizedGraph
+from device.decisions.threshold import calibrate_threshold
 from device.errors import AcmonError
-from device.features import FeatureParams, extract_patch
-from device.gaussian import DEFAULT_CONTEXT_WINDOWS, MEMBERS, Scorer, cross_fitted_scores, fit_gaussian, fit_scorer
-from device.inference import QuantizedGraph
 from device.pipeline import iter_windows
-from device.threshold import calibrate_threshold
 
 from .export import convert_int8
 from .gaussian import amplified_deviations

@@ -19,12 +19,12 @@ import numpy as np
 from tqdm import tqdm
 
 from device import __version__
+from device.analysis.features import extract_patch
+from device.analysis.inference import output_score
+from device.analysis.model_file import resolve_model_path
+from device.audio.sources import WAV_SUFFIXES, open_source
 from device.errors import AcmonError
-from device.features import extract_patch
-from device.inference import output_score
-from device.model_file import resolve_model_path
 from device.pipeline import WindowResult, clip_score, iter_windows
-from device.sources import WAV_SUFFIXES, open_source
 
 from . import datasets
 from .datasets import DCASE_NAME
@@ -473,7 +473,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score every labelled test clip through the device's streaming pipeline and write the report.
 
-    Each clip goes through device.runner.Runner.run_stream exactly as
+    Each clip goes through device.daemon.runner.Runner.run_stream exactly as
     `python -m device score` does: same windows, normalization, level gate and
     decisions. If MODEL_DIR/model_float.keras exists, the float model scores
     the same windows for the float-versus-int8 parity check.
@@ -495,8 +495,9 @@ def evaluate(
     Raises:
         AcmonError: the model or the data folder is unusable, or the report cannot be written.
     """
-    from device.config import AcmonConfig, load_config  # noqa: PLC0415
-    from device.runner import Runner  # noqa: PLC0415
+    from device.daemon.runner import Runner  # noqa: PLC0415
+    from device.settings.config import load_config  # noqa: PLC0415
+    from device.settings.schema import AcmonConfig  # noqa: PLC0415
 
     started = time.monotonic()
     model_path = resolve_model_path(model_dir)
@@ -525,7 +526,7 @@ def evaluate(
 
     read: list[TestClip] = []
     unreadable: list[dict[str, str]] = []
-    with _quiet("device.runner"):
+    with _quiet("device.daemon.runner"):
         for clip in tqdm(test_set.clips, desc="evaluate", unit="clip", disable=not progress):
             stream = open_source(cfg.audio, params.sample_rate_hz, clip.path)
             blocks: list[np.ndarray] | None = [] if scorer is not None else None

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from device.metadata import METADATA_SCHEMA_VERSION, ModelMetadata
-from device.model_file import (
+from device.analysis.metadata import METADATA_SCHEMA_VERSION, ModelMetadata
+from device.analysis.model_file import (
     DIGEST_KEY,
     DIGEST_PLACEHOLDER,
     INTEGRITY_KEY,
@@ -104,7 +104,7 @@ def embed_metadata(
 
     An existing entry of the same name is replaced, so the threshold can be
     recalibrated without touching the weights. The document gets the file's
-    content checksum (device/model_file.py, DIGEST_KEY), which the device
+    content checksum (device/analysis/model_file.py, DIGEST_KEY), which the device
     verifies at load: any byte changed after this point is refused. A
     checksum already in the document (from the model being re-embedded) is
     replaced by the new file's.

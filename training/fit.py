@@ -21,17 +21,17 @@ import numpy as np
 from pydantic import ValidationError
 
 from device import __version__
-from device.config import read_yaml_file_with_lines
-from device.detector import DEFAULT_PATIENCE_WINDOWS, DetectorSettings
+from device.analysis.features import FeatureParams, one_line
+from device.analysis.gaussian import DEFAULT_CONTEXT_WINDOWS
+from device.analysis.inference import AnomalyModel, output_score
+from device.analysis.metadata import ModelMetadata, ScorerRecord
+from device.analysis.model_file import MODEL_FILENAME, SCORER_NAME, sha256_hex
+from device.decisions.detector import DEFAULT_PATIENCE_WINDOWS, DetectorSettings
+from device.decisions.threshold import calibrate_threshold, sustained_scores  # noqa: F401 - numpy-only, shared with the device
 from device.errors import AcmonError
-from device.features import FeatureParams, one_line
-from device.gaussian import DEFAULT_CONTEXT_WINDOWS
-from device.inference import AnomalyModel, output_score
-from device.metadata import ModelMetadata, ScorerRecord
-from device.model_file import MODEL_FILENAME, SCORER_NAME, sha256_hex
 from device.pipeline import Pipeline
+from device.settings.yaml_files import read_yaml_file_with_lines
 from device.state import atomic_write
-from device.threshold import calibrate_threshold, sustained_scores  # noqa: F401 - numpy-only, shared with the device
 
 from .datasets import ANOMALY, clip_patches, discover, load_record
 from .ensemble import fit_ensemble

@@ -8,7 +8,7 @@ published baselines (0.79), because it keeps what each band does over the
 window (steady balance and brief peaks) and models how the bands vary
 together on a healthy machine.
 
-The fit itself (Ledoit-Wolf, PCA whitening) is numpy in device/gaussian.py,
+The fit itself (Ledoit-Wolf, PCA whitening) is numpy in device/analysis/gaussian.py,
 shared with on-site calibration; this module holds what only training needs.
 """
 

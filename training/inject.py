@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device.resample import resample_poly
+from device.audio.resample import resample_poly
 from training.synth import impulse_train as _impulses
 from training.synth import ring_resonance as _ring
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from device.features import FeatureParams
+from device.analysis.features import FeatureParams
 
 from .tf_setup import import_tensorflow
 
@@ -104,7 +104,7 @@ def build_band_statistics(params: FeatureParams, batch_size: int | None = None):
     With params.normalization 'none' the model sees absolute dB and keeps two
     side features that a per-window normalization throws away: the window's
     level (mean dB over the patch) and its spectral tilt (dB per octave, see
-    device.features.tilt_weights). A machine that gets louder, or whose sound
+    device.analysis.features.tilt_weights). A machine that gets louder, or whose sound
     leans further to the highs, is then not normalized into looking healthy.
     All of it is plain int8 ops (MEAN, SUB, MAX pooling, FULLY_CONNECTED), so
     the statistics are computed inside the model.
@@ -115,7 +115,7 @@ def build_band_statistics(params: FeatureParams, batch_size: int | None = None):
     """
     import numpy as np  # noqa: PLC0415
 
-    from device.features import tilt_weights  # noqa: PLC0415
+    from device.analysis.features import tilt_weights  # noqa: PLC0415
 
     tf = import_tensorflow()
     keras = tf.keras
@@ -146,7 +146,7 @@ def build_gaussian(params: FeatureParams, mean, whitening, batch_size: int | Non
     With whitening = V diag(lambda^-1/2) from the eigendecomposition of the
     normal descriptors' covariance, the squared length of z is the
     Mahalanobis distance of the window to normal. The device's Scorer
-    (device/gaussian.py) takes it from there. Eigenvector columns are unit
+    (device/analysis/gaussian.py) takes it from there. Eigenvector columns are unit
     vectors, which quantize to int8 per output channel far better than a
     Cholesky factor of the precision matrix (measured: int8 AUC 0.950 against
     0.943 on the detection benchmark, float 0.952).

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from device.analysis.features import FeatureParams, compute_logmel, normalize
 from device.errors import AcmonError
-from device.features import FeatureParams, compute_logmel, normalize
 from device.state import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class WindowSampler:
     """Draws random analysis windows from cached clips and turns them into augmented patches.
 
     Windows come from clips in proportion to their length, at uniformly random
-    offsets. Features always go through device.features (compute_logmel,
+    offsets. Features always go through device.analysis.features (compute_logmel,
     normalize): augmentation happens on the waveform before the front end and
     on the patch after it, never inside it.
     """

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from device.analysis.features import FeatureParams, hz_to_mel, mel_to_hz
 from device.errors import AcmonError
-from device.features import FeatureParams, hz_to_mel, mel_to_hz
 from device.pipeline import logmel_image
 
 from .datasets import ClipRecord, load_record

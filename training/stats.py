@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.audio_io import MAX_SAMPLE_MAGNITUDE, WavReader
+from device.audio.audio_io import MAX_SAMPLE_MAGNITUDE, WavReader
+from device.audio.sources import WAV_SUFFIXES
 from device.errors import AcmonError
-from device.sources import WAV_SUFFIXES
 
 logger = logging.getLogger(__name__)
 

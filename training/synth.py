@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.audio_io import write_wav
+from device.audio.audio_io import write_wav
 from device.errors import AcmonError
 
 logger = logging.getLogger(__name__)

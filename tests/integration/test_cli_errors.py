@@ -261,7 +261,7 @@ def test_check_config_lays_calibration_over(trained_model, tmp_path):
 
 
 def test_rollback_to_a_corrupt_previous_calibration_is_one_line(trained_model, tmp_path):
-    from device.site_config import calibration_paths
+    from device.daemon.site_config import calibration_paths
 
     cfg = write_config(tmp_path, trained_model)
     current, previous = calibration_paths(cfg)  # in the test's own state directory, as the CLI sees it

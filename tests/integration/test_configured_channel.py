@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from device.audio_io import write_wav
+from device.audio.audio_io import write_wav
 from tests.helpers import run_cli
 
 RATE = 16000

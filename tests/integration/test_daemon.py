@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from device.audio.sources import WavFileStream
+from device.daemon.runner import Runner, WorkerFailure
+from device.daemon.sdnotify import SystemdNotifier
+from device.daemon.site_config import calibration_paths, load_site_config
 from device.errors import AudioError
-from device.runner import Runner, WorkerFailure
-from device.sdnotify import SystemdNotifier
-from device.site_config import calibration_paths, load_site_config
-from device.sources import WavFileStream
 from tests.mqtt_support import validate
 
 pytestmark = [pytest.mark.slow]
@@ -131,7 +131,7 @@ def test_set_threshold_takes_effect_at_once(trained_model, demo_data, tmp_path):
 
 def test_commands_queued_in_process_are_checked_by_the_same_table_as_mqtt(trained_model, tmp_path):
     """The bounds lived twice (commands.py for MQTT, the Runner for everything else) and could drift."""
-    from device.commands import parse_command
+    from device.mqtt.commands import parse_command
 
     runner = _runner(_config(tmp_path, trained_model))
     replies = Replies()
@@ -276,14 +276,14 @@ def test_calibrate_that_cannot_write_is_an_error_result_and_a_fault(trained_mode
 
 
 def test_a_bug_in_a_command_or_the_calibration_is_contained(trained_model, site_clips, tmp_path, monkeypatch):
-    import device.calibrate
+    import device.daemon.calibrate
 
     runner = _runner(_config(tmp_path, trained_model))
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("float division by zero")
 
-    monkeypatch.setattr(device.calibrate, "calibrate_site", broken)
+    monkeypatch.setattr(device.daemon.calibrate, "calibrate_site", broken)
     result, error = _calibrate(runner, site_clips["normal"], 2.0)
     assert result is None and "internal error" in error and "ZeroDivisionError" in error
     assert "internal_error" in runner.health.faults
@@ -476,7 +476,7 @@ def test_the_margin_for_a_rare_rate_does_not_make_normal_audio_look_like_a_fault
     """The refusal (a new threshold over 4 times the current) is judged on what the audio's scores call for
     on average: the 95 % margin for a rate the audio cannot show measures drift between its stretches, not a
     fault. A margin of 10 times (drifting audio) must not refuse the machine's normal sound."""
-    import device.threshold as threshold
+    import device.decisions.threshold as threshold
 
     cfg = _config(tmp_path, trained_model)
     runner = _runner(cfg)

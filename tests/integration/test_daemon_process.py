@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from device.audio_io import read_wav, write_wav
-from device.site_config import calibration_paths
+from device.audio.audio_io import read_wav, write_wav
+from device.daemon.site_config import calibration_paths
 from tests.helpers import REPO, run_cli, stop_daemon
 
 pytestmark = [pytest.mark.slow]

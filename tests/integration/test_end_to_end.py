@@ -9,9 +9,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from device.config import config_from_dict
-from device.runner import Runner
-from device.sources import WavFileStream
+from device.audio.sources import WavFileStream
+from device.daemon.runner import Runner
+from device.settings.config import config_from_dict
 from tests.helpers import REPO, Mosquitto, run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from device.audio_io import write_wav
+from device.analysis.features import FeatureParams
+from device.analysis.inference import AnomalyModel
+from device.audio.audio_io import write_wav
 from device.errors import AcmonError
-from device.features import FeatureParams
-from device.inference import AnomalyModel
 from tests.helpers import run_cli
 from training.fit import HELDOUT_SCORES_FILENAME, FitOptions, fit
 from training.synth import render_clip

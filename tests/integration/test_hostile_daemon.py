@@ -21,7 +21,7 @@ import paho.mqtt.publish as mqtt_publish
 import pytest
 import yaml
 
-from device.audio_io import read_wav
+from device.audio.audio_io import read_wav
 from tests.helpers import REPO, require
 from tests.mqtt_support import validate_messages, wait_until
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.audio_io import read_wav, write_wav
-from device.detector import DetectorSettings
+from device.analysis.features import FeatureParams, extract_patch
+from device.analysis.inference import AnomalyModel
+from device.audio.audio_io import read_wav, write_wav
+from device.audio.sources import WavFileStream
+from device.decisions.detector import DetectorSettings
 from device.errors import AcmonError
-from device.features import FeatureParams, extract_patch
-from device.inference import AnomalyModel
 from device.pipeline import Pipeline, iter_windows
-from device.sources import WavFileStream
 from tests.helpers import run_cli
 from training.fit import FitOptions, fit
 

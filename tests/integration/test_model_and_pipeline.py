@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.detector import DetectorSettings
+from device.analysis.features import FeatureParams, extract_patch
+from device.analysis.inference import AnomalyModel
+from device.analysis.model_file import load_metadata
+from device.audio.sources import WavFileStream
+from device.decisions.detector import DetectorSettings
 from device.errors import ModelError
-from device.features import FeatureParams, extract_patch
-from device.inference import AnomalyModel
-from device.model_file import load_metadata
 from device.pipeline import Pipeline, iter_windows
-from device.sources import WavFileStream
 from tests.helpers import REPO, run_cli
 from training.datasets import clip_patches, load_clip
 
@@ -137,7 +137,7 @@ def test_device_path_runs_without_tensorflow(trained_model, demo_data):
         f"rc = main(['score', '--model', {str(trained_model)!r}, {str(wav)!r}])\n"
         "assert rc == 0, rc\n"
         "assert sys.modules.get('tensorflow') is None and 'scipy' not in sys.modules\n"
-        "import device.inference as inf; assert inf.select_runtime().name == 'ai_edge_litert'\n"
+        "import device.analysis.inference as inf; assert inf.select_runtime().name == 'ai_edge_litert'\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -149,7 +149,7 @@ def test_runtime_fallback_message_when_none_imports():
         "import sys\n"
         "for m in ('ai_edge_litert', 'ai_edge_litert.interpreter', 'tflite_runtime', 'tflite_runtime.interpreter',"
         " 'tensorflow', 'tensorflow.lite'): sys.modules[m] = None\n"
-        "from device.inference import select_runtime\n"
+        "from device.analysis.inference import select_runtime\n"
         "from device.errors import ModelError\n"
         "try:\n    select_runtime()\nexcept ModelError as e:\n    print(e)\n"
     )
@@ -174,7 +174,7 @@ def test_inspect_and_verify(trained_model):
 def test_damaged_scorer_statistics_are_refused(trained_model, tmp_path):
     """A byte changed in the scorer's statistics (copy error, tampering) is caught by the file's recorded checksum
     (models from before it still have the scorer's own SHA-256: tests/unit/test_model_integrity.py)."""
-    from device.model_file import SCORER_NAME, embedded_metadata
+    from device.analysis.model_file import SCORER_NAME, embedded_metadata
 
     data = bytearray((trained_model / "model.tflite").read_bytes())
     stats = embedded_metadata(bytes(data), "model")[SCORER_NAME]

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from device.analysis.features import extract_patch
+from device.analysis.inference import AnomalyModel
+from device.analysis.model_file import METADATA_NAME, SCORER_NAME, embedded_metadata, load_metadata
 from device.errors import ModelError
-from device.features import extract_patch
-from device.inference import AnomalyModel
-from device.model_file import METADATA_NAME, SCORER_NAME, embedded_metadata, load_metadata
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
@@ -196,7 +196,7 @@ def test_re_exporting_recomputes_the_checksum(model_bytes, tmp_path):
 
 def test_a_model_without_a_checksum_loads_with_a_warning(model_bytes, tmp_path, caplog):
     path = write(tmp_path, legacy(model_bytes))
-    with caplog.at_level(logging.WARNING, logger="device.model_file"):
+    with caplog.at_level(logging.WARNING, logger="device.analysis.model_file"):
         model = AnomalyModel(path)
     assert model.metadata.content_sha256 is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

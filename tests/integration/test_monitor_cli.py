@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from device.payloads import utc_now_iso
+from device.mqtt.payloads import utc_now_iso
 from tests.helpers import REPO, free_port, run_cli
 from tests.mqtt_support import make_test_publisher, sample_event, sample_state, sample_telemetry
 

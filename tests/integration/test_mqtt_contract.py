@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from device.ha_discovery import DeviceInfo
-from device.spool import Spool, spool_directory
+from device.mqtt.ha_discovery import DeviceInfo
+from device.mqtt.spool import Spool, spool_directory
 from tests.helpers import Mosquitto
 from tests.mqtt_support import (
     make_test_publisher,
@@ -243,7 +243,7 @@ def test_home_assistant_discovery_retained_and_republished(broker, subscribe, un
 
 
 def test_default_spool_root_is_the_systemd_state_directory(monkeypatch, tmp_path):
-    from device.spool import default_spool_root
+    from device.mqtt.spool import default_spool_root
 
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
     assert default_spool_root() == tmp_path / "spool"

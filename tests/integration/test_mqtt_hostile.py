@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from device.spool import QUARANTINE_DIR, encode_entry, entry_name, spool_directory
+from device.mqtt.spool import QUARANTINE_DIR, encode_entry, entry_name, spool_directory
 from tests.mqtt_support import make_test_publisher, own_broker, sample_event, validate
 
 pytestmark = pytest.mark.broker

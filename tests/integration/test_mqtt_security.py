@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from device.config import config_from_dict, resolve_mqtt_password
-from device.publisher import make_publisher
+from device.mqtt.publisher import make_publisher
+from device.settings.config import config_from_dict
+from device.settings.secret_files import resolve_mqtt_password
 from tests.helpers import REPO, Subscriber, require
 from tests.mqtt_support import own_broker, sample_event, validate_messages, wait_until
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.audio_io import read_wav, write_wav
-from device.gaussian import SITE_FILE_PREFIX
-from device.site_config import calibration_paths
+from device.analysis.gaussian import SITE_FILE_PREFIX
+from device.audio.audio_io import read_wav, write_wav
+from device.daemon.site_config import calibration_paths
 from tests.helpers import run_cli
 
 
@@ -115,7 +115,7 @@ def test_site_statistics_silence_the_site_and_keep_the_faults(trained_model, sit
 
 def test_site_statistics_of_another_model_are_refused(trained_model, tmp_path):
     """A calibration made with one model must not silently score another: the error names both and what to do."""
-    from device.gaussian import fit_scorer
+    from device.analysis.gaussian import fit_scorer
 
     rng = np.random.default_rng(0)
     segments = [rng.standard_normal((150, 128)) for _ in range(4)]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from device.audio_io import write_wav
-from device.features import FeatureParams
-from device.model_file import load_metadata
+from device.analysis.features import FeatureParams
+from device.analysis.model_file import load_metadata
+from device.audio.audio_io import write_wav
 from tests.helpers import run_cli
 from training.fit import FitOptions, fit
 from training.synth import render_clip

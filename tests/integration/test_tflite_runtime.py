@@ -9,8 +9,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from device.features import extract_patch
-from device.inference import AnomalyModel
+from device.analysis.features import extract_patch
+from device.analysis.inference import AnomalyModel
 from device.pipeline import iter_windows
 from tests.helpers import REPO, require
 from training.datasets import load_clip
@@ -53,7 +53,7 @@ def test_int8_outputs_agree_with_ai_edge_litert(tflite_python, trained_model, de
     np.save(tmp_path / "inputs.npy", q_inputs)
     script = (
         "import sys, numpy as np\n"
-        "from device.inference import AnomalyModel\n"
+        "from device.analysis.inference import AnomalyModel\n"
         "m = AnomalyModel(sys.argv[1], runtime='tflite_runtime')\n"
         "assert 'tensorflow' not in sys.modules and 'ai_edge_litert' not in sys.modules\n"
         "q = np.load(sys.argv[2])\n"

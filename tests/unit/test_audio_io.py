@@ -1,4 +1,4 @@
-"""Tests for device.audio_io: WAV round trips, odd but valid files, and one-line errors for bad ones."""
+"""Tests for device.audio.audio_io: WAV round trips, odd but valid files, and one-line errors for bad ones."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-from device.audio_io import WavReader, describe_wav, read_wav, to_mono, write_wav  # noqa: E402
+from device.audio.audio_io import WavReader, describe_wav, read_wav, to_mono, write_wav  # noqa: E402
 from device.errors import AudioError  # noqa: E402
 
 # Largest round-trip error per format: half a quantization step (plus float32
@@ -209,7 +209,7 @@ def test_truncated_data_chunk_reads_what_is_there(tmp_path, caplog):
     present = _pcm16(np.arange(20)) + b"\x01"
     data = _riff(_fmt_pcm(channels=2), _chunk(b"data", present, declared_size=4000))
     path = _write_bytes(tmp_path, "cut.wav", data[: len(data) - (len(present) % 2)])  # drop our pad byte
-    with caplog.at_level(logging.WARNING, logger="device.audio_io"):
+    with caplog.at_level(logging.WARNING, logger="device.audio.audio_io"):
         y, _ = read_wav(path)
     assert y.shape == (10, 2)
     np.testing.assert_array_equal(y.ravel(), np.arange(20, dtype=np.float32) / 32768)
@@ -220,7 +220,7 @@ def test_truncated_data_chunk_reads_what_is_there(tmp_path, caplog):
 def test_streamed_wav_with_unknown_size(tmp_path, caplog):
     data = _riff(_fmt_pcm(), b"data" + struct.pack("<I", 0xFFFFFFFF) + _pcm16([1, 2, 3]))
     path = _write_bytes(tmp_path, "stream.wav", data)
-    with caplog.at_level(logging.WARNING, logger="device.audio_io"):
+    with caplog.at_level(logging.WARNING, logger="device.audio.audio_io"):
         info = describe_wav(path)
     assert info["n_frames"] == 3
     assert any("0xFFFFFFFF" in r.getMessage() and "stream.wav" in r.getMessage() for r in caplog.records)
@@ -453,7 +453,7 @@ def test_to_mono_1d_channel_out_of_range():
 
 
 def test_device_audio_modules_do_not_import_scipy():
-    code = "import sys, device.audio_io, device.resample; print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'tensorflow')))"
+    code = "import sys, device.audio.audio_io, device.audio.resample; print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'tensorflow')))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,

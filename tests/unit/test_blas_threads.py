@@ -11,10 +11,10 @@ from tests.helpers import REPO
 
 PROBE = """
 import json, sys
-import device, device.features
+import device, device.analysis.features
 from threadpoolctl import threadpool_info
 before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
-from device.cli import limit_blas_threads
+from device.daemon.cli import limit_blas_threads
 limit_blas_threads()
 after = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
 print(json.dumps({"before": before, "after": after}))

@@ -7,8 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from device.detector import Detector, DetectorSettings
-from device.threshold import calibrate_threshold, fit_pareto_tail, pareto_quantile, pareto_survival, sustained_scores
+from device.decisions.detector import Detector, DetectorSettings
+from device.decisions.threshold import (
+    calibrate_threshold,
+    fit_pareto_tail,
+    pareto_quantile,
+    pareto_survival,
+    sustained_scores,
+)
 from training.fit import FitOptions
 
 
@@ -94,7 +100,7 @@ def test_device_calibration_imports_no_scipy():
     import subprocess
     import sys
 
-    code = "import sys, device.calibrate, device.runner; print(sorted(m for m in ('scipy', 'tensorflow', 'training') if m in sys.modules))"
+    code = "import sys, device.daemon.calibrate, device.daemon.runner; print(sorted(m for m in ('scipy', 'tensorflow', 'training') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

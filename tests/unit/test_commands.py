@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from device.commands import CommandDispatcher, parse_command
+from device.mqtt.commands import CommandDispatcher, parse_command
 from tests.mqtt_support import validate
 
 
@@ -87,7 +87,7 @@ def test_dispatcher_replies_once_and_survives_handler_errors():
 
 def test_dispatcher_answers_once_when_the_parser_itself_fails(monkeypatch):
     """Any exception while checking a command is contained: one error result, and dispatch returns."""
-    import device.commands as commands
+    import device.mqtt.commands as commands
 
     def broken_parser(name, payload):
         raise RecursionError("maximum recursion depth exceeded")

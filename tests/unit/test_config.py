@@ -1,4 +1,4 @@
-"""Tests of device/config.py: schema, error messages with key paths and line numbers, secrets, docs."""
+"""Tests of device/settings/ (schema.py, config.py, yaml_files.py, secret_files.py, reference.py): schema, error messages with key paths and line numbers, secrets, docs."""
 
 from __future__ import annotations
 
@@ -12,21 +12,14 @@ from pathlib import Path
 import pydantic
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from device.analysis.features import FeatureParams
+from device.errors import ConfigError
+from device.settings.config import config_from_dict, feature_pins, load_config, mqtt_client_id
+from device.settings.reference import config_reference_markdown
+from device.settings.schema import AcmonConfig, FeaturesConfig, MqttConfig
+from device.settings.secret_files import resolve_mqtt_password
 
-from device.config import (  # noqa: E402
-    AcmonConfig,
-    FeaturesConfig,
-    MqttConfig,
-    config_from_dict,
-    config_reference_markdown,
-    feature_pins,
-    load_config,
-    mqtt_client_id,
-    resolve_mqtt_password,
-)
-from device.errors import ConfigError  # noqa: E402
-from device.features import FeatureParams  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 MINIMAL = {
     "device": {"id": "pump-01", "site": "plant-a"},
@@ -544,17 +537,22 @@ def test_reference_mentions_every_field():
 def test_docs_configuration_md_is_up_to_date():
     committed = (REPO / "docs/configuration.md").read_text()
     assert committed == config_reference_markdown(), (
-        "docs/configuration.md is stale: regenerate it with `python -m device.config > docs/configuration.md`"
+        "docs/configuration.md is stale: regenerate it with `python -m device.settings.reference > docs/configuration.md`"
     )
 
 
 def test_module_entry_point_prints_reference():
     result = subprocess.run(
-        [sys.executable, "-m", "device.config"], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-m", "device.settings.reference"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     assert result.stdout == config_reference_markdown()
 
 
 def test_config_module_imports_no_heavy_dependencies():
-    code = "import sys, device.config; bad = {'scipy', 'tensorflow'} & set(sys.modules); assert not bad, bad"
+    code = "import sys, device.settings.config; bad = {'scipy', 'tensorflow'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)

@@ -7,9 +7,9 @@ import json
 import jsonschema
 import numpy as np
 
-from device.detector import Detector, DetectorSettings
-from device.health import HealthMonitor
-from device.payloads import event_payload, health_payload, state_payload, telemetry_payload
+from device.audio.health import HealthMonitor
+from device.decisions.detector import Detector, DetectorSettings
+from device.mqtt.payloads import event_payload, health_payload, state_payload, telemetry_payload
 from tests.helpers import REPO
 
 

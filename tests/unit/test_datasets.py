@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.audio_io import read_wav, to_mono, write_wav
+from device.analysis.features import FeatureParams
+from device.audio.audio_io import read_wav, to_mono, write_wav
+from device.audio.resample import resample
 from device.errors import AcmonError, AudioError
-from device.features import FeatureParams
-from device.resample import resample
 from training import datasets
 from training.datasets import (
     ClipRecord,

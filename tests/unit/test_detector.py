@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from device.detector import Detector, DetectorSettings, smooth_series
+from device.decisions.detector import Detector, DetectorSettings, smooth_series
 
 
 def run(scores, **settings):
@@ -173,7 +173,7 @@ def test_defaults_are_declared_once_for_the_settings_and_the_config():
     """DetectorConfig said update_seconds 60 and DetectorSettings 0: a library user got no updates."""
     import dataclasses
 
-    from device.config import DetectorConfig
+    from device.settings.schema import DetectorConfig
 
     config = DetectorConfig()
     for field in dataclasses.fields(DetectorSettings):

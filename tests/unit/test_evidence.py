@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from device.audio_io import read_wav
-from device.evidence import EvidenceRecorder, enforce_quota
-from device.features import FeatureParams
-from device.png import encode_png, spectrogram_rgb
-from device.ring_buffer import RingBuffer
+from device.analysis.features import FeatureParams
+from device.audio.audio_io import read_wav
+from device.audio.ring_buffer import RingBuffer
+from device.evidence.clips import EvidenceRecorder, enforce_quota
+from device.evidence.png import encode_png, spectrogram_rgb
 
 PARAMS = FeatureParams()
 RATE = PARAMS.sample_rate_hz
@@ -108,7 +108,7 @@ def test_quota_keeps_the_newest_clip_even_if_it_alone_is_too_big(tmp_path):
 
 
 def test_default_directory_is_the_state_folder_not_the_working_directory(tmp_path):
-    from device.evidence import default_evidence_directory
+    from device.evidence.clips import default_evidence_directory
 
     assert default_evidence_directory({"STATE_DIRECTORY": "/var/lib/acmon"}) == Path("/var/lib/acmon/evidence")
     assert default_evidence_directory({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "acmon" / "evidence"

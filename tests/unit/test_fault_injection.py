@@ -20,7 +20,7 @@ from benchmarks.fault_injection import (
     make_injected_dataset,
     reproduce,
 )
-from device.audio_io import read_wav, to_mono, write_wav
+from device.audio.audio_io import read_wav, to_mono, write_wav
 from tests.helpers import REPO, require
 
 RATE = 16000

@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.audio_io import read_wav, to_mono
-from device.errors import ModelError
-from device.features import (
+from device.analysis.features import (
     FeatureParams,
     compute_logmel,
     extract_patch,
@@ -21,6 +19,8 @@ from device.features import (
     rms_dbfs,
     steady_level_dbfs,
 )
+from device.audio.audio_io import read_wav, to_mono
+from device.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "data" / "golden"
@@ -171,7 +171,7 @@ def test_default_patch_shape():
 
 def test_front_end_imports_numpy_only():
     code = (
-        "import sys, device.features, device.ring_buffer, device.pipeline, device.inference, device.model_file;"
+        "import sys, device.analysis.features, device.audio.ring_buffer, device.pipeline, device.analysis.inference, device.analysis.model_file;"
         "bad = [m for m in ('tensorflow', 'sounddevice', 'paho', 'scipy', 'keras') if m in sys.modules];"
         "print(','.join(bad))"
     )

@@ -6,10 +6,10 @@ import zipfile
 import numpy as np
 import pytest
 
+from device.analysis.features import FeatureParams
+from device.analysis.gaussian import Scorer, fit_gaussian, ledoit_wolf
+from device.analysis.inference import output_score
 from device.errors import ModelError
-from device.features import FeatureParams
-from device.gaussian import Scorer, fit_gaussian, ledoit_wolf
-from device.inference import output_score
 from training.gaussian import amplified_deviations
 
 
@@ -79,7 +79,7 @@ def _segments(rng, n_segments=12, length=60, d=16, mixing=None):
 
 
 def test_scorer_round_trip_and_name_follows_content(tmp_path):
-    from device.gaussian import Scorer, fit_scorer
+    from device.analysis.gaussian import Scorer, fit_scorer
 
     rng = np.random.default_rng(5)
     segments, _ = _segments(rng)
@@ -100,7 +100,7 @@ def test_scorer_round_trip_and_name_follows_content(tmp_path):
 
 def test_streaming_scores_equal_the_vectorised_scores_training_calibrates_on():
     """The device scores window by window with a ScoreState; training combines precomputed distances: the same numbers."""
-    from device.gaussian import _fit_pair, fit_scorer, member_distances
+    from device.analysis.gaussian import _fit_pair, fit_scorer, member_distances
 
     rng = np.random.default_rng(7)
     segments, _ = _segments(rng)
@@ -114,7 +114,7 @@ def test_streaming_scores_equal_the_vectorised_scores_training_calibrates_on():
 
 def test_cross_fitted_scores_are_out_of_sample():
     """In-sample distances understate new windows; cross-fitted ones (the threshold's evidence) do not."""
-    from device.gaussian import cross_fitted_scores, fit_scorer
+    from device.analysis.gaussian import cross_fitted_scores, fit_scorer
 
     rng = np.random.default_rng(6)
     segments, mixing = _segments(rng, 10, 40, d=64)
@@ -128,7 +128,7 @@ def test_cross_fitted_scores_are_out_of_sample():
 
 def test_context_start_windows_are_normalised_like_full_ones():
     """A stream's first windows average fewer outputs; their own loc and scale keep them from reading as faults."""
-    from device.gaussian import fit_scorer
+    from device.analysis.gaussian import fit_scorer
 
     rng = np.random.default_rng(8)
     segments, mixing = _segments(rng, 30, 30)
@@ -140,7 +140,7 @@ def test_context_start_windows_are_normalised_like_full_ones():
 
 
 def test_cross_fitting_needs_two_recordings():
-    from device.gaussian import fit_scorer
+    from device.analysis.gaussian import fit_scorer
 
     with pytest.raises(ValueError, match="at least 2 recordings"):
         fit_scorer([np.zeros((50, 4))], [0], ("window",), "m", "v")
@@ -148,7 +148,7 @@ def test_cross_fitting_needs_two_recordings():
 
 def test_acmon_0_1_site_statistics_still_load(tmp_path):
     """A window-only site statistics file of the previous format scores as it did: the distance itself."""
-    from device.gaussian import Scorer, fit_gaussian
+    from device.analysis.gaussian import Scorer, fit_gaussian
 
     rng = np.random.default_rng(9)
     x = rng.standard_normal((400, 8)) + 2.0
@@ -170,8 +170,8 @@ def test_acmon_0_1_site_statistics_still_load(tmp_path):
 
 @pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04broken"])
 def test_unreadable_site_statistics_name_the_file(tmp_path, content):
+    from device.analysis.gaussian import Scorer
     from device.errors import ModelError
-    from device.gaussian import Scorer
 
     bad = tmp_path / "calibration-site-x.npz"
     bad.write_bytes(content)
@@ -180,8 +180,8 @@ def test_unreadable_site_statistics_name_the_file(tmp_path, content):
 
 
 def test_scorer_with_non_finite_statistics_is_refused(tmp_path):
+    from device.analysis.gaussian import Scorer, fit_scorer
     from device.errors import ModelError
-    from device.gaussian import Scorer, fit_scorer
 
     rng = np.random.default_rng(10)
     segments, _ = _segments(rng)

@@ -8,7 +8,7 @@ import re
 import jinja2
 import pytest
 
-from device.ha_discovery import ENTITIES, DeviceInfo, discovery_messages
+from device.mqtt.ha_discovery import ENTITIES, DeviceInfo, discovery_messages
 from tests.mqtt_support import sample_health, sample_state, sample_telemetry, validate
 
 INFO = DeviceInfo("plant-a", "pump-7", "acmon/plant-a/pump-7", model="pump 1.0", sw_version="0.1.0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.health import HealthMonitor, read_cpu_temperature_c
+from device.audio.health import HealthMonitor, read_cpu_temperature_c
 
 RATE = 16000
 
@@ -118,7 +118,7 @@ def test_cpu_temperature_prefers_the_cpu_zone(tmp_path):
 def test_defaults_are_declared_once_for_the_monitor_and_the_config():
     import dataclasses
 
-    from device.config import HealthConfig
+    from device.settings.schema import HealthConfig
 
     config = HealthConfig()
     shared = {f.name: f.default for f in dataclasses.fields(HealthMonitor) if hasattr(config, f.name)}

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.audio_io import (
+from device.audio.audio_io import (
     MAX_CHANNELS,
     MAX_RESAMPLE_FACTOR,
     MAX_SAMPLE_MAGNITUDE,
@@ -28,8 +28,8 @@ from device.audio_io import (
     read_wav,
     write_wav,
 )
+from device.audio.sources import RawPcmStream, WavFileStream
 from device.errors import AcmonError, AudioError
-from device.sources import RawPcmStream, WavFileStream
 from training.datasets import ClipRecord, load_clip, load_records
 
 RATE = 16000
@@ -181,7 +181,7 @@ def test_truncated_data_is_read_as_far_as_the_file_goes(tmp_path, caplog):
     path.write_bytes(_riff(_fmt(), _chunk(b"data", b"\x01\x00" * 100, declared_size=0x7FFFFFF0)))
     tracemalloc.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="device.audio_io"):
+        with caplog.at_level(logging.WARNING, logger="device.audio.audio_io"):
             samples, _ = read_wav(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -279,7 +279,7 @@ def test_stream_of_a_file_with_nan_warns_naming_the_file(tmp_path, caplog):
     x = _noise(RATE * 2)
     x[RATE // 2 : RATE // 2 + 10] = np.nan
     path = _float_wav(tmp_path / "nan.wav", x)
-    with caplog.at_level(logging.WARNING, logger="device.sources"):
+    with caplog.at_level(logging.WARNING, logger="device.audio.sources"):
         blocks = list(WavFileStream(path, RATE).blocks())
     assert sum(len(b) for b in blocks) == 2 * RATE  # the stream still delivers the file; the pipeline gates
     warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

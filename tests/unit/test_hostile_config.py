@@ -19,18 +19,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.config import (
-    MAX_YAML_ALIASES,
-    MAX_YAML_BYTES,
-    MAX_YAML_DEPTH,
-    MAX_YAML_VALUES,
-    load_config,
-    read_yaml_file,
-    resolve_mqtt_password,
-)
-from device.daemon_config import load_daemon_config
+from device.daemon.daemon_config import load_daemon_config
+from device.daemon.site_config import calibration_paths, load_site_config, rollback_calibration
 from device.errors import AcmonError, ConfigError
-from device.site_config import calibration_paths, load_site_config, rollback_calibration
+from device.settings.config import load_config
+from device.settings.secret_files import resolve_mqtt_password
+from device.settings.yaml_files import MAX_YAML_ALIASES, MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, read_yaml_file
 
 # A valid config that uses every kind of value; paths are filled in per test (they need not exist).
 VALID = {
@@ -364,7 +358,7 @@ def test_mqtt_files_are_not_checked_with_mqtt_off(tmp_path):
 
 
 def test_password_file_that_is_a_device_is_not_read(tmp_path, small_memory):
-    from device.config import MqttConfig
+    from device.settings.schema import MqttConfig
 
     for path in ("/dev/zero", str(tmp_path)):
         with pytest.raises(ConfigError, match="mqtt.password_file"):

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.commands import COMMANDS, MAX_COMMAND_DEPTH, CommandDispatcher, parse_command
-from device.payloads import json_nesting_depth, loads_untrusted_json
-from device.publisher import MqttPublisher, _encode, event_payload_problem
-from device.spool import LOCK_NAME, QUARANTINE_DIR, SUFFIX, Spool, check_publish_topic, encode_entry, entry_name
+from device.mqtt.commands import COMMANDS, MAX_COMMAND_DEPTH, CommandDispatcher, parse_command
+from device.mqtt.payloads import json_nesting_depth, loads_untrusted_json
+from device.mqtt.publisher import MqttPublisher, _encode, event_payload_problem
+from device.mqtt.spool import LOCK_NAME, QUARANTINE_DIR, SUFFIX, Spool, check_publish_topic, encode_entry, entry_name
 from tests.helpers import free_port
 from tests.mqtt_support import validate, wait_until
 

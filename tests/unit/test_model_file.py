@@ -14,8 +14,7 @@ import threading
 
 import pytest
 
-from device.errors import ModelError
-from device.model_file import (
+from device.analysis.model_file import (
     METADATA_MAX_BYTES,
     METADATA_MAX_DEPTH,
     MODEL_MAX_BYTES,
@@ -24,6 +23,7 @@ from device.model_file import (
     parse_document,
     read_model_bytes,
 )
+from device.errors import ModelError
 
 HEADER = struct.pack("<I", 16) + b"TFL3"  # a FlatBuffer root offset and the TFLite identifier
 
@@ -167,8 +167,8 @@ def test_metadata_json_at_the_depth_bound_is_read():
 
 
 def test_metadata_document_round_trips_and_keeps_unknown_keys():
-    from device.features import FeatureParams
-    from device.metadata import ModelMetadata, ScorerRecord
+    from device.analysis.features import FeatureParams
+    from device.analysis.metadata import ModelMetadata, ScorerRecord
 
     meta = ModelMetadata(
         name="pump",
@@ -189,7 +189,7 @@ def test_metadata_document_round_trips_and_keeps_unknown_keys():
 
 
 def test_metadata_of_another_schema_version_is_refused_by_name():
-    from device.metadata import ModelMetadata
+    from device.analysis.metadata import ModelMetadata
 
     with pytest.raises(ModelError, match="schema_version 2 is not 1; this acmon cannot read it: upgrade acmon"):
         ModelMetadata.from_document({"schema_version": 2}, "m.tflite")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from device.monitor import FleetView, render_table
+from device.mqtt.monitor import FleetView, render_table
 from tests.mqtt_support import sample_event, sample_state, sample_telemetry
 
 

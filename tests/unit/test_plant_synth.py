@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import plant_synth as ps
-from device.audio_io import describe_wav, read_wav
+from device.audio.audio_io import describe_wav, read_wav
 
 FS = 16000
 

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from device.plot import EVENT_SHADE, SCORE, THRESHOLD, score_plot_rgb, write_score_plot
+from device.evidence.plot import EVENT_SHADE, SCORE, THRESHOLD, score_plot_rgb, write_score_plot
 
 
 def test_plot_marks_threshold_events_and_scores():

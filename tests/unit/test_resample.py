@@ -1,4 +1,4 @@
-"""Tests for device.resample: agreement with scipy, streaming exactness, frequency response."""
+"""Tests for device.audio.resample: agreement with scipy, streaming exactness, frequency response."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-from device.resample import StreamingResampler, resample, resample_poly  # noqa: E402
+from device.audio.resample import StreamingResampler, resample, resample_poly  # noqa: E402
 
 scipy_signal = pytest.importorskip("scipy.signal")
 
@@ -173,7 +173,7 @@ def test_tone_above_new_nyquist_is_attenuated(from_hz):
 @pytest.mark.parametrize("from_hz, to_hz", [(44100, 16000), (48000, 16000), (8000, 16000), (22050, 16000)])
 def test_input_span_reproduces_a_stretch_of_the_whole_resampled_signal(from_hz, to_hz):
     """What training's span loader relies on to read a stretch of a long file without reading it whole."""
-    from device.resample import input_span, output_length
+    from device.audio.resample import input_span, output_length
 
     rng = np.random.default_rng(from_hz)
     x = rng.standard_normal(from_hz * 2).astype(np.float32)

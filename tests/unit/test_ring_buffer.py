@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.features import FeatureParams
+from device.analysis.features import FeatureParams
+from device.audio.ring_buffer import RingBuffer
 from device.pipeline import iter_windows
-from device.ring_buffer import RingBuffer
 
 
 def _blocks(x: np.ndarray, size: int):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from device.analysis.features import FeatureParams, extract_patch
 from device.errors import AudioError
-from device.features import FeatureParams, extract_patch
 from training.sampling import (
     NO_AUGMENTATION,
     AugmentOptions,

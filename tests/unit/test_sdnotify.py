@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from device.sdnotify import SystemdNotifier
+from device.daemon.sdnotify import SystemdNotifier
 
 
 def _listener(tmp_path):

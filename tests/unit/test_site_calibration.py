@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.calibrate import CalibrationResult, calibrate_site
-from device.errors import AcmonError, ConfigError
-from device.site_config import (
+from device.daemon.calibrate import CalibrationResult, calibrate_site
+from device.daemon.site_config import (
     calibration_document,
     calibration_paths,
     load_site_config,
     rollback_calibration,
     write_calibration,
 )
+from device.errors import AcmonError, ConfigError
 
 HOP = 0.52
 

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from device.audio_io import write_wav
-from device.config import config_from_dict
-from device.sources import MicrophoneStream, RawPcmStream, WavFileStream, open_source
+from device.audio.audio_io import write_wav
+from device.audio.sources import MicrophoneStream, RawPcmStream, WavFileStream, open_source
+from device.settings.config import config_from_dict
 
 RATE = 16000
 

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from device.errors import AcmonError
-from device.publisher import backoff_seconds
-from device.spool import (
+from device.mqtt.publisher import backoff_seconds
+from device.mqtt.spool import (
     LOCK_NAME,
     QUARANTINE_DIR,
     QUARANTINE_MAX_FILES,

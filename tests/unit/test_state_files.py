@@ -14,19 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.calibrate import (
+from device.analysis.features import FeatureParams
+from device.audio.ring_buffer import RingBuffer
+from device.daemon.calibrate import (
     MAX_SHARE_ABOVE_THRESHOLD,
     CalibrationResult,
     check_calibration_audio,
     check_calibration_result,
     check_threshold_change,
 )
-from device.config import AcmonConfig, calibration_directory
-from device.errors import AcmonError
-from device.evidence import EvidenceRecorder
-from device.features import FeatureParams
-from device.ring_buffer import RingBuffer
-from device.site_config import (
+from device.daemon.site_config import (
     calibration_document,
     calibration_paths,
     legacy_calibration_path,
@@ -34,6 +31,11 @@ from device.site_config import (
     rollback_calibration,
     write_calibration,
 )
+from device.decisions.threshold import MIN_CALIBRATION_WINDOWS
+from device.errors import AcmonError
+from device.evidence.clips import EvidenceRecorder
+from device.settings.config import calibration_directory
+from device.settings.schema import AcmonConfig
 from device.state import (
     PRIVATE_FILE_MODE,
     OpenAlarmFile,
@@ -43,7 +45,6 @@ from device.state import (
     state_root,
     validate_record,
 )
-from device.threshold import MIN_CALIBRATION_WINDOWS
 
 RECORD = {
     "event_id": "0123456789abcdef0123456789abcdef",

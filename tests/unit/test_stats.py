@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.audio_io import write_wav
+from device.audio.audio_io import write_wav
 from device.errors import AcmonError
 from training import spectrograms, stats
 from training.synth import render_clip
@@ -203,7 +203,7 @@ def test_spectrograms_one_png_per_wav_mirrored(tmp_path, capsys):
 
 
 def test_logmel_image_tiles_the_device_windows():
-    from device.features import FeatureParams, compute_logmel
+    from device.analysis.features import FeatureParams, compute_logmel
 
     params = FeatureParams()
     x = render_clip("fan", 1, seconds=3.5, seed=2)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.audio_io import read_wav, to_mono, write_wav
-from device.features import FeatureParams, compute_logmel, extract_patch
+from device.audio.audio_io import read_wav, to_mono, write_wav
+from device.analysis.features import FeatureParams, compute_logmel, extract_patch
 
 HERE = Path(__file__).resolve().parent
 p = FeatureParams()

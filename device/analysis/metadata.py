@@ -1,0 +1,142 @@
+"""What a model file says about itself: the one typed ModelMetadata that training writes and the device reads.
+
+Training builds a ModelMetadata and embeds `document()` in the .tflite file
+(training/export.py embed_metadata); the device parses it back with
+`from_document()` (device/analysis/model_file.py load_metadata), so a key is declared,
+typed and checked in one place. The document is JSON with sorted keys; keys
+this acmon does not know are kept (a newer training may add a record an
+older device ignores), a schema_version it does not know is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from ..errors import ModelError
+from .features import FeatureParams, one_line
+
+METADATA_SCHEMA_VERSION: Literal[1] = 1
+
+SCORE_KINDS = (
+    "gaussian_ensemble",
+    "gaussian_distance",
+    "reconstruction_band_max",
+    "reconstruction_mse",
+    "anomaly_probability",
+)
+GAUSSIAN_KINDS = ("gaussian_ensemble", "gaussian_distance")
+ScoreKind = Literal[
+    "gaussian_ensemble", "gaussian_distance", "reconstruction_band_max", "reconstruction_mse", "anomaly_probability"
+]
+
+REQUIRED_KEYS = ("feature_params", "score_kind", "threshold", "name", "version")
+_REEXPORT = "re-export the model with python -m training fit"
+
+
+class ScorerRecord(BaseModel):
+    """The Gaussian ensemble's scorer: what its statistics buffer must be, and how fit chose its members."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
+
+    sha256: str
+    """SHA-256 of the scorer statistics buffer (device/analysis/gaussian.py Scorer.to_bytes)."""
+    members: tuple[str, ...]
+    """The members fit chose ('window', 'context')."""
+    context_windows: int = Field(gt=0)
+    """Windows the context member averages over."""
+    choice: dict[str, Any] = Field(default_factory=dict)
+    """How fit chose: validation AUC per candidate, fault clips and normal recordings used."""
+
+
+class ModelMetadata(BaseModel):
+    """What training records about a model, read back on the device."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
+
+    schema_version: Literal[1] = METADATA_SCHEMA_VERSION
+    """Layout of this document; a device refuses one it does not know."""
+    name: str
+    """Model name (usually the machine type)."""
+    version: str
+    """Model version string (training's UTC timestamp unless set)."""
+    acmon_version: str | None = None
+    """The acmon that trained the model."""
+    created_utc: str | None = None
+    """When the model was made (ISO 8601, UTC)."""
+    feature_params: FeatureParams
+    """The front end the model was trained with."""
+    score_kind: ScoreKind
+    """How the model's output becomes an anomaly score."""
+    threshold: float
+    """Calibrated score threshold (alarm when a window's score exceeds it)."""
+    labels: tuple[str, ...] = ()
+    """Class names for supervised models, () otherwise."""
+    scorer: ScorerRecord | None = None
+    """The Gaussian ensemble's scorer record; None for other score kinds."""
+    calibration: dict[str, Any] = Field(default_factory=dict)
+    """How the threshold was calibrated (device/decisions/threshold.py calibrate_threshold's info)."""
+    float_int8_parity: dict[str, Any] = Field(default_factory=dict)
+    """How closely the int8 model's scores follow the float model's on held-out audio."""
+    training: dict[str, Any] = Field(default_factory=dict)
+    """The training record: data, recordings, seconds, model, seed."""
+    content_sha256: str | None = Field(None, exclude=True)
+    """The content checksum load_metadata verified; None for a model made before acmon recorded one, or
+    metadata not read from its file. Not part of document(): embed_metadata writes the file's own."""
+
+    @field_validator("feature_params", mode="before")
+    @classmethod
+    def _feature_params(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, dict):  # the named one-line errors of FeatureParams.from_dict (a newer front end)
+            return FeatureParams.from_dict(value, source=(info.context or {}).get("source", "model metadata"))
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: float) -> float:
+        # inf would switch detection off, NaN compares false with every score.
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"must be a positive finite number (got {value})")
+        return value
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):  # bool is an int to Python
+            raise ValueError(f"must be a positive finite number (got {str(value)[:40]})")
+        return value
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any], source: str) -> ModelMetadata:
+        """Validate a metadata document read from a model file.
+
+        Raises:
+            ModelError: one line naming the file and the missing or bad key.
+        """
+        version = document.get("schema_version")
+        if version != METADATA_SCHEMA_VERSION:
+            raise ModelError(
+                f"{source}: metadata schema_version {version!r} is not {METADATA_SCHEMA_VERSION}; "
+                "this acmon cannot read it: upgrade acmon or re-export the model"
+            )
+        for key in REQUIRED_KEYS:
+            if key not in document:
+                raise ModelError(f"{source}: metadata has no {key!r}; {_REEXPORT}")
+        kind = document["score_kind"]
+        if not isinstance(kind, str) or kind not in SCORE_KINDS:
+            raise ModelError(f"{source}: unknown score_kind {str(kind)[:80]!r} (this acmon knows {SCORE_KINDS})")
+        fields = {k: v for k, v in document.items() if k != "content_sha256"}
+        try:
+            return cls.model_validate(fields, context={"source": source})
+        except ValidationError as exc:
+            raise ModelError(f"{source}: metadata {one_line(exc)}; {_REEXPORT}") from None
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document to embed (embed_metadata adds the integrity keys)."""
+        return self.model_dump(mode="json")
+
+    def replaced(self, **changes: Any) -> ModelMetadata:
+        """A copy with some keys changed, validated again."""
+        return type(self).model_validate({**self.model_dump(), **changes})

@@ -1,0 +1,914 @@
+"""Wires config, model, pipeline, evidence, health and publisher together for `run`, `replay`, `score` and `calibrate`,
+and supervises them: a worker that fails is contained and reported on health, or ends the process non-zero."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..analysis.gaussian import Scorer
+from ..analysis.inference import AnomalyModel
+from ..audio.health import (
+    FAULT_INTERNAL_ERROR,
+    FAULT_PUBLISHER,
+    FAULT_STORAGE,
+    HealthMonitor,
+    read_cpu_temperature_c,
+)
+from ..audio.sources import Stream
+from ..decisions.detector import Event, Transition
+from ..errors import AcmonError, AudioError
+from ..evidence.clips import EvidenceRecorder, default_evidence_directory
+from ..mqtt.commands import check_args
+from ..mqtt.payloads import event_payload, health_payload, iso_utc, state_payload, telemetry_payload
+from ..pipeline import Pipeline, WindowResult, clip_score
+from ..settings.config import feature_pins, parse_broker
+from ..settings.schema import AcmonConfig
+from ..settings.secret_files import resolve_mqtt_password
+from ..state import OpenAlarmFile, open_alarm_path
+from .calibrate import CalibrationSession, check_calibration_audio, check_threshold_change, decide_site_calibration
+from .daemon_config import detector_settings
+from .sdnotify import SystemdNotifier
+from .site_config import (
+    calibration_document,
+    calibration_in_force,
+    calibration_paths,
+    load_site_config,
+    prepare_calibration_folder,
+    prune_site_statistics,
+    write_calibration,
+)
+
+logger = logging.getLogger(__name__)
+
+Reply = Callable[..., None]  # reply(result: dict | None, error: str | None = None)
+# Longest pause between checks of the stop event, commands and the watchdog while waiting to reopen a source.
+WAIT_STEP_SECONDS = 0.25
+# How long a failed publisher may stay failed before the process exits (non-zero, so systemd restarts
+# it and the spool is delivered by the new process). Short against the unit's WatchdogSec=30: the
+# watchdog pings stop at once, and a clean exit beats systemd's SIGABRT. A publisher that recovers
+# within it (a momentary stall) clears the fault instead.
+PUBLISHER_GRACE_SECONDS = 5.0
+
+
+class WorkerFailure(AcmonError):
+    """A worker the daemon cannot go on without failed (the MQTT publisher): exit non-zero so systemd restarts it."""
+
+
+@dataclass
+class StreamSummary:
+    """Per-stream outcome, for `score` and for logs."""
+
+    source: str
+    windows: int = 0
+    scored: int = 0
+    scores: list[float] = field(default_factory=list)
+    events: int = 0
+
+    @property
+    def score(self) -> float | None:
+        return clip_score(self.scores)
+
+
+class Runner:
+    """One device: a model, the pipeline and, if configured, evidence, health and an MQTT publisher.
+
+    Every way audio enters (microphone, WAV replay, stdin, calibration) ends in
+    run_stream(), so replay exercises exactly the code that runs live. Commands
+    (MQTT, SIGHUP) are queued from any thread and carried out on the analysis
+    thread, between blocks.
+    """
+
+    def __init__(
+        self,
+        cfg: AcmonConfig,
+        model_path: str | None = None,
+        broker: str | None = None,
+        use_mqtt: bool | None = None,
+        events_out: TextIO | None = sys.stdout,
+        runtime: str | None = None,
+        config_path: str | None = None,
+        evidence: bool = False,
+        notifier: SystemdNotifier | None = None,
+        alarm_state: bool | None = None,
+    ):
+        """See the class; alarm_state: record the open alarm in the state directory so a restart can end
+        it (None = when events are published over MQTT, where a subscriber waits for the end)."""
+        self.cfg = cfg
+        self.config_path = config_path
+        self.model_path = model_path
+        self.runtime = runtime
+        self.stop_event = threading.Event()
+        self.started_monotonic = time.monotonic()
+        self.model = self._load_model(cfg)
+        self.settings = detector_settings(cfg, self.model)
+        # The threshold of the config and calibration in force: set_threshold moves within a band around it.
+        self.calibrated_threshold = self.settings.threshold
+        params = self.model.params
+        self.evidence: EvidenceRecorder | None = None
+        if evidence:  # the daemon passes cfg.evidence.enabled; replays and scoring ask for it explicitly
+            e = cfg.evidence
+            directory = e.directory or default_evidence_directory()
+            self.evidence = EvidenceRecorder(directory, params, e.pre_roll_seconds, e.post_roll_seconds, e.quota_mb)
+        self.pipeline = Pipeline(
+            self.model,
+            self.settings,
+            min_rms_dbfs=cfg.detector.min_rms_dbfs,
+            history_seconds=self.evidence.history_seconds if self.evidence else 0.0,
+        )
+        h = cfg.health
+        self.health = HealthMonitor(
+            params.sample_rate_hz,
+            telemetry_seconds=h.telemetry_seconds,
+            silence_seconds=h.silence_seconds,
+            clipping_fault_ratio=h.clipping_fault_ratio,
+            dc_offset_fault=h.dc_offset_fault,
+        )
+        self.notifier = notifier or SystemdNotifier()
+        self.events_out = events_out
+        self.seq = 0
+        self.windows_total = 0
+        self.last_score: float | None = None
+        self.muted_until_wall = 0.0
+        self.source_name = "none"  # the stream being analysed, named in events that commands end
+        self._commands: queue.Queue[tuple[str, dict[str, Any], Reply]] = queue.Queue()
+        self._calibration: CalibrationSession | None = None
+        self._published_state: tuple | None = None
+        self._storage_errors: dict[str, str] = {}  # what cannot be written -> why (the storage fault's detail)
+        self.publisher_grace_seconds = PUBLISHER_GRACE_SECONDS
+        self._publisher_failed_since: float | None = None  # monotonic time the publisher was first seen failed
+        self._failing = False  # exiting because a worker failed: leave open alarms to the next start
+        self._alarm_start_time: str | None = None
+        self.publisher = None
+        mqtt_wanted = cfg.mqtt.enabled if use_mqtt is None else use_mqtt
+        if mqtt_wanted or broker:
+            self.publisher = self._make_publisher(broker)
+            self.publisher.set_command_handler(self.handle_command)
+        if alarm_state is None:
+            alarm_state = self.publisher is not None
+        self.open_alarm = OpenAlarmFile(open_alarm_path(cfg.device.site, cfg.device.id)) if alarm_state else None
+        logger.info(
+            "model %s (%s %s, %s), threshold %.4g, window %.2f s, hop %.2f s",
+            self.model.path,
+            self.model.metadata.name,
+            self.model.metadata.version,
+            self.model.runtime.name,
+            self.settings.threshold,
+            params.window_seconds,
+            params.hop_seconds,
+        )
+
+    def _load_model(self, cfg: AcmonConfig) -> AnomalyModel:
+        model = AnomalyModel(self.model_path or cfg.model.path, runtime=self.runtime, expected_params=feature_pins(cfg))
+        if cfg.model.site_statistics:  # load_site_config made it absolute (beside the file that named it)
+            path = Path(cfg.model.site_statistics)
+            model.use_site_statistics(Scorer.load(path), source=str(path))
+            logger.info("scoring against the site's normal statistics in %s", path)
+        return model
+
+    def _make_publisher(self, broker: str | None):
+        from ..mqtt import publisher as mqtt_publisher  # noqa: PLC0415 - paho only when MQTT is used
+
+        m = self.cfg.mqtt
+        host, port = parse_broker(broker, m.port) if broker else (m.host, m.port)
+        password = resolve_mqtt_password(m) if m.username else None
+        label = f"{self.model.metadata.name} {self.model.metadata.version}"
+        return mqtt_publisher.make_publisher(self.cfg, host=host, port=port, password=password, model_label=label)
+
+    # -- lifecycle -----------------------------------------------------
+
+    def __enter__(self) -> Runner:
+        if self.publisher is not None:
+            self.publisher.start()
+        self.end_alarm_left_open()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT set the one stop event; SIGHUP queues a reload for the analysis thread."""
+
+        def handle_stop(signum, frame) -> None:
+            logger.info("received %s, stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        def handle_hup(signum, frame) -> None:
+            logger.info("received SIGHUP: reloading the config and model")
+            self.handle_command("reload", {}, _log_reply("reload (SIGHUP)"))
+
+        signal.signal(signal.SIGTERM, handle_stop)
+        signal.signal(signal.SIGINT, handle_stop)
+        signal.signal(signal.SIGHUP, handle_hup)
+
+    def close(self, flush_seconds: float = 10.0) -> int:
+        """Flush and stop the publisher; returns the number of events not acknowledged by the broker.
+
+        After a publisher failure nothing is flushed (nobody would deliver it): the publisher is
+        stopped at once, and what it spooled is delivered by the next process.
+        """
+        self.notifier.stopping()
+        self.notifier.close()
+        if self.publisher is None:
+            return 0
+        if self._failing:
+            left = self.publisher.stats.pending
+            self.publisher.stop(1.0)
+            self.publisher = None
+            logger.error(
+                "%d event(s) not acknowledged: the MQTT publisher failed; those in the spool are delivered "
+                "after the restart",
+                left,
+            )
+            return left
+        self._publish_state(force=True)
+        delivered = self.publisher.flush(flush_seconds)
+        left = self.publisher.stats.pending
+        self.publisher.stop()
+        self.publisher = None
+        if not delivered:
+            logger.error(
+                "%d event(s) not delivered: the broker did not acknowledge them in %.0f s", left, flush_seconds
+            )
+        return left
+
+    # -- streams -------------------------------------------------------
+
+    def run_stream(
+        self,
+        name: str,
+        blocks: Iterable,
+        on_window: Callable[[WindowResult], None] | None = None,
+        dropped_blocks: Callable[[], int] | None = None,
+    ) -> StreamSummary:
+        """Analyse one stream from start to end (or until stop), emitting events as they happen.
+
+        Args:
+            name: the stream's name in events and logs.
+            blocks: mono float32 blocks at the model's rate.
+            on_window: called with every window's result.
+            dropped_blocks: the source's running count of blocks it dropped (microphone).
+
+        Raises:
+            AudioError: the source failed; open events are ended and evidence written first.
+        """
+        summary = StreamSummary(name)
+        self.source_name = name
+        self.pipeline.reset()
+        self._reapply_mute()
+        if self._calibration is not None:
+            self._calibration.new_segment()
+        dropped_seen = 0
+        try:
+            for block in blocks:
+                started = time.perf_counter()
+                results = self.pipeline.process(block)
+                self.health.add_block(block, time.perf_counter() - started)
+                if dropped_blocks is not None:
+                    total = dropped_blocks()
+                    self.health.add_dropped_blocks(total - dropped_seen)
+                    dropped_seen = total
+                for result in results:
+                    self._account(result, summary, name)
+                    if on_window is not None:
+                        on_window(result)
+                if self.evidence is not None:
+                    self.evidence.poll(self.pipeline.ring)
+                    self._storage("evidence", self.evidence.error)
+                self._after_block()
+                if self.stop_event.is_set():
+                    break
+        finally:
+            # A failed publisher would lose the ends: the open-alarm record stays, and the next start ends them.
+            if not self._failing:
+                for transition in self.pipeline.close():
+                    self.emit(transition, name)
+            if self.evidence is not None:
+                self.evidence.flush(self.pipeline.ring)
+                self._storage("evidence", self.evidence.error)
+        if summary.windows == 0 and not self.stop_event.is_set():
+            logger.warning(
+                "%s: shorter than one analysis window (%.2f s): nothing analysed",
+                name,
+                self.model.params.window_seconds,
+            )
+        return summary
+
+    def run_live(self, open_stream: Callable[[], Stream]) -> None:
+        """Run a live source until stopped, reopening it with exponential backoff when it fails.
+
+        A stream that delivered audio before failing is retried after
+        health.reopen_min_seconds; each failure without audio doubles the wait up to
+        health.reopen_max_seconds. The failure is a 'stream_error' fault until audio flows again.
+        """
+        h = self.cfg.health
+        delay = h.reopen_min_seconds
+        while not self.stop_event.is_set():
+            before = self.windows_total
+            stream = open_stream()
+            try:
+                self.run_stream(stream.name, stream.blocks(), dropped_blocks=functools.partial(_lost_blocks, stream))
+                return  # a stream that simply ends (stdin closed) or a stop request
+            except AudioError as exc:
+                self.health.set("stream_error", str(exc))
+                if self.windows_total > before:
+                    delay = h.reopen_min_seconds
+                logger.error("%s; reopening in %.1f s", exc, delay)
+                self._after_block()
+                self.wait(delay)
+                delay = min(delay * 2, h.reopen_max_seconds)
+
+    def wait(self, seconds: float) -> None:
+        """Wait (for a reopen) while still serving commands and the watchdog: the loop is alive, only idle."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.stop_event.wait(min(remaining, WAIT_STEP_SECONDS))
+            self._supervise()
+            self._watchdog_tick()
+            self._drain_commands()
+
+    def _account(self, result: WindowResult, summary: StreamSummary, name: str) -> None:
+        summary.windows += 1
+        self.windows_total += 1
+        if result.score is not None:
+            summary.scored += 1
+            summary.scores.append(result.score)
+            self.last_score = result.score
+        self.health.add_window(result.score)
+        for transition in result.transitions:
+            summary.events += transition.state == "start"
+            self.emit(transition, name)
+        if self._calibration is not None:
+            self._calibration.add(result)
+            if self._calibration.done:
+                self.finish_calibration()
+        self.notifier.ready(f"analysing {name}")
+        self._watchdog_tick()
+
+    def _after_block(self) -> None:
+        """Between blocks: supervision, commands, then telemetry, health and state when due."""
+        self._supervise()
+        self._drain_commands()
+        if self.health.telemetry_due:
+            self._publish_telemetry()
+        if self.health.take_changed():
+            self._publish(
+                "publish_health",
+                health_payload(self.cfg.device.id, self.cfg.device.site, list(self.health.faults.values())),
+            )
+        self._publish_state()
+
+    # -- supervision -------------------------------------------------------
+
+    def _watchdog_tick(self) -> None:
+        """Feed systemd's watchdog: called as the analysis makes progress, and only while publishing does too."""
+        if self._publisher_failed_since is None:
+            self.notifier.watchdog_tick()
+
+    def _supervise(self) -> None:
+        """Check the publisher: a failure is a health fault and stops the watchdog; past the grace the process ends.
+
+        Raises:
+            WorkerFailure: the publisher stayed failed for publisher_grace_seconds.
+        """
+        failure = self.publisher.failure() if self.publisher is not None else None
+        if failure is None:
+            if self._publisher_failed_since is not None:
+                logger.warning("MQTT publisher is making progress again")
+                self._publisher_failed_since = None
+                self.health.clear(FAULT_PUBLISHER)
+            return
+        failure = " ".join(str(failure).split())
+        now = time.monotonic()
+        if self._publisher_failed_since is None:
+            self._publisher_failed_since = now
+            self.health.set(
+                FAULT_PUBLISHER,
+                f"MQTT publisher: {failure}: events are not delivered; the daemon exits "
+                f"in {self.publisher_grace_seconds:g} s so that systemd restarts it",
+            )
+            self.notifier.status(f"MQTT publisher failed ({failure}); restarting")
+            # The health message goes to the publisher's queue too, in case it is only stalled.
+            self._publish(
+                "publish_health",
+                health_payload(self.cfg.device.id, self.cfg.device.site, list(self.health.faults.values())),
+            )
+        elif now - self._publisher_failed_since >= self.publisher_grace_seconds:
+            self._failing = True
+            raise WorkerFailure(
+                f"MQTT publisher: {failure}; exiting so that systemd restarts the service (spooled "
+                "events are delivered after the restart, an open alarm is ended then)"
+            )
+
+    def _storage(self, what: str, error: str | None) -> None:
+        """Account for one kind of state write: a failure raises the storage fault, success clears its part."""
+        if error is None:
+            if self._storage_errors.pop(what, None) is None:
+                return
+        else:
+            self._storage_errors[what] = error
+        if self._storage_errors:
+            self.health.set(FAULT_STORAGE, "; ".join(self._storage_errors.values()))
+        else:
+            self.health.clear(FAULT_STORAGE)
+
+    # -- open alarms across restarts ----------------------------------------
+
+    def _record_alarm(self, transition: Transition, payload: dict[str, Any]) -> None:
+        """Keep the open-alarm record in step with the event just emitted (start, update: write; end: remove)."""
+        if self.open_alarm is None:
+            return
+        ev = transition.event
+        try:
+            if transition.state == "end":
+                self.open_alarm.clear()
+                self._alarm_start_time = None
+            else:
+                if transition.state == "start" or self._alarm_start_time is None:
+                    self._alarm_start_time = payload["time"]
+                self.open_alarm.save(
+                    {
+                        "event_id": ev.event_id,
+                        "seq": payload["seq"],
+                        "start_time": self._alarm_start_time,
+                        "start_stream_seconds": payload["start_stream_seconds"],
+                        "last_stream_seconds": payload["stream_seconds"],
+                        "peak_score": payload["peak_score"],
+                        "mean_score": payload["mean_score"],
+                        "threshold": payload["threshold"],
+                        "model": payload["model"],
+                        "source": payload["source"],
+                        "evidence": payload["evidence"],
+                    }
+                )
+        except OSError as exc:
+            self._storage(
+                "open alarm",
+                f"cannot record the open alarm in {self.open_alarm.path} "
+                f"({exc.strerror or exc}): a restart could not end it",
+            )
+        else:
+            self._storage("open alarm", None)
+
+    def end_alarm_left_open(self) -> dict[str, Any] | None:
+        """End the alarm a previous process left open (it died during the alarm): an end with reason 'restart'.
+
+        Its stream position, duration and scores are those of the alarm's last message; its seq
+        follows that message's, so (event_id, seq) stays unique for subscribers that deduplicate.
+
+        Returns:
+            The end event sent, or None when no alarm was left open.
+        """
+        if self.open_alarm is None:
+            return None
+        record = self.open_alarm.load()
+        if record is None:
+            return None
+        start, last = record["start_stream_seconds"], max(record["last_stream_seconds"], record["start_stream_seconds"])
+        event = Event(
+            record["event_id"],
+            start,
+            0,
+            record["peak_score"],
+            score_sum=record["mean_score"],
+            n_windows=1,
+            end_seconds=last,
+            end_window=0,
+            last_seconds=last,
+        )
+        evidence = record["evidence"]
+        if evidence is not None and (self.evidence is None or not (self.evidence.directory / evidence).is_file()):
+            evidence = None  # the process died before the clip's post-roll was written
+        payload = event_payload(
+            Transition("end", event, 0, last, None),
+            seq=record["seq"] + 1,
+            device_id=self.cfg.device.id,
+            site=self.cfg.device.site,
+            threshold=record["threshold"],
+            model_name=record["model"]["name"],
+            model_version=record["model"]["version"],
+            source=record["source"],
+            evidence=evidence,
+        )
+        payload["reason"] = "restart"
+        logger.warning(
+            "event end %s: the alarm (started %s in %s) was open when the previous process stopped; ended "
+            "now with reason 'restart'",
+            record["event_id"][:8],
+            record["start_time"],
+            record["source"],
+        )
+        self._send(payload)
+        try:
+            self.open_alarm.clear()
+        except OSError as exc:
+            self._storage("open alarm", f"cannot remove {self.open_alarm.path} ({exc.strerror or exc})")
+        return payload
+
+    # -- messages --------------------------------------------------------
+
+    def emit(self, transition: Transition, source: str) -> dict[str, Any]:
+        """Publish one event message (stdout JSON line and MQTT); a start plans the evidence clip."""
+        ev = transition.event
+        if transition.state == "start" and self.evidence is not None:
+            ev.evidence = self.evidence.start(ev.event_id, transition.time_seconds)
+        payload = event_payload(
+            transition,
+            seq=self.seq,
+            device_id=self.cfg.device.id,
+            site=self.cfg.device.site,
+            threshold=self.settings.threshold,
+            model_name=self.model.metadata.name,
+            model_version=self.model.metadata.version,
+            source=source,
+            evidence=ev.evidence,
+        )
+        self.seq += 1
+        log = logger.warning if transition.state == "start" else logger.info
+        log(
+            "event %s %s at %.2f s in %s (score %s, threshold %.4g)",
+            transition.state,
+            ev.event_id[:8],
+            transition.time_seconds,
+            source,
+            "-" if transition.score is None else f"{transition.score:.4g}",
+            self.settings.threshold,
+        )
+        self._record_alarm(transition, payload)
+        self._send(payload)
+        return payload
+
+    def _send(self, payload: dict[str, Any]) -> None:
+        """One event message out: a JSON line on events_out and, with MQTT, the publisher's spool."""
+        if self.events_out is not None:
+            self.events_out.write(json.dumps(payload) + "\n")
+            self.events_out.flush()
+        if self.publisher is not None:
+            self.publisher.publish_event(payload)
+
+    @property
+    def state(self) -> str:
+        """'anomaly' while an event is open, else 'fault' with active faults, else 'muted' or 'ok'."""
+        if self.pipeline.detector.active is not None:
+            return "anomaly"
+        if self.health.faults:
+            return "fault"
+        return "muted" if time.time() < self.muted_until_wall else "ok"
+
+    def _publish(self, method: str, payload: dict[str, Any]) -> None:
+        """publisher.<method>(payload) when MQTT is on (publish_state, publish_telemetry, publish_health)."""
+        if self.publisher is not None:
+            getattr(self.publisher, method)(payload)
+
+    def _publish_state(self, force: bool = False) -> None:
+        active = self.pipeline.detector.active
+        key = (
+            self.state,
+            active.event_id if active else None,
+            tuple(sorted(self.health.faults)),
+            self.settings.threshold,
+        )
+        if key == self._published_state and not force:
+            return
+        self._published_state = key
+        self._publish(
+            "publish_state",
+            state_payload(
+                self.cfg.device.id,
+                self.cfg.device.site,
+                key[0],
+                self.last_score,
+                self.settings.threshold,
+                key[1],
+                list(key[2]),
+            ),
+        )
+
+    def _publish_telemetry(self) -> None:
+        period = self.health.take_telemetry()
+        payload = telemetry_payload(
+            self.cfg.device.id,
+            self.cfg.device.site,
+            time.monotonic() - self.started_monotonic,
+            period,
+            self.settings.threshold,
+            read_cpu_temperature_c(),
+        )
+        logger.debug("telemetry %s", payload)
+        self._publish("publish_telemetry", payload)
+        self._publish_state(force=True)
+
+    # -- commands (queued from any thread, run on the analysis thread) ---
+
+    def handle_command(self, name: str, args: dict[str, Any], reply: Reply) -> None:
+        """Queue a command; safe from the MQTT thread or a signal handler (never blocks)."""
+        self._commands.put((name, dict(args or {}), reply))
+
+    def _drain_commands(self) -> None:
+        """Run the queued commands. A refused one gets its error; a bug in one is contained: an error result,
+        the internal_error fault and its traceback in the log, while the analysis goes on."""
+        while True:
+            try:
+                name, args, reply = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            problem = check_args(name, args)  # the same table and bounds as over MQTT
+            if problem is not None:
+                logger.error("command %s refused: %s", name, problem)
+                reply(None, f"{name}: {problem}")  # as the Runner's own refusals read: "<command>: <problem>"
+                continue
+            try:
+                if name == "calibrate":
+                    self.start_calibration(float(args["minutes"]), reply, force=args.get("force", False))
+                    continue
+                result = self._run_command(name, args)
+            except AcmonError as exc:
+                logger.error("command %s failed: %s", name, exc)
+                reply(None, str(exc))
+            except Exception as exc:  # a bug in one command must not stop the monitoring
+                logger.exception("command %s: internal error; the analysis goes on", name)
+                self.health.set(FAULT_INTERNAL_ERROR, f"command {name}: {type(exc).__name__}: {exc}"[:300])
+                reply(None, f"{name}: internal error ({type(exc).__name__}); the daemon goes on, see its log")
+            else:
+                self.health.clear(FAULT_INTERNAL_ERROR)
+                reply(result)
+
+    def _run_command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Run a command whose arguments check_args accepted (calibrate, which replies later, is started apart)."""
+        handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "ping": lambda a: self.ping(),
+            "reload": lambda a: self.reload(),
+            "mute": lambda a: self.mute(float(a["minutes"])),
+            "set_threshold": lambda a: self.set_threshold(float(a["value"]), force=a.get("force", False)),
+        }
+        return handlers[name](args)
+
+    def ping(self) -> dict[str, Any]:
+        return {
+            "uptime_seconds": round(time.monotonic() - self.started_monotonic, 1),
+            "model_version": self.model.metadata.version,
+            "state": self.state,
+        }
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config (with its calibration) and the model; keep the old ones if either is invalid.
+
+        The model, the model and calibration threshold and the detector section
+        take effect at once; other sections need a restart (logged).
+
+        Raises:
+            AcmonError: no config file, or the new config or model is invalid (nothing changed).
+        """
+        if self.config_path is None:
+            raise AcmonError("reload: the daemon was started without --config: nothing to reload")
+        cfg = load_site_config(self.config_path)
+        model = self._load_model(cfg)
+        settings = detector_settings(cfg, model)
+        try:
+            ended = self.pipeline.reconfigure(model, settings, cfg.detector.min_rms_dbfs)
+        except ValueError as exc:
+            raise AcmonError(f"reload: {exc}") from None
+        restart_needed = [
+            s
+            for s in ("device", "audio", "mqtt", "evidence", "health", "features", "logging")
+            if getattr(cfg, s) != getattr(self.cfg, s)
+        ]
+        if restart_needed:
+            logger.warning("reload: changes to %s take effect after a restart", ", ".join(restart_needed))
+        self.cfg, self.model, self.settings = cfg, model, settings
+        self.calibrated_threshold = settings.threshold
+        for transition in ended:
+            self.emit(transition, self.source_name)
+        logger.info(
+            "reloaded %s: model %s %s, threshold %.4g, level gate %.1f dBFS",
+            self.config_path,
+            model.metadata.name,
+            model.metadata.version,
+            settings.threshold,
+            cfg.detector.min_rms_dbfs,
+        )
+        return {
+            "model_version": model.metadata.version,
+            "threshold": round(settings.threshold, 6),
+            "min_rms_dbfs": cfg.detector.min_rms_dbfs,
+        }
+
+    def mute(self, minutes: float) -> dict[str, Any]:
+        """Suppress events for `minutes` (wall clock); an open event ends now."""
+        if not 0 < minutes <= 1440:
+            raise AcmonError(f"mute: minutes must be in (0, 1440], got {minutes}")
+        self.muted_until_wall = time.time() + minutes * 60.0
+        for transition in self.pipeline.mute(self.pipeline.stream_seconds + minutes * 60.0):
+            self.emit(transition, self.source_name)
+        logger.warning("events muted until %s", iso_utc(self.muted_until_wall))
+        return {"muted_until": iso_utc(self.muted_until_wall)}
+
+    def _reapply_mute(self) -> None:
+        """A new stream restarts stream time at 0: carry the remaining mute over."""
+        remaining = self.muted_until_wall - time.time()
+        if remaining > 0:
+            self.pipeline.mute(remaining)
+
+    def set_threshold(self, value: float, force: bool = False) -> dict[str, Any]:
+        """Replace the detector threshold at once (not persisted; calibrate persists).
+
+        Args:
+            value: the new threshold (score units): within a quarter to 4 times the calibrated
+                threshold (calibrate.check_threshold_change), or anything finite and > 0 with force.
+            force: the operator confirmed a value outside the band.
+
+        Raises:
+            AcmonError: refused (out of the band without force, not a finite number > 0, or below
+                detector.off_threshold); the threshold is unchanged.
+        """
+        check_threshold_change(value, self.calibrated_threshold, force)
+        value = float(value)  # finite: checked
+        try:
+            settings = dataclasses.replace(self.settings, threshold=value)
+        except ValueError as exc:
+            raise AcmonError(f"set_threshold: {exc}") from None
+        for transition in self.pipeline.reconfigure(self.model, settings, self.pipeline.min_rms_dbfs):
+            self.emit(transition, self.source_name)
+        self.settings = settings
+        logger.warning(
+            "threshold set to %.4g, %.3g times the calibrated %.4g%s (until the next reload or restart)",
+            value,
+            value / self.calibrated_threshold,
+            self.calibrated_threshold,
+            " (forced)" if force else "",
+        )
+        return {"threshold": value, "calibrated_threshold": round(self.calibrated_threshold, 6), "forced": force}
+
+    # -- calibration ------------------------------------------------------
+
+    def start_calibration(self, minutes: float, reply: Reply, force: bool = False) -> None:
+        """Collect `minutes` of audio from the running stream(s), then calibrate (see finish_calibration).
+
+        Args:
+            minutes: audio to collect, in minutes: at least calibrate.MIN_CALIBRATION_WINDOWS windows, at most 240.
+            reply: called once with the result or the error.
+            force: apply the result even if the audio looks like a fault (not below the minimum).
+
+        Raises:
+            AcmonError: refused at once (too little or too much audio, one already running, no config).
+        """
+        if not 0 < minutes <= 240:
+            raise AcmonError(f"calibrate: minutes must be in (0, 240], got {minutes}")
+        if self._calibration is not None:
+            raise AcmonError("calibrate: a calibration is already running")
+        if self.config_path is None:
+            raise AcmonError("calibrate: the daemon was started without --config: nowhere to write calibration.yaml")
+        target = max(1, round(minutes * 60.0 / self.model.params.hop_seconds))
+        check_calibration_audio(target, self.model.params.hop_seconds)
+        self._calibration = CalibrationSession(target, reply, force=force)
+        self.pipeline.score_all = True
+        logger.info(
+            "calibrating: collecting %.1f min of audio (%d windows)%s", minutes, target, ", forced" if force else ""
+        )
+
+    def calibrate(
+        self, minutes: float, run: Callable[[], None], force: bool = False
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """`python -m device calibrate`: collect `minutes` of what run() streams through this runner, calibrate.
+
+        run() feeds the audio (run_stream or run_live) and should stop when stop_event is set, which
+        the calibration's reply sets. Audio that ends early is calibrated on as it is, with a warning.
+
+        Returns:
+            (the calibration result, None) or (None, the one-line error).
+        """
+        outcome: dict[str, Any] = {}
+
+        def reply(result, error=None) -> None:
+            outcome.update(result=result, error=error)
+            self.stop_event.set()
+
+        self.start_calibration(minutes, reply, force=force)
+        run()
+        if not outcome:
+            logger.warning("calibrate: the audio ended before %.1f minutes: calibrating on what there is", minutes)
+            self.finish_calibration()
+        return outcome.get("result"), outcome.get("error")
+
+    def finish_calibration(self) -> None:
+        """Calibrate on what was collected, write calibration.yaml, apply it (reload) and reply.
+
+        A refusal or a write failure is an error result (the latter also the storage fault);
+        a bug is contained the same way, with the internal_error fault: never a crash.
+        """
+        session, self._calibration = self._calibration, None
+        self.pipeline.score_all = False
+        if session is None:
+            return
+        try:
+            check_calibration_audio(session.collected, self.model.params.hop_seconds, requested=False)
+            result = self.calibrate_now(session)
+        except AcmonError as exc:
+            logger.error("calibration failed: %s", exc)
+            session.reply(None, str(exc))
+        except Exception as exc:  # a bug in the calibration must not stop the monitoring
+            logger.exception("calibration: internal error; the analysis goes on with the threshold in force")
+            self.health.set(FAULT_INTERNAL_ERROR, f"calibration: {type(exc).__name__}: {exc}"[:300])
+            session.reply(
+                None,
+                f"calibrate: internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                "see the daemon's log",
+            )
+        else:
+            self.health.clear(FAULT_INTERNAL_ERROR)
+            session.reply(result)
+
+    def calibrate_now(self, session: CalibrationSession) -> dict[str, Any]:
+        """Threshold (and level gate, site statistics) from the session; checked, written, applied.
+
+        Raises:
+            AcmonError: refused by check_calibration_result (the audio looks like a fault), or the
+                calibration files cannot be written (storage fault); nothing is applied then.
+        """
+        c = self.cfg.calibration
+        assert self.config_path is not None
+        decided = decide_site_calibration(
+            session, self.cfg, self.model, self.calibrated_threshold, calibration_in_force(self.config_path) is not None
+        )
+        result, site, before, before_gate = decided.result, decided.site, decided.threshold_before, decided.gate_before
+        share_above = decided.share_above
+        source = f"{self.model.metadata.name} {self.model.metadata.version}"
+        try:
+            site_file = None
+            if site is not None:
+                folder = prepare_calibration_folder(self.config_path)
+                try:
+                    saved = site.save(folder)  # owner-only, as all calibration files
+                except OSError as exc:
+                    raise AcmonError(
+                        f"calibrate: cannot write {exc.filename or folder} ({exc.strerror or exc}); nothing was changed"
+                    ) from None
+                site_file = saved.name
+            path = write_calibration(self.config_path, calibration_document(result, source, site_statistics=site_file))
+        except AcmonError as exc:
+            self._storage("calibration", str(exc))
+            raise
+        self._storage("calibration", None)
+        prune_site_statistics(self.config_path)
+        logger.warning(
+            "calibration written to %s: threshold %.4g (was %.4g), level gate %s%s",
+            path,
+            result.threshold,
+            before,
+            "unchanged" if result.min_rms_dbfs is None else f"{result.min_rms_dbfs} dBFS",
+            " (forced)" if session.force else "",
+        )
+        warning = result.info.get("warning")
+        if warning:  # the promise is an extrapolation the audio cannot stand behind: say so where it is read
+            logger.warning("calibration: %s", warning)
+        applied = self.reload()
+        previous = calibration_paths(self.config_path)[1]
+        return {
+            "file": str(path),
+            "threshold": round(result.threshold, 6),
+            "threshold_before": round(before, 6),
+            "min_rms_dbfs": applied["min_rms_dbfs"],
+            "min_rms_dbfs_before": before_gate,
+            "share_above_threshold_before": None if share_above is None else round(share_above, 4),
+            "forced": session.force,
+            "previous_file": str(previous) if previous.exists() else None,
+            "gate": result.info.get("gate"),
+            "windows": session.collected,
+            "method": result.info.get("method"),
+            "point_threshold": result.info.get("point_threshold"),  # the average's, when a margin was added
+            "site_statistics": site_file,
+            "false_alarms_per_day": c.false_alarms_per_day,
+            "false_alarms_per_day_90ci": result.info.get("false_alarms_per_day_90ci"),
+            "warning": warning,
+        }
+
+
+def _lost_blocks(stream: Stream) -> int:
+    """Blocks a live source lost: dropped from its full queue, or overflowed inside PortAudio."""
+    return int(getattr(stream, "dropped_blocks", 0)) + int(getattr(stream, "overflows", 0))
+
+
+def _log_reply(what: str) -> Reply:
+    """A reply for commands nobody waits on (SIGHUP): log the outcome."""
+
+    def reply(result: dict[str, Any] | None, error: str | None = None) -> None:
+        if error is not None:
+            logger.error("%s failed, keeping the running config and model: %s", what, error)
+        else:
+            logger.info("%s done: %s", what, result)
+
+    return reply

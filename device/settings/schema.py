@@ -1,0 +1,547 @@
+"""The daemon's YAML configuration, declared: one pydantic model per section, each key with its type, bounds,
+default and description (docs/configuration.md is generated from them: device/settings/reference.py).
+
+Over 500 lines on purpose: it is the whole schema, one class per section, and most of its lines are the
+descriptions a technician reads. Reading a file is device/settings/config.py (load_config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from ..analysis.features import NORMALIZATIONS, FeatureParams
+from ..audio.health import (
+    DEFAULT_CLIPPING_FAULT_RATIO,
+    DEFAULT_DC_OFFSET_FAULT,
+    DEFAULT_SILENCE_SECONDS,
+    DEFAULT_TELEMETRY_SECONDS,
+)
+from ..decisions.detector import (
+    DEFAULT_COOLDOWN_SECONDS,
+    DEFAULT_PATIENCE_WINDOWS,
+    DEFAULT_RELEASE_RATIO,
+    DEFAULT_SMOOTHING,
+    DEFAULT_SMOOTHING_WINDOWS,
+    DEFAULT_UPDATE_SECONDS,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# Device ids and site names become MQTT topic levels: no '/', '+', '#' or spaces.
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+# Environment variable names as POSIX shells accept them.
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+# A systemd credential name is a file name inside $CREDENTIALS_DIRECTORY.
+CREDENTIAL_NAME_PATTERN = r"^[^/\x00]{1,255}$"
+
+PASSWORD_SOURCES = ("password_file", "password_env", "password_credential")
+
+
+class SectionConfig(BaseModel):
+    """Common base of every section: unknown keys fail, values are immutable and strictly typed.
+
+    Strict mode suits YAML, which already gives ints, floats, bools and strings:
+    it refuses ``port: "1883"`` or ``patience_windows: yes`` instead of coercing.
+    An int is still accepted where a float is expected.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class DeviceConfig(SectionConfig):
+    """Who this device is. Both names become MQTT topic levels: `<topic_prefix>/<site>/<id>/...`."""
+
+    id: str = Field(
+        "acmon-1",
+        pattern=NAME_PATTERN,
+        description="Device id, unique within its site: 1 to 64 letters, digits, '_' or '-'.",
+    )
+    site: str = Field(
+        "default",
+        pattern=NAME_PATTERN,
+        description="Site (plant, building) the device belongs to: 1 to 64 letters, digits, '_' or '-'.",
+    )
+
+
+class ModelConfig(SectionConfig):
+    """The anomaly model the daemon loads."""
+
+    path: str = Field(
+        "models/demo/model.tflite",
+        min_length=1,
+        description="Path of the model: a .tflite file, or a folder containing model.tflite "
+        "(relative paths are relative to the daemon's working directory).",
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        description="Anomaly score threshold (score units of the model); null = use the threshold "
+        "calibrated with the model.",
+    )
+    site_statistics: str | None = Field(
+        None,
+        min_length=1,
+        description="The site's normal statistics for a Gaussian model, a file beside the config (relative "
+        "to its folder); written by `python -m device calibrate` into calibration.yaml, with the "
+        "threshold measured against them. null = score against the training data's statistics.",
+    )
+
+
+def _feature_pin_field(name: str, type_: Any, doc: str) -> tuple[Any, Any]:
+    """(annotation, FieldInfo) for pinning one FeatureParams field; every pin is optional."""
+    description = (
+        f"{doc + ' ' if doc else ''}If set, the model's FeatureParams.{name} must equal this value; null = not pinned."
+    )
+    if name == "normalization":
+        return Literal[NORMALIZATIONS] | None, Field(None, description=description)
+    if type_ is int:
+        return int | None, Field(None, gt=0, description=description)
+    if type_ is float:
+        return float | None, Field(None, ge=0, description=description)
+    return type_ | None, Field(None, description=description)
+
+
+def _make_features_config() -> type:
+    """Build FeaturesConfig from dataclasses.fields(FeatureParams) so the two never drift apart."""
+    hints = typing.get_type_hints(FeatureParams)
+    docs = FeatureParams.field_descriptions()
+    definitions = {
+        f.name: _feature_pin_field(f.name, hints[f.name], docs.get(f.name, ""))
+        for f in dataclasses.fields(FeatureParams)
+    }
+    # A model built at import from FeatureParams: mypy cannot follow it (FeaturesConfig is Any to it).
+    return create_model(  # type: ignore[call-overload]
+        "FeaturesConfig",
+        __base__=SectionConfig,
+        __module__=__name__,
+        __doc__=(
+            "Feature parameters this site expects the model to use (e.g. `sample_rate_hz: 16000`). "
+            "Keys are the fields of FeatureParams in device/analysis/features.py; each is optional. "
+            "The daemon refuses a model whose parameters differ from a pinned value."
+        ),
+        **definitions,
+    )
+
+
+FeaturesConfig = _make_features_config()
+
+
+class AudioConfig(SectionConfig):
+    """Where the audio comes from.
+
+    Rules: source `wav` needs at least one entry in `wav_paths`; `channel` must be
+    less than `channels` when both are set.
+    """
+
+    source: Literal["microphone", "wav", "stdin"] = Field(
+        "microphone",
+        description="Audio source: 'microphone' (PortAudio input), 'wav' (replay files from wav_paths) "
+        "or 'stdin' (raw PCM on standard input).",
+    )
+    input_device: int | str | None = Field(
+        None,
+        description="Microphone: PortAudio device name substring (string) or device index (integer >= 0); "
+        "null = the system default input. List devices with `python -m sounddevice`.",
+    )
+    capture_rate_hz: int | None = Field(
+        None,
+        ge=8000,
+        le=384000,
+        description="Sample rate to open the microphone at, in hertz; null = the model's rate.",
+    )
+    channel: int | None = Field(
+        None,
+        ge=0,
+        description="Input channel to analyse (0-based index); null = mix all channels down to mono.",
+    )
+    channels: int = Field(1, ge=1, le=32, description="Number of input channels to open.")
+    block_samples: int = Field(
+        1024,
+        ge=1,
+        le=65536,
+        description="Samples per block read from the source, in samples (per channel).",
+    )
+    wav_paths: list[str] = Field(
+        default_factory=list,
+        description="Source 'wav': WAV files, or folders of WAV files, to replay.",
+    )
+    realtime: bool = Field(
+        True,
+        description="Source 'wav': pace the replay at real time (true) or read as fast as possible (false).",
+    )
+    stdin_format: Literal["s16le", "s32le", "f32le"] = Field(
+        "s16le",
+        description="Source 'stdin': sample format, interleaved little-endian: 's16le', 's32le' or 'f32le'.",
+    )
+    stdin_rate_hz: int | None = Field(
+        None,
+        ge=8000,
+        le=384000,
+        description="Source 'stdin': sample rate of the stream, in hertz; null = the model's rate.",
+    )
+
+    @field_validator("input_device", mode="plain")
+    @classmethod
+    def _check_input_device(cls, value: Any) -> int | str | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise ValueError("a device index must be >= 0")
+            return value
+        if isinstance(value, str) and value.strip():
+            return value
+        raise ValueError("must be a device name (non-empty string), a device index (integer >= 0) or null")
+
+    @field_validator("wav_paths")
+    @classmethod
+    def _check_wav_paths(cls, value: list[str]) -> list[str]:
+        if any(not p for p in value):
+            raise ValueError("paths must not be empty strings")
+        return value
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> AudioConfig:
+        if self.source == "wav" and not self.wav_paths:
+            raise ValueError("source 'wav' needs at least one file or folder in wav_paths")
+        if self.channel is not None and self.channel >= self.channels:
+            raise ValueError(
+                f"channel {self.channel} does not exist with channels: {self.channels} "
+                f"(channels are numbered from 0; open more channels or pick a lower one)"
+            )
+        return self
+
+
+class DetectorConfig(SectionConfig):
+    """When scores become alarms."""
+
+    patience_windows: int = Field(
+        DEFAULT_PATIENCE_WINDOWS,
+        ge=1,
+        le=100,
+        description="Consecutive analysis windows above the threshold before an alarm is raised, in windows.",
+    )
+    cooldown_seconds: float = Field(
+        DEFAULT_COOLDOWN_SECONDS,
+        ge=0,
+        le=86400,
+        description="No new alarm is raised for this long after one ends, in seconds.",
+    )
+    min_rms_dbfs: float = Field(
+        -80.0,
+        ge=-150,
+        le=0,
+        description="Windows quieter than this RMS level are skipped, not scored, in dBFS "
+        "(a full-scale sine is -3 dBFS).",
+    )
+    threshold_scale: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Multiplies the threshold, for on-site tuning (dimensionless; > 1 = fewer alarms).",
+    )
+    release_ratio: float = Field(
+        DEFAULT_RELEASE_RATIO,
+        gt=0,
+        le=1,
+        description="Hysteresis: an alarm ends after patience_windows windows below threshold * release_ratio "
+        "(dimensionless, <= 1).",
+    )
+    off_threshold: float | None = Field(
+        None,
+        gt=0,
+        description="Explicit release threshold (score units); replaces threshold * release_ratio when set; "
+        "null = use release_ratio. Must not exceed the threshold.",
+    )
+    smoothing_windows: int = Field(
+        DEFAULT_SMOOTHING_WINDOWS,
+        ge=1,
+        le=100,
+        description="Decisions use the last K window scores combined by `smoothing`, in windows (1 = no smoothing).",
+    )
+    smoothing: Literal["mean", "median", "max"] = Field(
+        DEFAULT_SMOOTHING, description="How the last smoothing_windows scores are combined: 'mean', 'median' or 'max'."
+    )
+    update_seconds: float = Field(
+        DEFAULT_UPDATE_SECONDS,
+        ge=0,
+        le=86400,
+        description="While an alarm lasts, an 'update' event message every this many seconds; 0 = none.",
+    )
+
+
+class EvidenceConfig(SectionConfig):
+    """Audio clips saved for each alarm, kept in memory until written.
+
+    Each alarm writes `<time>_<event id>.wav` and a spectrogram `.png` into `directory`,
+    from `pre_roll_seconds` before the alarm to `post_roll_seconds` after it; the oldest
+    files are removed when the folder exceeds `quota_mb`.
+    """
+
+    enabled: bool = Field(True, description="Save an evidence clip and spectrogram for each alarm.")
+    directory: str | None = Field(
+        None,
+        min_length=1,
+        description="Folder for the clips (created if missing); null = $STATE_DIRECTORY/evidence under systemd "
+        "(/var/lib/acmon/evidence with StateDirectory=acmon), else $XDG_STATE_HOME/acmon/evidence "
+        "(~/.local/state/acmon/evidence).",
+    )
+    pre_roll_seconds: float = Field(5.0, ge=0, le=60, description="Audio kept before the alarm, in seconds.")
+    post_roll_seconds: float = Field(5.0, ge=0, le=60, description="Audio recorded after the alarm, in seconds.")
+    quota_mb: float = Field(
+        200.0, gt=0, le=1_000_000, description="Largest total size of the evidence folder, in megabytes (10^6 bytes)."
+    )
+
+
+class HealthConfig(SectionConfig):
+    """Device health: input level checks, faults and periodic telemetry."""
+
+    telemetry_seconds: float = Field(
+        DEFAULT_TELEMETRY_SECONDS, ge=1, le=86400, description="Telemetry message period, in seconds of audio."
+    )
+    silence_seconds: float = Field(
+        DEFAULT_SILENCE_SECONDS,
+        ge=1,
+        le=3600,
+        description="Digital silence (all-zero samples) or a flat line for this long is a dead-microphone fault, "
+        "in seconds.",
+    )
+    clipping_fault_ratio: float = Field(
+        DEFAULT_CLIPPING_FAULT_RATIO,
+        gt=0,
+        le=1,
+        description="Fraction of clipped samples over a telemetry period that is a fault.",
+    )
+    dc_offset_fault: float = Field(
+        DEFAULT_DC_OFFSET_FAULT,
+        gt=0,
+        le=1,
+        description="Absolute mean sample value (full scale = 1) that is a DC-offset fault.",
+    )
+    reopen_min_seconds: float = Field(
+        1.0, gt=0, le=3600, description="First wait before reopening a microphone stream that failed, in seconds."
+    )
+    reopen_max_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Longest wait between reopen attempts (the wait doubles), in seconds."
+    )
+
+    @model_validator(mode="after")
+    def _check_reopen(self) -> HealthConfig:
+        if self.reopen_max_seconds < self.reopen_min_seconds:
+            raise ValueError(
+                f"reopen_max_seconds ({self.reopen_max_seconds}) must be >= reopen_min_seconds "
+                f"({self.reopen_min_seconds})"
+            )
+        return self
+
+
+class CalibrationConfig(SectionConfig):
+    """On-site calibration (`python -m device calibrate`, or the `calibrate` command)."""
+
+    false_alarms_per_day: float = Field(
+        1.0, gt=0, le=10000, description="Target false-alarm rate on normal site audio, in alarms per day."
+    )
+    gate_margin_db: float = Field(
+        6.0,
+        ge=0,
+        le=60,
+        description="When calibration sets detector.min_rms_dbfs, it goes this far above the site's quiet level, "
+        "in dB.",
+    )
+
+
+class MqttTlsConfig(SectionConfig):
+    """TLS to the broker. Rule: `cert_file` and `key_file` are given both or neither."""
+
+    ca_file: str = Field(
+        ..., min_length=1, description="CA certificate(s) that signed the broker's certificate, PEM file path."
+    )
+    cert_file: str | None = Field(
+        None, min_length=1, description="Client certificate for mutual TLS, PEM file path; null = none."
+    )
+    key_file: str | None = Field(
+        None, min_length=1, description="Private key of cert_file, PEM file path; null = none."
+    )
+    insecure: bool = Field(
+        False,
+        description="Skip checking the broker's host name against its certificate. Only for testing.",
+    )
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both or neither")
+        return self
+
+
+class MqttConfig(SectionConfig):
+    """Alerts to an MQTT broker.
+
+    There is deliberately no `password` key: the password is read at connect time
+    from exactly one of `password_file`, `password_env` or `password_credential`.
+    Rules: a `username` needs exactly one password source; a password source needs a
+    `username`; `reconnect_max_seconds` >= `reconnect_min_seconds`.
+    """
+
+    enabled: bool = Field(True, description="Publish alerts over MQTT (false = do not connect to a broker).")
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or IP address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port (1883 plain, usually 8883 with TLS).")
+    topic_prefix: str = Field(
+        "acmon",
+        min_length=1,
+        description="First topic level(s): topics are `<topic_prefix>/<site>/<device id>/...`. "
+        "No '+', '#', and no leading or trailing '/'.",
+    )
+    client_id: str | None = Field(None, min_length=1, description="MQTT client id; null = 'acmon-<site>-<device id>'.")
+    keepalive_seconds: int = Field(60, ge=5, le=3600, description="MQTT keepalive interval, in seconds.")
+    reconnect_min_seconds: float = Field(
+        1.0, gt=0, description="Shortest delay before reconnecting to the broker, in seconds."
+    )
+    reconnect_max_seconds: float = Field(
+        60.0, gt=0, description="Longest delay between reconnection attempts, in seconds."
+    )
+    username: str | None = Field(None, min_length=1, description="Broker user name; null = anonymous.")
+    password_file: str | None = Field(
+        None,
+        min_length=1,
+        description="File holding the password (one trailing newline is ignored); keep it mode 0600.",
+    )
+    password_env: str | None = Field(
+        None,
+        pattern=ENV_NAME_PATTERN,
+        description="Name of an environment variable holding the password.",
+    )
+    password_credential: str | None = Field(
+        None,
+        pattern=CREDENTIAL_NAME_PATTERN,
+        description="Name of a systemd credential holding the password (LoadCredential= or "
+        "LoadCredentialEncrypted=), read from $CREDENTIALS_DIRECTORY/<name>.",
+    )
+    tls: MqttTlsConfig | None = Field(None, description="TLS settings (a section); null = plain TCP.")
+    max_pending_alerts: int = Field(
+        10000,
+        ge=1,
+        le=1000000,
+        description="Messages (events, state, command results) waiting in memory for the publisher thread, "
+        "which writes events to the spool; fills only if the disk stalls; beyond it the oldest is dropped, in messages.",
+    )
+    spool_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="Folder of the on-disk event spool; each device uses <spool_dir>/<topic_prefix>/<site>/<id>. "
+        "null = $STATE_DIRECTORY/spool under systemd (/var/lib/acmon/spool), else ~/.local/state/acmon/spool.",
+    )
+    spool_max_mb: float = Field(
+        20.0,
+        gt=0,
+        le=100000,
+        description="Largest total size of unacknowledged events kept on disk, in megabytes (10^6 bytes); "
+        "beyond it the oldest are dropped and counted in telemetry `spool.dropped`.",
+    )
+    spool_max_age_days: float = Field(
+        30.0,
+        gt=0,
+        le=3650,
+        description="Unacknowledged events older than this are dropped (and counted), in days.",
+    )
+    homeassistant_discovery: bool = Field(
+        True,
+        description="Publish retained Home Assistant discovery configs (anomaly, score, level, diagnostics) "
+        "and republish them when Home Assistant announces `online`.",
+    )
+    discovery_prefix: str = Field(
+        "homeassistant",
+        min_length=1,
+        description="Home Assistant's MQTT discovery prefix (its `discovery_prefix`); Home Assistant's "
+        "status topic is `<discovery_prefix>/status`.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        if "://" in value or "/" in value:
+            raise ValueError("give the host name or IP address only, without scheme or path (the port goes in port)")
+        return value
+
+    @field_validator("topic_prefix", "discovery_prefix")
+    @classmethod
+    def _check_topic_prefix(cls, value: str) -> str:
+        if "+" in value or "#" in value:
+            raise ValueError("must not contain the MQTT wildcards '+' or '#'")
+        if value.startswith("/") or value.endswith("/"):
+            raise ValueError("must not start or end with '/'")
+        if "//" in value or "\x00" in value:
+            raise ValueError("must not contain empty topic levels ('//') or NUL characters")
+        if any(level in (".", "..") for level in value.split("/")):
+            raise ValueError("must not contain '.' or '..' levels (topic levels also name the spool folders)")
+        return value
+
+    @field_validator("password_credential")
+    @classmethod
+    def _check_credential_name(cls, value: str | None) -> str | None:
+        if value in (".", ".."):
+            raise ValueError("must be a credential name, not '.' or '..'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> MqttConfig:
+        sources = [name for name in PASSWORD_SOURCES if getattr(self, name) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"give at most one password source, got {' and '.join(sources)}")
+        if self.username is not None and not sources:
+            raise ValueError("username needs a password source: set password_file, password_env or password_credential")
+        if self.username is None and sources:
+            raise ValueError(f"{sources[0]} is set but username is not: set username too")
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ValueError(
+                f"reconnect_max_seconds ({self.reconnect_max_seconds}) must be >= "
+                f"reconnect_min_seconds ({self.reconnect_min_seconds})"
+            )
+        return self
+
+
+class LoggingConfig(SectionConfig):
+    """Log output of the daemon."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged: DEBUG, INFO, WARNING or ERROR (lower case accepted)."
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class AcmonConfig(SectionConfig):
+    """The whole configuration file. Every section is optional; an empty file means all defaults."""
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="Who this device is.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The anomaly model.")
+    features: FeaturesConfig = Field(  # type: ignore[valid-type]
+        default_factory=FeaturesConfig, description="Feature parameters the model must have."
+    )
+    audio: AudioConfig = Field(default_factory=AudioConfig, description="Where the audio comes from.")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="When scores become alarms.")
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Audio clips saved for each alarm.")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="Input checks, faults and telemetry.")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="On-site calibration.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Alerts to an MQTT broker.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # A section whose keys are all commented out ("mqtt:" alone) is YAML null: use its defaults.
+        if isinstance(data, Mapping):
+            return {k: ({} if v is None and k in cls.model_fields else v) for k, v in data.items()}
+        return data
