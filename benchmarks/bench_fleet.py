@@ -105,7 +105,7 @@ def run_device(index: int, port: int, model: Path, clip: Path, spool: Path, resu
         stream = WavFileStream(clip, runner.model.params.sample_rate_hz, realtime=True)
         started = time.time()
         runner.run_stream(stream.name, stream.blocks())
-        queued = runner.publisher.stats.queued
+        queued = runner.outbox.publisher.stats.queued
         undelivered = runner.close(flush_seconds=30)
     results[cfg.device.id] = {"started": started, "queued": queued, "undelivered": undelivered}
 

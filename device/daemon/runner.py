@@ -1,11 +1,16 @@
 """Wires config, model, pipeline, evidence, health and publisher together for `run`, `replay`, `score` and `calibrate`,
-and supervises them: a worker that fails is contained and reported on health, or ends the process non-zero."""
+and supervises them: a worker that fails is contained and reported on health, or ends the process non-zero.
+
+Over 500 lines on purpose: the Runner is the one owner of the stream's mutable state (model, pipeline,
+threshold, mute, the calibration being collected), and the commands that change it run here, on the analysis
+thread, between blocks, so that no lock is needed. What it says is device/daemon/outbox.py; a calibration's
+arithmetic is calibrate.py, its guardrails guardrails.py, its files site_config.py.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import queue
 import signal
@@ -27,27 +32,27 @@ from ..audio.health import (
     read_cpu_temperature_c,
 )
 from ..audio.sources import Stream
-from ..decisions.detector import Event, Transition
+from ..decisions.detector import Transition
 from ..errors import AcmonError, AudioError
 from ..evidence.clips import EvidenceRecorder, default_evidence_directory
 from ..mqtt.commands import check_args
-from ..mqtt.payloads import event_payload, health_payload, iso_utc, state_payload, telemetry_payload
+from ..mqtt.payloads import health_payload, iso_utc, telemetry_payload
 from ..pipeline import Pipeline, WindowResult, clip_score
 from ..settings.config import feature_pins, parse_broker
 from ..settings.schema import AcmonConfig
 from ..settings.secret_files import resolve_mqtt_password
 from ..state import OpenAlarmFile, open_alarm_path
-from .calibrate import CalibrationSession, check_calibration_audio, check_threshold_change, decide_site_calibration
+from .calibrate import CalibrationSession, calibration_reply, decide_site_calibration
 from .daemon_config import detector_settings
+from .guardrails import check_calibration_audio, check_threshold_change
+from .outbox import Outbox
 from .sdnotify import SystemdNotifier
 from .site_config import (
-    calibration_document,
     calibration_in_force,
     calibration_paths,
     load_site_config,
-    prepare_calibration_folder,
     prune_site_statistics,
-    write_calibration,
+    save_site_calibration,
 )
 
 logger = logging.getLogger(__name__)
@@ -136,28 +141,25 @@ class Runner:
             dc_offset_fault=h.dc_offset_fault,
         )
         self.notifier = notifier or SystemdNotifier()
-        self.events_out = events_out
-        self.seq = 0
         self.windows_total = 0
         self.last_score: float | None = None
         self.muted_until_wall = 0.0
         self.source_name = "none"  # the stream being analysed, named in events that commands end
         self._commands: queue.Queue[tuple[str, dict[str, Any], Reply]] = queue.Queue()
         self._calibration: CalibrationSession | None = None
-        self._published_state: tuple | None = None
         self._storage_errors: dict[str, str] = {}  # what cannot be written -> why (the storage fault's detail)
         self.publisher_grace_seconds = PUBLISHER_GRACE_SECONDS
         self._publisher_failed_since: float | None = None  # monotonic time the publisher was first seen failed
         self._failing = False  # exiting because a worker failed: leave open alarms to the next start
-        self._alarm_start_time: str | None = None
-        self.publisher = None
+        publisher = None
         mqtt_wanted = cfg.mqtt.enabled if use_mqtt is None else use_mqtt
         if mqtt_wanted or broker:
-            self.publisher = self._make_publisher(broker)
-            self.publisher.set_command_handler(self.handle_command)
+            publisher = self._make_publisher(broker)
+            publisher.set_command_handler(self.handle_command)
         if alarm_state is None:
-            alarm_state = self.publisher is not None
-        self.open_alarm = OpenAlarmFile(open_alarm_path(cfg.device.site, cfg.device.id)) if alarm_state else None
+            alarm_state = publisher is not None
+        open_alarm = OpenAlarmFile(open_alarm_path(cfg.device.site, cfg.device.id)) if alarm_state else None
+        self.outbox = Outbox(cfg.device.id, cfg.device.site, events_out, publisher, open_alarm, self._storage)
         logger.info(
             "model %s (%s %s, %s), threshold %.4g, window %.2f s, hop %.2f s",
             self.model.path,
@@ -189,8 +191,8 @@ class Runner:
     # -- lifecycle -----------------------------------------------------
 
     def __enter__(self) -> Runner:
-        if self.publisher is not None:
-            self.publisher.start()
+        if self.outbox.publisher is not None:
+            self.outbox.publisher.start()
         self.end_alarm_left_open()
         return self
 
@@ -220,12 +222,13 @@ class Runner:
         """
         self.notifier.stopping()
         self.notifier.close()
-        if self.publisher is None:
+        publisher = self.outbox.publisher
+        if publisher is None:
             return 0
         if self._failing:
-            left = self.publisher.stats.pending
-            self.publisher.stop(1.0)
-            self.publisher = None
+            left = publisher.stats.pending
+            publisher.stop(1.0)
+            self.outbox.publisher = None
             logger.error(
                 "%d event(s) not acknowledged: the MQTT publisher failed; those in the spool are delivered "
                 "after the restart",
@@ -233,10 +236,10 @@ class Runner:
             )
             return left
         self._publish_state(force=True)
-        delivered = self.publisher.flush(flush_seconds)
-        left = self.publisher.stats.pending
-        self.publisher.stop()
-        self.publisher = None
+        delivered = publisher.flush(flush_seconds)
+        left = publisher.stats.pending
+        publisher.stop()
+        self.outbox.publisher = None
         if not delivered:
             logger.error(
                 "%d event(s) not delivered: the broker did not acknowledge them in %.0f s", left, flush_seconds
@@ -366,7 +369,7 @@ class Runner:
         if self.health.telemetry_due:
             self._publish_telemetry()
         if self.health.take_changed():
-            self._publish(
+            self.outbox.publish(
                 "publish_health",
                 health_payload(self.cfg.device.id, self.cfg.device.site, list(self.health.faults.values())),
             )
@@ -385,7 +388,7 @@ class Runner:
         Raises:
             WorkerFailure: the publisher stayed failed for publisher_grace_seconds.
         """
-        failure = self.publisher.failure() if self.publisher is not None else None
+        failure = self.outbox.publisher.failure() if self.outbox.publisher is not None else None
         if failure is None:
             if self._publisher_failed_since is not None:
                 logger.warning("MQTT publisher is making progress again")
@@ -403,7 +406,7 @@ class Runner:
             )
             self.notifier.status(f"MQTT publisher failed ({failure}); restarting")
             # The health message goes to the publisher's queue too, in case it is only stalled.
-            self._publish(
+            self.outbox.publish(
                 "publish_health",
                 health_payload(self.cfg.device.id, self.cfg.device.site, list(self.health.faults.values())),
             )
@@ -426,139 +429,19 @@ class Runner:
         else:
             self.health.clear(FAULT_STORAGE)
 
-    # -- open alarms across restarts ----------------------------------------
-
-    def _record_alarm(self, transition: Transition, payload: dict[str, Any]) -> None:
-        """Keep the open-alarm record in step with the event just emitted (start, update: write; end: remove)."""
-        if self.open_alarm is None:
-            return
-        ev = transition.event
-        try:
-            if transition.state == "end":
-                self.open_alarm.clear()
-                self._alarm_start_time = None
-            else:
-                if transition.state == "start" or self._alarm_start_time is None:
-                    self._alarm_start_time = payload["time"]
-                self.open_alarm.save(
-                    {
-                        "event_id": ev.event_id,
-                        "seq": payload["seq"],
-                        "start_time": self._alarm_start_time,
-                        "start_stream_seconds": payload["start_stream_seconds"],
-                        "last_stream_seconds": payload["stream_seconds"],
-                        "peak_score": payload["peak_score"],
-                        "mean_score": payload["mean_score"],
-                        "threshold": payload["threshold"],
-                        "model": payload["model"],
-                        "source": payload["source"],
-                        "evidence": payload["evidence"],
-                    }
-                )
-        except OSError as exc:
-            self._storage(
-                "open alarm",
-                f"cannot record the open alarm in {self.open_alarm.path} "
-                f"({exc.strerror or exc}): a restart could not end it",
-            )
-        else:
-            self._storage("open alarm", None)
+    # -- messages (the Outbox says them; the Runner knows when) -------------
 
     def end_alarm_left_open(self) -> dict[str, Any] | None:
-        """End the alarm a previous process left open (it died during the alarm): an end with reason 'restart'.
-
-        Its stream position, duration and scores are those of the alarm's last message; its seq
-        follows that message's, so (event_id, seq) stays unique for subscribers that deduplicate.
-
-        Returns:
-            The end event sent, or None when no alarm was left open.
-        """
-        if self.open_alarm is None:
-            return None
-        record = self.open_alarm.load()
-        if record is None:
-            return None
-        start, last = record["start_stream_seconds"], max(record["last_stream_seconds"], record["start_stream_seconds"])
-        event = Event(
-            record["event_id"],
-            start,
-            0,
-            record["peak_score"],
-            score_sum=record["mean_score"],
-            n_windows=1,
-            end_seconds=last,
-            end_window=0,
-            last_seconds=last,
-        )
-        evidence = record["evidence"]
-        if evidence is not None and (self.evidence is None or not (self.evidence.directory / evidence).is_file()):
-            evidence = None  # the process died before the clip's post-roll was written
-        payload = event_payload(
-            Transition("end", event, 0, last, None),
-            seq=record["seq"] + 1,
-            device_id=self.cfg.device.id,
-            site=self.cfg.device.site,
-            threshold=record["threshold"],
-            model_name=record["model"]["name"],
-            model_version=record["model"]["version"],
-            source=record["source"],
-            evidence=evidence,
-        )
-        payload["reason"] = "restart"
-        logger.warning(
-            "event end %s: the alarm (started %s in %s) was open when the previous process stopped; ended "
-            "now with reason 'restart'",
-            record["event_id"][:8],
-            record["start_time"],
-            record["source"],
-        )
-        self._send(payload)
-        try:
-            self.open_alarm.clear()
-        except OSError as exc:
-            self._storage("open alarm", f"cannot remove {self.open_alarm.path} ({exc.strerror or exc})")
-        return payload
-
-    # -- messages --------------------------------------------------------
+        """End the alarm a previous process left open (Outbox.end_alarm_left_open); None if there was none."""
+        return self.outbox.end_alarm_left_open(self.evidence.directory if self.evidence is not None else None)
 
     def emit(self, transition: Transition, source: str) -> dict[str, Any]:
         """Publish one event message (stdout JSON line and MQTT); a start plans the evidence clip."""
         ev = transition.event
         if transition.state == "start" and self.evidence is not None:
             ev.evidence = self.evidence.start(ev.event_id, transition.time_seconds)
-        payload = event_payload(
-            transition,
-            seq=self.seq,
-            device_id=self.cfg.device.id,
-            site=self.cfg.device.site,
-            threshold=self.settings.threshold,
-            model_name=self.model.metadata.name,
-            model_version=self.model.metadata.version,
-            source=source,
-            evidence=ev.evidence,
-        )
-        self.seq += 1
-        log = logger.warning if transition.state == "start" else logger.info
-        log(
-            "event %s %s at %.2f s in %s (score %s, threshold %.4g)",
-            transition.state,
-            ev.event_id[:8],
-            transition.time_seconds,
-            source,
-            "-" if transition.score is None else f"{transition.score:.4g}",
-            self.settings.threshold,
-        )
-        self._record_alarm(transition, payload)
-        self._send(payload)
-        return payload
-
-    def _send(self, payload: dict[str, Any]) -> None:
-        """One event message out: a JSON line on events_out and, with MQTT, the publisher's spool."""
-        if self.events_out is not None:
-            self.events_out.write(json.dumps(payload) + "\n")
-            self.events_out.flush()
-        if self.publisher is not None:
-            self.publisher.publish_event(payload)
+        meta = self.model.metadata
+        return self.outbox.event(transition, source, self.settings.threshold, meta.name, meta.version)
 
     @property
     def state(self) -> str:
@@ -569,33 +452,15 @@ class Runner:
             return "fault"
         return "muted" if time.time() < self.muted_until_wall else "ok"
 
-    def _publish(self, method: str, payload: dict[str, Any]) -> None:
-        """publisher.<method>(payload) when MQTT is on (publish_state, publish_telemetry, publish_health)."""
-        if self.publisher is not None:
-            getattr(self.publisher, method)(payload)
-
     def _publish_state(self, force: bool = False) -> None:
         active = self.pipeline.detector.active
-        key = (
+        self.outbox.state(
             self.state,
             active.event_id if active else None,
-            tuple(sorted(self.health.faults)),
+            list(self.health.faults),
+            self.last_score,
             self.settings.threshold,
-        )
-        if key == self._published_state and not force:
-            return
-        self._published_state = key
-        self._publish(
-            "publish_state",
-            state_payload(
-                self.cfg.device.id,
-                self.cfg.device.site,
-                key[0],
-                self.last_score,
-                self.settings.threshold,
-                key[1],
-                list(key[2]),
-            ),
+            force=force,
         )
 
     def _publish_telemetry(self) -> None:
@@ -609,7 +474,7 @@ class Runner:
             read_cpu_temperature_c(),
         )
         logger.debug("telemetry %s", payload)
-        self._publish("publish_telemetry", payload)
+        self.outbox.publish("publish_telemetry", payload)
         self._publish_state(force=True)
 
     # -- commands (queued from any thread, run on the analysis thread) ---
@@ -728,7 +593,7 @@ class Runner:
 
         Args:
             value: the new threshold (score units): within a quarter to 4 times the calibrated
-                threshold (calibrate.check_threshold_change), or anything finite and > 0 with force.
+                threshold (guardrails.check_threshold_change), or anything finite and > 0 with force.
             force: the operator confirmed a value outside the band.
 
         Raises:
@@ -839,26 +704,16 @@ class Runner:
             AcmonError: refused by check_calibration_result (the audio looks like a fault), or the
                 calibration files cannot be written (storage fault); nothing is applied then.
         """
-        c = self.cfg.calibration
         assert self.config_path is not None
+        per_day = self.cfg.calibration.false_alarms_per_day  # the rate calibrated for (reload may change cfg)
         decided = decide_site_calibration(
             session, self.cfg, self.model, self.calibrated_threshold, calibration_in_force(self.config_path) is not None
         )
-        result, site, before, before_gate = decided.result, decided.site, decided.threshold_before, decided.gate_before
-        share_above = decided.share_above
-        source = f"{self.model.metadata.name} {self.model.metadata.version}"
+        result = decided.result
         try:
-            site_file = None
-            if site is not None:
-                folder = prepare_calibration_folder(self.config_path)
-                try:
-                    saved = site.save(folder)  # owner-only, as all calibration files
-                except OSError as exc:
-                    raise AcmonError(
-                        f"calibrate: cannot write {exc.filename or folder} ({exc.strerror or exc}); nothing was changed"
-                    ) from None
-                site_file = saved.name
-            path = write_calibration(self.config_path, calibration_document(result, source, site_statistics=site_file))
+            path, site_file = save_site_calibration(
+                self.config_path, decided, f"{self.model.metadata.name} {self.model.metadata.version}"
+            )
         except AcmonError as exc:
             self._storage("calibration", str(exc))
             raise
@@ -868,33 +723,23 @@ class Runner:
             "calibration written to %s: threshold %.4g (was %.4g), level gate %s%s",
             path,
             result.threshold,
-            before,
+            decided.threshold_before,
             "unchanged" if result.min_rms_dbfs is None else f"{result.min_rms_dbfs} dBFS",
             " (forced)" if session.force else "",
         )
-        warning = result.info.get("warning")
-        if warning:  # the promise is an extrapolation the audio cannot stand behind: say so where it is read
-            logger.warning("calibration: %s", warning)
+        if result.info.get("warning"):  # the promise is an extrapolation the audio cannot stand behind: say so
+            logger.warning("calibration: %s", result.info["warning"])
         applied = self.reload()
         previous = calibration_paths(self.config_path)[1]
-        return {
-            "file": str(path),
-            "threshold": round(result.threshold, 6),
-            "threshold_before": round(before, 6),
-            "min_rms_dbfs": applied["min_rms_dbfs"],
-            "min_rms_dbfs_before": before_gate,
-            "share_above_threshold_before": None if share_above is None else round(share_above, 4),
-            "forced": session.force,
-            "previous_file": str(previous) if previous.exists() else None,
-            "gate": result.info.get("gate"),
-            "windows": session.collected,
-            "method": result.info.get("method"),
-            "point_threshold": result.info.get("point_threshold"),  # the average's, when a margin was added
-            "site_statistics": site_file,
-            "false_alarms_per_day": c.false_alarms_per_day,
-            "false_alarms_per_day_90ci": result.info.get("false_alarms_per_day_90ci"),
-            "warning": warning,
-        }
+        return calibration_reply(
+            decided,
+            session,
+            path,
+            site_file,
+            applied["min_rms_dbfs"],
+            previous if previous.exists() else None,
+            per_day,
+        )
 
 
 def _lost_blocks(stream: Stream) -> int:

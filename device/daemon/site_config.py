@@ -24,7 +24,7 @@ from ..settings.config import calibration_directory, config_from_dict, load_conf
 from ..settings.schema import AcmonConfig
 from ..settings.yaml_files import read_yaml_file
 from ..state import PRIVATE_FILE_MODE, atomic_write, make_private_directory
-from .calibrate import CalibrationResult
+from .calibrate import CalibrationResult, SiteCalibration
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,34 @@ def write_calibration(config_path: str | os.PathLike, document: str, environ: Ma
     except OSError as exc:
         raise _write_error(current, exc) from None
     return current
+
+
+def save_site_calibration(
+    config_path: str | os.PathLike, decided: SiteCalibration, source: str, environ: Mapping[str, str] = os.environ
+) -> tuple[Path, str | None]:
+    """Write what a session decided: the site statistics (when learnt) and calibration.yaml naming them.
+
+    Args:
+        source: the model it was measured with ('<name> <version>'), recorded in the file.
+
+    Returns:
+        (calibration.yaml's path, the site statistics' file name or None).
+
+    Raises:
+        AcmonError: a file cannot be written; nothing is in force that was not before.
+    """
+    site_file = None
+    if decided.site is not None:
+        folder = prepare_calibration_folder(config_path, environ)
+        try:
+            saved = decided.site.save(folder)  # owner-only, as all calibration files
+        except OSError as exc:
+            raise AcmonError(
+                f"calibrate: cannot write {exc.filename or folder} ({exc.strerror or exc}); nothing was changed"
+            ) from None
+        site_file = saved.name
+    document = calibration_document(decided.result, source, site_statistics=site_file)
+    return write_calibration(config_path, document, environ), site_file
 
 
 def prune_site_statistics(config_path: str | os.PathLike, environ: Mapping[str, str] = os.environ) -> list[Path]:

@@ -95,7 +95,7 @@ def _replay(runner: Runner, path: Path):
 def test_anomaly_raises_event_with_evidence_clip(trained_model, demo_data, tmp_path):
     runner = _runner(_config(tmp_path, trained_model), evidence=True)
     out = io.StringIO()
-    runner.events_out = out
+    runner.outbox.events_out = out
     assert _replay(runner, _wav(demo_data, "anomaly")).events >= 1
     start = next(e for e in map(json.loads, out.getvalue().splitlines()) if e["state"] == "start")
     clip = tmp_path / "evidence" / start["evidence"]
@@ -382,7 +382,7 @@ def test_a_dead_publisher_stops_the_watchdog_and_ends_the_process(broker, traine
         def injected():  # not an Exception: the publisher contains those, so this one really kills the thread
             raise _ThreadKiller("injected fault in the publisher thread")
 
-        runner.publisher._poll = injected
+        runner.outbox.publisher._poll = injected
         started = time.monotonic()
         with pytest.raises(WorkerFailure) as failure:
             for clip in clips[1:]:
@@ -417,13 +417,13 @@ def test_an_alarm_open_when_the_process_died_is_ended_after_the_restart(trained_
     (tmp_path / "device.yaml").write_text(cfg)
     out = io.StringIO()
     first = _runner(tmp_path / "device.yaml", alarm_state=True)
-    first.events_out = out
+    first.outbox.events_out = out
     left_open: dict[str, bytes] = {}
 
     def blocks_until_killed(stream):
         for block in stream.blocks():
             yield block
-            record = first.open_alarm.path
+            record = first.outbox.open_alarm.path
             if record.exists() and "update" in out.getvalue():
                 left_open["record"] = record.read_bytes()  # what a SIGKILL now would leave behind
                 left_open["mode"] = stat.S_IMODE(record.stat().st_mode)
@@ -433,12 +433,12 @@ def test_an_alarm_open_when_the_process_died_is_ended_after_the_restart(trained_
     first.run_stream(stream.name, blocks_until_killed(stream))
     sent = [json.loads(line) for line in out.getvalue().splitlines()]
     assert left_open and left_open["mode"] == 0o600
-    assert not first.open_alarm.path.exists()  # the stream's end ended the alarm and removed its record
-    first.open_alarm.path.write_bytes(left_open["record"])
+    assert not first.outbox.open_alarm.path.exists()  # the stream's end ended the alarm and removed its record
+    first.outbox.open_alarm.path.write_bytes(left_open["record"])
 
     out2 = io.StringIO()
     second = _runner(tmp_path / "device.yaml", alarm_state=True)
-    second.events_out = out2
+    second.outbox.events_out = out2
     with second:
         pass
     (ended,) = [json.loads(line) for line in out2.getvalue().splitlines()]
@@ -448,9 +448,9 @@ def test_an_alarm_open_when_the_process_died_is_ended_after_the_restart(trained_
     assert ended["seq"] == last_before_kill["seq"] + 1  # (event_id, seq) stays unique for deduplicating subscribers
     assert ended["duration_seconds"] >= last_before_kill["duration_seconds"] > 0
     validate("event", ended)
-    assert not second.open_alarm.path.exists()
+    assert not second.outbox.open_alarm.path.exists()
     with _runner(tmp_path / "device.yaml", alarm_state=True) as third:  # closed once, never twice
-        third.events_out = out2
+        third.outbox.events_out = out2
     assert len(out2.getvalue().splitlines()) == 1
 
 
@@ -460,13 +460,13 @@ def test_an_alarm_open_when_the_process_died_is_ended_after_the_restart(trained_
 )
 def test_a_damaged_open_alarm_record_never_blocks_start_up(trained_model, tmp_path, garbage, caplog):
     runner = _runner(_config(tmp_path, trained_model), alarm_state=True)
-    runner.open_alarm.path.parent.mkdir(parents=True, exist_ok=True)
-    runner.open_alarm.path.write_bytes(garbage)
+    runner.outbox.open_alarm.path.parent.mkdir(parents=True, exist_ok=True)
+    runner.outbox.open_alarm.path.write_bytes(garbage)
     out = io.StringIO()
-    runner.events_out = out
+    runner.outbox.events_out = out
     with runner:
         pass
-    assert out.getvalue() == "" and not runner.open_alarm.path.exists()
+    assert out.getvalue() == "" and not runner.outbox.open_alarm.path.exists()
     assert "open alarm" in caplog.text
 
 

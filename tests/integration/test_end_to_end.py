@@ -102,9 +102,9 @@ def test_unreachable_broker_keeps_alerts_until_it_returns(
             summary = runner.run_stream(stream.name, stream.blocks())
             analysis_seconds = time.monotonic() - started
             assert summary.events == 1
-            assert runner.publisher.stats.pending == 2 and not runner.publisher.stats.connected
+            assert runner.outbox.publisher.stats.pending == 2 and not runner.outbox.publisher.stats.connected
             broker.start()
-            assert runner.publisher.flush(20), "events not delivered after the broker came back"
+            assert runner.outbox.publisher.flush(20), "events not delivered after the broker came back"
         assert analysis_seconds < 5, "analysis waited on the unreachable broker"
         assert sub.wait_for(lambda s: len(s.json_on("/events")) == 2, timeout=20), sub.messages
         assert [e["state"] for e in sub.json_on("/events")] == ["start", "end"]

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from device.analysis.features import FeatureParams
 from device.audio.ring_buffer import RingBuffer
-from device.daemon.calibrate import (
+from device.daemon.calibrate import CalibrationResult
+from device.daemon.guardrails import (
     MAX_SHARE_ABOVE_THRESHOLD,
-    CalibrationResult,
     check_calibration_audio,
     check_calibration_result,
     check_threshold_change,
