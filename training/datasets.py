@@ -5,6 +5,9 @@ DCASE 2020 Task 2 tree, a folder per label, a CSV manifest with folds, long
 recordings with Audacity label tracks, or a plain folder of WAV files into
 :class:`ClipRecord` entries, and :func:`load_record` reads exactly one
 record's span as mono float32 at the model's sample rate.
+
+Over 500 lines on purpose: a reader for each data layout people bring (with its own one-line errors for
+the ways each goes wrong), sharing one clip record and one loader.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""`python -m training evaluate`: AUC, pAUC and alarm decisions of a model on labelled test clips, scored by the device."""
+"""`python -m training evaluate`: AUC, pAUC and alarm decisions of a model on labelled test clips, scored by the device.
+
+Over 500 lines on purpose: one command from test clips to report (finding clips in every layout, scoring
+through the device's pipeline, float parity, per-group metrics, the Markdown report and the ROC plot).
+"""
 
 from __future__ import annotations
 

@@ -15,6 +15,9 @@ and saves it beside the config (a new microphone position, room or
 neighbouring machine shifts what "normal" looks like; re-centring on the
 site's normal keeps those shifts from reading as faults while a fault still
 moves the window away from it). Both go through fit_scorer().
+
+Over 500 lines on purpose: the statistics, the Scorer that uses them, its cross-fitting and its bounded file
+format (a site file is read from disk, so each array is checked) change together with every scorer change.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Streaming RIFF/WAVE reading, atomic WAV writing and channel selection (numpy only)."""
+"""Streaming RIFF/WAVE reading, atomic WAV writing and channel selection (numpy only).
+
+Over 500 lines on purpose: most of it is WavReader, one streaming RIFF parser whose every header field is
+bounds-checked with a one-line error (the hostile-audio tests attack each). soundfile was measured as the
+alternative: identical samples, but 4-7x slower to read, +3 MB, and it reads truncated files silently and
+takes 1000 channels, so reading stays here (see the README's layout notes).
+"""
 
 from __future__ import annotations
 

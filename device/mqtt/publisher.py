@@ -11,6 +11,9 @@ spool) is logged, counted and the next pass goes on; `failure()` says when the t
 died, or stopped making progress, so the daemon can report it and stop feeding the
 watchdog. The spool is the one copy of unacknowledged events: each connection gets a
 fresh paho client, and events in flight when a connection ends are handed over again.
+
+Over 500 lines on purpose: it is one thread's loop and the state only that thread touches (connection,
+backoff, in-flight messages, retained topics); split across files, that ownership would no longer show.
 """
 
 from __future__ import annotations

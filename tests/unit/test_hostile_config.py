@@ -203,7 +203,7 @@ def test_read_yaml_file_names_what_it_reads(tmp_path):
 
 
 def test_training_config_is_bounded(tmp_path):
-    from training.fit import load_training_config
+    from training.options import load_training_config
 
     with pytest.raises(AcmonError, match="more than"):
         load_training_config(write(tmp_path / "train.yaml", billion_laughs()))
@@ -220,7 +220,7 @@ def test_training_config_is_bounded(tmp_path):
     ],
 )
 def test_training_config_of_the_wrong_shape_is_one_line(tmp_path, text, needle):
-    from training.fit import load_training_config
+    from training.options import load_training_config
 
     with pytest.raises(AcmonError) as info:
         load_training_config(write(tmp_path / "train.yaml", text))
@@ -242,7 +242,7 @@ def test_training_config_of_the_wrong_shape_is_one_line(tmp_path, text, needle):
 )
 def test_training_config_errors_name_the_line(tmp_path, text, where):
     """Training's config went through the bounded reader but its errors named no line, unlike the daemon's."""
-    from training.fit import load_training_config
+    from training.options import load_training_config
 
     path = write(tmp_path / "train.yaml", text)
     with pytest.raises(AcmonError) as info:
