@@ -574,8 +574,7 @@ class Runner:
 
     def mute(self, minutes: float) -> dict[str, Any]:
         """Suppress events for `minutes` (wall clock); an open event ends now."""
-        if not 0 < minutes <= 1440:
-            raise AcmonError(f"mute: minutes must be in (0, 1440], got {minutes}")
+        _check_args("mute", {"minutes": minutes})
         self.muted_until_wall = time.time() + minutes * 60.0
         for transition in self.pipeline.mute(self.pipeline.stream_seconds + minutes * 60.0):
             self.emit(transition, self.source_name)
@@ -631,8 +630,7 @@ class Runner:
         Raises:
             AcmonError: refused at once (too little or too much audio, one already running, no config).
         """
-        if not 0 < minutes <= 240:
-            raise AcmonError(f"calibrate: minutes must be in (0, 240], got {minutes}")
+        _check_args("calibrate", {"minutes": minutes, "force": force})
         if self._calibration is not None:
             raise AcmonError("calibrate: a calibration is already running")
         if self.config_path is None:
@@ -745,6 +743,18 @@ class Runner:
 def _lost_blocks(stream: Stream) -> int:
     """Blocks a live source lost: dropped from its full queue, or overflowed inside PortAudio."""
     return int(getattr(stream, "dropped_blocks", 0)) + int(getattr(stream, "overflows", 0))
+
+
+def _check_args(name: str, args: dict[str, Any]) -> None:
+    """The command table's bounds (mqtt/commands.py COMMANDS) for a call that does not come over MQTT
+    (the calibrate command line, a caller of the Runner); one table, so the bounds cannot drift apart.
+
+    Raises:
+        AcmonError: '<command>: <problem>', as a refused MQTT command reads.
+    """
+    problem = check_args(name, args)
+    if problem is not None:
+        raise AcmonError(f"{name}: {problem}")
 
 
 def _log_reply(what: str) -> Reply:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import stat
 import threading
 import time
@@ -19,7 +20,7 @@ from device.audio.sources import WavFileStream
 from device.daemon.runner import Runner, WorkerFailure
 from device.daemon.sdnotify import SystemdNotifier
 from device.daemon.site_config import calibration_paths, load_site_config
-from device.errors import AudioError
+from device.errors import AcmonError, AudioError
 from tests.mqtt_support import validate
 
 pytestmark = [pytest.mark.slow]
@@ -232,6 +233,18 @@ def test_calibrate_refuses_too_little_audio(trained_model, site_clips, tmp_path,
     result, error = _calibrate(runner, site_clips["normal"][:1], minutes, force=True)
     assert result is None and "at least 200 analysis windows" in error and "minutes" in error
     assert runner.settings.threshold == before and not calibration_paths(cfg)[0].exists()
+
+
+@pytest.mark.parametrize("minutes, needle", [(300.0, "<= 240"), (0.0, "> 0"), (float("nan"), "finite")])
+def test_calibrate_outside_the_command_tables_bounds_is_refused_the_same_way_off_mqtt(
+    trained_model, tmp_path, minutes, needle
+):
+    """The command line (Runner.calibrate) and mute use the MQTT command table's bounds, not a copy of them."""
+    runner = _runner(_config(tmp_path, trained_model))
+    with pytest.raises(AcmonError, match=f"^calibrate: 'minutes' must be .*{re.escape(needle)}"):
+        runner.calibrate(minutes, lambda: None)
+    with pytest.raises(AcmonError, match="^mute: 'minutes' must be > 0 and <= 1440"):
+        runner.mute(2000.0)
 
 
 def test_calibrate_on_a_fault_is_refused_unless_forced_and_keeps_rollback(trained_model, site_clips, tmp_path):
