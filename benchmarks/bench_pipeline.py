@@ -8,6 +8,10 @@ Measured in one run on the same windows:
 - int8 inference per window (the runtime the device picks);
 - whole pipeline (WavFileStream -> RingBuffer -> features -> int8 model -> Detector)
   real-time factor at the model's hop (50 % overlap by default);
+- `device score`'s path (the config's source, the Runner's stream loop with health accounting, level gate
+  and decisions) against a minimal reference doing the same job in a few lines (the WAV read with numpy,
+  windows at the hop, log-mel with rfft and the mel matrix, the same model and scorer per window), their
+  time ratio and whether their clip scores agree (issue 13's budget: at most 1.3x);
 - peak resident memory of this process.
 Runs on one core (one BLAS thread, pinned to one CPU). A benchmark, not a test: numbers vary with
 the machine and its load.
@@ -68,6 +72,42 @@ def scipy_reference(windows, params):
     return out
 
 
+def minimal_reference_scores(wav: Path, model) -> list[float]:
+    """The scoring job in as few steps as numpy allows: what `device score` must not cost much more than.
+
+    16-bit mono PCM with a 44-byte header (as write_wav makes it), windows at the model's hop, the log-mel
+    in float64, mean-normalised, and the model with its score state (int8 inference and the scorer).
+    """
+    p = model.params
+    x = np.fromfile(wav, dtype="<i2", offset=44).astype(np.float32) / 32768.0
+    window = np.hanning(p.n_fft + 1)[:-1]
+    fb = mel_filterbank(p).astype(np.float64)
+    state = model.new_score_state()
+    scores = []
+    for start in range(0, len(x) - p.window_samples + 1, p.hop_samples):
+        w = x[start : start + p.window_samples]
+        frames = np.lib.stride_tricks.sliding_window_view(w, p.n_fft)[:: p.stft_hop_samples][: p.n_frames]
+        spectrum = np.fft.rfft(frames * window, axis=1)
+        logmel = 10.0 * np.log10(np.maximum((spectrum.real**2 + spectrum.imag**2) @ fb, POWER_FLOOR))
+        scores.append(model.score((logmel - logmel.mean()).astype(np.float32), state))
+    return scores
+
+
+def acmon_score_path(wav: Path, model_path: Path) -> tuple[float, list[float]]:
+    """`python -m device score`'s path for one file, in process: the Runner (no MQTT, no events out), the source
+    the default config opens, run_stream. Returns (seconds, window scores)."""
+    from device.audio.sources import open_source
+    from device.daemon.runner import Runner
+    from device.settings.config import config_from_dict
+
+    cfg = config_from_dict({})
+    runner = Runner(cfg, model_path=str(model_path), use_mqtt=False, events_out=None)
+    started = time.perf_counter()
+    stream = open_source(cfg.audio, runner.model.params.sample_rate_hz, wav)
+    summary = runner.run_stream(str(wav), stream.blocks())
+    return time.perf_counter() - started, summary.scores
+
+
 def best_of(fn, repeats=5):
     times = []
     for _ in range(repeats):
@@ -119,6 +159,16 @@ def main() -> int:
                 pipe.process(block)
 
         replay_s = best_of(replay, repeats=3)
+
+        # device score's path against the minimal reference, alternated so that load on the machine falls on both.
+        acmon_times, reference_times = [], []
+        for _ in range(5):
+            seconds, acmon_scores = acmon_score_path(wav, model_path)
+            acmon_times.append(seconds)
+            t0 = time.perf_counter()
+            reference_scores = minimal_reference_scores(wav, model)
+            reference_times.append(time.perf_counter() - t0)
+        agree = float(np.max(np.abs(np.array(acmon_scores) - np.array(reference_scores))))
     results = {
         "windows": n,
         "window_seconds": p.window_seconds,
@@ -129,6 +179,11 @@ def main() -> int:
         "frontend_max_abs_difference_db": diff_db,
         "int8_inference_ms_per_window": infer_s * 1e3,
         "replay_real_time_factor": args.seconds / replay_s,
+        "score_path_seconds": min(acmon_times),
+        "minimal_reference_seconds": min(reference_times),
+        "score_path_over_reference": min(acmon_times) / min(reference_times),
+        "score_path_real_time_factor": args.seconds / min(acmon_times),
+        "largest_window_score_difference": agree,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if args.json:
@@ -141,6 +196,11 @@ def main() -> int:
     print(f"| largest difference between the two | {diff_db:.4f} dB |")
     print(f"| int8 inference ({model.runtime.name}, 1 thread) | {infer_s * 1e3:.3f} ms/window |")
     print(f"| whole replay pipeline (WAV to decisions) | {args.seconds / replay_s:.0f}x real time |")
+    print(
+        f"| `device score`'s path / minimal reference (same WAV, same model) | {results['score_path_over_reference']:.2f}x "
+        f"({min(acmon_times) * 1e3:.0f} vs {min(reference_times) * 1e3:.0f} ms; window scores within {agree:.1e}) |"
+    )
+    print(f"| `device score`'s path | {results['score_path_real_time_factor']:.0f}x real time |")
     print(f"| peak RSS of this process (incl. scipy for the reference) | {results['peak_rss_mb']:.0f} MB |")
     return 0
 

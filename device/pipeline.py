@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .analysis.features import FeatureParams, compute_logmel, extract_patch, rms_dbfs, steady_level_dbfs
+from .analysis.features import FeatureParams, compute_logmel, extract_patch, window_levels
 from .analysis.inference import AnomalyModel
 from .audio.audio_io import MAX_SAMPLE_MAGNITUDE
 from .audio.ring_buffer import RingBuffer, Window
@@ -203,8 +203,7 @@ class Pipeline:
             nonfinite = not (-MAX_SAMPLE_MAGNITUDE <= samples.min() and samples.max() <= MAX_SAMPLE_MAGNITUDE)
             if nonfinite:
                 samples = self._count_nonfinite(window)
-            level = rms_dbfs(samples)
-            steady = steady_level_dbfs(samples, p.stft_hop_samples)
+            level, steady = window_levels(samples, p.stft_hop_samples)
             gated = nonfinite or steady < self.min_rms_dbfs
             model_score, model_output = None, None
             if gated and self._score_state is not None:

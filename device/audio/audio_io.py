@@ -466,8 +466,8 @@ class WavReader:
             )
             return value.astype(np.float32) / np.float32(8388608.0)
         samples = np.frombuffer(raw, dtype=self._dtype)
-        if fmt == "pcm_s16":
-            return samples.astype(np.float32) / np.float32(32768.0)
+        if fmt == "pcm_s16":  # one pass: 2**-15 is exact, so this equals dividing by 32768
+            return np.multiply(samples, np.float32(1.0 / 32768.0), dtype=np.float32)
         if fmt == "pcm_s32":
             # int32 -> float32 rounds to 24 significant bits; dividing by a
             # power of two is then exact, so this equals rounding x / 2**31.
@@ -539,6 +539,8 @@ def to_mono(samples: np.ndarray, channel: int | None = None) -> np.ndarray:
         n_channels = x.shape[1]
         if n_channels == 0:
             raise AudioError("audio has 0 channels; nothing to convert to mono")
+        if n_channels == 1 and (channel is None or channel == 0):
+            return x[:, 0].astype(np.float32, copy=True)  # the mean of one channel is that channel
         if channel is None:
             # inf and -inf in one frame mix to NaN, huge values overflow to inf: both are damage the
             # pipeline gates and counts, so numpy's warning about them would only repeat it per block.

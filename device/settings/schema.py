@@ -168,7 +168,9 @@ class AudioConfig(SectionConfig):
         1024,
         ge=1,
         le=65536,
-        description="Samples per block read from the source, in samples (per channel).",
+        description="Samples per block read from the source, in samples (per channel). A WAV file read as fast "
+        "as possible (score, evaluate, replay without --realtime, audio.realtime false) is read in blocks of at "
+        "least 16384: the windows are the same, the per-block work less.",
     )
     wav_paths: list[str] = Field(
         default_factory=list,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from device.audio.audio_io import write_wav
-from device.audio.sources import MicrophoneStream, RawPcmStream, WavFileStream, open_source
+from device.audio.sources import FILE_BLOCK_SAMPLES, MicrophoneStream, RawPcmStream, WavFileStream, open_source
 from device.settings.config import config_from_dict
 
 RATE = 16000
@@ -46,7 +46,10 @@ def test_a_wav_file_is_read_on_the_configured_channel(tmp_path):
 def test_options_override_the_config_and_blocks_follow_it(tmp_path):
     left, _ = _stereo(tmp_path / "stereo.wav")
     stream = open_source(_audio(channel=1, channels=2, block_samples=1000), RATE, tmp_path / "stereo.wav")
-    assert isinstance(stream, WavFileStream) and stream.block_samples == 1000 and not stream.realtime
+    assert isinstance(stream, WavFileStream) and not stream.realtime
+    assert stream.block_samples == FILE_BLOCK_SAMPLES  # a file read as fast as possible: large blocks
+    paced = open_source(_audio(block_samples=1000), RATE, tmp_path / "stereo.wav", realtime=True)
+    assert paced.block_samples == 1000  # paced as a microphone: the configured blocks
     stream = open_source(_audio(channel=1, channels=2), RATE, tmp_path / "stereo.wav", channel=0, block_samples=256)
     blocks = list(stream.blocks())
     assert len(blocks[0]) == 256
@@ -66,3 +69,20 @@ def test_stdin_and_microphone_sources_take_the_config(monkeypatch):
 def test_a_wav_source_without_a_file_is_refused():
     with pytest.raises(ValueError, match="one file at a time"):
         open_source(_audio(source="wav", wav_paths=["x.wav"]), RATE)
+
+
+def test_scores_do_not_depend_on_the_block_size_a_file_is_read_in(tmp_path):
+    """Larger blocks for files read as fast as possible change the work per block, never the windows."""
+    from device.analysis.features import FeatureParams
+    from device.pipeline import iter_windows
+
+    params = FeatureParams()
+    rng = np.random.default_rng(3)
+    x = (0.1 * rng.standard_normal(5 * params.window_samples + 123)).astype(np.float32)
+    write_wav(tmp_path / "mono.wav", x, RATE)
+    windows = {}
+    for block in (256, 1024, FILE_BLOCK_SAMPLES):
+        stream = open_source(_audio(), RATE, tmp_path / "mono.wav", block_samples=block)
+        windows[block] = [w.samples.copy() for w in iter_windows(stream.blocks(), params)]
+    for block, got in windows.items():
+        assert len(got) == len(windows[256]) and all(np.array_equal(a, b) for a, b in zip(got, windows[256])), block
