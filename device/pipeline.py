@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .analysis.features import FeatureParams, compute_logmel, extract_patch, window_levels
+from .analysis.features import FeatureParams, FrameCache, compute_logmel, normalize, window_levels
 from .analysis.inference import AnomalyModel
 from .audio.audio_io import MAX_SAMPLE_MAGNITUDE
 from .audio.ring_buffer import RingBuffer, Window
@@ -133,6 +133,7 @@ class Pipeline:
         self._ring = RingBuffer(p.window_samples, p.hop_samples, capacity_samples=history)
         self._detector = Detector(self.settings)
         self._score_state = self.model.new_score_state()
+        self._frames = FrameCache(p)  # overlapping windows share their STFT frames: each computed once
         self._last_index = -1
         self._last_end_seconds = 0.0
         self._nonfinite_in_stream = 0
@@ -154,6 +155,7 @@ class Pipeline:
         would be meaningless; close() the previous stream first to end its event.
         """
         self._ring.reset()
+        self._frames.reset()
         self._detector = Detector(self.settings)
         self._score_state = self.model.new_score_state()
         self._last_index = -1
@@ -211,7 +213,8 @@ class Pipeline:
             if not nonfinite and (not gated or self.score_all):
                 # A gated window scored for calibration gets a throwaway state: it is not part of the stream's context.
                 state = self._score_state if not gated else None
-                model_score, output = self.model.evaluate(extract_patch(window.samples, p), state)
+                patch = normalize(self._frames.logmel(window.samples, window.start_sample), p)
+                model_score, output = self.model.evaluate(patch, state)
                 model_output = output if self.score_all else None
             score = None if gated else model_score
             end_seconds = (window.start_sample + p.window_samples) / p.sample_rate_hz

@@ -67,8 +67,9 @@ class FeatureParams:
     """Upper edge of the highest mel band, in hertz (at most sample_rate_hz / 2)."""
     window_samples: int = 16640
     """Length of one analysis window (one model input), in samples (1.04 s at 16 kHz: 64 frames)."""
-    hop_samples: int = 8320
-    """Step between analysis windows, in samples (50 % overlap by default)."""
+    hop_samples: int = 8192
+    """Step between analysis windows, in samples (0.512 s at 16 kHz: 32 STFT hops, so overlapping windows share
+    32 of their 64 frames and each frame is computed once; models made before acmon 0.2 have 8320)."""
     normalization: str = "mean"
     """Per-window normalization: 'mean' (subtract the window's mean level), 'zscore' (also divide by its spread) or 'none'."""
 
@@ -222,13 +223,62 @@ def analysis_window(n_fft: int) -> np.ndarray:
     return window
 
 
+def shared_frames(params: FeatureParams) -> int | None:
+    """STFT frames by which consecutive analysis windows are apart, when they share their other frames.
+
+    With a hop that is a whole number of STFT hops (and divides the window's frames), window k+1's first
+    frames are window k's last ones, sample for sample. compute_logmel then computes a window's power
+    log-mel in chunks of this many frames, so that a stream (FrameCache) computes each chunk once and
+    reuses it, with the same arithmetic on the same samples: features identical to the window computed
+    alone, in training and on the device. None: no sharing (e.g. the 8320-sample hop of models made
+    before the 8192 default, 32.5 STFT hops), one chunk of all frames.
+    """
+    hop, stft_hop = params.hop_samples, params.stft_hop_samples
+    if hop % stft_hop:
+        return None
+    step = hop // stft_hop
+    return step if step < params.n_frames and params.n_frames % step == 0 else None
+
+
+def _chunk_logmel(samples: np.ndarray, params: FeatureParams, n: int) -> np.ndarray:
+    """10*log10(max(|X|^2 @ mel, floor)) of the first n STFT frames of samples: float32 (n, n_mels).
+
+    The same float32 arithmetic as the textbook expression, with no temporary it does not need.
+    """
+    frames = np.lib.stride_tricks.sliding_window_view(samples, params.n_fft)[:: params.stft_hop_samples][:n]
+    spectrum = np.fft.rfft(frames * analysis_window(params.n_fft), axis=1)
+    power = np.square(spectrum.real)
+    power += np.square(spectrum.imag)
+    mel_power = power @ mel_filterbank(params)
+    np.maximum(mel_power, np.float32(POWER_FLOOR), out=mel_power)
+    np.log10(mel_power, out=mel_power)
+    mel_power *= np.float32(10.0)
+    return mel_power
+
+
+def window_chunks(samples: np.ndarray, params: FeatureParams) -> list[np.ndarray]:
+    """A window's log-mel frames in the chunks compute_logmel joins (one chunk of all frames without sharing)."""
+    step = shared_frames(params)
+    if step is None:
+        return [_chunk_logmel(samples, params, params.n_frames)]
+    span = step * params.stft_hop_samples
+    return [
+        _chunk_logmel(samples[c * span : c * span + params.n_fft + span - params.stft_hop_samples], params, step)
+        for c in range(params.n_frames // step)
+    ]
+
+
+def _joined(chunks: list[np.ndarray]) -> np.ndarray:
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
+
+
 def compute_logmel(samples: np.ndarray, params: FeatureParams) -> np.ndarray:
     """Log-mel spectrogram of one analysis window, before normalization.
 
     Frames start at 0, stft_hop_samples, ... and lie wholly inside the window
     (no centring, no padding), so a window's features depend on its own samples
     only: the same window gives the same features however the stream around it
-    was cut into blocks.
+    was cut into blocks, and whether a FrameCache reused its first frames.
 
     Args:
         samples: float32 array (window_samples,), mono, full scale = 1.0.
@@ -241,18 +291,39 @@ def compute_logmel(samples: np.ndarray, params: FeatureParams) -> np.ndarray:
     x = np.asarray(samples, dtype=np.float32)
     if x.shape != (params.window_samples,):
         raise ValueError(f"expected {params.window_samples} samples, got shape {x.shape}")
-    # Strided view of the frames, then one batched real FFT.
-    frames = np.lib.stride_tricks.sliding_window_view(x, params.n_fft)[:: params.stft_hop_samples]
-    frames = frames[: params.n_frames] * analysis_window(params.n_fft)
-    spectrum = np.fft.rfft(frames, axis=1)
-    # The same float32 arithmetic as 10*log10(max(|X|^2 @ M, floor)), with no temporary it does not need.
-    power = np.square(spectrum.real)
-    power += np.square(spectrum.imag)
-    mel_power = power @ mel_filterbank(params)
-    np.maximum(mel_power, np.float32(POWER_FLOOR), out=mel_power)
-    np.log10(mel_power, out=mel_power)
-    mel_power *= np.float32(10.0)
-    return mel_power
+    return _joined(window_chunks(x, params))
+
+
+class FrameCache:
+    """compute_logmel for the consecutive windows of one stream, each shared chunk of frames computed once.
+
+    Windows one hop apart share all but their last chunk (shared_frames); any other step (a gated window
+    in between, a new stream) computes the window whole. The result equals compute_logmel's exactly.
+    """
+
+    def __init__(self, params: FeatureParams) -> None:
+        self.params = params
+        self.step = shared_frames(params)
+        self._start: int | None = None
+        self._chunks: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self._start, self._chunks = None, []
+
+    def logmel(self, samples: np.ndarray, start_sample: int) -> np.ndarray:
+        """compute_logmel(samples) of the window that starts at stream sample start_sample."""
+        p = self.params
+        x = np.asarray(samples, dtype=np.float32)
+        if x.shape != (p.window_samples,):
+            raise ValueError(f"expected {p.window_samples} samples, got shape {x.shape}")
+        if self.step is not None and self._start is not None and start_sample == self._start + p.hop_samples:
+            span = self.step * p.stft_hop_samples
+            last = p.window_samples - (p.n_fft + span - p.stft_hop_samples)
+            chunks = self._chunks[1:] + [_chunk_logmel(x[last:], p, self.step)]
+        else:
+            chunks = window_chunks(x, p)
+        self._start, self._chunks = start_sample, chunks
+        return _joined(chunks)
 
 
 def normalize(logmel: np.ndarray, params: FeatureParams) -> np.ndarray:

@@ -51,7 +51,10 @@ def check_threshold_change(value: float, calibrated: float, force: bool = False)
         raise AcmonError(f"set_threshold: value must be a finite number > 0, got {_short(value)}")
     value = number
     low, high = calibrated / THRESHOLD_BAND_FACTOR, calibrated * THRESHOLD_BAND_FACTOR
-    if not force and not low <= value <= high:
+    # The state and calibrate payloads give thresholds to 6 decimals: a quarter of the published value
+    # may fall a rounding step below the exact bound, and is the band's edge as the operator sees it.
+    slack = 1e-6 * high
+    if not force and not low - slack <= value <= high + slack:
         raise AcmonError(
             f"set_threshold: {value:.4g} is outside [{low:.4g}, {high:.4g}], a quarter to {THRESHOLD_BAND_FACTOR:g} "
             f"times the calibrated threshold {calibrated:.4g}; send force: true to apply it anyway, or calibrate"

@@ -17,6 +17,7 @@ from device.analysis.features import (
     mel_filterbank,
     normalize,
     rms_dbfs,
+    shared_frames,
     steady_level_dbfs,
 )
 from device.audio.audio_io import read_wav, to_mono
@@ -166,7 +167,8 @@ def test_default_patch_shape():
     p = FeatureParams()
     assert p.patch_shape == (64, 64)
     assert p.window_seconds == pytest.approx(1.04)
-    assert p.hop_samples * 2 == p.window_samples
+    # A hop of 32 STFT hops: consecutive windows share half their frames (0.512 s, 51 % overlap).
+    assert p.hop_samples == 32 * p.stft_hop_samples and shared_frames(p) == 32
 
 
 def test_front_end_imports_numpy_only():
@@ -186,3 +188,20 @@ def test_steady_level_sees_the_quiet_part_of_a_window():
     half = tone.copy()
     half[: p.window_samples // 2] = 0.0  # a machine starting mid-window
     assert rms_dbfs(half) > -30 and steady_level_dbfs(half, p.stft_hop_samples) == float("-inf")
+
+
+@pytest.mark.parametrize("hop", [8192, 8320, 4096, 16384])
+def test_a_stream_computes_each_frame_once_and_gets_the_window_features_exactly(hop):
+    """FrameCache (the pipeline's front end) equals compute_logmel of each window alone, also across a gap
+    and for hops that share no frames; training computes windows alone, the device as a stream."""
+    import dataclasses
+
+    from device.analysis.features import FrameCache
+
+    p = dataclasses.replace(FeatureParams(), hop_samples=hop)
+    rng = np.random.default_rng(hop)
+    x = (0.1 * rng.standard_normal(12 * hop + p.window_samples)).astype(np.float32)
+    cache = FrameCache(p)
+    for k in [0, 1, 2, 3, 5, 6, 7, 8, 9, 12]:  # 4, 10 and 11 are gated: the next window is computed whole
+        w = x[k * hop : k * hop + p.window_samples]
+        np.testing.assert_array_equal(cache.logmel(w, k * hop), compute_logmel(w, p))
