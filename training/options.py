@@ -64,7 +64,7 @@ class FitOptions:
     recordings' by 6-10 dB (and would alarm until calibrated on site). Turn it on when the training
     recordings come from the mounted sensor itself."""
     context_windows: int = DEFAULT_CONTEXT_WINDOWS
-    """Gaussian model: windows averaged by the scorer's context member (8 = 4.7 s at the default hop)."""
+    """Gaussian model: windows averaged by the scorer's context member (8 = 4.6 s at the default hop)."""
     seed: int = 0
     name: str | None = None
     """Model name; defaults to the data folder's name (usually the machine type)."""

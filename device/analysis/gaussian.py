@@ -45,8 +45,8 @@ MIN_WINDOWS_PER_DIMENSION = 2
 SITE_FILE_PREFIX = "calibration-site-"
 
 MEMBERS = ("window", "context")
-# The context member averages the model's output over this many windows (4.7 s at the default
-# 0.52 s hop): long enough to average away most of a window's own fluctuation, short enough to
+# The context member averages the model's output over this many windows (4.6 s at the default
+# 0.51 s hop): long enough to average away most of a window's own fluctuation, short enough to
 # follow a machine that changes state within a minute.
 DEFAULT_CONTEXT_WINDOWS = 8
 # Cross-fitting splits the normal audio into at most this many folds of whole recordings.

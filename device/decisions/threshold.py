@@ -56,7 +56,7 @@ def calibrate_threshold(
 
     A day of monitoring has 86400 / hop_seconds windows, so the target fixes
     how rarely the detector may start an event: about once in 86400 /
-    (rate * hop) windows (166,000 for one a day at a 0.52 s hop). No normal
+    (rate * hop) windows (169,000 for one a day at a 0.512 s hop). No normal
     recording is that long, so the tail is extrapolated, in two steps of
     extreme-value statistics:
 
@@ -330,6 +330,6 @@ def _time_blocks(clips: Sequence[np.ndarray], min_units: int, min_length: int) -
 
 
 # A calibration needs enough windows for the tail fit it extrapolates from: _MIN_TAIL_POINTS sustained
-# scores above the _TAIL_QUANTILE. 200 windows, 1.7 minutes at the usual 0.52 s hop. Less audio is
+# scores above the _TAIL_QUANTILE. 200 windows, 1.7 minutes at the usual 0.512 s hop. Less audio is
 # refused even with force: no operator intent makes 0.2 minutes a calibration.
 MIN_CALIBRATION_WINDOWS = round(_MIN_TAIL_POINTS / (1.0 - _TAIL_QUANTILE))
