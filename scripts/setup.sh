@@ -65,12 +65,15 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
   [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
+  # Compiled now, while the checkout is writable: the service user cannot write __pycache__, so
+  # without this every start of the daemon compiles its modules again.
+  .venv/bin/python -m compileall -q device training firmware_tools >/dev/null
   echo "$want" > "$stamp"
 fi
 
 if ((WITH_TFLITE)); then
   # The device CLI's own dependencies (no TensorFlow, no paho: scoring runs offline).
-  TFLITE_PACKAGES=("tflite-runtime==2.14.0" "numpy<2" pyyaml "pydantic>=2.5,<3" "threadpoolctl>=3.5")
+  TFLITE_PACKAGES=("tflite-runtime==2.14.0" "numpy<2" pyyaml "pydantic>=2.7,<3" "threadpoolctl>=3.5")
   if [[ ! -f .venv-tflite/.acmon-installed || "$(cat .venv-tflite/.acmon-installed)" != "${TFLITE_PACKAGES[*]}" ]]; then
     say "Creating .venv-tflite: tflite-runtime 2.14 with numpy<2, as on a 32-bit Raspberry Pi"
     [[ -x .venv-tflite/bin/python ]] || "$PYTHON" -m venv .venv-tflite
