@@ -42,6 +42,16 @@ def iter_windows(
         yield from ring.iter_push(block)
 
 
+def window_patches(windows: Iterable[Window], params: FeatureParams) -> list[np.ndarray]:
+    """extract_patch of each window of one stream, the frames consecutive windows share computed once.
+
+    The same values as extract_patch window by window (FrameCache), at about half the front end's cost
+    for windows one hop apart; training cuts its clips' windows through this, as the Pipeline does.
+    """
+    cache = FrameCache(params)
+    return [normalize(cache.logmel(w.samples, w.start_sample), params) for w in windows]
+
+
 def logmel_image(samples: np.ndarray, params: FeatureParams) -> np.ndarray:
     """Log-mel frames of a whole clip, as the device computes them, for display.
 

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.analysis.features import FeatureParams, extract_patch
+from device.analysis.features import FeatureParams
 from device.audio.audio_io import MAX_SAMPLE_MAGNITUDE, WavReader, check_resampling, describe_wav, to_mono
 from device.audio.resample import input_span, output_length, resample
 from device.audio.sources import WAV_SUFFIXES
 from device.errors import AcmonError, AudioError
-from device.pipeline import iter_windows
+from device.pipeline import iter_windows, window_patches
 
 logger = logging.getLogger(__name__)
 
@@ -836,9 +836,7 @@ def clip_patches(clips: Iterable[np.ndarray], params: FeatureParams, hop_samples
     Returns:
         float32 (n_patches, n_frames, n_mels).
     """
-    patches = [
-        extract_patch(window.samples, params) for clip in clips for window in iter_windows([clip], params, hop_samples)
-    ]
+    patches = [patch for clip in clips for patch in window_patches(iter_windows([clip], params, hop_samples), params)]
     if not patches:
         return np.zeros((0, *params.patch_shape), dtype=np.float32)
     return np.stack(patches).astype(np.float32)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from device.analysis.features import FeatureParams, extract_patch
+from device.analysis.features import FeatureParams
 from device.analysis.gaussian import (
     DEFAULT_CONTEXT_WINDOWS,
     MEMBERS,
@@ -46,7 +46,7 @@ from device.analysis.gaussian import (
 from device.analysis.inference import QuantizedGraph
 from device.decisions.threshold import calibrate_threshold
 from device.errors import AcmonError
-from device.pipeline import iter_windows
+from device.pipeline import iter_windows, window_patches
 
 from .export import convert_int8
 from .gaussian import amplified_deviations
@@ -106,7 +106,7 @@ def pieces_of(clips: Sequence[np.ndarray], params: FeatureParams) -> list[np.nda
 def offset_patches(clip: np.ndarray, params: FeatureParams, offset: float) -> np.ndarray:
     """Patches of the device's windows of clip[offset * hop:]: float32 (n, n_frames, n_mels)."""
     start = int(round(offset * params.hop_samples))
-    windows = [extract_patch(w.samples, params) for w in iter_windows([clip[start:]], params)]
+    windows = window_patches(iter_windows([clip[start:]], params), params)
     return np.stack(windows) if windows else np.zeros((0, *params.patch_shape), np.float32)
 
 

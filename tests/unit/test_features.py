@@ -205,3 +205,15 @@ def test_a_stream_computes_each_frame_once_and_gets_the_window_features_exactly(
     for k in [0, 1, 2, 3, 5, 6, 7, 8, 9, 12]:  # 4, 10 and 11 are gated: the next window is computed whole
         w = x[k * hop : k * hop + p.window_samples]
         np.testing.assert_array_equal(cache.logmel(w, k * hop), compute_logmel(w, p))
+
+
+def test_training_cuts_patches_as_the_pipeline_does():
+    """window_patches (training's clips, FrameCache) equals extract_patch window by window, at any hop."""
+    from device.pipeline import iter_windows, window_patches
+
+    p = FeatureParams()
+    x = (0.1 * np.random.default_rng(7).standard_normal(6 * p.hop_samples + p.window_samples)).astype(np.float32)
+    for hop in (None, p.hop_samples // 4):
+        windows = list(iter_windows([x], p, hop))
+        for got, w in zip(window_patches(windows, p), windows, strict=True):
+            np.testing.assert_array_equal(got, extract_patch(w.samples, p))
