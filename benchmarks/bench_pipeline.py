@@ -108,6 +108,24 @@ def acmon_score_path(wav: Path, model_path: Path) -> tuple[float, list[float]]:
     return time.perf_counter() - started, summary.scores
 
 
+def score_command_start(model_path: Path, wav: Path, repeats: int = 3) -> float:
+    """Wall time of `python -m device score` on a one-window clip (imports, config, model, one window, exit):
+    what starting costs, best of `repeats`."""
+    import subprocess
+
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "device", "score", "--model", str(model_path), str(wav)],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def best_of(fn, repeats=5):
     times = []
     for _ in range(repeats):
@@ -176,6 +194,9 @@ def main() -> int:
             reference_scores = minimal_reference_scores(wav, model)
             reference_times.append(time.perf_counter() - t0)
         agree = float(np.max(np.abs(np.array(acmon_scores) - np.array(reference_scores))))
+        one_window = Path(tmp) / "one_window.wav"
+        write_wav(one_window, audio[: p.window_samples], p.sample_rate_hz)
+        start_s = score_command_start(model_path, one_window)
     results = {
         "windows": n,
         "window_seconds": p.window_seconds,
@@ -192,6 +213,7 @@ def main() -> int:
         "score_path_over_reference": min(acmon_times) / min(reference_times),
         "score_path_real_time_factor": args.seconds / min(acmon_times),
         "largest_window_score_difference": agree,
+        "score_command_start_seconds": start_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if args.json:
@@ -213,6 +235,7 @@ def main() -> int:
         f"({min(acmon_times) * 1e3:.0f} vs {min(reference_times) * 1e3:.0f} ms; window scores within {agree:.1e}) |"
     )
     print(f"| `device score`'s path | {results['score_path_real_time_factor']:.0f}x real time |")
+    print(f"| start: `python -m device score` on one window, whole process | {start_s:.2f} s |")
     print(f"| peak RSS of this process (incl. scipy for the reference) | {results['peak_rss_mb']:.0f} MB |")
     return 0
 
