@@ -28,6 +28,26 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def write_config(folder: Path, model_path: Path, mqtt: dict | None = None, /, **sections: dict) -> Path:
+    """A daemon config, folder/acmon.yaml: device pump-7 at testsite and the model at model_path; MQTT off
+    unless an mqtt section is given (it replaces the default whole); each other section's keys go over
+    the defaults (model={"threshold": ...} keeps the path)."""
+    import yaml
+
+    data: dict = {"device": {"id": "pump-7", "site": "testsite"}, "model": {"path": str(model_path)}}
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    data["mqtt"] = mqtt if mqtt is not None else {"enabled": False}
+    path = folder / "acmon.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def demo_wav(demo_data: Path, label: str, index: int = 0) -> Path:
+    """The demo pump's index-th test clip of a label ('normal' or 'anomaly')."""
+    return sorted((demo_data / "pump" / "test").glob(f"{label}_id_00_*.wav"))[index]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, write_config
 
 
 def assert_one_line_error(out, *needles: str) -> None:
@@ -102,21 +100,6 @@ def same_verdict(cfg, *run_args: str):
     run_check = run_cli("device", "run", "--config", str(cfg), "--check-config", *run_args)
     assert (check.returncode, check.stdout, check.stderr) == (run_check.returncode, run_check.stdout, run_check.stderr)
     return check
-
-
-def write_config(tmp_path, model_path, mqtt: dict | None = None, **sections) -> Path:
-    """A config for `model_path`, MQTT off unless given, other sections replaced by `sections`."""
-    import yaml
-
-    data = {
-        "device": {"id": "pump-01", "site": "plant-a"},
-        "model": {"path": str(model_path)},
-        "mqtt": mqtt or {"enabled": False},
-        **sections,
-    }
-    path = tmp_path / "acmon.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,36 +12,21 @@ import pytest
 from device.audio.sources import WavFileStream
 from device.daemon.runner import Runner
 from device.settings.config import config_from_dict
-from tests.helpers import REPO, Mosquitto, run_cli
+from tests.helpers import REPO, Mosquitto, demo_wav, run_cli, write_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 EVENT_SCHEMA = json.loads((REPO / "device" / "schemas" / "event.schema.json").read_text())
 
 
-def _config(tmp_path: Path, model: Path, port: int, prefix: str, **mqtt) -> Path:
-    cfg = tmp_path / "acmon.yaml"
-    lines = [
-        "device: {id: pump-7, site: testsite}",
-        f"model: {{path: {model}}}",
-        "mqtt:",
-        "  host: 127.0.0.1",
-        f"  port: {port}",
-        f"  topic_prefix: {prefix}",
-        *(f"  {k}: {v}" for k, v in mqtt.items()),
-    ]
-    cfg.write_text("\n".join(lines) + "\n")
-    return cfg
-
-
-def _wav(demo_data: Path, label: str) -> Path:
-    return sorted((demo_data / "pump" / "test").glob(f"{label}_id_00_*.wav"))[0]
+def _config(tmp_path: Path, model: Path, port: int, prefix: str) -> Path:
+    return write_config(tmp_path, model, {"host": "127.0.0.1", "port": port, "topic_prefix": prefix})
 
 
 def test_fault_replay_alert_reaches_subscriber(broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path):
     sub = subscribe(broker.host, broker.port, f"{unique_prefix}/#")
     cfg = _config(tmp_path, trained_model, broker.port, unique_prefix)
-    out = run_cli("device", "replay", "--config", str(cfg), str(_wav(demo_data, "anomaly")))
+    out = run_cli("device", "replay", "--config", str(cfg), str(demo_wav(demo_data, "anomaly")))
     assert out.returncode == 0, out.stderr
     events_topic = f"{unique_prefix}/testsite/pump-7/events"
     assert sub.wait_for(lambda s: len(s.json_on("/events")) >= 2, timeout=20), sub.messages
@@ -64,7 +49,7 @@ def test_fault_replay_alert_reaches_subscriber(broker, subscribe, unique_prefix,
 def test_clean_replay_raises_no_alert(broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path):
     sub = subscribe(broker.host, broker.port, f"{unique_prefix}/#")
     cfg = _config(tmp_path, trained_model, broker.port, unique_prefix)
-    out = run_cli("device", "replay", "--config", str(cfg), str(_wav(demo_data, "normal")))
+    out = run_cli("device", "replay", "--config", str(cfg), str(demo_wav(demo_data, "normal")))
     assert out.returncode == 0, out.stderr
     assert out.stdout == ""
     # The status 'offline' is published last, after any event: once it is here, nothing else is coming.
@@ -98,7 +83,7 @@ def test_unreachable_broker_keeps_alerts_until_it_returns(
         runner = Runner(cfg, model_path=str(trained_model), events_out=None)
         with runner:
             started = time.monotonic()
-            stream = WavFileStream(_wav(demo_data, "anomaly"), 16000)
+            stream = WavFileStream(demo_wav(demo_data, "anomaly"), 16000)
             summary = runner.run_stream(stream.name, stream.blocks())
             analysis_seconds = time.monotonic() - started
             assert summary.events == 1

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.publish as mqtt_publish
 import pytest
-import yaml
 
 from device.audio.audio_io import read_wav
-from tests.helpers import REPO, require
+from tests.helpers import REPO, require, write_config
 from tests.mqtt_support import validate_messages, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -107,27 +106,26 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
 
-def _config(tmp_path: Path, model_path: Path, broker, prefix: str, **sections) -> Path:
-    data = {
+def _config(tmp_path: Path, model_path: Path, broker, prefix: str, **sections: dict) -> Path:
+    """The daemon on stdin, publishing to `broker` under `prefix`; `sections` go over these settings."""
+    mqtt = {
+        "host": broker.host,
+        "port": broker.port,
+        "topic_prefix": prefix,
+        "reconnect_min_seconds": 0.2,
+        "reconnect_max_seconds": 1,
+        "homeassistant_discovery": False,
+        **sections.pop("mqtt", {}),
+    }
+    base = {
         "device": {"id": DEVICE, "site": SITE},
-        "model": {"path": str(model_path)},
         "audio": {"source": "stdin", "stdin_format": "s16le"},
         "detector": {"cooldown_seconds": 0, "update_seconds": 1},
         "health": {"telemetry_seconds": 5},
-        "mqtt": {
-            "host": broker.host,
-            "port": broker.port,
-            "topic_prefix": prefix,
-            "reconnect_min_seconds": 0.2,
-            "reconnect_max_seconds": 1,
-            "homeassistant_discovery": False,
-        },
     }
     for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
-    cfg = tmp_path / "acmon.yaml"
-    cfg.write_text(yaml.safe_dump(data))
-    return cfg
+        base[name] = {**base.get(name, {}), **values}
+    return write_config(tmp_path, model_path, mqtt, **base)
 
 
 def _base(prefix: str) -> str:

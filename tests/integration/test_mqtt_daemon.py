@@ -10,25 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, demo_wav, run_cli, write_config
 from tests.mqtt_support import own_broker, validate_messages
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def _config(tmp_path: Path, model: Path, port: int, prefix: str) -> Path:
-    cfg = tmp_path / "acmon.yaml"
-    cfg.write_text(
-        "device: {id: pump-7, site: plant-a}\n"
-        f"model: {{path: {model}}}\n"
-        f"mqtt: {{host: 127.0.0.1, port: {port}, topic_prefix: {prefix}, spool_dir: {tmp_path / 'spool'},"
-        " reconnect_min_seconds: 0.2, reconnect_max_seconds: 1}\n"
-    )
-    return cfg
-
-
-def _wav(demo_data: Path, label: str) -> Path:
-    return sorted((demo_data / "pump" / "test").glob(f"{label}_id_00_*.wav"))[0]
+    mqtt = {
+        "host": "127.0.0.1",
+        "port": port,
+        "topic_prefix": prefix,
+        "spool_dir": str(tmp_path / "spool"),
+        "reconnect_min_seconds": 0.2,
+        "reconnect_max_seconds": 1,
+    }
+    return write_config(tmp_path, model, mqtt, device={"site": "plant-a"})
 
 
 def test_last_will_offline_when_the_daemon_is_killed(
@@ -38,7 +35,16 @@ def test_last_will_offline_when_the_daemon_is_killed(
     sub = subscribe(broker.host, broker.port, f"{unique_prefix}/#")
     cfg = _config(tmp_path, trained_model, broker.port, unique_prefix)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "device", "replay", "--realtime", "--config", str(cfg), str(_wav(demo_data, "anomaly"))],
+        [
+            sys.executable,
+            "-m",
+            "device",
+            "replay",
+            "--realtime",
+            "--config",
+            str(cfg),
+            str(demo_wav(demo_data, "anomaly")),
+        ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -63,14 +69,16 @@ def test_events_spooled_while_the_broker_is_down_are_delivered_after_a_daemon_re
 ):
     broker = own_broker(tmp_path)  # not started yet: the first run finds no broker
     cfg = _config(tmp_path, trained_model, broker.port, unique_prefix)
-    first = run_cli("device", "replay", "--config", str(cfg), "--flush-seconds", "0.5", str(_wav(demo_data, "anomaly")))
+    first = run_cli(
+        "device", "replay", "--config", str(cfg), "--flush-seconds", "0.5", str(demo_wav(demo_data, "anomaly"))
+    )
     assert first.returncode == 3, first.stderr  # 3 = events left undelivered
     spooled = sorted((tmp_path / "spool").rglob("*.msg"))
     assert len(spooled) == 2
     broker.start()
     try:
         sub = subscribe(broker.host, broker.port, f"{unique_prefix}/#")
-        second = run_cli("device", "replay", "--config", str(cfg), str(_wav(demo_data, "normal")))
+        second = run_cli("device", "replay", "--config", str(cfg), str(demo_wav(demo_data, "normal")))
         assert second.returncode == 0, second.stderr
         assert sub.wait_for(lambda s: len(s.json_on("/events")) >= 2, 20), sub.messages
     finally:
