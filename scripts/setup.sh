@@ -65,11 +65,11 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
   [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
-  # Compiled now, while the checkout is writable: the service user cannot write __pycache__, so
-  # without this every start of the daemon compiles its modules again.
-  .venv/bin/python -m compileall -q device training firmware_tools >/dev/null
   echo "$want" > "$stamp"
 fi
+# Compiled on every run (only what changed, after a git pull too), while the checkout is writable: the
+# service user cannot write __pycache__, so without this every start of the daemon compiles its modules.
+.venv/bin/python -m compileall -q device training firmware_tools >/dev/null
 
 if ((WITH_TFLITE)); then
   # The device CLI's own dependencies (no TensorFlow, no paho: scoring runs offline).
