@@ -288,10 +288,15 @@ def compute_logmel(samples: np.ndarray, params: FeatureParams) -> np.ndarray:
         float32 array (n_frames, n_mels): 10*log10 of the mel band power,
         floored at POWER_FLOOR (-100 dB).
     """
+    return _joined(window_chunks(_window(samples, params), params))
+
+
+def _window(samples: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """One analysis window's samples as float32, or ValueError for any other shape."""
     x = np.asarray(samples, dtype=np.float32)
     if x.shape != (params.window_samples,):
         raise ValueError(f"expected {params.window_samples} samples, got shape {x.shape}")
-    return _joined(window_chunks(x, params))
+    return x
 
 
 class FrameCache:
@@ -313,9 +318,7 @@ class FrameCache:
     def logmel(self, samples: np.ndarray, start_sample: int) -> np.ndarray:
         """compute_logmel(samples) of the window that starts at stream sample start_sample."""
         p = self.params
-        x = np.asarray(samples, dtype=np.float32)
-        if x.shape != (p.window_samples,):
-            raise ValueError(f"expected {p.window_samples} samples, got shape {x.shape}")
+        x = _window(samples, p)
         if self.step is not None and self._start is not None and start_sample == self._start + p.hop_samples:
             span = self.step * p.stft_hop_samples
             last = p.window_samples - (p.n_fft + span - p.stft_hop_samples)

@@ -11,6 +11,7 @@ older device ignores), a schema_version it does not know is refused.
 from __future__ import annotations
 
 import math
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -20,17 +21,11 @@ from .features import FeatureParams, one_line
 
 METADATA_SCHEMA_VERSION: Literal[1] = 1
 
-SCORE_KINDS = (
-    "gaussian_ensemble",
-    "gaussian_distance",
-    "reconstruction_band_max",
-    "reconstruction_mse",
-    "anomaly_probability",
-)
-GAUSSIAN_KINDS = ("gaussian_ensemble", "gaussian_distance")
 ScoreKind = Literal[
     "gaussian_ensemble", "gaussian_distance", "reconstruction_band_max", "reconstruction_mse", "anomaly_probability"
 ]
+SCORE_KINDS: tuple[str, ...] = typing.get_args(ScoreKind)
+GAUSSIAN_KINDS = ("gaussian_ensemble", "gaussian_distance")
 
 REQUIRED_KEYS = ("feature_params", "score_kind", "threshold", "name", "version")
 _REEXPORT = "re-export the model with python -m training fit"
@@ -93,20 +88,19 @@ class ModelMetadata(BaseModel):
             return FeatureParams.from_dict(value, source=(info.context or {}).get("source", "model metadata"))
         return value
 
-    @field_validator("threshold")
-    @classmethod
-    def _threshold(cls, value: float) -> float:
-        # inf would switch detection off, NaN compares false with every score.
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"must be a positive finite number (got {value})")
-        return value
-
     @field_validator("threshold", mode="before")
     @classmethod
-    def _threshold_number(cls, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):  # bool is an int to Python
+    def _threshold(cls, value: Any) -> float:
+        # bool is an int to Python; inf would switch detection off, NaN compares false with every score.
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                number = None
+        if number is None or not (math.isfinite(number) and number > 0):
             raise ValueError(f"must be a positive finite number (got {str(value)[:40]})")
-        return value
+        return number
 
     @classmethod
     def from_document(cls, document: dict[str, Any], source: str) -> ModelMetadata:
