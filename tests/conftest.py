@@ -85,6 +85,30 @@ def trained_model(demo_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def site_clips(tmp_path_factory) -> dict[str, list[Path]]:
+    """24 normal and 24 faulty 6 s clips of the demo pump, unseen by the model (2.4 minutes of each), made
+    once per session: what calibration and the daemon's hostile tests feed it."""
+    from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
+
+    root = tmp_path_factory.mktemp("site-clips")
+    make_dataset(
+        root,
+        machine_types=("pump",),
+        machine_ids=(0,),
+        n_train=1,
+        n_test_normal=24,
+        n_test_anomaly=24,
+        seconds=6.0,
+        snr_db_range=DEMO_SNR_DB_RANGE,
+        fault_strength_range=DEMO_FAULT_STRENGTH_RANGE,
+        seed=11,
+        progress=False,
+    )
+    test = root / "pump" / "test"
+    return {label: sorted(test.glob(f"{label}_*.wav")) for label in ("normal", "anomaly")}
+
+
+@pytest.fixture(scope="session")
 def pulse_sink(tmp_path_factory):
     """A PulseAudio server with a null sink whose monitor is the default source: a microphone without hardware.
 

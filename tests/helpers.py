@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,20 @@ def write_config(folder: Path, model_path: Path, mqtt: dict | None = None, /, **
     path = folder / "acmon.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def make_ca(folder: Path, common_name: str = "acmon test CA") -> Path:
+    """A self-signed P-256 CA valid for a day, folder/ca.key and folder/ca.crt, made with the openssl CLI
+    (required: fails in CI when missing, skips elsewhere); returns ca.crt."""
+    require(shutil.which("openssl") is not None, "openssl is not installed")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        + ["-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", f"/CN={common_name}"],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
+    return folder / "ca.crt"
 
 
 def demo_wav(demo_data: Path, label: str, index: int = 0) -> Path:

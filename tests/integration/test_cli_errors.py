@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import run_cli, write_config
+from tests.helpers import make_ca, run_cli, write_config
 
 
 def assert_one_line_error(out, *needles: str) -> None:
@@ -105,37 +105,7 @@ def same_verdict(cfg, *run_args: str):
 @pytest.fixture(scope="module")
 def ca_file(tmp_path_factory):
     """A self-signed CA certificate (PEM), made with the openssl CLI."""
-    import shutil
-    import subprocess
-
-    from tests.helpers import require
-
-    require(shutil.which("openssl") is not None, "openssl is not installed")
-    folder = tmp_path_factory.mktemp("ca")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=acmon test CA",
-        ],
-        cwd=folder,
-        check=True,
-        capture_output=True,
-    )
-    return folder / "ca.crt"
+    return make_ca(tmp_path_factory.mktemp("ca"))
 
 
 def secure_mqtt(tmp_path, ca_file, **overrides) -> dict:

@@ -53,29 +53,6 @@ def _wav(demo_data: Path, label: str, index: int = 0) -> Path:
     return sorted((demo_data / "pump" / "test").glob(f"{label}_id_00_*.wav"))[index]
 
 
-@pytest.fixture(scope="module")
-def site_clips(tmp_path_factory) -> dict[str, list[Path]]:
-    """24 normal and 24 faulty 6 s clips of the demo pump, unseen by the model: 2.4 minutes of each."""
-    from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
-
-    root = tmp_path_factory.mktemp("site-clips")
-    make_dataset(
-        root,
-        machine_types=("pump",),
-        machine_ids=(0,),
-        n_train=1,
-        n_test_normal=24,
-        n_test_anomaly=24,
-        seconds=6.0,
-        snr_db_range=DEMO_SNR_DB_RANGE,
-        fault_strength_range=DEMO_FAULT_STRENGTH_RANGE,
-        seed=11,
-        progress=False,
-    )
-    test = root / "pump" / "test"
-    return {label: sorted(test.glob(f"{label}_*.wav")) for label in ("normal", "anomaly")}
-
-
 def _calibrate(runner: Runner, clips: list[Path], minutes: float, **args) -> tuple[dict | None, str | None]:
     """The calibrate command on these clips, as the daemon runs it; returns its one reply."""
     replies = Replies()

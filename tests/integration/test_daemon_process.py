@@ -27,25 +27,9 @@ def _normal(demo_data: Path, index: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def more_normal(tmp_path_factory) -> list[Path]:
+def more_normal(site_clips) -> list[Path]:
     """24 normal 6 s clips of the demo pump the model has not seen: calibration needs at least 1.8 minutes."""
-    from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
-
-    root = tmp_path_factory.mktemp("more-normal")
-    make_dataset(
-        root,
-        machine_types=("pump",),
-        machine_ids=(0,),
-        n_train=1,
-        n_test_normal=24,
-        n_test_anomaly=0,
-        seconds=6.0,
-        snr_db_range=DEMO_SNR_DB_RANGE,
-        fault_strength_range=DEMO_FAULT_STRENGTH_RANGE,
-        seed=11,
-        progress=False,
-    )
-    return sorted((root / "pump" / "test").glob("normal_*.wav"))
+    return site_clips["normal"]
 
 
 class NotifySocket:

@@ -31,25 +31,9 @@ SITE, DEVICE = "plant-h", "pump-h"
 
 
 @pytest.fixture(scope="module")
-def normal_pcm(tmp_path_factory) -> bytes:
+def normal_pcm(site_clips) -> bytes:
     """2.4 minutes of the demo pump running normally (unseen by the model), as s16le mono at 16 kHz."""
-    from training.synth import DEMO_FAULT_STRENGTH_RANGE, DEMO_SNR_DB_RANGE, make_dataset
-
-    root = tmp_path_factory.mktemp("hostile-audio")
-    make_dataset(
-        root,
-        machine_types=("pump",),
-        machine_ids=(0,),
-        n_train=1,
-        n_test_normal=24,
-        n_test_anomaly=0,
-        seconds=6.0,
-        snr_db_range=DEMO_SNR_DB_RANGE,
-        fault_strength_range=DEMO_FAULT_STRENGTH_RANGE,
-        seed=11,
-        progress=False,
-    )
-    audio = np.concatenate([read_wav(p)[0].reshape(-1) for p in sorted((root / "pump" / "test").glob("normal_*.wav"))])
+    audio = np.concatenate([read_wav(p)[0].reshape(-1) for p in site_clips["normal"]])
     return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 

@@ -13,7 +13,7 @@ import pytest
 from device.mqtt.publisher import make_publisher
 from device.settings.config import config_from_dict
 from device.settings.secret_files import resolve_mqtt_password
-from tests.helpers import REPO, Subscriber, require
+from tests.helpers import REPO, Subscriber, make_ca, require
 from tests.mqtt_support import own_broker, sample_event, validate_messages, wait_until
 
 pytestmark = pytest.mark.broker
@@ -73,48 +73,13 @@ def _issue(name: str, subject: str, cwd: Path, ext: str | None = None) -> None:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI."""
-    require(shutil.which("openssl") is not None, "openssl is not installed")
     d = tmp_path_factory.mktemp("pki")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=acmon test CA",
-        cwd=d,
-    )
+    make_ca(d)
     _issue("server", "/CN=127.0.0.1", d, "subjectAltName=IP:127.0.0.1")
     _issue("client", "/CN=plant-a-pump-7", d)
     # A second, unrelated CA: a broker certificate it did not sign must be refused.
     (d / "other").mkdir()
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=someone else",
-        cwd=d / "other",
-    )
+    make_ca(d / "other", "someone else")
     return d
 
 
