@@ -7,14 +7,19 @@ import json
 
 import numpy as np
 
+from device.analysis.bundle import is_bundle_path, read_bundle, trusted_keys_from
 from device.analysis.features import extract_patch
 from device.analysis.inference import AnomalyModel
 from device.analysis.metadata import ModelMetadata
 from device.analysis.model_file import load_metadata, sha256_hex
 
+from .bundles import describe
+
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     path, data, meta = load_metadata(args.model)  # refuses a damaged file (ModelError)
+    if is_bundle_path(args.model) and not args.json:
+        print(describe(read_bundle(args.model)))
     if args.json:
         print(
             json.dumps(
@@ -79,8 +84,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Load the model with this machine's runtime and run one window of noise through it."""
-    model = AnomalyModel(args.model, runtime=args.runtime)
+    """Check a bundle as the device will (manifest, and signature with --trusted-keys), then load the model
+    with this machine's runtime and run one window of noise through it."""
+    keys = trusted_keys_from(args.trusted_keys)
+    if is_bundle_path(args.model):
+        print(describe(read_bundle(args.model, keys)))
+    model = AnomalyModel(args.model, runtime=args.runtime, trusted_keys=keys)
     p = model.params
     rng = np.random.default_rng(0)
     noise = (0.05 * rng.standard_normal(p.window_samples)).astype(np.float32)
@@ -110,13 +119,14 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "inspect", help="check a model's recorded checksum; show its feature parameters, threshold and training summary"
     )
-    p.add_argument("model", help="model.tflite or its folder")
+    p.add_argument("model", help="a .acmon bundle, a model.tflite or its folder")
     p.add_argument("--json", action="store_true", help="print the whole metadata document as JSON")
     p.set_defaults(func=cmd_inspect)
     p = subparsers.add_parser(
         "verify", help="check the model's recorded checksum and that this machine's TFLite runtime loads and runs it"
     )
-    p.add_argument("model", help="model.tflite or its folder")
+    p.add_argument("model", help="a .acmon bundle, a model.tflite or its folder")
+    p.add_argument("--trusted-keys", help="a .pub file or folder of them: a bundle's signature must verify with one")
     p.add_argument(
         "--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"], help="use this runtime only"
     )

@@ -188,8 +188,10 @@ class AnomalyModel(QuantizedGraph):
         runtime: str | None = None,
         expected_params: Mapping[str, Any] | None = None,
         num_threads: int | None = 1,
+        trusted_keys: Mapping[str, bytes] | None = None,
     ):
-        self.path, data, self.metadata = load_metadata(path)
+        """trusted_keys: {key id: Ed25519 public key}; given, the model must be a bundle signed by one of them."""
+        self.path, data, self.metadata = load_metadata(path, trusted_keys)
         self.sha256 = sha256_hex(data)
         source = str(self.path)
         params = self.metadata.feature_params

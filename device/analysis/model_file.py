@@ -140,15 +140,38 @@ def resolve_model_path(path: str | Path) -> Path:
     return p
 
 
-def read_model_bytes(path: str | Path) -> tuple[Path, bytes]:
-    """Read a model file, checking that it is a regular file of bounded size and TFLite.
+def read_model_bytes(path: str | Path, trusted_keys: Mapping[str, bytes] | None = None) -> tuple[Path, bytes]:
+    """Read a model file (or the model of a .acmon bundle), checking that it is a regular file of bounded
+    size and TFLite.
+
+    Args:
+        trusted_keys: {key id: Ed25519 public key}: the model must then come from a bundle signed by one
+            of them (device/analysis/bundle.py); None: any model, a bundle's manifest still checked.
 
     Raises:
         ModelError: missing, not a regular file, larger than MODEL_MAX_BYTES, unreadable, or not a
-            TFLite FlatBuffer.
+            TFLite FlatBuffer; a bundle that fails its checks (BundleError); keys given and no bundle.
     """
-    p = resolve_model_path(path)
-    data = read_regular_file(
+    from . import bundle  # noqa: PLC0415 - bundle.py imports this module
+
+    if bundle.is_bundle_path(path):
+        b = bundle.read_bundle(path, trusted_keys)
+        p, data = b.path, b.model_bytes
+    elif trusted_keys:
+        raise ModelError(
+            f"{path}: trusted keys are configured (model.trusted_keys), so the model must be a signed .acmon bundle; "
+            "make one with python -m firmware_tools bundle and sign it"
+        )
+    else:
+        p = resolve_model_path(path)
+        data = read_model_file(p)
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        raise ModelError(f"{p}: not a TFLite model (no 'TFL3' identifier); export one with python -m training fit")
+    return p, data
+
+
+def read_model_file(p: Path) -> bytes:
+    return read_regular_file(
         p,
         MODEL_MAX_BYTES,
         what="model file",
@@ -156,9 +179,6 @@ def read_model_bytes(path: str | Path) -> tuple[Path, bytes]:
         kind_hint=f"give the path of a .tflite model or of the folder holding its {MODEL_FILENAME}",
         size_hint="an acmon model is under 1 MiB: check the path points at the model",
     )
-    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
-        raise ModelError(f"{p}: not a TFLite model (no 'TFL3' identifier); export one with python -m training fit")
-    return p, data
 
 
 def read_regular_file(
@@ -380,7 +400,9 @@ def read_document(data: bytes, source: str) -> tuple[tuple[int, int], dict[str, 
     return span, document, verify_integrity(data, span, document, source)
 
 
-def load_metadata(path: str | Path) -> tuple[Path, bytes, ModelMetadata]:
+def load_metadata(
+    path: str | Path, trusted_keys: Mapping[str, bytes] | None = None
+) -> tuple[Path, bytes, ModelMetadata]:
     """Read a model file and its acmon metadata, checking the file's recorded checksum.
 
     Returns:
@@ -390,7 +412,7 @@ def load_metadata(path: str | Path) -> tuple[Path, bytes, ModelMetadata]:
         ModelError: the file is missing, not a regular file, too large, not TFLite, damaged, or carries
             no valid acmon metadata.
     """
-    p, data = read_model_bytes(path)
+    p, data = read_model_bytes(path, trusted_keys)
     _, document, digest = read_document(data, str(p))
     return p, data, ModelMetadata.from_document(document, str(p)).model_copy(update={"content_sha256": digest})
 

@@ -15,6 +15,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..analysis.bundle import trusted_keys_from
 from ..analysis.gaussian import Scorer
 from ..analysis.inference import AnomalyModel
 from ..analysis.model_file import resolve_model_path
@@ -111,9 +112,20 @@ def load_daemon_config(
     warnings: list[str] = []
     if cfg.mqtt.enabled or broker is not None:
         _check_mqtt(cfg.mqtt, name, broker, environ, problems, warnings)
+    if cfg.updates.enabled and not cfg.model.trusted_keys:
+        warnings.append(
+            f"{name}: updates.enabled without model.trusted_keys: anyone who can publish to this device's cmd/ "
+            "topics can replace its model; sign bundles (python -m firmware_tools keygen, sign) and set "
+            "model.trusted_keys"
+        )
     if problems:
         raise ConfigError("\n".join(problems))
     return LoadedConfig(cfg, tuple(warnings))
+
+
+def trusted_keys(cfg: AcmonConfig) -> dict[str, bytes] | None:
+    """The public keys model.trusted_keys names ({key id: key}), or None when it is not set."""
+    return trusted_keys_from(cfg.model.trusted_keys)
 
 
 def _model_problems(cfg: AcmonConfig, name: str, model_path: str | None) -> list[str]:
@@ -135,7 +147,7 @@ def _model_problems(cfg: AcmonConfig, name: str, model_path: str | None) -> list
         # /dev/zero would be read until memory runs out, a FIFO would block for ever.
         return [f"{name}: {key}: {path} is not a regular file; give a .tflite file or a model folder"]
     try:
-        model = AnomalyModel(given, expected_params=feature_pins(cfg))
+        model = AnomalyModel(given, expected_params=feature_pins(cfg), trusted_keys=trusted_keys(cfg))
         if cfg.model.site_statistics:  # load_site_config made it absolute (beside the config)
             model.use_site_statistics(Scorer.load(cfg.model.site_statistics), source=cfg.model.site_statistics)
         detector_settings(cfg, model)

@@ -32,7 +32,7 @@ from ..audio.health import (
     read_cpu_temperature_c,
 )
 from ..audio.sources import Stream
-from ..decisions.detector import Transition
+from ..decisions.detector import DetectorSettings, Transition
 from ..errors import AcmonError, AudioError
 from ..evidence.clips import EvidenceRecorder, default_evidence_directory
 from ..mqtt.commands import check_args
@@ -43,7 +43,7 @@ from ..settings.schema import AcmonConfig
 from ..settings.secret_files import resolve_mqtt_password
 from ..state import OpenAlarmFile, open_alarm_path
 from .calibrate import CalibrationSession, calibration_reply, decide_site_calibration
-from .daemon_config import detector_settings
+from .daemon_config import detector_settings, trusted_keys
 from .guardrails import check_calibration_audio, check_threshold_change
 from .outbox import Outbox
 from .sdnotify import SystemdNotifier
@@ -54,6 +54,7 @@ from .site_config import (
     prune_site_statistics,
     save_site_calibration,
 )
+from .updates import ModelUpdates
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,10 @@ class Runner:
         self.runtime = runtime
         self.stop_event = threading.Event()
         self.started_monotonic = time.monotonic()
-        self.model = self._load_model(cfg)
+        self.windows_scored = 0  # windows with a score, and alarms started, since start (updates watch them)
+        self.alarms_started = 0
+        self.updates = ModelUpdates(self, cfg)
+        self.model = self._load_first_model(cfg)
         self.settings = detector_settings(cfg, self.model)
         # The threshold of the config and calibration in force: set_threshold moves within a band around it.
         self.calibrated_threshold = self.settings.threshold
@@ -171,12 +175,35 @@ class Runner:
             params.hop_seconds,
         )
 
+    def _load_first_model(self, cfg: AcmonConfig) -> AnomalyModel:
+        """The model at start: --model, else an update's (the one before it if it no longer loads), else the config's."""
+        try:
+            return self._load_model(cfg)
+        except AcmonError as exc:
+            if self.model_path is not None or self.updates.active is None:
+                raise
+            self.updates.forget_active(f"it no longer loads: {exc}")
+            return self._load_model(cfg)
+
     def _load_model(self, cfg: AcmonConfig) -> AnomalyModel:
-        model = AnomalyModel(self.model_path or cfg.model.path, runtime=self.runtime, expected_params=feature_pins(cfg))
+        return self.load_model(cfg, self.model_path or self.updates.model_path() or cfg.model.path)
+
+    def load_model(self, cfg: AcmonConfig, path: str) -> AnomalyModel:
+        """A model as this device runs it: checked against the config's pins and trusted keys, with its site statistics.
+
+        Raises:
+            AcmonError: it does not load or does not fit this device (one line naming the file).
+        """
+        model = AnomalyModel(
+            path,
+            runtime=self.runtime,
+            expected_params=feature_pins(cfg),
+            trusted_keys=trusted_keys(cfg),
+        )
         if cfg.model.site_statistics:  # load_site_config made it absolute (beside the file that named it)
-            path = Path(cfg.model.site_statistics)
-            model.use_site_statistics(Scorer.load(path), source=str(path))
-            logger.info("scoring against the site's normal statistics in %s", path)
+            statistics = Path(cfg.model.site_statistics)
+            model.use_site_statistics(Scorer.load(statistics), source=str(statistics))
+            logger.info("scoring against the site's normal statistics in %s", statistics)
         return model
 
     def _make_publisher(self, broker: str | None):
@@ -194,6 +221,7 @@ class Runner:
         if self.outbox.publisher is not None:
             self.outbox.publisher.start()
         self.end_alarm_left_open()
+        self.publish_model_state()
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -348,12 +376,14 @@ class Runner:
         summary.windows += 1
         self.windows_total += 1
         if result.score is not None:
+            self.windows_scored += 1
             summary.scored += 1
             summary.scores.append(result.score)
             self.last_score = result.score
         self.health.add_window(result.score)
         for transition in result.transitions:
             summary.events += transition.state == "start"
+            self.alarms_started += transition.state == "start"
             self.emit(transition, name)
         if self._calibration is not None:
             self._calibration.add(result)
@@ -366,6 +396,7 @@ class Runner:
         """Between blocks: supervision, commands, then telemetry, health and state when due."""
         self._supervise()
         self._drain_commands()
+        self.updates.tick()
         if self.health.telemetry_due:
             self._publish_telemetry()
         if self.health.take_changed():
@@ -500,6 +531,9 @@ class Runner:
                 if name == "calibrate":
                     self.start_calibration(float(args["minutes"]), reply, force=args.get("force", False))
                     continue
+                if name == "update_model":  # replies when the model is installed or refused
+                    self.updates.start(str(args["url"]), str(args["sha256"]), reply)
+                    continue
                 result = self._run_command(name, args)
             except AcmonError as exc:
                 logger.error("command %s failed: %s", name, exc)
@@ -519,6 +553,7 @@ class Runner:
             "reload": lambda a: self.reload(),
             "mute": lambda a: self.mute(float(a["minutes"])),
             "set_threshold": lambda a: self.set_threshold(float(a["value"]), force=a.get("force", False)),
+            "rollback_model": lambda a: self.updates.rollback("asked for (rollback_model)"),
         }
         return handlers[name](args)
 
@@ -541,6 +576,7 @@ class Runner:
         if self.config_path is None:
             raise AcmonError("reload: the daemon was started without --config: nothing to reload")
         cfg = load_site_config(self.config_path)
+        self.updates.follow_config(cfg)
         model = self._load_model(cfg)
         settings = detector_settings(cfg, model)
         try:
@@ -571,6 +607,37 @@ class Runner:
             "threshold": round(settings.threshold, 6),
             "min_rms_dbfs": cfg.detector.min_rms_dbfs,
         }
+
+    # -- model updates (device/daemon/updates.py) ---------------------------
+
+    def settings_for(self, cfg: AcmonConfig, model: AnomalyModel) -> DetectorSettings:
+        return detector_settings(cfg, model)
+
+    def trusted_keys(self) -> dict[str, bytes] | None:
+        return trusted_keys(self.cfg)
+
+    def install_model(self, model: AnomalyModel, settings: DetectorSettings) -> None:
+        """Swap the model in between blocks (an open event ends, as on reload).
+
+        Raises:
+            AcmonError: the pipeline cannot take it (its windows differ from the running stream's).
+        """
+        try:
+            ended = self.pipeline.reconfigure(model, settings, self.pipeline.min_rms_dbfs)
+        except ValueError as exc:
+            raise AcmonError(f"update_model: {exc}") from None
+        self.model, self.settings = model, settings
+        self.calibrated_threshold = settings.threshold
+        for transition in ended:
+            self.emit(transition, self.source_name)
+        self.publish_model_state()
+
+    def publish_model_state(self) -> None:
+        """The retained <base>/model message: the model in use, where it came from, the last update's outcome."""
+        self.outbox.publish("publish_model", self.updates.payload())
+
+    def report_storage(self, what: str, error: str | None) -> None:
+        self._storage(what, error)
 
     def mute(self, minutes: float) -> dict[str, Any]:
         """Suppress events for `minutes` (wall clock); an open event ends now."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -86,14 +87,37 @@ class FlagArg:
         return None if isinstance(value, bool) else f"'{self.name}' must be true or false"
 
 
+@dataclass(frozen=True)
+class TextArg:
+    """A required string argument matching a pattern (whole string), at most max_chars long."""
+
+    name: str
+    pattern: str
+    max_chars: int
+    meaning: str  # what it must be, for the message: "an http:// or https:// URL"
+    required: bool = True
+
+    def check(self, value: Any) -> str | None:
+        """None if valid, else what is wrong."""
+        if not isinstance(value, str) or len(value) > self.max_chars or not re.fullmatch(self.pattern, value):
+            return f"'{self.name}' must be {self.meaning} (at most {self.max_chars} characters)"
+        return None
+
+
 # `force` overrides the runner's guardrails (the threshold band around the calibrated one, and
 # calibrate's refusal of audio that looks like a fault); the runner reports it in the result.
-COMMANDS: dict[str, tuple[NumberArg | FlagArg, ...]] = {
+COMMANDS: dict[str, tuple[NumberArg | FlagArg | TextArg, ...]] = {
     "ping": (),
     "reload": (),
     "mute": (NumberArg("minutes", 0, 1440, " (minutes)"),),
     "set_threshold": (NumberArg("value", 0, MAX_THRESHOLD, " (score units)"), FlagArg("force")),
     "calibrate": (NumberArg("minutes", 0, 240, " (minutes)"), FlagArg("force")),
+    # device/daemon/updates.py: fetch a .acmon bundle from the site's server, swap it in, watch it, roll back.
+    "update_model": (
+        TextArg("url", r"https?://[!-~]+", 2048, "an http:// or https:// URL (printable ASCII, no spaces)"),
+        TextArg("sha256", r"[0-9a-f]{64}", 64, "the bundle's SHA-256 as 64 lower-case hex digits"),
+    ),
+    "rollback_model": (),
 }
 
 

@@ -334,6 +334,10 @@ class MqttPublisher:
         """Retained QoS 1 on <base>/health; while offline only the latest is kept."""
         self._enqueue(_Outgoing("retained", f"{self.base_topic}/health", _encode(payload)))
 
+    def publish_model(self, payload: dict[str, Any]) -> None:
+        """Retained QoS 1 on <base>/model (the model in use and the last update); while offline only the latest."""
+        self._enqueue(_Outgoing("retained", f"{self.base_topic}/model", _encode(payload)))
+
     def publish_telemetry(self, payload: dict[str, Any]) -> None:
         """QoS 0 on <base>/telemetry with the spool's counters added as `spool`; skipped while offline."""
         stats = self.stats

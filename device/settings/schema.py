@@ -78,8 +78,15 @@ class ModelConfig(SectionConfig):
     path: str = Field(
         "models/demo/model.tflite",
         min_length=1,
-        description="Path of the model: a .tflite file, or a folder containing model.tflite "
-        "(relative paths are relative to the daemon's working directory).",
+        description="Path of the model: a .acmon bundle (python -m firmware_tools bundle), a .tflite file, or a "
+        "folder containing model.tflite (relative paths are relative to the daemon's working directory).",
+    )
+    trusted_keys: str | None = Field(
+        None,
+        min_length=1,
+        description="A public key file (.pub, from python -m firmware_tools keygen) or a folder of them. When set, "
+        "the model must be a .acmon bundle signed by one of these keys, and one that is not is refused; null = "
+        "signatures not checked (a bundle's manifest hashes always are). Relative to the daemon's working directory.",
     )
     threshold: float | None = Field(
         None,
@@ -511,6 +518,29 @@ class MqttConfig(SectionConfig):
         return self
 
 
+class UpdatesConfig(SectionConfig):
+    """Model updates over MQTT (`cmd/update_model {url, sha256}`): fetch a bundle, swap it in, watch it, roll back."""
+
+    enabled: bool = Field(
+        False,
+        description="Accept update_model commands. Set model.trusted_keys too: without it, anyone who may publish "
+        "to the device's cmd/ topics can replace its model (check-config warns).",
+    )
+    watch_minutes: float = Field(
+        10.0,
+        gt=0,
+        le=1440,
+        description="How long a new model is watched after it is swapped in; it is rolled back if it scores no "
+        "window in that time or raises too many alarms.",
+    )
+    max_alarms_while_watching: int = Field(
+        3, ge=0, le=1000, description="More alarms than this while a new model is watched roll it back."
+    )
+    download_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Give up a bundle download that stalls for this long, in seconds."
+    )
+
+
 class LoggingConfig(SectionConfig):
     """Log output of the daemon."""
 
@@ -538,6 +568,7 @@ class AcmonConfig(SectionConfig):
     health: HealthConfig = Field(default_factory=HealthConfig, description="Input checks, faults and telemetry.")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="On-site calibration.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Alerts to an MQTT broker.")
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig, description="Model updates over MQTT.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
 
     @model_validator(mode="before")
