@@ -29,6 +29,7 @@ TOPIC_SCHEMAS = {
     "telemetry": "telemetry",
     "health": "health",
     "result": "command_result",
+    "model": "model",
 }
 
 
