@@ -8,12 +8,13 @@ from collections.abc import Sequence
 
 from device.daemon.cli import make_parser, run_command
 
-from . import inspect_model
+from . import export_c, inspect_model
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser, commands = make_parser("python -m firmware_tools", __doc__)
     inspect_model.register(commands)
+    export_c.register(commands)
     return parser
 
 
