@@ -1,4 +1,4 @@
-"""`python -m firmware_tools`: inspect, verify, bundle and sign models for devices."""
+"""`python -m firmware_tools`: inspect, verify, bundle, sign and export models for devices."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from collections.abc import Sequence
 
 from device.daemon.cli import make_parser, run_command
 
-from . import bundles, inspect_model
+from . import bundles, export_c, inspect_model
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser, commands = make_parser("python -m firmware_tools", __doc__)
     inspect_model.register(commands)
     bundles.register(commands)
+    export_c.register(commands)
     return parser
 
 

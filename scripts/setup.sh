@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins systemd openssl)
+APT_PACKAGES=(mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins systemd openssl g++)
 WITH_TFLITE=0
 EXTRAS="device,train,dev"
 for arg in "$@"; do
