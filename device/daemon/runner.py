@@ -532,7 +532,12 @@ class Runner:
                     self.start_calibration(float(args["minutes"]), reply, force=args.get("force", False))
                     continue
                 if name == "update_model":  # replies when the model is installed or refused
-                    self.updates.start(str(args["url"]), str(args["sha256"]), reply)
+                    self.updates.start(
+                        str(args["url"]),
+                        str(args["sha256"]),
+                        reply,
+                        drop_calibration=args.get("drop_calibration", False),
+                    )
                     continue
                 result = self._run_command(name, args)
             except AcmonError as exc:
@@ -616,8 +621,8 @@ class Runner:
     def trusted_keys(self) -> dict[str, bytes] | None:
         return trusted_keys(self.cfg)
 
-    def install_model(self, model: AnomalyModel, settings: DetectorSettings) -> None:
-        """Swap the model in between blocks (an open event ends, as on reload).
+    def install_model(self, model: AnomalyModel, settings: DetectorSettings, cfg: AcmonConfig | None = None) -> None:
+        """Swap the model in between blocks (an open event ends, as on reload); cfg: the config it was loaded with.
 
         Raises:
             AcmonError: the pipeline cannot take it (its windows differ from the running stream's).
@@ -627,6 +632,7 @@ class Runner:
         except ValueError as exc:
             raise AcmonError(f"update_model: {exc}") from None
         self.model, self.settings = model, settings
+        self.cfg = cfg or self.cfg
         self.calibrated_threshold = settings.threshold
         for transition in ended:
             self.emit(transition, self.source_name)

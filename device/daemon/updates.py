@@ -33,8 +33,11 @@ from typing import Any
 from ..analysis.bundle import BUNDLE_MAX_BYTES, read_bundle
 from ..errors import AcmonError
 from ..mqtt.payloads import utc_now_iso
+from ..settings.config import load_config
 from ..settings.schema import AcmonConfig
+from ..settings.yaml_files import read_yaml_file
 from ..state import atomic_write, make_private_directory, read_small_file, state_root
+from .site_config import calibration_in_force, load_site_config, rollback_calibration, write_calibration
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ MODEL_SCHEMA = "acmon.model/1"
 ACTIVE_NAME = "active.json"
 ACTIVE_MAX_BYTES = 64 * 1024
 MAX_STARTS_WATCHING = 3
+SET_ASIDE_MARKER = "# No site calibration: the one before was set aside (calibration.prev.yaml) by update_model from "
 DOWNLOAD_CHUNK = 64 * 1024
 ALLOWED_SCHEMES = ("http", "https")
 
@@ -168,6 +172,8 @@ class Pending:
     bundle_sha256: str
     url: str
     reply: Any
+    cfg: AcmonConfig  # the config the model was loaded with (without the site calibration when it is set aside)
+    set_aside_calibration: bool
 
 
 class ModelUpdates:
@@ -235,7 +241,7 @@ class ModelUpdates:
 
     # -- the command --
 
-    def start(self, url: str, sha256: str, reply: Any) -> None:
+    def start(self, url: str, sha256: str, reply: Any, drop_calibration: bool = False) -> None:
         """Begin an update (worker thread); the reply comes when it is installed or refused.
 
         Raises:
@@ -254,25 +260,31 @@ class ModelUpdates:
         except OSError as exc:
             raise UpdateError(f"update_model: cannot write {self.folder}: {exc.strerror or exc}") from None
         self._publish({"status": "downloading", "url": url, "sha256": sha256})
+        cfg, set_aside = cfg, False
+        calibrated = self.runner.config_path is not None and calibration_in_force(self.runner.config_path)
+        if drop_calibration and calibrated:
+            # The site calibration belongs to the model it was measured with: the new one runs without it.
+            cfg, set_aside = load_config(self.runner.config_path), True
         self._worker = threading.Thread(
-            target=self._fetch_and_load, args=(url, sha256, reply), name="acmon-update", daemon=True
+            target=self._fetch_and_load, args=(url, sha256, reply, cfg, set_aside), name="acmon-update", daemon=True
         )
         self._worker.start()
 
-    def _fetch_and_load(self, url: str, sha256: str, reply: Any) -> None:
+    def _fetch_and_load(self, url: str, sha256: str, reply: Any, cfg: AcmonConfig, set_aside: bool) -> None:
         """Worker thread: everything that can be checked before the swap. Its outcome goes to tick()."""
         try:
-            cfg = self.runner.cfg
             path = download(url, sha256, self.folder, cfg.updates.download_timeout_seconds)
             try:
                 read_bundle(path, self.runner.trusted_keys())
                 model = self.runner.load_model(cfg, str(path))
+                if not set_aside:
+                    self._check_calibration_fits(model)
                 settings = self.runner.settings_for(cfg, model)
             except AcmonError:
                 path.unlink(missing_ok=True)
                 raise
             with self._lock:
-                self._pending = Pending(model, settings, path, sha256, url, reply)
+                self._pending = Pending(model, settings, path, sha256, url, reply, cfg, set_aside)
         except AcmonError as exc:
             with self._lock:
                 self._failed = (str(exc), reply)
@@ -280,6 +292,30 @@ class ModelUpdates:
             logger.exception("update_model: internal error in the download thread")
             with self._lock:
                 self._failed = (f"update_model: internal error ({type(exc).__name__}: {exc})", reply)
+
+    def _check_calibration_fits(self, model: Any) -> None:
+        """A site calibration (its threshold, its statistics) belongs to the model it was measured with.
+
+        Raises:
+            UpdateError: one is in force and was measured with another model.
+        """
+        current = calibration_in_force(self.runner.config_path) if self.runner.config_path else None
+        if current is None:
+            return
+        try:
+            record = (read_yaml_file(current, "calibration file") or {}).get("calibration") or {}
+        except (AcmonError, AttributeError):
+            record = {}
+        if not isinstance(record, dict) or not record:
+            return  # an empty calibration (the one an update leaves when it sets the site's aside): nothing to fit
+        measured_with = record.get("source")
+        meta = model.metadata
+        if measured_with != f"{meta.name} {meta.version}":
+            raise UpdateError(
+                f"update_model: the site calibration in force ({current}) was measured with model {measured_with}, "
+                f'not {meta.name} {meta.version}; send the update with "drop_calibration": true to set it aside '
+                "(rollback_model restores it), then calibrate again"
+            )
 
     # -- between blocks --
 
@@ -304,7 +340,10 @@ class ModelUpdates:
         runner = self.runner
         previous = self.active
         try:
-            runner.install_model(p.model, p.settings)
+            if p.set_aside_calibration:
+                # An empty calibration in force; the site's becomes calibration.prev.yaml (rollback restores it).
+                write_calibration(runner.config_path, SET_ASIDE_MARKER + f"{p.url[:200]}\n")
+            runner.install_model(p.model, p.settings, p.cfg)
         except AcmonError as exc:
             p.bundle.unlink(missing_ok=True)
             self._publish({"status": "refused", "reason": str(exc)})
@@ -321,6 +360,7 @@ class ModelUpdates:
             "status": "watching",
             "starts_watching": 0,
             "config_model": runner.cfg.model.path,
+            "calibration_set_aside": p.set_aside_calibration,
             # The update this one replaced (it was confirmed: an update waits for the last to be judged), or None.
             "previous": {k: v for k, v in previous.items() if k != "previous"} if previous else None,
         }
@@ -346,12 +386,12 @@ class ModelUpdates:
         scored = self.runner.windows_scored - self._watch["windows"]
         elapsed = time.monotonic() - self._watch["since"]
         if alarms > u.max_alarms_while_watching:
-            self.rollback(
+            self._rollback_watched(
                 f"{alarms} alarms in {elapsed / 60:.1f} min of watching (at most {u.max_alarms_while_watching})"
             )
         elif elapsed >= u.watch_minutes * 60:
             if scored == 0:
-                self.rollback(f"it scored no window in {u.watch_minutes:g} min")
+                self._rollback_watched(f"it scored no window in {u.watch_minutes:g} min")
             else:
                 self._watch = None
                 self.active["status"] = "confirmed"
@@ -359,6 +399,15 @@ class ModelUpdates:
                 self._save()
                 logger.info("model update confirmed: %d windows scored, %d alarms while watching", scored, alarms)
                 self._publish({"status": "confirmed", "windows_scored": scored, "alarms": alarms})
+
+    def _rollback_watched(self, reason: str) -> None:
+        """Roll back a model that failed its watch; if the one before cannot come back, keep this one and say so."""
+        try:
+            self.rollback(reason)
+        except AcmonError as exc:
+            self._watch = None
+            logger.error("model update: rollback failed (%s); the new model stays: %s", reason, exc)
+            self._publish({"status": "rollback_failed", "reason": f"{reason}; rollback failed: {exc}"})
 
     def rollback(self, reason: str) -> dict[str, Any]:
         """Go back to the model before the active update (an earlier update, or the config's model).
@@ -369,9 +418,14 @@ class ModelUpdates:
         if self.active is None:
             raise UpdateError("rollback_model: the model in use is the config's; there is no update to roll back")
         failed, previous = self.active, self.active.get("previous")
-        path = str(self.folder / previous["bundle"]) if previous else self.runner.cfg.model.path
-        model = self.runner.load_model(self.runner.cfg, path)
-        self.runner.install_model(model, self.runner.settings_for(self.runner.cfg, model))
+        cfg = self.runner.cfg
+        restore = failed.get("calibration_set_aside") and self._set_aside_in_force()
+        if restore:
+            rollback_calibration(self.runner.config_path)  # the site calibration of the model that comes back
+            cfg = load_site_config(self.runner.config_path)
+        path = str(self.folder / previous["bundle"]) if previous else cfg.model.path
+        model = self.runner.load_model(cfg, path)
+        self.runner.install_model(model, self.runner.settings_for(cfg, model), cfg)
         self._watch = None
         self.active = previous
         self._save()
@@ -379,6 +433,14 @@ class ModelUpdates:
         logger.error("model update to %s %s rolled back: %s", failed.get("name"), failed.get("version"), reason)
         self._publish({"status": "rolled_back", "reason": reason, "url": failed.get("url")})
         return {"model_name": model.metadata.name, "model_version": model.metadata.version, "reason": reason}
+
+    def _set_aside_in_force(self) -> bool:
+        """True while the calibration in force is the empty one an update put there (not a newer calibration)."""
+        current = calibration_in_force(self.runner.config_path) if self.runner.config_path else None
+        try:
+            return current is not None and current.read_text(errors="replace").startswith(SET_ASIDE_MARKER)
+        except OSError:
+            return False
 
     # -- files and reports --
 

@@ -116,6 +116,7 @@ COMMANDS: dict[str, tuple[NumberArg | FlagArg | TextArg, ...]] = {
     "update_model": (
         TextArg("url", r"https?://[!-~]+", 2048, "an http:// or https:// URL (printable ASCII, no spaces)"),
         TextArg("sha256", r"[0-9a-f]{64}", 64, "the bundle's SHA-256 as 64 lower-case hex digits"),
+        FlagArg("drop_calibration"),  # set a site calibration of the model in use aside (rollback restores it)
     ),
     "rollback_model": (),
 }

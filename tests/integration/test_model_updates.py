@@ -210,3 +210,73 @@ def test_updates_are_off_by_default(broker, subscribe, unique_prefix, trained_mo
         assert not result["ok"] and "updates.enabled" in result["error"], result
     finally:
         stop_daemon(proc)
+
+
+def test_a_site_calibration_is_set_aside_only_when_asked_and_comes_back_with_the_old_model(
+    broker, subscribe, unique_prefix, demo_data, served, tmp_path
+):
+    """A calibrated device: an update to another model is refused (site statistics of the old one), accepted with
+    drop_calibration (the new model runs on its training statistics), and a rollback restores the calibration."""
+    from device.daemon.site_config import calibration_paths
+
+    normal = sorted((demo_data / "pump" / "test").glob("normal_id_00_*.wav"))[0]
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "device": {"id": "pump-3", "site": "lab"},
+                "model": {"path": str(served["v1"]), "trusted_keys": str(served["key"])},
+                "audio": {"source": "wav", "wav_paths": [str(normal)] * 60, "realtime": True},
+                "evidence": {"enabled": False},
+                "updates": {"enabled": True, "watch_minutes": 60},
+                "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": unique_prefix},
+            }
+        )
+    )
+    calibrated = run_cli(
+        "device",
+        "calibrate",
+        "--config",
+        str(cfg),
+        "--source",
+        "file",
+        "--minutes",
+        "3",
+        str(demo_data / "pump" / "train"),
+    )
+    assert calibrated.returncode == 0, calibrated.stderr
+    site_calibration = calibration_paths(cfg)[0].read_text()
+    assert "site_statistics" in site_calibration
+    base = f"{unique_prefix}/lab/pump-3"
+    sub = subscribe(broker.host, broker.port, f"{base}/#")
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "device", "run", "--config", str(cfg)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def command(name: str, args: dict) -> dict:
+        seen = len(sub.json_on(f"/cmd/{name}/result"))
+        mqtt_publish.single(f"{base}/cmd/{name}", json.dumps(args), qos=1, hostname=broker.host, port=broker.port)
+        assert sub.wait_for(lambda s: len(s.json_on(f"/cmd/{name}/result")) > seen, 30), log_path.read_text()
+        return sub.json_on(f"/cmd/{name}/result")[-1]
+
+    v2 = {"url": f"{served['url']}/v2.acmon", "sha256": served["sha"]["v2"]}
+    try:
+        assert sub.wait_for(lambda s: s.json_on("/model"), 30), log_path.read_text()
+        refused = command("update_model", v2)
+        assert not refused["ok"] and "drop_calibration" in refused["error"], refused
+        assert calibration_paths(cfg)[0].read_text() == site_calibration  # nothing changed
+        accepted = command("update_model", {**v2, "drop_calibration": True})
+        assert accepted["ok"] and accepted["result"]["model_version"] == served["versions"]["v2"], accepted
+        current, previous = calibration_paths(cfg)
+        assert "site_statistics" not in current.read_text() and previous.read_text() == site_calibration
+        back = command("rollback_model", {})
+        assert back["ok"] and back["result"]["model_version"] == served["versions"]["v1"], back
+        assert calibration_paths(cfg)[0].read_text() == site_calibration  # the site calibration is in force again
+        assert sub.wait_for(lambda s: s.json_on("/model")[-1]["model"]["source"] == "config", 20)
+    finally:
+        assert stop_daemon(proc) == 0, log_path.read_text()[-3000:]
