@@ -15,8 +15,8 @@ by another key is refused. Everything is bounded before it is read (the file, th
 members, each member's size as declared and as inflated), member names come from a fixed list
 (no paths), and every refusal is one line naming the bundle and what to do.
 
-Signatures need the `cryptography` package, imported only when keys are given (the device's
-memory is not spent on it otherwise).
+Signatures are checked by device/analysis/ed25519.py (plain Python, a few milliseconds): the device
+needs no crypto library; `python -m firmware_tools keygen` and `sign` use `cryptography`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from . import ed25519
 from .model_file import MODEL_FILENAME, MODEL_MAX_BYTES, json_depth, read_regular_file
 
 BUNDLE_SUFFIX = ".acmon"
@@ -263,26 +264,11 @@ def _check_signature(signature: dict[str, Any], message: bytes, keys: Mapping[st
             f"{source}: signed by key {key_id}, which is not among the trusted keys ({', '.join(sorted(keys))}); "
             "add its .pub file to the trusted keys or sign with a trusted key"
         )
-    Ed25519PublicKey, InvalidSignature = _crypto()
-    try:
-        Ed25519PublicKey.from_public_bytes(keys[key_id]).verify(signature["_bytes"], message)
-    except InvalidSignature:
+    if not ed25519.verify(keys[key_id], message, signature["_bytes"]):
         raise BundleError(
             f"{source}: the signature does not match the manifest (key {key_id}): the bundle was altered after signing"
-        ) from None
+        )
     return key_id
-
-
-def _crypto() -> tuple[Any, Any]:
-    try:
-        from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - only where signatures are checked
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
-    except ImportError:
-        raise ModelError(
-            "checking bundle signatures needs the cryptography package: pip install cryptography "
-            "(on a 32-bit Pi: sudo apt install python3-cryptography)"
-        ) from None
-    return Ed25519PublicKey, InvalidSignature
 
 
 # -- keys ----------------------------------------------------------------------
