@@ -23,9 +23,7 @@ import logging
 import os
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,15 +97,6 @@ def write_active(folder: Path, record: dict[str, Any] | None) -> None:
 # -- download --------------------------------------------------------------------
 
 
-class _SameSchemeRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to http(s) (urllib would also follow ftp)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if urllib.parse.urlsplit(newurl).scheme not in ALLOWED_SCHEMES:
-            raise UpdateError(f"update_model: redirected to {newurl[:120]!r}, which is not http(s)")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
 def check_url(url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ALLOWED_SCHEMES or not parts.hostname:
@@ -120,10 +109,21 @@ def download(url: str, sha256: str, folder: Path, timeout: float, max_bytes: int
     Raises:
         UpdateError: not http(s), the server refused, too large, cut short, or another SHA-256.
     """
+    import urllib.error  # noqa: PLC0415 - 2.6 MB of http.client and email a daemon without updates never needs
+    import urllib.request  # noqa: PLC0415
+
+    class SameSchemeRedirects(urllib.request.HTTPRedirectHandler):
+        """Follow redirects only to http(s) (urllib would also follow ftp)."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            if urllib.parse.urlsplit(newurl).scheme not in ALLOWED_SCHEMES:
+                raise UpdateError(f"update_model: redirected to {newurl[:120]!r}, which is not http(s)")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
     check_url(url)
     target = folder / f"{sha256}.acmon"
     partial = folder / f".{sha256}.{os.getpid()}.part"
-    opener = urllib.request.build_opener(_SameSchemeRedirects())
+    opener = urllib.request.build_opener(SameSchemeRedirects())
     digest = hashlib.sha256()
     size = 0
     try:
