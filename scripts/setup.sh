@@ -6,7 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins systemd openssl g++)
+# A development machine: the broker, PulseAudio (the tests' microphone), systemd-analyze, g++ (export-c's
+# tests), shellcheck; alsa-utils is in both lists so that the device's packages are a subset of these.
+APT_PACKAGES=(mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins systemd openssl g++
+  alsa-utils shellcheck)
+# A monitoring Pi: PortAudio, and alsa-utils for arecord -l and alsamixer (the microphone's gain). No
+# broker and no PulseAudio: the daemon reads ALSA directly, and a broker it does not use should not listen.
+DEVICE_APT_PACKAGES=(libportaudio2 alsa-utils)
 WITH_TFLITE=0
 EXTRAS="device,train,dev"
 for arg in "$@"; do
@@ -16,13 +22,30 @@ for arg in "$@"; do
     *) echo "setup.sh: unknown option $arg (known: --tflite-runtime, --device-only)" >&2; exit 2 ;;
   esac
 done
+[[ $EXTRAS == device ]] && APT_PACKAGES=("${DEVICE_APT_PACKAGES[@]}")
+
+# A 32-bit Pi (armv7l) has no ai-edge-litert wheel and PyPI has no armv7l numpy wheel (pip would compile it
+# for an hour): the device venv sees Debian's numpy, cryptography and yaml (--system-site-packages) and
+# runs tflite-runtime 2.14, whose armv7l wheels are built for CPython 3.11 and numpy 1.x (Debian 12's).
+ARM32=0
+VENV_OPTIONS=()
+PIP_EXTRA=()
+if [[ $EXTRAS == device && $(uname -m) == armv7l ]]; then
+  ARM32=1
+  APT_PACKAGES+=(python3-venv python3-numpy python3-cryptography python3-yaml)
+  VENV_OPTIONS=(--system-site-packages)
+  PIP_EXTRA=("tflite-runtime==2.14.0")
+  PYTHON=${PYTHON:-/usr/bin/python3}  # Debian's: its dist-packages are the system site the venv sees
+fi
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # -- Debian packages -------------------------------------------------------
 missing=()
-# Debian's own python3 cannot make virtual environments without python3-venv.
-if ! command -v python3.11 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+# Debian's own python3 cannot make virtual environments without python3-venv: ask the Python that
+# will make the venv (Debian's python3.11 on a Pi is found first and lacks ensurepip without it).
+venv_python=${PYTHON:-$(command -v python3.11 || command -v python3 || echo python3)}
+if ! "$venv_python" -c 'import ensurepip, venv' 2>/dev/null; then
   APT_PACKAGES+=(python3-venv)
 fi
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -57,14 +80,18 @@ if ! "$PYTHON" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] < (3
   echo "$PYTHON is $("$PYTHON" -V 2>&1); acmon's training side needs Python 3.10 to 3.13 (3.11 recommended)" >&2
   exit 1
 fi
+if ((ARM32)) && ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "$PYTHON is $("$PYTHON" -V 2>&1); on a 32-bit Pi tflite-runtime 2.14 needs Python 3.11: use Raspberry Pi OS or Debian 12 (bookworm)" >&2
+  exit 1
+fi
 
 stamp=.venv/.acmon-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS${PIP_EXTRA:+ ${PIP_EXTRA[*]} ${VENV_OPTIONS[*]}}"
 if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
   say "Creating .venv and installing acmon with its ${EXTRAS//,/, } dependencies (first run: a few minutes)"
-  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv "${VENV_OPTIONS[@]}" .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
+  .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]" "${PIP_EXTRA[@]}"
   echo "$want" > "$stamp"
 fi
 # Compiled on every run (only what changed, after a git pull too), while the checkout is writable: the
