@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from device.daemon.cli import make_parser, run_command
 
-from . import bundles, export_c, inspect_model
+from . import bundles, export_c, inspect_model, mic_check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_model.register(commands)
     bundles.register(commands)
     export_c.register(commands)
+    mic_check.register(commands)
     return parser
 
 
