@@ -472,6 +472,7 @@ if ! out=$(as_service "$VENV_PY" -m device check-config "$CONF" 2>&1); then
     mv -f "$MODEL.prev" "$MODEL"
     warn "put the previous model back in $MODEL"
   fi
+  cmp -s "$work/acmon.yaml" "$CONF.new" && warn "the config install.sh would write is $CONF.new: mv it over $CONF to use it"
   die "check-config refused $CONF (above): edit it, or give --config / --bundle, and run install.sh again"
 fi
 grep '^warning: ' <<<"$out" | indent || true
