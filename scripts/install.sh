@@ -44,10 +44,11 @@ warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
 indent() { sed 's/^/    /'; }
 
 usage() {
-  sed -n '3,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '4,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # -- options ----------------------------------------------------------------
+ARGS=("$@")
 BUNDLE="" CONFIG="" KEYS="" MIC=warn UNINSTALL=0 PURGE=0 START=1
 while (($#)); do
   opt=$1
@@ -112,7 +113,7 @@ if [[ -n $ROOT ]]; then
   [[ $ROOT != / ]] || ROOT=""
 fi
 if [[ -z $ROOT && $(id -u) -ne 0 ]]; then
-  die "run as root: sudo $0 $*"
+  die "run as root: sudo $0 ${ARGS[*]}"
 fi
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 OPT=$ROOT/opt/acmon
