@@ -24,16 +24,17 @@ for arg in "$@"; do
 done
 [[ $EXTRAS == device ]] && APT_PACKAGES=("${DEVICE_APT_PACKAGES[@]}")
 
-# A 32-bit Pi (armv7l) has no ai-edge-litert wheel, and PyPI has no armv7l wheel of numpy, cryptography or
-# cffi (sounddevice's; pip would compile them, without the compilers a Pi lacks): the device venv sees
-# Debian's (--system-site-packages) and runs tflite-runtime 2.14, whose armv7l wheels are built for
-# CPython 3.11 and numpy 1.x (Debian 12's). pydantic-core has armv7l wheels; the rest is pure Python.
+# A 32-bit Pi (armv7l) has no ai-edge-litert wheel, and PyPI has no armv7l wheel of numpy or cffi
+# (sounddevice's; pip would compile them, without the compilers a Pi lacks): the device venv sees Debian's
+# (--system-site-packages) and runs tflite-runtime 2.14, whose armv7l wheels are built for CPython 3.11
+# and numpy 1.x (Debian 12's). pydantic-core has armv7l wheels; the rest is pure Python (bundle signatures
+# too: device/analysis/ed25519.py, no cryptography on the device).
 ARM32=0
 VENV_OPTIONS=()
 PIP_EXTRA=()
 if [[ $EXTRAS == device && $(uname -m) == armv7l ]]; then
   ARM32=1
-  APT_PACKAGES+=(python3-venv python3-numpy python3-cryptography python3-cffi python3-yaml)
+  APT_PACKAGES+=(python3-venv python3-numpy python3-cffi python3-yaml)
   VENV_OPTIONS=(--system-site-packages)
   PIP_EXTRA=("tflite-runtime==2.14.0")
   PYTHON=${PYTHON:-/usr/bin/python3}  # Debian's: its dist-packages are the system site the venv sees
