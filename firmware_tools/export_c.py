@@ -1,10 +1,11 @@
-"""`export-c`: the int8 model as a C array and the device's front end as C constants, for TFLite Micro firmware.
+"""`export-c`: the int8 model as a C array, the device's front end and the score as C, for TFLite Micro firmware.
 
 The constants come from the device's own code (device/analysis/features.py builds the window and the mel
-filterbank, device/analysis/inference.py reads the quantization from LiteRT), so firmware that uses them
-computes what the device computes. The tensor arena is measured by the tflite-micro package's interpreter
-in a child process: TFLite Micro aborts or crashes on some bad models, and that must not take this command
-down with a traceback.
+filterbank, device/analysis/inference.py reads the quantization from LiteRT, gaussian.py's Scorer holds the
+score's statistics), so firmware that uses them computes what the device computes. The model array leaves
+out acmon's metadata buffers (tflite_strip.py); the scorer is export_scorer.py's. The tensor arena is measured
+by the tflite-micro package's interpreter in a child process: TFLite Micro aborts or crashes on some bad
+models, and that must not take this command down with a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +33,13 @@ from device.analysis.features import (
     mel_filterbank,
     shared_frames,
 )
-from device.analysis.inference import QuantizedGraph
+from device.analysis.inference import AnomalyModel, QuantizedGraph
 from device.analysis.metadata import ModelMetadata
-from device.analysis.model_file import load_metadata, metadata_spans, sha256_hex
-from device.errors import AcmonError
+from device.analysis.model_file import metadata_spans, read_model_bytes, sha256_hex
+
+from .c_source import ExportError, c_array, c_float, c_string, wrap_comment
+from .export_scorer import render_scorer_files, state_bytes, statistics_bytes
+from .tflite_strip import strip_acmon_metadata
 
 # The measured arena is the x86-64 build's with TFLite Micro's reference kernels. On a 32-bit MCU its
 # persistent part (pointer-sized structs) is smaller, but optimized kernels (CMSIS-NN) ask for scratch
@@ -50,21 +53,24 @@ MICRO_TIMEOUT_SECONDS = 300
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # MicroMutableOpResolver methods whose names are not the CamelCase of the builtin op's name.
 RESOLVER_NAMES = {"CUMSUM": "CumSum", "PADV2": "PadV2", "BATCH_MATMUL": "BatchMatMul"}
+# The generated files' own names: --name may not take them.
+RESERVED_NAMES = ("acmon_frontend", "acmon_scorer")
 NORMALIZATION_CODES = {"none": 0, "mean": 1, "zscore": 2}
 SCORE_MEANINGS = {
-    "gaussian_ensemble": "the Scorer of device/analysis/gaussian.py on the dequantized output: Mahalanobis distances "
-    "of the window and of the mean of the last windows, normalised; its statistics (the model file's "
-    "'acmon_scorer' buffer) are NOT exported as C: send the output vector to a host that scores it",
-    "gaussian_distance": "mean of the squares of the dequantized output (already whitened)",
-    "reconstruction_band_max": "squared error of output against the int8 input (both dequantized), averaged over "
-    "frames per mel band, then the largest band",
-    "reconstruction_mse": "mean squared error of the output against the int8 input, both dequantized",
-    "anomaly_probability": "1 - dequantized output[0] (output[0] is P(normal); the labels are ACMON_LABELS)",
+    "gaussian_ensemble": "device/analysis/gaussian.py Scorer on the dequantized output: Mahalanobis distances of "
+    "the window and of the mean of the last windows to normal, normalised and combined; acmon_scorer.h computes "
+    "it (acmon_scorer_score), its statistics from the model file's 'acmon_scorer' buffer",
+    "gaussian_distance": "mean of the squares of the dequantized output (already whitened); acmon_scorer_score "
+    "computes it",
+    "reconstruction_band_max": "from the output AND the model's input (no scorer file): x = "
+    "acmon_dequantize_input of the int8 input and y the dequantized output, both frame-major (element "
+    "f * ACMON_N_MELS + m is frame f, band m); e = (y - x)^2 in float; the score is the largest over bands m of "
+    "the mean over frames f of e",
+    "reconstruction_mse": "from the output AND the model's input (no scorer file): x = acmon_dequantize_input of "
+    "the int8 input and y the dequantized output; the score is the mean over the patch of (y - x)^2, in float",
+    "anomaly_probability": "1 - dequantized output[0] (output[0] is P(normal); the labels are ACMON_LABELS); "
+    "acmon_scorer_score computes it",
 }
-
-
-class ExportError(AcmonError):
-    """The model cannot be exported for TFLite Micro, or the output cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -156,28 +162,6 @@ def resolver_name(op: str) -> str:
     return "Add" + RESOLVER_NAMES.get(op, "".join(p if p[:1].isdigit() else p.capitalize() for p in op.split("_")))
 
 
-def c_float(value: float) -> str:
-    """A float32 literal that reads back as exactly the same float32 (9 significant digits)."""
-    text = f"{float(np.float32(value)):.9g}"
-    return (text if any(c in text for c in ".e") else text + ".0") + "f"
-
-
-def c_string(text: str) -> str:
-    """A C string literal of any text: printable ASCII as is, everything else as octal escapes of its UTF-8."""
-    out = "".join(
-        chr(b) if 32 <= b < 127 and chr(b) not in '\\"?' else f"\\{b:03o}" for b in text.encode("utf-8")[:200]
-    )
-    return f'"{out}"'
-
-
-def wrap_comment(text: str) -> str:
-    return "\n".join("// " + line for line in textwrap.wrap(text, 110))
-
-
-def c_array(values: list[str], per_line: int) -> str:
-    return ",\n".join("  " + ", ".join(values[i : i + per_line]) for i in range(0, len(values), per_line))
-
-
 def sparse_mel(params: FeatureParams) -> tuple[list[int], list[int], np.ndarray]:
     """The mel filterbank as (first FFT bin, bin count, weights) per band: each band's run from its first to its
     last nonzero bin, any zeros inside kept, so the product is exactly the dense one's."""
@@ -194,25 +178,36 @@ def sparse_mel(params: FeatureParams) -> tuple[list[int], list[int], np.ndarray]
 
 def cmd_export_c(args: argparse.Namespace) -> int:
     name = args.name
-    if not NAME_PATTERN.fullmatch(name) or name == "acmon_frontend":
+    if not NAME_PATTERN.fullmatch(name) or name in RESERVED_NAMES:
         raise ExportError(
-            f"--name {name[:80]!r} is not a C identifier (letters, digits, _; at most 64) other than acmon_frontend"
+            f"--name {name[:80]!r} is not a C identifier (letters, digits, _; at most 64) other than "
+            + " and ".join(RESERVED_NAMES)
         )
-    path, data, meta = load_metadata(args.model)  # refuses a damaged or non-acmon file (ModelError)
-    params, source = meta.feature_params, str(path)
-    graph = QuantizedGraph(data, params, source)  # checks int8 in/out and the input shape; the quantization
+    # Checks the file, its metadata and front-end version, the int8 graph and the scorer's statistics.
+    model = AnomalyModel(args.model)
+    path, data = read_model_bytes(args.model)
+    source, params = str(path), model.params
+    if sha256_hex(data) != model.sha256:
+        raise ExportError(f"{source}: the file changed while it was read; export again")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder; give -o a folder to write the C files into")
+    metadata_bytes = sum(n for key, (_, n) in metadata_spans(data, source).items() if key.startswith("acmon"))
+    firmware_data = data
+    if not args.keep_metadata:
+        firmware_data, metadata_bytes = strip_acmon_metadata(data, source)
+        check_same_graph(model, firmware_data, source)
     run = None
     if micro_available():
-        zero = np.full((1, *params.patch_shape), graph.input_zero_point, dtype=np.int8)
-        run = run_micro(data, zero, source)
+        zero = np.full((1, *params.patch_shape), model.input_zero_point, dtype=np.int8)
+        run = run_micro(firmware_data, zero, source)
+    output_size = int(np.prod(model.output_shape))
     files = {
-        f"{name}_data.cc": render_data(name, data),
-        f"{name}.h": render_model_header(name, data, meta, graph, run),
+        f"{name}_data.cc": render_data(name, firmware_data, data),
+        f"{name}.h": render_model_header(name, data, model.metadata, model, run),
         "acmon_frontend.h": render_frontend_header(params),
         "acmon_frontend.cc": render_frontend_source(params),
+        **render_scorer_files(model.metadata.score_kind, model.scorer, output_size),
     }
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -222,10 +217,25 @@ def cmd_export_c(args: argparse.Namespace) -> int:
         raise ExportError(f"{out}: cannot write the C files: {exc.strerror or exc}") from None
     for file_name in files:
         print(f"wrote {out / file_name} ({(out / file_name).stat().st_size / 1024:.1f} KiB)")
-    extra = sum(n for key, (_, n) in metadata_spans(data, source).items() if key.startswith("acmon"))
-    print(
-        f"model {len(data) / 1024:.1f} KiB in flash, of which {extra / 1024:.1f} KiB acmon metadata TFLite Micro skips"
-    )
+    if args.keep_metadata:
+        print(
+            f"model {len(data) / 1024:.1f} KiB in flash, of which {metadata_bytes / 1024:.1f} KiB acmon metadata "
+            "TFLite Micro skips (export without --keep-metadata to remove it)"
+        )
+    else:
+        print(
+            f"model {len(firmware_data) / 1024:.1f} KiB in flash: the {len(data) / 1024:.1f} KiB file without its "
+            f"{metadata_bytes / 1024:.1f} KiB of acmon metadata (same int8 outputs, checked with {model.runtime.name})"
+        )
+    if "acmon_scorer.cc" not in files:
+        print(f"score {model.metadata.score_kind}: from the output and the input as {name}.h says (no scorer file)")
+    elif model.scorer is None:
+        print(f"scorer {model.metadata.score_kind}: 1 - output[0], no tables")
+    else:
+        print(
+            f"scorer {model.metadata.score_kind}: {statistics_bytes(model.scorer) / 1024:.1f} KiB of float32 "
+            f"statistics in flash, its state {state_bytes(model.scorer) / 1024:.1f} KiB of RAM"
+        )
     if run is None:
         print("arena not measured: the tflite-micro package is not installed (pip install tflite-micro, x86-64 Linux)")
     else:
@@ -236,10 +246,37 @@ def cmd_export_c(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_data(name: str, data: bytes) -> str:
+def check_same_graph(model: AnomalyModel, stripped: bytes, source: str, patches: int = 8) -> None:
+    """Check that the graph without its metadata gives the model's int8 outputs: a zero patch and random ones.
+
+    Raises:
+        ExportError: it does not, or its input or output quantization differs.
+    """
+    shape = model.params.patch_shape
+    graph = QuantizedGraph(stripped, model.params, source)
+    quantization = (graph.input_scale, graph.input_zero_point, graph.output_scale, graph.output_zero_point)
+    rng = np.random.default_rng(0)
+    inputs = [np.full(shape, model.input_zero_point, np.int8)]
+    inputs += [rng.integers(-128, 128, size=shape).astype(np.int8) for _ in range(patches - 1)]
+    if quantization != (model.input_scale, model.input_zero_point, model.output_scale, model.output_zero_point) or any(
+        not np.array_equal(graph.run_int8(q), model.run_int8(q)) for q in inputs
+    ):
+        raise ExportError(
+            f"{source}: without its metadata the graph gives other int8 outputs; export with --keep-metadata"
+        )
+
+
+def render_data(name: str, data: bytes, file_data: bytes) -> str:
+    """The model array: data, which is the model file (file_data) or its graph without acmon's metadata."""
     body = c_array([f"0x{b:02x}" for b in data], 16)
+    what = (
+        f"the model file byte for byte (sha256 {sha256_hex(data)})"
+        if data == file_data
+        else f"the model file's graph without acmon's metadata (sha256 {sha256_hex(data)};\n// the file's "
+        f"{sha256_hex(file_data)})"
+    )
     return (
-        f"// Generated by python -m firmware_tools export-c: the model file byte for byte (sha256 {sha256_hex(data)}).\n"
+        f"// Generated by python -m firmware_tools export-c: {what}.\n"
         f'#include "{name}.h"\n\n'
         f"alignas(16) const unsigned char {name}[] = {{\n{body}\n}};\n"
         f"const unsigned int {name}_len = {len(data)};\n"
@@ -275,12 +312,12 @@ def render_model_header(
 #include <math.h>
 #include <stdint.h>
 
-extern const unsigned char {name}[];  // the .tflite file, 16-byte aligned
+extern const unsigned char {name}[];  // the .tflite graph (without acmon's metadata unless kept), 16-byte aligned
 extern const unsigned int {name}_len;
 
 #define ACMON_MODEL_NAME {c_string(meta.name)}
 #define ACMON_MODEL_VERSION {c_string(meta.version)}
-#define ACMON_MODEL_SHA256 "{sha256_hex(data)}"
+#define ACMON_MODEL_SHA256 "{sha256_hex(data)}"  // of the model file, as the daemon reports it
 
 // Input: one normalized log-mel patch (acmon_frontend.h), int8, read as q = round(x / scale) + zero point.
 #define ACMON_INPUT_SHAPE {{{", ".join(map(str, in_shape))}}}
@@ -305,6 +342,10 @@ extern const unsigned int {name}_len;
 static inline int8_t acmon_quantize_input(float x) {{
   long q = lrintf(x / ACMON_INPUT_SCALE) + ACMON_INPUT_ZERO_POINT;
   return (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
+}}
+
+static inline float acmon_dequantize_input(int8_t q) {{
+  return ((float)q - (float)ACMON_INPUT_ZERO_POINT) * ACMON_INPUT_SCALE;
 }}
 
 static inline float acmon_dequantize_output(int8_t q) {{
@@ -437,12 +478,19 @@ void acmon_normalize_patch(float* patch) {{
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export-c",
-        help="write the int8 model and the front end's constants as C/C++ for TensorFlow Lite Micro firmware",
+        help="write the int8 model, the front end and the scorer as C/C++ for TensorFlow Lite Micro firmware",
     )
     p.add_argument("model", help="model.tflite or its folder")
     p.add_argument("-o", "--output", required=True, help="folder to write the C/C++ files into (made if missing)")
     p.add_argument(
         "--name", default="acmon_model", help="C name of the model array and its files (default: acmon_model)"
+    )
+    p.add_argument(
+        "--keep-metadata",
+        action="store_true",
+        help="keep acmon's metadata buffers (JSON, scorer statistics) in the model array; by default they are "
+        "removed, as TFLite Micro never reads them, with the TFLite schema of ai-edge-litert (else TensorFlow, "
+        "imported only for this) and the int8 outputs checked unchanged",
     )
     p.set_defaults(func=cmd_export_c)
 

@@ -14,7 +14,7 @@ import pytest
 
 from device.analysis.features import FeatureParams, analysis_window, extract_patch, mel_filterbank
 from device.analysis.inference import AnomalyModel, output_score
-from device.analysis.model_file import read_model_bytes
+from device.analysis.model_file import metadata_spans, read_model_bytes
 from device.audio.audio_io import read_wav, to_mono
 from device.pipeline import iter_windows, window_patches
 from firmware_tools.export_c import (
@@ -24,7 +24,9 @@ from firmware_tools.export_c import (
     render_frontend_source,
     run_micro,
 )
+from firmware_tools.tflite_strip import strip_acmon_metadata
 from tests.helpers import DATA, REPO, demo_wav, require, run_cli
+from tests.integration.test_export_scorer import build_scorer, c_scores
 
 pytestmark = pytest.mark.slow
 
@@ -147,6 +149,9 @@ int main(int argc, char** argv) {
   printf("constants %d %d %d %d %d %d %d %d %d %d\n", ACMON_SAMPLE_RATE_HZ, ACMON_N_FFT, ACMON_STFT_HOP_SAMPLES,
          ACMON_WINDOW_SAMPLES, ACMON_HOP_SAMPLES, ACMON_N_FRAMES, ACMON_N_MELS, ACMON_NORMALIZATION,
          ACMON_TENSOR_ARENA_SIZE, ACMON_INPUT_ZERO_POINT);
+  printf("dequantized");  // every int8 value, as input then as output
+  for (int q = -128; q < 128; ++q) printf(" %.9g %.9g", acmon_dequantize_input((int8_t)q), acmon_dequantize_output((int8_t)q));
+  printf("\n");
 #endif
   printf("window");
   for (int i = 0; i < ACMON_N_FFT; ++i) printf(" %.9g", acmon_window[i]);
@@ -220,8 +225,8 @@ def test_generated_cpp_compiles_and_computes_the_device_front_end(trained_model,
     assert ran.returncode == 0, ran.stderr
     lines = {line.split(" ", 1)[0]: line.split()[1:] for line in ran.stdout.splitlines()}
 
-    # The model array is the file byte for byte; the constants are the model's and the device's.
-    assert (tmp_path / "model.bin").read_bytes() == read_model_bytes(trained_model)[1]
+    # The model array is the file's graph without acmon's metadata; the constants are the model's and the device's.
+    assert (tmp_path / "model.bin").read_bytes() == strip_acmon_metadata(read_model_bytes(trained_model)[1], "m")[0]
     constants = [int(v) for v in lines["constants"]]
     assert constants[:8] == [
         p.sample_rate_hz,
@@ -236,6 +241,12 @@ def test_generated_cpp_compiles_and_computes_the_device_front_end(trained_model,
     measured = int(re.search(r"arena (\d+) bytes measured", result.stdout).group(1))  # type: ignore[union-attr]
     assert constants[8] >= 1.25 * measured and constants[8] % 1024 == 0
     assert constants[9] == model.input_zero_point
+    q = np.arange(-128, 128, dtype=np.int8)
+    dequantized = np.array(lines["dequantized"], dtype=np.float32).reshape(-1, 2)
+    np.testing.assert_array_equal(dequantized[:, 0], model.dequantize_input(q))
+    np.testing.assert_array_equal(
+        dequantized[:, 1], (q.astype(np.float32) - model.output_zero_point) * model.output_scale
+    )
     # Tables: exactly the device's float32 values (9 significant digits read back as float32).
     np.testing.assert_array_equal(np.array(lines["window"], dtype=np.float32), analysis_window(p.n_fft))
     bank = mel_filterbank(p)
@@ -259,7 +270,9 @@ def test_generated_cpp_compiles_and_computes_the_device_front_end(trained_model,
     assert steps.max() <= 1 and (steps == 0).mean() > 0.99
 
 
-@pytest.mark.parametrize("case", ["truncated", "not-tflite", "no-metadata", "output-is-file", "bad-name"])
+@pytest.mark.parametrize(
+    "case", ["truncated", "not-tflite", "no-metadata", "output-is-file", "bad-name", "reserved-name"]
+)
 def test_hostile_inputs_get_one_line(trained_model, tmp_path, case):
     _, data = read_model_bytes(trained_model)
     model, out, extra = tmp_path / "model.tflite", tmp_path / "out", []
@@ -280,8 +293,10 @@ def test_hostile_inputs_get_one_line(trained_model, tmp_path, case):
         model.write_bytes(bytes(builder.Output()))
     elif case == "output-is-file":
         out.write_text("a file")
-    else:
+    elif case == "bad-name":
         extra = ["--name", "1 bad-name;"]
+    else:  # would overwrite the scorer's own header
+        extra = ["--name", "acmon_scorer"]
     result = run_cli("firmware_tools", "export-c", str(model), "-o", str(out), *extra)
     assert result.returncode == 1, result
     assert "Traceback" not in result.stderr
@@ -293,6 +308,7 @@ def test_hostile_inputs_get_one_line(trained_model, tmp_path, case):
         "no-metadata": "without acmon metadata",
         "output-is-file": "is not a folder",
         "bad-name": "not a C identifier",
+        "reserved-name": "other than acmon_frontend and acmon_scorer",
     }[case]
     assert needle in errors[0], errors[0]
 
@@ -352,4 +368,87 @@ def test_without_tflite_micro_the_files_are_written_and_the_arena_is_not_measure
         "acmon_model.h",
         "acmon_frontend.h",
         "acmon_frontend.cc",
+        "acmon_scorer.h",
+        "acmon_scorer.cc",
     }
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "autoencoder", "classifier"])
+def test_removing_the_metadata_keeps_the_micro_outputs(models, demo_data, kind):
+    """The graph without acmon's metadata gives TFLite Micro's int8 outputs of the model file exactly, on every
+    window of a normal and a faulty clip, with the same arena; only acmon's buffers go (TensorFlow's stay)."""
+    require_micro()
+    model = AnomalyModel(models[kind])
+    _, data = read_model_bytes(models[kind])
+    stripped, dropped = strip_acmon_metadata(data, kind)
+    spans = metadata_spans(data, kind)
+    assert dropped == sum(n for name, (_, n) in spans.items() if name.startswith("acmon"))
+    assert set(metadata_spans(stripped, kind)) == {name for name in spans if not name.startswith("acmon")}
+    assert len(stripped) < len(data) - dropped + 256  # the buffers' bytes go; the rest is repacked as it was
+    q = np.stack([model.quantize(p) for p in golden_patches(demo_data, model.params)])
+    before, after = run_micro(data, q, kind), run_micro(stripped, q, kind)
+    np.testing.assert_array_equal(after.outputs, before.outputs)
+    assert (after.arena_bytes, after.ops) == (before.arena_bytes, before.ops)
+
+
+def test_keep_metadata_exports_the_file_byte_for_byte(trained_model, tmp_path):
+    """Measured on the default model: 161,576 bytes with its metadata, 22,144 without (136.1 KiB of acmon's)."""
+    _, data = read_model_bytes(trained_model)
+    lengths = {}
+    for flags in ([], ["--keep-metadata"]):
+        out = tmp_path / ("kept" if flags else "stripped")
+        result = run_cli("firmware_tools", "export-c", str(trained_model), "-o", str(out), *flags)
+        assert result.returncode == 0, result.stderr
+        text = (out / "acmon_model_data.cc").read_text()
+        lengths[bool(flags)] = int(re.search(r"acmon_model_len = (\d+);", text).group(1))  # type: ignore[union-attr]
+        body = re.search(r"\{\n(.*)\n\};", text, re.S).group(1)  # type: ignore[union-attr]
+        array = bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body))
+        assert array == (data if flags else strip_acmon_metadata(data, "m")[0])
+        assert ("TFLite Micro skips" if flags else "without its") in result.stdout, result.stdout
+    assert lengths[True] == len(data) and lengths[False] < 0.2 * len(data)
+
+
+def test_classifier_scorer_and_autoencoder_formula(models, demo_data, tmp_path):
+    """The classifier's acmon_scorer_score is the device's 1 - P(normal) exactly; the autoencoders' score needs
+    the model's input, so they get no scorer file and their header spells the formula out."""
+    require_micro()
+    require(shutil.which("g++") is not None, "g++ is not installed (apt-get install g++)")
+    out = tmp_path / "cls"
+    result = run_cli("firmware_tools", "export-c", str(models["classifier"]), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    model = AnomalyModel(models["classifier"])
+    assert model.metadata.score_kind == "anomaly_probability" and model.scorer is None
+    patches = golden_patches(demo_data, model.params)
+    evaluated = [model.evaluate(p) for p in patches]
+    outputs = np.stack([o.reshape(-1) for _, o in evaluated])
+    scores = c_scores(build_scorer(tmp_path, out, double=False), outputs, np.ones(len(outputs), bool))
+    np.testing.assert_array_equal(scores, np.array([s for s, _ in evaluated], dtype=np.float32))
+
+    out = tmp_path / "ae"
+    result = run_cli("firmware_tools", "export-c", str(models["autoencoder"]), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert not (out / "acmon_scorer.h").exists() and "no scorer file" in result.stdout
+    header = (out / "acmon_model.h").read_text()
+    kind = AnomalyModel(models["autoencoder"]).metadata.score_kind
+    comments = " ".join(line[3:] for line in header.splitlines() if line.startswith("// "))
+    assert f'#define ACMON_SCORE_KIND "{kind}"' in header and "static inline float acmon_dequantize_input" in header
+    assert (
+        "from the output AND the model's input" in comments and "acmon_dequantize_input of the int8 input" in comments
+    )
+
+
+@pytest.mark.parametrize("case", ["tensor-buffer", "out-of-range"])
+def test_removing_the_metadata_refuses_a_crafted_model(trained_model, case):
+    """An 'acmon' metadata entry that names a tensor's buffer (removing it would break the graph) or no buffer."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    _, data = read_model_bytes(trained_model)
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+    entry = next(m for m in model.metadata if m.name == b"acmon_scorer")
+    weights = max(model.subgraphs[0].tensors, key=lambda t: 0 if model.buffers[t.buffer].data is None else 1)
+    entry.buffer = weights.buffer if case == "tensor-buffer" else len(model.buffers) + 5
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with pytest.raises(ExportError, match="also a tensor's" if case == "tensor-buffer" else "names buffer"):
+        strip_acmon_metadata(bytes(builder.Output()), "crafted.tflite")
