@@ -81,7 +81,9 @@ def make_loop_wav(folder: Path, with_fault: bool = False) -> Path:
     return loop
 
 
-def write_config(folder: Path, model: Path, wav: Path, repeats: int, mqtt_port: int | None = None) -> Path:
+def write_config(
+    folder: Path, model: Path, wav: Path, repeats: int, mqtt_port: int | None = None, metrics: bool = False
+) -> Path:
     cfg = folder / f"daemon-{repeats}.yaml"
     paths = "\n".join(f"    - {wav}" for _ in range(repeats))
     mqtt = (
@@ -94,6 +96,7 @@ def write_config(folder: Path, model: Path, wav: Path, repeats: int, mqtt_port: 
         f"model: {{path: {model}}}\n{mqtt}"
         f"evidence: {{directory: {folder / 'evidence'}, quota_mb: 20}}\n"
         f"audio:\n  source: wav\n  realtime: false\n  wav_paths:\n{paths}\n"
+        + ("metrics: {enabled: true, port: 0}\n" if metrics else "")
     )
     return cfg
 
@@ -311,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--starts", type=int, default=3, help="start-up measurements, median reported (default: 3)")
     parser.add_argument("--mqtt", action="store_true", help="publish to a private mosquitto (state, telemetry, events)")
+    parser.add_argument("--metrics", action="store_true", help="serve the Prometheus endpoint (metrics.enabled)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
         "--soak",
@@ -330,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             loop = make_loop_wav(folder)
             starts = [
-                time_to_ready(write_config(folder, Path(args.model), loop, 1, port), folder) for _ in range(args.starts)
+                time_to_ready(write_config(folder, Path(args.model), loop, 1, port, args.metrics), folder)
+                for _ in range(args.starts)
             ]
             repeats = max(1, round(args.hours * 3600 / LOOP_SECONDS))
-            long = long_replay(write_config(folder, Path(args.model), loop, repeats, port), folder)
+            long = long_replay(write_config(folder, Path(args.model), loop, repeats, port, args.metrics), folder)
         finally:
             if broker is not None:
                 broker.terminate()
@@ -347,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         **long,
         "realtime_factor_x": round(audio_seconds / long["wall_seconds"], 1),
         "mqtt": bool(args.mqtt),
+        "metrics": bool(args.metrics),
         "targets": {"rss_mb": TARGET_RSS_MB, "start_seconds": TARGET_START_SECONDS},
     }
     if args.json:

@@ -45,6 +45,7 @@ from ..state import OpenAlarmFile, open_alarm_path
 from .calibrate import CalibrationSession, calibration_reply, decide_site_calibration
 from .daemon_config import detector_settings, trusted_keys
 from .guardrails import check_calibration_audio, check_threshold_change
+from .metrics import MetricsServer
 from .outbox import Outbox
 from .sdnotify import SystemdNotifier
 from .site_config import (
@@ -117,6 +118,8 @@ class Runner:
         self.runtime = runtime
         self.stop_event = threading.Event()
         self.started_monotonic = time.monotonic()
+        self.last_period: dict[str, Any] | None = None  # the last telemetry period's figures (metrics)
+        self.metrics: MetricsServer | None = None
         self.windows_scored = 0  # windows with a score, and alarms started, since start (updates watch them)
         self.alarms_started = 0
         self.updates = ModelUpdates(self, cfg)
@@ -222,6 +225,10 @@ class Runner:
             self.outbox.publisher.start()
         self.end_alarm_left_open()
         self.publish_model_state()
+        m = self.cfg.metrics
+        if m.enabled:
+            self.metrics = MetricsServer(self, m.host, m.port)
+            self.metrics.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -250,6 +257,9 @@ class Runner:
         """
         self.notifier.stopping()
         self.notifier.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         publisher = self.outbox.publisher
         if publisher is None:
             return 0
@@ -494,8 +504,13 @@ class Runner:
             force=force,
         )
 
+    @property
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
     def _publish_telemetry(self) -> None:
         period = self.health.take_telemetry()
+        self.last_period = period
         payload = telemetry_payload(
             self.cfg.device.id,
             self.cfg.device.site,
