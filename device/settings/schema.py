@@ -544,7 +544,9 @@ class UpdatesConfig(SectionConfig):
 class MetricsConfig(SectionConfig):
     """A Prometheus /metrics endpoint for Grafana (needs the prometheus-client package: acmon[metrics])."""
 
-    enabled: bool = Field(False, description="Serve the metrics (about 2 MB more memory beside MQTT, 9.5 MB without it).")
+    enabled: bool = Field(
+        False, description="Serve the metrics (about 2 MB more memory beside MQTT, 9.5 MB without it)."
+    )
     host: str = Field(
         "127.0.0.1",
         min_length=1,
