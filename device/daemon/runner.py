@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import queue
 import signal
@@ -34,14 +35,20 @@ from ..audio.health import (
 from ..audio.sources import Stream
 from ..decisions.detector import DetectorSettings, Transition
 from ..errors import AcmonError, AudioError
-from ..evidence.clips import EvidenceRecorder, default_evidence_directory
+from ..evidence.clips import (
+    EVIDENCE_CHUNK_BYTES,
+    MAX_EVIDENCE_FILE_BYTES,
+    EvidenceRecorder,
+    default_evidence_directory,
+    evidence_files,
+)
 from ..mqtt.commands import check_args
 from ..mqtt.payloads import health_payload, iso_utc, telemetry_payload
 from ..pipeline import Pipeline, WindowResult, clip_score
 from ..settings.config import feature_pins, parse_broker
 from ..settings.schema import AcmonConfig
 from ..settings.secret_files import resolve_mqtt_password
-from ..state import OpenAlarmFile, open_alarm_path
+from ..state import OpenAlarmFile, open_alarm_path, read_small_file
 from .calibrate import CalibrationSession, calibration_reply, decide_site_calibration
 from .daemon_config import detector_settings, trusted_keys
 from .guardrails import check_calibration_audio, check_threshold_change
@@ -132,7 +139,9 @@ class Runner:
         if evidence:  # the daemon passes cfg.evidence.enabled; replays and scoring ask for it explicitly
             e = cfg.evidence
             directory = e.directory or default_evidence_directory()
-            self.evidence = EvidenceRecorder(directory, params, e.pre_roll_seconds, e.post_roll_seconds, e.quota_mb)
+            self.evidence = EvidenceRecorder(
+                directory, params, e.pre_roll_seconds, e.post_roll_seconds, e.quota_mb, e.max_clips, e.max_age_days
+            )
         self.pipeline = Pipeline(
             self.model,
             self.settings,
@@ -574,6 +583,7 @@ class Runner:
             "mute": lambda a: self.mute(float(a["minutes"])),
             "set_threshold": lambda a: self.set_threshold(float(a["value"]), force=a.get("force", False)),
             "rollback_model": lambda a: self.updates.rollback("asked for (rollback_model)"),
+            "get_evidence": lambda a: self.send_evidence(str(a["event_id"])),
         }
         return handlers[name](args)
 
@@ -627,6 +637,44 @@ class Runner:
             "threshold": round(settings.threshold, 6),
             "min_rms_dbfs": cfg.detector.min_rms_dbfs,
         }
+
+    def send_evidence(self, event_id: str) -> dict[str, Any]:
+        """Publish an event's evidence files in chunks on <base>/evidence/<event id>/<file>/<index> (get_evidence).
+
+        Raises:
+            AcmonError: evidence is off, MQTT is off, or the event has no evidence (yet, or any more).
+        """
+        publisher = self.outbox.publisher
+        if self.evidence is None:
+            raise AcmonError("get_evidence: evidence is off on this device (evidence.enabled: false)")
+        if publisher is None:
+            raise AcmonError("get_evidence: MQTT is off; the evidence is in " + str(self.evidence.directory))
+        files = evidence_files(self.evidence.directory, event_id)
+        if not files:
+            raise AcmonError(
+                f"get_evidence: no evidence for event {event_id}: it is written evidence.post_roll_seconds after the "
+                "alarm starts, and removed by the evidence retention (quota_mb, max_clips, max_age_days)"
+            )
+        sent = []
+        for path in files:
+            try:
+                data = read_small_file(path, MAX_EVIDENCE_FILE_BYTES)
+            except OSError as exc:
+                raise AcmonError(f"get_evidence: cannot read {path.name}: {exc.strerror or exc}") from None
+            chunks = [data[i : i + EVIDENCE_CHUNK_BYTES] for i in range(0, len(data), EVIDENCE_CHUNK_BYTES)] or [b""]
+            topic = f"evidence/{event_id}/{path.name}"
+            for index, chunk in enumerate(chunks):
+                publisher.publish_evidence(f"{topic}/{index}", chunk)
+            sent.append(
+                {
+                    "name": path.name,
+                    "topic": f"{publisher.base_topic}/{topic}",
+                    "bytes": len(data),
+                    "chunks": len(chunks),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+            )
+        return {"event_id": event_id, "files": sent}
 
     # -- model updates (device/daemon/updates.py) ---------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import logging
 import os
 import time
@@ -57,14 +58,31 @@ def evidence_stem(event_id: str, wall_time: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall_time)) + f"_{event_id[:12]}"
 
 
-def enforce_quota(directory: Path, quota_bytes: int, keep: frozenset[str] = frozenset()) -> list[Path]:
-    """Delete the oldest evidence (WAV and PNG of one clip together) until the folder fits the quota.
+def _clip_time(stem: str, paths: list[Path]) -> float:
+    """When a clip was made: from its name (UTC time first), else its file's modification time."""
+    try:
+        return calendar.timegm(time.strptime(stem[:16], "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return min(p.stat().st_mtime for p in paths)
+
+
+def enforce_quota(
+    directory: Path,
+    quota_bytes: int,
+    keep: frozenset[str] = frozenset(),
+    max_clips: int | None = None,
+    max_age_seconds: float | None = None,
+    now: float | None = None,
+) -> list[Path]:
+    """Delete the oldest evidence (WAV and PNG of one clip together) until the folder fits the quota, holds
+    at most max_clips clips, and none older than max_age_seconds.
 
     Args:
         directory: the evidence folder.
         quota_bytes: the largest total size of its .wav and .png files.
         keep: stems never deleted (the clip just written: a quota smaller than one
             clip keeps that clip rather than nothing).
+        max_clips, max_age_seconds: further limits; None = none.
 
     Returns:
         The files removed, oldest first.
@@ -77,16 +95,32 @@ def enforce_quota(directory: Path, quota_bytes: int, keep: frozenset[str] = froz
     total = sum(sizes.values())
     # Names start with the UTC time, so name order is age order even when mtimes were reset by a copy.
     removed: list[Path] = []
+    count = len(groups)
+    oldest_allowed = None if max_age_seconds is None else (time.time() if now is None else now) - max_age_seconds
     for stem in sorted(groups):
-        if total <= quota_bytes:
-            break
+        too_old = oldest_allowed is not None and _clip_time(stem, groups[stem]) < oldest_allowed
+        too_many = max_clips is not None and count > max_clips
+        if total <= quota_bytes and not too_old and not too_many:
+            break  # oldest first: every later clip is newer, and the totals only went down
         if stem in keep:
             continue
+        count -= 1
         for path in groups[stem]:
             path.unlink(missing_ok=True)
             removed.append(path)
         total -= sizes[stem]
     return removed
+
+
+MAX_EVIDENCE_FILE_BYTES = 16 * 1024 * 1024
+EVIDENCE_CHUNK_BYTES = 64 * 1024  # get_evidence's MQTT messages: under any broker's default message limit
+
+
+def evidence_files(directory: Path, event_id: str) -> list[Path]:
+    """The evidence files (WAV, PNG) of one event, by its id (32 hex digits; names carry its first 12)."""
+    if not (len(event_id) == 32 and all(c in "0123456789abcdef" for c in event_id)):
+        raise ValueError(f"event id {event_id[:40]!r} is not 32 lower-case hex digits")
+    return sorted(p for p in directory.glob(f"*_{event_id[:12]}.*") if p.suffix in EVIDENCE_SUFFIXES and p.is_file())
 
 
 class EvidenceRecorder:
@@ -111,8 +145,12 @@ class EvidenceRecorder:
         pre_roll_seconds: float,
         post_roll_seconds: float,
         quota_mb: float,
+        max_clips: int | None = None,
+        max_age_days: float | None = None,
     ):
         self.directory = Path(directory)
+        self.max_clips = max_clips
+        self.max_age_seconds = None if max_age_days is None else max_age_days * 86400
         self.params = params
         self.pre_roll_samples = round(pre_roll_seconds * params.sample_rate_hz)
         self.post_roll_samples = round(post_roll_seconds * params.sample_rate_hz)
@@ -185,7 +223,9 @@ class EvidenceRecorder:
             os.chmod(wav, EVIDENCE_FILE_MODE)
             write_png(png, spectrogram_rgb(logmel_image(samples, self.params)))
             os.chmod(png, EVIDENCE_FILE_MODE)
-            removed = enforce_quota(self.directory, self.quota_bytes, keep=frozenset({clip.stem}))
+            removed = enforce_quota(
+                self.directory, self.quota_bytes, frozenset({clip.stem}), self.max_clips, self.max_age_seconds
+            )
         except Exception as exc:  # a full or read-only disk (or a bug here) must not stop the monitoring
             self.failed += 1
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
@@ -203,6 +243,6 @@ class EvidenceRecorder:
         self.error = None
         self.written += 1
         if removed:
-            logger.info("evidence quota %.0f MB: removed %d old file(s)", self.quota_bytes / BYTES_PER_MB, len(removed))
+            logger.info("evidence retention: removed %d old file(s)", len(removed))
         logger.info("evidence %s: %.1f s of audio", wav, len(samples) / self.params.sample_rate_hz)
         return wav

@@ -119,6 +119,8 @@ COMMANDS: dict[str, tuple[NumberArg | FlagArg | TextArg, ...]] = {
         FlagArg("drop_calibration"),  # set a site calibration of the model in use aside (rollback restores it)
     ),
     "rollback_model": (),
+    # The clip and spectrogram of an alarm, in chunks on <base>/evidence/<event id>/<file>/<index>.
+    "get_evidence": (TextArg("event_id", r"[0-9a-f]{32}", 32, "an event id (32 lower-case hex digits)"),),
 }
 
 

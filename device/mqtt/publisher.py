@@ -334,6 +334,10 @@ class MqttPublisher:
         """Retained QoS 1 on <base>/health; while offline only the latest is kept."""
         self._enqueue(_Outgoing("retained", f"{self.base_topic}/health", _encode(payload)))
 
+    def publish_evidence(self, topic_suffix: str, chunk: bytes) -> None:
+        """QoS 1 on <base>/<topic_suffix>, raw bytes (get_evidence's chunks); kept in memory while offline, as replies."""
+        self._enqueue(_Outgoing("reply", f"{self.base_topic}/{topic_suffix}", chunk))
+
     def publish_model(self, payload: dict[str, Any]) -> None:
         """Retained QoS 1 on <base>/model (the model in use and the last update); while offline only the latest."""
         self._enqueue(_Outgoing("retained", f"{self.base_topic}/model", _encode(payload)))

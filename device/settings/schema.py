@@ -309,6 +309,12 @@ class EvidenceConfig(SectionConfig):
     quota_mb: float = Field(
         200.0, gt=0, le=1_000_000, description="Largest total size of the evidence folder, in megabytes (10^6 bytes)."
     )
+    max_clips: int | None = Field(
+        None, ge=1, le=1_000_000, description="Keep at most this many clips (the oldest go first); null = no limit."
+    )
+    max_age_days: float | None = Field(
+        None, gt=0, le=3650, description="Remove clips older than this many days (at the next clip); null = no limit."
+    )
 
 
 class HealthConfig(SectionConfig):

@@ -8,6 +8,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from device.analysis.features import FeatureParams
 from device.audio.audio_io import read_wav
@@ -113,3 +114,40 @@ def test_default_directory_is_the_state_folder_not_the_working_directory(tmp_pat
     assert default_evidence_directory({"STATE_DIRECTORY": "/var/lib/acmon"}) == Path("/var/lib/acmon/evidence")
     assert default_evidence_directory({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "acmon" / "evidence"
     assert default_evidence_directory({"HOME": "/home/pi"}) == Path("/home/pi/.local/state/acmon/evidence")
+
+
+def test_retention_by_count_and_age_removes_wav_and_png_together(tmp_path):
+    import calendar
+    import time as _time
+
+    stems = [f"2020010{d}T000000Z_{d:012x}" for d in range(1, 7)]
+    for stem in stems:
+        (tmp_path / f"{stem}.wav").write_bytes(b"x")
+        (tmp_path / f"{stem}.png").write_bytes(b"y")
+    (tmp_path / "notes.txt").write_text("kept")  # not evidence
+    removed = enforce_quota(tmp_path, 10**9, max_clips=4)
+    assert sorted({p.stem for p in removed}) == stems[:2]
+    now = calendar.timegm(_time.strptime("20200106T120000Z", "%Y%m%dT%H%M%SZ"))
+    removed = enforce_quota(tmp_path, 10**9, max_age_seconds=2.0 * 86400, now=now)  # older than Jan 4, 12:00
+    assert sorted({p.stem for p in removed}) == stems[2:4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{s}.{x}" for s in stems[4:] for x in ("wav", "png")] + ["notes.txt"]
+    )
+    # The clip just written is kept whatever the limits say; a name without a time goes by its file's age.
+    odd = tmp_path / "renamed.wav"
+    odd.write_bytes(b"z")
+    os.utime(odd, (0, 0))
+    removed = enforce_quota(tmp_path, 10**9, keep=frozenset({stems[5]}), max_clips=1, max_age_seconds=1.0, now=now)
+    assert {p.stem for p in removed} == {stems[4], "renamed"}
+
+
+def test_evidence_files_of_an_event_refuse_what_is_not_an_event_id(tmp_path):
+    from device.evidence.clips import evidence_files
+
+    (tmp_path / "20200101T000000Z_0123456789ab.wav").write_bytes(b"x")
+    (tmp_path / "20200101T000000Z_0123456789ab.png").write_bytes(b"x")
+    assert [p.suffix for p in evidence_files(tmp_path, "0123456789ab" + "0" * 20)] == [".png", ".wav"]
+    assert evidence_files(tmp_path, "f" * 32) == []
+    for bad in ("../x", "*" * 32, "0123456789AB" + "0" * 20, ""):
+        with pytest.raises(ValueError):
+            evidence_files(tmp_path, bad)
