@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .daemon.cli import make_parser, run_command, setup_logging
@@ -256,6 +257,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_labels(args: argparse.Namespace) -> int:
+    """The device's labelled alarms as a CSV manifest that `training fit --data FILE` reads."""
+    from .daemon.labels import dataset_folder, export_manifest  # noqa: PLC0415
+
+    cfg = _load_config(args.config)
+    folder = dataset_folder(cfg)
+    path, counts = export_manifest(folder, Path(args.out) if args.out else None)
+    summary = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
+    print(
+        f"{path}: {sum(counts.values())} clip(s) ({summary}); train with: python -m training fit --data {path} --out MODEL"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, commands = make_parser("python -m device", __doc__)
 
@@ -342,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply the calibration even if the audio looks like a fault (default: refuse it)",
     )
     p.set_defaults(func=cmd_calibrate)
+
+    p = commands.add_parser(
+        "export-labels", help="write the alarms labelled on this device (MQTT command label) as a CSV manifest for fit"
+    )
+    p.add_argument("--config", required=True, help="YAML config file (names the device whose dataset it is)")
+    p.add_argument("--out", help="manifest to write (default: manifest.csv in the dataset folder)")
+    p.set_defaults(func=cmd_export_labels)
 
     p = commands.add_parser("score", help="score WAV files: one JSON line per file")
     p.add_argument("wavs", nargs="+", metavar="FILE", help="WAV files or folders")

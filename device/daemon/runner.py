@@ -32,7 +32,7 @@ from ..audio.health import (
     HealthMonitor,
     read_cpu_temperature_c,
 )
-from ..audio.sources import Stream
+from ..audio.sources import Stream, open_source
 from ..decisions.detector import DetectorSettings, Transition
 from ..errors import AcmonError, AudioError
 from ..evidence.clips import (
@@ -52,6 +52,7 @@ from ..state import OpenAlarmFile, open_alarm_path, read_small_file
 from .calibrate import CalibrationSession, calibration_reply, decide_site_calibration
 from .daemon_config import detector_settings, trusted_keys
 from .guardrails import check_calibration_audio, check_threshold_change
+from .labels import dataset_folder, false_alarm_clips, store_label
 from .metrics import MetricsServer
 from .outbox import Outbox
 from .sdnotify import SystemdNotifier
@@ -584,6 +585,7 @@ class Runner:
             "set_threshold": lambda a: self.set_threshold(float(a["value"]), force=a.get("force", False)),
             "rollback_model": lambda a: self.updates.rollback("asked for (rollback_model)"),
             "get_evidence": lambda a: self.send_evidence(str(a["event_id"])),
+            "label": lambda a: self.label(str(a["event_id"]), str(a["label"])),
         }
         return handlers[name](args)
 
@@ -637,6 +639,20 @@ class Runner:
             "threshold": round(settings.threshold, 6),
             "min_rms_dbfs": cfg.detector.min_rms_dbfs,
         }
+
+    def label(self, event_id: str, label: str) -> dict[str, Any]:
+        """Keep an alarm's clip in the device's dataset under its label (device/daemon/labels.py).
+
+        Raises:
+            AcmonError: evidence is off, no clip for the event, a bad label, or the dataset cannot be written.
+        """
+        if self.evidence is None:
+            raise AcmonError(
+                "label: evidence is off on this device (evidence.enabled: false): there is no clip to keep"
+            )
+        stored = store_label(self.evidence.directory, dataset_folder(self.cfg), event_id, label)
+        logger.info("event %s labelled %s: %s", event_id, label, stored)
+        return {"event_id": event_id, "label": label, "clip": str(stored)}
 
     def send_evidence(self, event_id: str) -> dict[str, Any]:
         """Publish an event's evidence files in chunks on <base>/evidence/<event id>/<file>/<index> (get_evidence).
@@ -814,8 +830,9 @@ class Runner:
         if session is None:
             return
         try:
+            false_alarms = self._add_false_alarms(session)
             check_calibration_audio(session.collected, self.model.params.hop_seconds, requested=False)
-            result = self.calibrate_now(session)
+            result = {**self.calibrate_now(session), "false_alarm_clips": false_alarms}
         except AcmonError as exc:
             logger.error("calibration failed: %s", exc)
             session.reply(None, str(exc))
@@ -830,6 +847,30 @@ class Runner:
         else:
             self.health.clear(FAULT_INTERNAL_ERROR)
             session.reply(result)
+
+    def _add_false_alarms(self, session: CalibrationSession) -> int:
+        """Put the clips labelled false_alarm (device/daemon/labels.py) into the calibration's normal audio, each as
+        its own stretch, scored as the stream was; returns how many were used."""
+        clips = false_alarm_clips(dataset_folder(self.cfg))
+        if not clips:
+            return 0
+        pipeline = Pipeline(self.model, self.settings, min_rms_dbfs=self.pipeline.min_rms_dbfs, score_all=True)
+        used = 0
+        for clip in clips:
+            try:
+                stream = open_source(self.cfg.audio, self.model.params.sample_rate_hz, clip)
+                session.new_segment()
+                pipeline.reset()
+                for block in stream.blocks():
+                    for result in pipeline.process(block):
+                        session.add(result)
+            except AcmonError as exc:
+                logger.warning("calibration: labelled false alarm %s skipped: %s", clip.name, exc)
+                continue
+            used += 1
+        session.new_segment()
+        logger.info("calibration: %d clip(s) labelled false_alarm joined the site's normal audio", used)
+        return used
 
     def calibrate_now(self, session: CalibrationSession) -> dict[str, Any]:
         """Threshold (and level gate, site statistics) from the session; checked, written, applied.

@@ -121,6 +121,11 @@ COMMANDS: dict[str, tuple[NumberArg | FlagArg | TextArg, ...]] = {
     "rollback_model": (),
     # The clip and spectrogram of an alarm, in chunks on <base>/evidence/<event id>/<file>/<index>.
     "get_evidence": (TextArg("event_id", r"[0-9a-f]{32}", 32, "an event id (32 lower-case hex digits)"),),
+    # Keep an alarm's clip in the device's dataset: false_alarm, or a fault name (device/daemon/labels.py).
+    "label": (
+        TextArg("event_id", r"[0-9a-f]{32}", 32, "an event id (32 lower-case hex digits)"),
+        TextArg("label", r"[A-Za-z0-9_-]{1,64}", 64, "false_alarm or a fault name (letters, digits, '_' or '-')"),
+    ),
 }
 
 

@@ -1,0 +1,115 @@
+"""Feedback into training: label an alarm over MQTT, export the dataset, and let false alarms join calibration."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import paho.mqtt.publish as mqtt_publish
+import pytest
+import yaml
+
+from device.daemon.labels import dataset_folder
+from device.settings.config import load_config
+from tests.helpers import REPO, run_cli, stop_daemon
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_label_an_alarm_export_it_and_train_on_it(broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path):
+    fault = sorted((demo_data / "pump" / "test").glob("anomaly_id_00_*.wav"))[0]
+    evidence = tmp_path / "evidence"
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "device": {"id": "pump-6", "site": "lab"},
+                "model": {"path": str(trained_model), "threshold": 1e-6},
+                "audio": {"source": "wav", "wav_paths": [str(fault)] * 20, "realtime": True},
+                "evidence": {"directory": str(evidence), "pre_roll_seconds": 1, "post_roll_seconds": 1},
+                "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": unique_prefix},
+            }
+        )
+    )
+    dataset = dataset_folder(load_config(cfg))
+    base = f"{unique_prefix}/lab/pump-6"
+    sub = subscribe(broker.host, broker.port, f"{base}/#")
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "device", "run", "--config", str(cfg)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def label(args: dict) -> dict:
+        seen = len(sub.json_on("/cmd/label/result"))
+        mqtt_publish.single(f"{base}/cmd/label", json.dumps(args), qos=1, hostname=broker.host, port=broker.port)
+        assert sub.wait_for(lambda s: len(s.json_on("/cmd/label/result")) > seen, 30), log_path.read_text()
+        return sub.json_on("/cmd/label/result")[-1]
+
+    try:
+        assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), 60), (
+            log_path.read_text()
+        )
+        start = next(e for e in sub.json_on("/events") if e["state"] == "start")
+        assert sub.wait_for(lambda s: (evidence / start["evidence"]).exists(), 30)
+        event = start["event_id"]
+        first = label({"event_id": event, "label": "false_alarm"})
+        assert first["ok"], first
+        assert (dataset / "normal" / start["evidence"]).read_bytes() == (evidence / start["evidence"]).read_bytes()
+        moved = label({"event_id": event, "label": "impeller_wear"})  # relabelled: moved, never in two folders
+        assert moved["ok"] and not (dataset / "normal" / start["evidence"]).exists()
+        assert (dataset / "impeller_wear" / start["evidence"]).exists()
+        for args, needle in (
+            ({"event_id": event, "label": "normal"}, "false_alarm"),
+            ({"event_id": event, "label": "../x"}, "label"),
+            ({"event_id": event, "label": ""}, "label"),
+            ({"event_id": "0" * 32, "label": "false_alarm"}, "no evidence clip"),
+            ({"event_id": event}, "needs 'label'"),
+        ):
+            refused = label(args)
+            assert not refused["ok"] and needle in refused["error"], (args, refused)
+    finally:
+        assert stop_daemon(proc) == 0, log_path.read_text()[-2000:]
+
+    # A normal clip labelled too (as the daemon would have stored one), then the manifest training reads.
+    shutil.copy(sorted((demo_data / "pump" / "test").glob("normal_id_00_*.wav"))[0], dataset / "normal" / "n0.wav")
+    out = run_cli("device", "export-labels", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    manifest = dataset / "manifest.csv"
+    assert "2 clip(s) (1 impeller_wear, 1 normal)" in out.stdout and str(manifest) in out.stdout
+    from training.datasets import discover
+
+    labels = sorted(r.label for r in discover(manifest))
+    assert labels == ["impeller_wear", "normal"]
+
+    # The false alarm joins the next calibration's normal audio (--force: the config's threshold of 1e-6, which made
+    # every window alarm above, is far below what normal audio calls for, and calibrate would refuse the jump).
+    calibrated = run_cli(
+        "device",
+        "calibrate",
+        "--config",
+        str(cfg),
+        "--source",
+        "file",
+        "--minutes",
+        "2",
+        "--force",
+        str(demo_data / "pump" / "train"),
+    )
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert json.loads(calibrated.stdout)["false_alarm_clips"] == 1
+
+
+def test_export_labels_of_an_empty_dataset_is_one_line(trained_model, tmp_path):
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text(yaml.safe_dump({"device": {"id": "pump-1", "site": "lab"}, "model": {"path": str(trained_model)}}))
+    out = run_cli("device", "export-labels", "--config", str(cfg))
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [
+        next(line for line in out.stderr.splitlines() if "no labelled clips" in line)
+    ]
