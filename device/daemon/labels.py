@@ -19,8 +19,9 @@ import re
 import shutil
 from pathlib import Path
 
+from ..audio.audio_io import write_wav
 from ..errors import AcmonError
-from ..evidence.clips import evidence_files
+from ..evidence.clips import AUDIO_SUFFIXES, evidence_files, read_flac_as_float
 from ..settings.schema import AcmonConfig
 from ..state import atomic_write, make_private_directory, state_root
 
@@ -55,22 +56,27 @@ def store_label(evidence_directory: Path, dataset: Path, event_id: str, label: s
         AcmonError: a bad label, no evidence for the event, a full dataset, or a file that cannot be written.
     """
     folder = folder_for(label)
-    wavs = [p for p in evidence_files(evidence_directory, event_id) if p.suffix == ".wav"]
+    wavs = [p for p in evidence_files(evidence_directory, event_id) if p.suffix in AUDIO_SUFFIXES]
     if not wavs:
         raise AcmonError(
             f"label: no evidence clip for event {event_id} (written evidence.post_roll_seconds after the alarm, "
             "removed by the evidence retention); only alarms with a clip can be labelled"
         )
     source = wavs[0]
-    existing = list(dataset.glob(f"*/{source.name}"))
+    name = source.stem + ".wav"  # training reads WAV: a FLAC clip is stored decoded
+    existing = list(dataset.glob(f"*/{name}"))
     if not existing and sum(1 for _ in dataset.glob("*/*.wav")) >= MAX_DATASET_CLIPS:
         raise AcmonError(f"label: the dataset {dataset} holds {MAX_DATASET_CLIPS} clips; export and clear it first")
-    target = dataset / folder / source.name
+    target = dataset / folder / name
     try:
         make_private_directory(target.parent)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        if source.suffix == ".flac":
+            samples, rate = read_flac_as_float(source)
+            write_wav(target, samples, rate)
+        else:
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
         for old in existing:
             if old != target:
                 old.unlink(missing_ok=True)

@@ -141,7 +141,14 @@ class Runner:
             e = cfg.evidence
             directory = e.directory or default_evidence_directory()
             self.evidence = EvidenceRecorder(
-                directory, params, e.pre_roll_seconds, e.post_roll_seconds, e.quota_mb, e.max_clips, e.max_age_days
+                directory,
+                params,
+                e.pre_roll_seconds,
+                e.post_roll_seconds,
+                e.quota_mb,
+                e.max_clips,
+                e.max_age_days,
+                e.format,
             )
         self.pipeline = Pipeline(
             self.model,

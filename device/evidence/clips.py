@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..analysis.features import FeatureParams
 from ..audio.audio_io import write_wav
 from ..audio.ring_buffer import RingBuffer
@@ -20,7 +22,8 @@ from .png import spectrogram_rgb, write_png
 
 logger = logging.getLogger(__name__)
 
-EVIDENCE_SUFFIXES = (".wav", ".png")
+EVIDENCE_SUFFIXES = (".wav", ".flac", ".png")
+AUDIO_SUFFIXES = (".wav", ".flac")
 # Clips are audio from the site: the owner writes them, its group (an operator's viewer) may read them.
 EVIDENCE_FILE_MODE = 0o640
 EVIDENCE_DIRECTORY_MODE = 0o750
@@ -112,6 +115,34 @@ def enforce_quota(
     return removed
 
 
+def _flac_writer():
+    """The soundfile module, or None (logged) when it cannot be imported: clips are then written as WAV."""
+    try:
+        import soundfile  # noqa: PLC0415 - 3 MB of libsndfile only for evidence.format: flac
+    except (ImportError, OSError) as exc:
+        logger.warning(
+            "evidence.format flac needs the soundfile package (pip install 'acmon[flac]'; %s): writing WAV clips", exc
+        )
+        return None
+    return soundfile
+
+
+def write_flac(soundfile, path: Path, samples: np.ndarray, sample_rate_hz: int) -> None:
+    """16-bit FLAC of float samples (full scale 1, clipped as write_wav does), written atomically via path.tmp."""
+    pcm = np.clip(np.round(np.nan_to_num(np.asarray(samples, np.float64)) * 32768.0), -32768, 32767).astype(np.int16)
+    tmp = path.with_name(path.name + ".tmp")
+    soundfile.write(str(tmp), pcm, sample_rate_hz, format="FLAC", subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+def read_flac_as_float(path: Path) -> tuple[np.ndarray, int]:
+    """A FLAC clip's samples (float32, full scale 1) and rate; needs soundfile (only where FLAC clips were written)."""
+    import soundfile  # noqa: PLC0415
+
+    data, rate = soundfile.read(str(path), dtype="float32")
+    return data, int(rate)
+
+
 MAX_EVIDENCE_FILE_BYTES = 16 * 1024 * 1024
 EVIDENCE_CHUNK_BYTES = 64 * 1024  # get_evidence's MQTT messages: under any broker's default message limit
 
@@ -147,8 +178,12 @@ class EvidenceRecorder:
         quota_mb: float,
         max_clips: int | None = None,
         max_age_days: float | None = None,
+        audio_format: str = "wav",
     ):
+        """audio_format: "wav", or "flac" (about 40 % smaller; needs the soundfile package, else WAV with a warning)."""
         self.directory = Path(directory)
+        self._soundfile = _flac_writer() if audio_format == "flac" else None
+        self.suffix = ".flac" if self._soundfile is not None else ".wav"
         self.max_clips = max_clips
         self.max_age_seconds = None if max_age_days is None else max_age_days * 86400
         self.params = params
@@ -185,7 +220,7 @@ class EvidenceRecorder:
         stem = evidence_stem(event_id, time.time() if wall_time is None else wall_time)
         centre = round(start_seconds * self.params.sample_rate_hz)
         self._pending.append(PendingClip(stem, max(0, centre - self.pre_roll_samples), centre + self.post_roll_samples))
-        return stem + ".wav"
+        return stem + self.suffix
 
     def poll(self, ring: RingBuffer) -> list[Path]:
         """Write every clip whose post-roll is now in the ring; returns the WAV paths written."""
@@ -213,13 +248,16 @@ class EvidenceRecorder:
             logger.warning("evidence %s: its audio is no longer in memory; not written", clip.stem)
             return None
         samples = ring.read(start, end - start)
-        wav = self.directory / f"{clip.stem}.wav"
+        wav = self.directory / f"{clip.stem}{self.suffix}"
         png = self.directory / f"{clip.stem}.png"
         if not self._make_directory():
             self.failed += 1
             return None
         try:
-            write_wav(wav, samples, self.params.sample_rate_hz)
+            if self._soundfile is not None:
+                write_flac(self._soundfile, wav, samples, self.params.sample_rate_hz)
+            else:
+                write_wav(wav, samples, self.params.sample_rate_hz)
             os.chmod(wav, EVIDENCE_FILE_MODE)
             write_png(png, spectrogram_rgb(logmel_image(samples, self.params)))
             os.chmod(png, EVIDENCE_FILE_MODE)

@@ -309,6 +309,11 @@ class EvidenceConfig(SectionConfig):
     quota_mb: float = Field(
         200.0, gt=0, le=1_000_000, description="Largest total size of the evidence folder, in megabytes (10^6 bytes)."
     )
+    format: Literal["wav", "flac"] = Field(
+        "wav",
+        description="Audio format of the clips: wav, or flac (16-bit, lossless, about 40 % smaller; needs the "
+        "soundfile package, acmon[flac]; without it the clips are WAV and the log says why).",
+    )
     max_clips: int | None = Field(
         None, ge=1, le=1_000_000, description="Keep at most this many clips (the oldest go first); null = no limit."
     )

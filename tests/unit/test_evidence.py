@@ -151,3 +151,40 @@ def test_evidence_files_of_an_event_refuse_what_is_not_an_event_id(tmp_path):
     for bad in ("../x", "*" * 32, "0123456789AB" + "0" * 20, ""):
         with pytest.raises(ValueError):
             evidence_files(tmp_path, bad)
+
+
+def test_flac_clips_hold_the_same_samples_as_wav_and_are_smaller(tmp_path):
+    import soundfile
+
+    from device.audio.audio_io import read_wav
+
+    clips = {}
+    for fmt in ("wav", "flac"):
+        folder = tmp_path / fmt
+        rec = EvidenceRecorder(folder, PARAMS, 1.0, 1.0, quota_mb=10, audio_format=fmt)
+        ring = RingBuffer(PARAMS.window_samples, PARAMS.hop_samples, capacity_samples=int(rec.history_seconds * RATE))
+        _stream(rec, ring, 2.0)
+        name = rec.start("a" * 32, start_seconds=ring.samples_written / RATE, wall_time=1000.0)
+        assert name.endswith(f".{fmt}")
+        _stream(rec, ring, 1.5)
+        clips[fmt] = folder / name
+        assert clips[fmt].with_suffix(".png").exists()
+    wav, rate = read_wav(clips["wav"])
+    flac, flac_rate = soundfile.read(str(clips["flac"]), dtype="int16")
+    assert flac_rate == rate and np.array_equal(np.round(wav.reshape(-1) * 32768).astype(np.int16), flac)
+    assert clips["flac"].stat().st_size < clips["wav"].stat().st_size
+
+
+def test_flac_without_soundfile_falls_back_to_wav(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_soundfile(name, *args, **kwargs):
+        if name == "soundfile":
+            raise ImportError("not installed here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_soundfile)
+    rec = EvidenceRecorder(tmp_path, PARAMS, 1.0, 1.0, quota_mb=10, audio_format="flac")
+    assert rec.suffix == ".wav"
