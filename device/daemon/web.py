@@ -23,8 +23,11 @@ Security, kept simple:
 - plain HTTP: on a LAN (host 0.0.0.0) the token crosses it readable; commissioning is short and
   local, and the docs say so. Strict Content-Security-Policy (hashes of the inline script and style).
 
-Memory: http.server and its imports cost the daemon about 1.2 MB of RSS beside MQTT (benchmarks/
-bench_daemon.py --mqtt --web), plus the ring's 12 s of audio history (WEB_HISTORY_SECONDS in runner.py).
+Memory (benchmarks/bench_daemon.py --mqtt, 1 h of audio replayed, steady RSS): 73.6 MB without the page,
+74.7 MB with it served and nobody looking (--web --web-idle: http.server, its imports and the ring's 12 s of
+audio history, WEB_HISTORY_SECONDS in runner.py), 78.6 MB with a page open and polling (--web: its request
+threads and the spectrogram's arrays). One run each on a shared 2-core machine: differences of a few
+tenths of a MB are noise.
 """
 
 from __future__ import annotations
