@@ -1,6 +1,7 @@
 """The daemon as a process: start to first analysed window, steady-state memory, and memory over 6 hours of audio.
 
-Usage: python benchmarks/bench_daemon.py [--model models/demo] [--hours 6] [--starts 3] [--mqtt] [--json]
+Usage: python benchmarks/bench_daemon.py [--model models/demo] [--hours 6] [--starts 3] [--mqtt] [--metrics] [--web]
+       [--json]
        python benchmarks/bench_daemon.py --soak [--hours 24]
 
 Runs `python -m device run` as a real subprocess (source: wav, as fast as possible, evidence on;
@@ -57,6 +58,7 @@ TARGET_START_SECONDS = 1.0
 DEVICE_ID, SITE = "bench-pump", "bench"
 BASE_TOPIC = f"acmon/{SITE}/{DEVICE_ID}"
 COMMAND_EVERY_SECONDS = 0.5
+WEB_TOKEN = "bench-web-token-0123456789"
 
 
 def make_loop_wav(folder: Path, with_fault: bool = False) -> Path:
@@ -82,7 +84,13 @@ def make_loop_wav(folder: Path, with_fault: bool = False) -> Path:
 
 
 def write_config(
-    folder: Path, model: Path, wav: Path, repeats: int, mqtt_port: int | None = None, metrics: bool = False
+    folder: Path,
+    model: Path,
+    wav: Path,
+    repeats: int,
+    mqtt_port: int | None = None,
+    metrics: bool = False,
+    web_port: int | None = None,
 ) -> Path:
     cfg = folder / f"daemon-{repeats}.yaml"
     paths = "\n".join(f"    - {wav}" for _ in range(repeats))
@@ -97,8 +105,50 @@ def write_config(
         f"evidence: {{directory: {folder / 'evidence'}, quota_mb: 20}}\n"
         f"audio:\n  source: wav\n  realtime: false\n  wav_paths:\n{paths}\n"
         + ("metrics: {enabled: true, port: 0}\n" if metrics else "")
+        + (f"web: {{enabled: true, port: {web_port}, token_file: {folder / 'web-token'}}}\n" if web_port else "")
     )
+    if web_port:
+        (folder / "web-token").write_text(WEB_TOKEN + "\n")
     return cfg
+
+
+class PagePoller:
+    """What an open commissioning page asks for: status and spectrogram every second, events every 5 s."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self._next = 0.0
+        self.polls = 0
+        self.failures = 0
+        self._answered = False  # failures count once the server has answered (it starts after the model loads)
+
+    def __call__(self) -> None:
+        import urllib.request
+
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + 1.0
+        paths = ["/api/status", "/api/spectrogram"] + (["/api/events"] if self.polls % 5 == 0 else [])
+        for path in paths:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {WEB_TOKEN}"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    response.read()
+                self._answered = True
+            except OSError as exc:
+                if self._answered:
+                    self.failures += 1
+                    print(f"page poll {path}: {exc}", file=sys.stderr)
+        self.polls += 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float | None:
@@ -315,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=3, help="start-up measurements, median reported (default: 3)")
     parser.add_argument("--mqtt", action="store_true", help="publish to a private mosquitto (state, telemetry, events)")
     parser.add_argument("--metrics", action="store_true", help="serve the Prometheus endpoint (metrics.enabled)")
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="serve the commissioning page (web.enabled), polled during the long run as an open page polls it",
+    )
+    parser.add_argument("--web-idle", action="store_true", help="with --web: serve the page but nobody opens it")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
         "--soak",
@@ -331,14 +387,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
         folder = Path(tmp)
         broker, port = start_broker(folder, "persistence false\n") if args.mqtt else (None, None)
+        web_port = free_port() if args.web else None
+        poller = PagePoller(web_port) if web_port and not args.web_idle else None
         try:
             loop = make_loop_wav(folder)
             starts = [
-                time_to_ready(write_config(folder, Path(args.model), loop, 1, port, args.metrics), folder)
+                time_to_ready(write_config(folder, Path(args.model), loop, 1, port, args.metrics, web_port), folder)
                 for _ in range(args.starts)
             ]
             repeats = max(1, round(args.hours * 3600 / LOOP_SECONDS))
-            long = long_replay(write_config(folder, Path(args.model), loop, repeats, port, args.metrics), folder)
+            long = long_replay(
+                write_config(folder, Path(args.model), loop, repeats, port, args.metrics, web_port), folder, poller
+            )
         finally:
             if broker is not None:
                 broker.terminate()
@@ -353,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         "realtime_factor_x": round(audio_seconds / long["wall_seconds"], 1),
         "mqtt": bool(args.mqtt),
         "metrics": bool(args.metrics),
+        "web": bool(args.web),
+        "web_polls": poller.polls if poller else 0,
+        "web_poll_failures": poller.failures if poller else 0,
         "targets": {"rss_mb": TARGET_RSS_MB, "start_seconds": TARGET_START_SECONDS},
     }
     if args.json:

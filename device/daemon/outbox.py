@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # (what, error or None): a failed (or again working) state write, for the storage fault.
 StorageReport = Callable[[str, "str | None"], None]
+# Event messages kept in memory for the commissioning page (device/daemon/web.py).
+RECENT_EVENTS = 50
 
 
 class Outbox:
@@ -52,6 +55,8 @@ class Outbox:
         self.seq = 0
         self._alarm_start_time: str | None = None
         self._published_state: tuple | None = None
+        # The last event messages, newest last, for the commissioning page (read from its thread: copy first).
+        self.recent_events: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
 
     def event(
         self, transition: Transition, source: str, threshold: float, model_name: str, model_version: str
@@ -169,6 +174,7 @@ class Outbox:
 
     def _send(self, payload: dict[str, Any]) -> None:
         """One event message out: a JSON line on events_out and, with MQTT, the publisher's spool."""
+        self.recent_events.append(payload)
         if self.events_out is not None:
             self.events_out.write(json.dumps(payload) + "\n")
             self.events_out.flush()

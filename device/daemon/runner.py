@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,11 @@ WAIT_STEP_SECONDS = 0.25
 # watchdog pings stop at once, and a clean exit beats systemd's SIGABRT. A publisher that recovers
 # within it (a momentary stall) clears the fault instead.
 PUBLISHER_GRACE_SECONDS = 5.0
+# Windows kept for the commissioning page's score chart (about 2 minutes at the default 0.512 s hop).
+RECENT_WINDOWS = 240
+# Audio the ring keeps when the page is on: its spectrogram (web.SPECTROGRAM_SECONDS) twice over: room for
+# the blocks the analysis writes while the page's thread reads (64 KB of memory per second at 16 kHz).
+WEB_HISTORY_SECONDS = 12.0
 
 
 class WorkerFailure(AcmonError):
@@ -128,6 +134,9 @@ class Runner:
         self.started_monotonic = time.monotonic()
         self.last_period: dict[str, Any] | None = None  # the last telemetry period's figures (metrics)
         self.metrics: MetricsServer | None = None
+        self.web: Any = None  # device/daemon/web.py's WebServer when web.enabled (imported only then)
+        # The last windows as (wall time, score or None, level dBFS), for the commissioning page's chart.
+        self.recent_windows: deque[tuple[float, float | None, float]] = deque(maxlen=RECENT_WINDOWS)
         self.windows_scored = 0  # windows with a score, and alarms started, since start (updates watch them)
         self.alarms_started = 0
         self.updates = ModelUpdates(self, cfg)
@@ -154,7 +163,10 @@ class Runner:
             self.model,
             self.settings,
             min_rms_dbfs=cfg.detector.min_rms_dbfs,
-            history_seconds=self.evidence.history_seconds if self.evidence else 0.0,
+            history_seconds=max(
+                self.evidence.history_seconds if self.evidence else 0.0,
+                WEB_HISTORY_SECONDS if cfg.web.enabled else 0.0,  # the page's spectrogram reads the ring
+            ),
         )
         h = cfg.health
         self.health = HealthMonitor(
@@ -246,6 +258,11 @@ class Runner:
         if m.enabled:
             self.metrics = MetricsServer(self, m.host, m.port)
             self.metrics.start()
+        if self.cfg.web.enabled:
+            from .web import WebServer  # noqa: PLC0415 - http.server only when the page is on
+
+            self.web = WebServer(self, self.cfg.web)
+            self.web.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -277,6 +294,9 @@ class Runner:
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         publisher = self.outbox.publisher
         if publisher is None:
             return 0
@@ -408,6 +428,7 @@ class Runner:
             summary.scores.append(result.score)
             self.last_score = result.score
         self.health.add_window(result.score)
+        self.recent_windows.append((time.time(), result.score, result.rms_dbfs))
         for transition in result.transitions:
             summary.events += transition.state == "start"
             self.alarms_started += transition.state == "start"

@@ -568,6 +568,48 @@ class MetricsConfig(SectionConfig):
     port: int = Field(9101, ge=0, le=65535, description="TCP port of the endpoint (0 = any free port).")
 
 
+class WebConfig(SectionConfig):
+    """The commissioning page (device/daemon/web.py): level, spectrogram, score, health, events, mute and calibrate.
+
+    Off by default. A token is required: exactly one of `token_file` or `token_credential`
+    (at least 16 characters; e.g. `openssl rand -hex 16 > web-token`). Open
+    `http://<device>:<port>/?token=<token>` once: the browser then keeps it in an HttpOnly cookie.
+    Plain HTTP: on 0.0.0.0 the token crosses the LAN readable by anyone on its path.
+    """
+
+    enabled: bool = Field(
+        False,
+        description="Serve the commissioning page (refused without a token; about 1 MB more memory, 5 MB while a "
+        "page is open).",
+    )
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        max_length=253,
+        description="Address to listen on: 127.0.0.1 for this machine only (an SSH tunnel), 0.0.0.0 for the LAN.",
+    )
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the page (0 = any free port).")
+    token_file: str | None = Field(
+        None,
+        min_length=1,
+        description="File holding the access token (one trailing newline is ignored); keep it mode 0600.",
+    )
+    token_credential: str | None = Field(
+        None,
+        pattern=CREDENTIAL_NAME_PATTERN,
+        description="Name of a systemd credential holding the token (LoadCredential=), read from "
+        "$CREDENTIALS_DIRECTORY/<name>.",
+    )
+
+    @model_validator(mode="after")
+    def _check_token(self) -> WebConfig:
+        if self.token_file is not None and self.token_credential is not None:
+            raise ValueError("give one token source, token_file or token_credential, not both")
+        if self.enabled and self.token_file is None and self.token_credential is None:
+            raise ValueError("the page needs a token: set token_file or token_credential (or enabled: false)")
+        return self
+
+
 class LoggingConfig(SectionConfig):
     """Log output of the daemon."""
 
@@ -597,6 +639,7 @@ class AcmonConfig(SectionConfig):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Alerts to an MQTT broker.")
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig, description="Model updates over MQTT.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
+    web: WebConfig = Field(default_factory=WebConfig, description="The commissioning page.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
 
     @model_validator(mode="before")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import ConfigError
-from .schema import MqttConfig
+from .schema import MqttConfig, WebConfig
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,40 @@ def resolve_mqtt_password(mqtt_cfg: MqttConfig, environ: Mapping[str, str] = os.
     return None
 
 
+# A shorter web token is guessable over a LAN.
+MIN_WEB_TOKEN_CHARS = 16
+
+
+def resolve_web_token(web_cfg: WebConfig, environ: Mapping[str, str] = os.environ) -> str:
+    """Read the commissioning page's token from token_file or token_credential; call it at start.
+
+    Raises:
+        ConfigError: no source, or it is missing, unreadable, empty or shorter than MIN_WEB_TOKEN_CHARS.
+            Messages name the source, never its content.
+    """
+    if web_cfg.token_file is not None:
+        what = f"web.token_file: {web_cfg.token_file}"
+        token = _read_secret_file(Path(web_cfg.token_file), what)
+    elif web_cfg.token_credential is not None:
+        name = web_cfg.token_credential
+        directory = environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ConfigError(
+                f"web.token_credential: credential {name!r} cannot be read: CREDENTIALS_DIRECTORY is not set "
+                f"(run the daemon under systemd with LoadCredential={name}:<file>, or use token_file)"
+            )
+        what = f"web.token_credential: credential {name!r} ({Path(directory) / name})"
+        token = _read_secret_file(Path(directory) / name, what)
+    else:
+        raise ConfigError("web: the page needs a token: set web.token_file or web.token_credential")
+    if len(token.strip()) < MIN_WEB_TOKEN_CHARS or token != token.strip():
+        raise ConfigError(
+            f"{what}: the token must be at least {MIN_WEB_TOKEN_CHARS} characters without surrounding spaces "
+            "(make one with: openssl rand -hex 16)"
+        )
+    return token
+
+
 def _read_secret_file(path: Path, what: str) -> str:
     problem = not_regular_file(path)
     if problem:
@@ -79,7 +113,7 @@ def _read_secret_file(path: Path, what: str) -> str:
         text = text[:-1]
     if not text:
         raise ConfigError(f"{what}: is empty")
-    logger.debug("read the MQTT password from %s", what.split(": ", 1)[0])
+    logger.debug("read the secret of %s", what.split(": ", 1)[0])
     return text
 
 

@@ -1,0 +1,1 @@
+"""The commissioning page (index.html), package data served by device/daemon/web.py."""
