@@ -189,6 +189,11 @@ class BandLevelMeter:
             end = (window.start_sample + self.frame_samples) / self.sample_rate_hz
             yield LevelFrame(window.index, end, np.maximum(sums, _MEAN_SQUARE_FLOOR))
 
+    def skip(self, block: np.ndarray) -> None:
+        """Advance over a block without measuring it (nobody wants its levels): frames stay aligned to the stream."""
+        for _ in self._ring.iter_push(block):
+            pass
+
     def measure(self, samples: np.ndarray) -> np.ndarray:
         """The energy mean of every frame of a whole clip, per band: float64 (B,) mean square (for checks)."""
         self.reset()

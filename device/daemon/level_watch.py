@@ -252,9 +252,17 @@ class LevelWatch:
         """The filtered samples still held back at the end of a stream (empty without filters)."""
         return np.zeros(0, dtype=np.float32) if self.filter is None else self.filter.flush()
 
-    def frames(self, filtered: np.ndarray) -> list[LevelFrame]:
-        """The level frames a filtered block completes, each added to the telemetry period."""
+    def frames(self, filtered: np.ndarray, wanted: bool = True) -> list[LevelFrame]:
+        """The level frames a filtered block completes, each added to the telemetry period.
+
+        Args:
+            wanted: someone uses them (telemetry is published, a calibration or the level rule runs); otherwise
+                the meter only keeps its place in the stream, at no FFT cost (score, replay without MQTT).
+        """
         if self.meter is None or not len(filtered):
+            return []
+        if not (wanted or self.rule is not None):
+            self.meter.skip(filtered)
             return []
         frames = list(self.meter.process(filtered))
         if self.period is not None:

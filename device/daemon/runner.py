@@ -146,6 +146,7 @@ class Runner:
         self.levels = LevelWatch(cfg, params.sample_rate_hz)
         self._in_hours = True
         self._last_window_index = -1
+        self.measure_levels = False  # measure band levels without MQTT too (tests, benchmarks)
         h = cfg.health
         self.health = HealthMonitor(
             params.sample_rate_hz,
@@ -405,7 +406,9 @@ class Runner:
         self._check_hours()
         rule = self.levels.rule
         self.pipeline.detector.held = not self._in_hours or (rule is not None and rule.detector.active is not None)
-        return self.pipeline.process(filtered), self.levels.frames(filtered)
+        # Band levels cost an FFT per half second: measured for telemetry, calibration or the level rule only.
+        wanted = self.outbox.publisher is not None or self._calibration is not None or self.measure_levels
+        return self.pipeline.process(filtered), self.levels.frames(filtered, wanted)
 
     def _finish_filtered_stream(self, summary: StreamSummary, name: str, on_window) -> None:
         """The samples the input filter still holds at the end of a stream, analysed (nothing without filters)."""

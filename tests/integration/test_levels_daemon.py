@@ -50,7 +50,9 @@ def _config(tmp_path: Path, model: Path | None, **sections) -> Path:
 
 
 def _runner(cfg_path: Path, **kwargs) -> Runner:
-    return Runner(load_site_config(cfg_path), config_path=str(cfg_path), use_mqtt=False, events_out=None, **kwargs)
+    runner = Runner(load_site_config(cfg_path), config_path=str(cfg_path), use_mqtt=False, events_out=None, **kwargs)
+    runner.measure_levels = True  # without MQTT nobody would read them: the Runner skips the FFTs then
+    return runner
 
 
 def _events(runner: Runner) -> io.StringIO:
@@ -275,3 +277,14 @@ def test_without_a_model_the_level_rule_runs_alone(site_clips, tmp_path):
     assert threshold == 10.0 and score == pytest.approx(20.0, abs=1.5)  # state shows the rule's: dB above normal
     with pytest.raises(Exception, match="no model"):
         runner.set_threshold(1.0)
+
+
+def test_band_levels_cost_nothing_when_nobody_reads_them(trained_model, site_clips, tmp_path):
+    cfg = _config(tmp_path, trained_model)
+    runner = Runner(load_site_config(cfg), config_path=str(cfg), use_mqtt=False, events_out=None)
+    _replay(runner, site_clips["normal"][0])  # `score` and `replay` without MQTT: no telemetry to fill
+    assert runner.levels.take_bands() is None
+    runner.measure_levels = True  # the meter kept its place: frames measured from now on are the stream's
+    stream = WavFileStream(site_clips["normal"][0], RATE)
+    runner.run_stream(stream.name, stream.blocks())
+    assert runner.levels.take_bands()["frames"] == 11  # 6 s: a 1 s frame every 0.5 s
