@@ -848,7 +848,11 @@ class Runner:
         self._calibration = CalibrationSession(target, reply, force=force)
         self.pipeline.score_all = not self.level_only  # without a model, level frames are what is collected
         logger.info(
-            "calibrating: collecting %.1f min of audio (%d windows)%s", minutes, target, ", forced" if force else ""
+            "calibrating: collecting %.1f min of audio (%d %s)%s",
+            minutes,
+            target,
+            "level frames" if self.level_only else "windows",
+            ", forced" if force else "",
         )
 
     def calibrate(
