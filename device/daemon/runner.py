@@ -433,8 +433,7 @@ class Runner:
             return
         for frame in frames:
             rule.detector.held = not self._in_hours or self.pipeline.detector.active is not None
-            for transition in rule.update(frame):
-                self.alarms_started += transition.state == "start"
+            for transition in rule.update(frame):  # not counted in alarms_started: that judges a new model
                 self.emit(transition, name)
 
     def _check_hours(self) -> None:
