@@ -3,6 +3,7 @@
 Usage: python benchmarks/bench_daemon.py [--model models/demo] [--hours 6] [--starts 3] [--mqtt] [--metrics] [--web]
        [--json]
        python benchmarks/bench_daemon.py --soak [--hours 24]
+       python benchmarks/bench_daemon.py --features [--hours 1]
 
 Runs `python -m device run` as a real subprocess (source: wav, as fast as possible, evidence on;
 MQTT off, or with --mqtt publishing to a private mosquitto on loopback with its on-disk spool)
@@ -21,6 +22,9 @@ the model's own threshold) are published every 0.5 s of wall time; a subscriber 
 event arrives (every start has its end, seq without gaps) and every command is answered. Reports
 RSS growth per day of audio: a least-squares line through the second half of the RSS samples
 (audio time taken as proportional to wall time, which a constant-speed replay gives).
+--features (MQTT on): the same replay with band levels off, on (the default), with input filters, and with the
+level rule and a schedule, one after the other: CPU seconds per audio hour (the process's user + system time),
+real-time factor and steady RSS of each.
 A benchmark, not a test: numbers vary with the machine and its load.
 """
 
@@ -91,8 +95,10 @@ def write_config(
     mqtt_port: int | None = None,
     metrics: bool = False,
     web_port: int | None = None,
+    extra: str = "",
+    name: str = "",
 ) -> Path:
-    cfg = folder / f"daemon-{repeats}.yaml"
+    cfg = folder / f"daemon-{repeats}{name}.yaml"
     paths = "\n".join(f"    - {wav}" for _ in range(repeats))
     mqtt = (
         f"mqtt: {{enabled: true, host: 127.0.0.1, port: {mqtt_port}, spool_dir: {folder / 'spool'}}}\n"
@@ -103,7 +109,7 @@ def write_config(
         f"device: {{id: {DEVICE_ID}, site: {SITE}}}\n"
         f"model: {{path: {model}}}\n{mqtt}"
         f"evidence: {{directory: {folder / 'evidence'}, quota_mb: 20}}\n"
-        f"audio:\n  source: wav\n  realtime: false\n  wav_paths:\n{paths}\n"
+        f"audio:\n  source: wav\n  realtime: false\n  wav_paths:\n{paths}\n{extra}"
         + ("metrics: {enabled: true, port: 0}\n" if metrics else "")
         + (f"web: {{enabled: true, port: {web_port}, token_file: {folder / 'web-token'}}}\n" if web_port else "")
     )
@@ -356,6 +362,65 @@ def soak(args: argparse.Namespace) -> int:
     return 0
 
 
+# Issue 15 item 3's features, each added to the one before (YAML appended to the config; `audio:` is its last
+# section, so filter keys continue it). The level rule's normal is set by hand here (calibrate records it on site).
+FEATURE_STEPS = (
+    ("levels off", "levels: {enabled: false}\n"),
+    ("band levels (default)", ""),
+    ("+ input filters (high-pass, 3 notches)", "  highpass_hz: 30\n  notch_hz: [50, 100, 150]\n"),
+    (
+        "+ level rule and schedule",
+        "  highpass_hz: 30\n  notch_hz: [50, 100, 150]\n"
+        "levels: {normal_db: {125: -40.0, 1000: -40.0}}\n"
+        "detector: {level_rule: {bands_hz: [125, 1000], rise_db: 30}, "
+        "schedule: [{start: '00:00', end: '24:00'}]}\n",
+    ),
+)
+
+
+def feature_costs(args: argparse.Namespace) -> int:
+    """The daemon (MQTT on, so telemetry and its band levels are live) with issue 15 item 3's features added one at
+    a time: CPU seconds per audio hour, real-time factor and steady RSS of each, over --hours of audio."""
+    import resource
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+        folder = Path(tmp)
+        broker, port = start_broker(folder, "persistence false\n")
+        try:
+            loop = make_loop_wav(folder)
+            repeats = max(1, round(args.hours * 3600 / LOOP_SECONDS))
+            for i, (label, extra) in enumerate(FEATURE_STEPS):
+                cfg = write_config(folder, Path(args.model), loop, repeats, port, extra=extra, name=f"-f{i}")
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                long = long_replay(cfg, folder, env={"STATE_DIRECTORY": str(folder / "state")})
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                hours = repeats * LOOP_SECONDS / 3600
+                rows.append(
+                    {
+                        "feature": label,
+                        "cpu_seconds_per_audio_hour": round(cpu / hours, 2),
+                        "realtime_factor_x": round(hours * 3600 / long["wall_seconds"], 1),
+                        "rss_steady_mb": long["rss_steady_mb"],
+                    }
+                )
+        finally:
+            broker.terminate()
+            broker.wait(10)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"| daemon, MQTT on, {args.hours:g} h of audio | CPU s per audio hour | real time | steady RSS |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['feature']} | {row['cpu_seconds_per_audio_hour']:.1f} | {row['realtime_factor_x']:.0f}x | "
+            f"{row['rss_steady_mb']} MB |"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "models" / "demo"), help="model folder (default: models/demo)")
@@ -378,11 +443,19 @@ def main(argv: list[str] | None = None) -> int:
         help="MQTT, evidence and commands all on, a fault every minute: RSS growth per day of audio, "
         "nothing lost (with --hours, default 6)",
     )
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="CPU, speed and RSS with band levels, input filters, level rule and schedule added one at a time "
+        "(MQTT on; with --hours, e.g. 1)",
+    )
     args = parser.parse_args(argv)
     if not Path(args.model).exists():
         raise SystemExit(f"no model at {args.model}: run `make demo` first, or pass --model MODEL")
     if args.soak:
         return soak(args)
+    if args.features:
+        return feature_costs(args)
 
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
         folder = Path(tmp)

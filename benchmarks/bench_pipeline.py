@@ -12,6 +12,8 @@ Measured in one run on the same windows:
   and decisions) against a minimal reference doing the same job in a few lines (the WAV read with numpy,
   windows at the hop, log-mel with rfft and the mel matrix, the same model and scorer per window), their
   time ratio and whether their clip scores agree (issue 13's budget: at most 1.3x);
+- the input filter (high-pass and three mains notches) and the 1/3-octave band levels per second of audio,
+  and `device score`'s path with band levels measured and with filters on against neither;
 - peak resident memory of this process.
 Runs on one core (one BLAS thread, pinned to one CPU). A benchmark, not a test: numbers vary with
 the machine and its load.
@@ -42,7 +44,9 @@ sys.path.insert(0, str(REPO))
 
 from device.analysis.features import POWER_FLOOR, FrameCache, compute_logmel, extract_patch, mel_filterbank
 from device.analysis.inference import AnomalyModel
+from device.analysis.levels import BandLevelMeter, band_table
 from device.audio.audio_io import write_wav
+from device.audio.filters import InputFilter
 from device.audio.sources import WavFileStream
 from device.decisions.detector import DetectorSettings
 from device.pipeline import Pipeline, iter_windows
@@ -93,15 +97,21 @@ def minimal_reference_scores(wav: Path, model) -> list[float]:
     return scores
 
 
-def acmon_score_path(wav: Path, model_path: Path) -> tuple[float, list[float]]:
+def acmon_score_path(
+    wav: Path, model_path: Path, config: dict | None = None, levels: bool = False
+) -> tuple[float, list[float]]:
     """`python -m device score`'s path for one file, in process: the Runner (no MQTT, no events out), the source
-    the default config opens, run_stream. Returns (seconds, window scores)."""
+    the config opens (the default config unless given), run_stream. Returns (seconds, window scores).
+
+    levels: measure the band levels as the daemon does when it publishes telemetry (`score` itself skips them).
+    """
     from device.audio.sources import open_source
     from device.daemon.runner import Runner
     from device.settings.config import config_from_dict
 
-    cfg = config_from_dict({})
+    cfg = config_from_dict(config or {})
     runner = Runner(cfg, model_path=str(model_path), use_mqtt=False, events_out=None)
+    runner.measure_levels = levels
     started = time.perf_counter()
     stream = open_source(cfg.audio, runner.model.params.sample_rate_hz, wav)
     summary = runner.run_stream(str(wav), stream.blocks())
@@ -194,10 +204,40 @@ def main() -> int:
             reference_scores = minimal_reference_scores(wav, model)
             reference_times.append(time.perf_counter() - t0)
         agree = float(np.max(np.abs(np.array(acmon_scores) - np.array(reference_scores))))
+        # Issue 15 item 3's features on the same path: band levels measured (as with telemetry), and input filters.
+        filters = {"audio": {"highpass_hz": 30.0, "notch_hz": [50.0, 100.0, 150.0]}}
+        feature_times: dict[str, list[float]] = {"levels": [], "levels_filters": [], "plain": []}
+        for _ in range(3):
+            feature_times["plain"].append(acmon_score_path(wav, model_path)[0])
+            feature_times["levels"].append(acmon_score_path(wav, model_path, levels=True)[0])
+            feature_times["levels_filters"].append(acmon_score_path(wav, model_path, filters, levels=True)[0])
         one_window = Path(tmp) / "one_window.wav"
         write_wav(one_window, audio[: p.window_samples], p.sample_rate_hz)
         start_s = score_command_start(model_path, one_window)
+    input_filter = InputFilter(p.sample_rate_hz, 30.0, [50.0, 100.0, 150.0])
+    blocks = [audio[i : i + 1024] for i in range(0, len(audio), 1024)]
+
+    def run_filter():
+        input_filter.reset()
+        for block in blocks:
+            input_filter.process(block)
+
+    filter_s = best_of(run_filter, repeats=3) / args.seconds
+    meter = BandLevelMeter(p.sample_rate_hz, band_table(p.sample_rate_hz))
+
+    def run_meter():
+        meter.reset()
+        for block in blocks:
+            for _ in meter.process(block):
+                pass
+
+    levels_s = best_of(run_meter, repeats=3) / args.seconds
+    plain_s, levels_path_s, filters_path_s = (min(feature_times[k]) for k in ("plain", "levels", "levels_filters"))
     results = {
+        "input_filter_ms_per_audio_second": filter_s * 1e3,
+        "band_levels_ms_per_audio_second": levels_s * 1e3,
+        "score_path_with_levels_over_without": levels_path_s / plain_s,
+        "score_path_with_levels_and_filters_over_without": filters_path_s / plain_s,
         "windows": n,
         "window_seconds": p.window_seconds,
         "hop_seconds": p.hop_seconds,
@@ -236,6 +276,15 @@ def main() -> int:
     )
     print(f"| `device score`'s path | {results['score_path_real_time_factor']:.0f}x real time |")
     print(f"| start: `python -m device score` on one window, whole process | {start_s:.2f} s |")
+    print(
+        f"| input filter (high-pass + notches at 50, 100, 150 Hz), 1024-sample blocks | {filter_s * 1e3:.2f} ms per audio second |"
+    )
+    print(f"| 1/3-octave band levels (25 bands, 1 s frames every 0.5 s) | {levels_s * 1e3:.2f} ms per audio second |")
+    print(
+        f"| `device score`'s path with band levels measured / with levels and filters, against neither | "
+        f"{levels_path_s / plain_s:.2f}x / {filters_path_s / plain_s:.2f}x ({plain_s * 1e3:.0f}, {levels_path_s * 1e3:.0f}, "
+        f"{filters_path_s * 1e3:.0f} ms) |"
+    )
     print(f"| peak RSS of this process (incl. scipy for the reference) | {results['peak_rss_mb']:.0f} MB |")
     return 0
 

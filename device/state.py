@@ -255,6 +255,8 @@ def validate_record(data: Any) -> dict[str, Any]:
         "source": _text(data, "source", 4096),
         "evidence": evidence,
     }
+    if data.get("rule") in ("model", "level"):  # records written before the level rule have none: the model's
+        record["rule"] = data["rule"]
     if not record["threshold"] > 0:
         raise ValueError("threshold must be > 0")
     if record["seq"] != data["seq"]:

@@ -10,10 +10,10 @@ cd "$(dirname "$0")/.."
 # tests), shellcheck, chromium and chromium-driver (the commissioning page's browser test); alsa-utils is in
 # both lists so that the device's packages are a subset of these.
 APT_PACKAGES=(mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins systemd openssl g++
-  alsa-utils shellcheck chromium chromium-driver)
+  alsa-utils shellcheck chromium chromium-driver tzdata)
 # A monitoring Pi: PortAudio, and alsa-utils for arecord -l and alsamixer (the microphone's gain). No
 # broker and no PulseAudio: the daemon reads ALSA directly, and a broker it does not use should not listen.
-DEVICE_APT_PACKAGES=(libportaudio2 alsa-utils)
+DEVICE_APT_PACKAGES=(libportaudio2 alsa-utils tzdata)  # tzdata: device.timezone (zoneinfo)
 WITH_TFLITE=0
 EXTRAS="device,train,dev"
 for arg in "$@"; do

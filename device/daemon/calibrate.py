@@ -212,6 +212,8 @@ class CalibrationSession:
     """The model's output for every collected window, in the order of the segments' windows."""
     force: bool = False
     """The operator confirmed the audio is normal: skip the looks-like-a-fault refusal (never the minimum)."""
+    level_frames: list[np.ndarray] = field(default_factory=list)
+    """Every level frame's band mean squares (float32), for the commissioned normal levels (levels.normal_db)."""
 
     @property
     def collected(self) -> int:

@@ -25,7 +25,9 @@ from ..errors import AcmonError, ConfigError
 from ..settings.config import feature_pins, parse_broker
 from ..settings.schema import AcmonConfig, MqttConfig, MqttTlsConfig
 from ..settings.secret_files import not_regular_file, resolve_mqtt_password
-from .site_config import load_site_config
+from ..settings.yaml_files import read_yaml_file
+from .level_watch import LevelOnlyModel, check_level_settings, filters_changed_since
+from .site_config import calibration_in_force, load_site_config
 
 
 def detector_settings(cfg: AcmonConfig, model: AnomalyModel) -> DetectorSettings:
@@ -120,7 +122,31 @@ def load_daemon_config(
         )
     if problems:
         raise ConfigError("\n".join(problems))
+    warnings += level_warnings(cfg, path)
     return LoadedConfig(cfg, tuple(warnings))
+
+
+def level_warnings(cfg: AcmonConfig, path: str | os.PathLike) -> list[str]:
+    """A level rule that cannot run yet (no commissioned normal), and a calibration measured through other input
+    filters than the config's: one line each, naming the file and key."""
+    out = []
+    rule = cfg.detector.level_rule
+    normal = cfg.levels.normal_db or {}
+    if rule is not None and any(b not in normal for b in rule.bands_hz):
+        out.append(
+            f"{path}: detector.level_rule: no commissioned normal level for every band in bands_hz "
+            "(levels.normal_db): the rule stays off until `python -m device calibrate` records it"
+        )
+    calibration = calibration_in_force(path)
+    if calibration is not None:
+        try:
+            record = (read_yaml_file(calibration, "calibration file") or {}).get("calibration")
+        except (ConfigError, AttributeError):
+            record = None  # load_site_config has already refused a damaged file
+        changed = filters_changed_since(cfg, record)
+        if changed:
+            out.append(f"{calibration}: audio.highpass_hz/notch_hz: {changed}")
+    return out
 
 
 def trusted_keys(cfg: AcmonConfig) -> dict[str, bytes] | None:
@@ -133,6 +159,12 @@ def _model_problems(cfg: AcmonConfig, name: str, model_path: str | None) -> list
 
     key = "--model" if model_path else "model.path"
     given = model_path or cfg.model.path
+    if given is None:  # no model: the level rule alone, at the pinned (or default) rate
+        try:
+            rate = LevelOnlyModel(cfg).params.sample_rate_hz
+        except AcmonError as exc:
+            return [f"{name}: {exc}"]
+        return [f"{name}: {p}" for p in check_level_settings(cfg, rate)]
     path = resolve_model_path(given)
     try:
         info = os.stat(path)
@@ -151,6 +183,9 @@ def _model_problems(cfg: AcmonConfig, name: str, model_path: str | None) -> list
         if cfg.model.site_statistics:  # load_site_config made it absolute (beside the config)
             model.use_site_statistics(Scorer.load(cfg.model.site_statistics), source=cfg.model.site_statistics)
         detector_settings(cfg, model)
+        level_problems = check_level_settings(cfg, model.params.sample_rate_hz)
+        if level_problems:
+            return [f"{name}: {p}" for p in level_problems]
         # A rate the model needs converting from must give a filter of sane size, or opening the
         # microphone (and reopening it, again and again) would fail only at run time.
         rate = model.params.sample_rate_hz

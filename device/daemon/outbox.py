@@ -118,6 +118,7 @@ class Outbox:
             end_seconds=last,
             end_window=0,
             last_seconds=last,
+            rule=record.get("rule", "model"),
         )
         evidence = record["evidence"]
         if evidence is not None and (evidence_directory is None or not (evidence_directory / evidence).is_file()):
@@ -205,6 +206,7 @@ class Outbox:
                         "model": payload["model"],
                         "source": payload["source"],
                         "evidence": payload["evidence"],
+                        "rule": payload["rule"],
                     }
                 )
         except OSError as exc:

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import math
 import queue
 import signal
 import sys
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 
 from ..analysis.gaussian import Scorer
 from ..analysis.inference import AnomalyModel
+from ..analysis.levels import LevelFrame
 from ..audio.health import (
     FAULT_INTERNAL_ERROR,
     FAULT_PUBLISHER,
@@ -35,6 +37,7 @@ from ..audio.health import (
 )
 from ..audio.sources import Stream, open_source
 from ..decisions.detector import DetectorSettings, Transition
+from ..decisions.level_rule import RULE_LEVEL
 from ..errors import AcmonError, AudioError
 from ..evidence.clips import (
     EVIDENCE_CHUNK_BYTES,
@@ -54,15 +57,18 @@ from .calibrate import CalibrationSession, calibration_reply, decide_site_calibr
 from .daemon_config import detector_settings, trusted_keys
 from .guardrails import check_calibration_audio, check_threshold_change
 from .labels import dataset_folder, false_alarm_clips, store_label
+from .level_watch import LevelOnlyModel, LevelWatch, input_filters_record
 from .metrics import MetricsServer
 from .outbox import Outbox
 from .sdnotify import SystemdNotifier
 from .site_config import (
     calibration_in_force,
     calibration_paths,
+    levels_calibration_document,
     load_site_config,
     prune_site_statistics,
     save_site_calibration,
+    write_calibration,
 )
 from .updates import ModelUpdates
 
@@ -162,12 +168,17 @@ class Runner:
         self.pipeline = Pipeline(
             self.model,
             self.settings,
-            min_rms_dbfs=cfg.detector.min_rms_dbfs,
+            min_rms_dbfs=self._gate(cfg, self.model),
             history_seconds=max(
                 self.evidence.history_seconds if self.evidence else 0.0,
                 WEB_HISTORY_SECONDS if cfg.web.enabled else 0.0,  # the page's spectrogram reads the ring
             ),
         )
+        # Input filters, band levels, the level rule and operating hours (ConfigError: one line naming the key).
+        self.levels = LevelWatch(cfg, params.sample_rate_hz)
+        self._in_hours = True
+        self._last_window_index = -1
+        self.measure_levels = False  # measure band levels without MQTT too (tests, benchmarks)
         h = cfg.health
         self.health = HealthMonitor(
             params.sample_rate_hz,
@@ -218,7 +229,18 @@ class Runner:
             return self._load_model(cfg)
 
     def _load_model(self, cfg: AcmonConfig) -> AnomalyModel:
-        return self.load_model(cfg, self.model_path or self.updates.model_path() or cfg.model.path)
+        path = self.model_path or self.updates.model_path() or cfg.model.path
+        return LevelOnlyModel(cfg) if path is None else self.load_model(cfg, path)
+
+    @property
+    def level_only(self) -> bool:
+        """No model (model.path null): the level rule alone raises alarms; no window is scored."""
+        return isinstance(self.model, LevelOnlyModel)
+
+    @staticmethod
+    def _gate(cfg: AcmonConfig, model: AnomalyModel) -> float:
+        """The pipeline's level gate: the config's, or above any level without a model (nothing to score with)."""
+        return math.inf if isinstance(model, LevelOnlyModel) else cfg.detector.min_rms_dbfs
 
     def load_model(self, cfg: AcmonConfig, path: str) -> AnomalyModel:
         """A model as this device runs it: checked against the config's pins and trusted keys, with its site statistics.
@@ -244,7 +266,7 @@ class Runner:
         m = self.cfg.mqtt
         host, port = parse_broker(broker, m.port) if broker else (m.host, m.port)
         password = resolve_mqtt_password(m) if m.username else None
-        label = f"{self.model.metadata.name} {self.model.metadata.version}"
+        label = "level rule only" if self.level_only else f"{self.model.metadata.name} {self.model.metadata.version}"
         return mqtt_publisher.make_publisher(self.cfg, host=host, port=port, password=password, model_label=label)
 
     # -- lifecycle -----------------------------------------------------
@@ -344,6 +366,8 @@ class Runner:
         summary = StreamSummary(name)
         self.source_name = name
         self.pipeline.reset()
+        self.levels.reset_stream()
+        self._last_window_index = -1
         self._reapply_mute()
         if self._calibration is not None:
             self._calibration.new_segment()
@@ -351,7 +375,7 @@ class Runner:
         try:
             for block in blocks:
                 started = time.perf_counter()
-                results = self.pipeline.process(block)
+                results, frames = self._analyse(self.levels.filter_block(block))
                 self.health.add_block(block, time.perf_counter() - started)
                 if dropped_blocks is not None:
                     total = dropped_blocks()
@@ -361,6 +385,7 @@ class Runner:
                     self._account(result, summary, name)
                     if on_window is not None:
                         on_window(result)
+                self._account_levels(frames, name)
                 if self.evidence is not None:
                     self.evidence.poll(self.pipeline.ring)
                     self._storage("evidence", self.evidence.error)
@@ -370,8 +395,12 @@ class Runner:
         finally:
             # A failed publisher would lose the ends: the open-alarm record stays, and the next start ends them.
             if not self._failing:
+                self._finish_filtered_stream(summary, name, on_window)
                 for transition in self.pipeline.close():
                     self.emit(transition, name)
+                if self.levels.rule is not None:
+                    for transition in self.levels.rule.end(None):
+                        self.emit(transition, name)
             if self.evidence is not None:
                 self.evidence.flush(self.pipeline.ring)
                 self._storage("evidence", self.evidence.error)
@@ -419,7 +448,61 @@ class Runner:
             self._watchdog_tick()
             self._drain_commands()
 
+    def _analyse(self, filtered) -> tuple[list[WindowResult], list[LevelFrame]]:
+        """One filtered block through the pipeline and the band meter, one alarm open at a time, none off hours."""
+        self._check_hours()
+        rule = self.levels.rule
+        self.pipeline.detector.held = not self._in_hours or (rule is not None and rule.detector.active is not None)
+        # Band levels cost an FFT per half second: measured for telemetry, calibration or the level rule only.
+        wanted = self.outbox.publisher is not None or self._calibration is not None or self.measure_levels
+        return self.pipeline.process(filtered), self.levels.frames(filtered, wanted)
+
+    def _finish_filtered_stream(self, summary: StreamSummary, name: str, on_window) -> None:
+        """The samples the input filter still holds at the end of a stream, analysed (nothing without filters)."""
+        tail = self.levels.flush()
+        if not len(tail):
+            return
+        results, frames = self._analyse(tail)
+        for result in results:
+            self._account(result, summary, name)
+            if on_window is not None:
+                on_window(result)
+        self._account_levels(frames, name)
+
+    def _account_levels(self, frames: list[LevelFrame], name: str) -> None:
+        """Level frames: the calibration's normal levels, and the level rule's events."""
+        if self._calibration is not None:
+            self._calibration.level_frames.extend(f.mean_square.astype("float32") for f in frames)
+            if self.level_only and len(self._calibration.level_frames) >= self._calibration.target_windows:
+                self.finish_calibration()
+        rule = self.levels.rule
+        if rule is None:
+            return
+        for frame in frames:
+            rule.detector.held = not self._in_hours or self.pipeline.detector.active is not None
+            for transition in rule.update(frame):  # not counted in alarms_started: that judges a new model
+                self.emit(transition, name)
+
+    def _check_hours(self) -> None:
+        """Follow the operating hours (detector.schedule): leaving them ends an open alarm with reason 'schedule'."""
+        in_hours = self.levels.in_hours()
+        if in_hours == self._in_hours:
+            return
+        self._in_hours = in_hours
+        if in_hours:
+            logger.info("operating hours began (detector.schedule): alarms may be raised")
+            return
+        logger.warning("outside the operating hours (detector.schedule): no alarm until they begin again")
+        ended = self.pipeline.detector.end_now(
+            max(self._last_window_index, 0), self.pipeline.stream_seconds, "schedule"
+        )
+        if self.levels.rule is not None:
+            ended += self.levels.rule.end("schedule")
+        for transition in ended:
+            self.emit(transition, self.source_name)
+
     def _account(self, result: WindowResult, summary: StreamSummary, name: str) -> None:
+        self._last_window_index = result.index
         summary.windows += 1
         self.windows_total += 1
         if result.score is not None:
@@ -520,31 +603,53 @@ class Runner:
         if transition.state == "start" and self.evidence is not None:
             ev.evidence = self.evidence.start(ev.event_id, transition.time_seconds)
         meta = self.model.metadata
-        return self.outbox.event(transition, source, self.settings.threshold, meta.name, meta.version)
+        threshold = self.settings.threshold
+        if ev.rule == RULE_LEVEL and self.levels.rule is not None:
+            threshold = self.levels.rule.settings.detector.threshold  # rise_db: the rule's scores are dB above normal
+        return self.outbox.event(transition, source, threshold, meta.name, meta.version)
 
     @property
     def state(self) -> str:
-        """'anomaly' while an event is open, else 'fault' with active faults, else 'muted' or 'ok'."""
-        if self.pipeline.detector.active is not None:
+        """'anomaly' while an event is open, else 'fault' with active faults, else 'muted', 'off_hours' or 'ok'."""
+        active = self._active_event()
+        if active is not None:
             return "anomaly"
         if self.health.faults:
             return "fault"
-        return "muted" if time.time() < self.muted_until_wall else "ok"
+        if time.time() < self.muted_until_wall:
+            return "muted"
+        return "ok" if self._in_hours else "off_hours"
+
+    def _active_event(self):
+        """The open alarm (the model's or the level rule's: one at a time), or None."""
+        active = self.pipeline.detector.active
+        if active is None and self.levels.rule is not None:
+            active = self.levels.rule.detector.active
+        return active
 
     def _publish_state(self, force: bool = False) -> None:
-        active = self.pipeline.detector.active
+        active = self._active_event()
+        score, threshold = self._shown_score()
         self.outbox.state(
             self.state,
             active.event_id if active else None,
             list(self.health.faults),
-            self.last_score,
-            self.settings.threshold,
+            score,
+            threshold,
             force=force,
         )
 
     @property
     def uptime_seconds(self) -> float:
         return time.monotonic() - self.started_monotonic
+
+    def _shown_score(self) -> tuple[float | None, float]:
+        """(latest score, threshold) for state and telemetry: the model's, or without a model the level rule's
+        (dB the watched band furthest above its normal lies above it, and rise_db)."""
+        rule = self.levels.rule
+        if self.level_only and rule is not None:
+            return rule.last_excess_db, rule.settings.detector.threshold
+        return self.last_score, self.settings.threshold
 
     def _publish_telemetry(self) -> None:
         period = self.health.take_telemetry()
@@ -554,8 +659,9 @@ class Runner:
             self.cfg.device.site,
             time.monotonic() - self.started_monotonic,
             period,
-            self.settings.threshold,
+            self._shown_score()[1],
             read_cpu_temperature_c(),
+            bands=self.levels.take_bands(),
         )
         logger.debug("telemetry %s", payload)
         self.outbox.publish("publish_telemetry", payload)
@@ -585,6 +691,11 @@ class Runner:
                     self.start_calibration(float(args["minutes"]), reply, force=args.get("force", False))
                     continue
                 if name == "update_model":  # replies when the model is installed or refused
+                    if self.level_only:
+                        raise AcmonError(
+                            "update_model: this device runs without a model (model.path null); set model.path and "
+                            "restart to run one"
+                        )
                     self.updates.start(
                         str(args["url"]),
                         str(args["sha256"]),
@@ -639,15 +750,19 @@ class Runner:
         self.updates.follow_config(cfg)
         model = self._load_model(cfg)
         settings = detector_settings(cfg, model)
+        self.levels.check_rule(cfg)  # before anything changes
         try:
-            ended = self.pipeline.reconfigure(model, settings, cfg.detector.min_rms_dbfs)
+            ended = self.pipeline.reconfigure(model, settings, self._gate(cfg, model))
         except ValueError as exc:
             raise AcmonError(f"reload: {exc}") from None
+        ended += self._reconfigure_levels(cfg)
         restart_needed = [
             s
             for s in ("device", "audio", "mqtt", "evidence", "health", "features", "logging")
             if getattr(cfg, s) != getattr(self.cfg, s)
         ]
+        if cfg.levels.model_copy(update={"normal_db": None}) != self.cfg.levels.model_copy(update={"normal_db": None}):
+            restart_needed.append("levels (other than normal_db)")
         if restart_needed:
             logger.warning("reload: changes to %s take effect after a restart", ", ".join(restart_needed))
         self.cfg, self.model, self.settings = cfg, model, settings
@@ -720,6 +835,15 @@ class Runner:
             )
         return {"event_id": event_id, "files": sent}
 
+    def _reconfigure_levels(self, cfg: AcmonConfig) -> list[Transition]:
+        """The level rule and operating hours of a reloaded config (a new normal from calibrate); a rule whose
+        settings changed ends its open alarm. Raises AcmonError (nothing changed) for a band not measured."""
+        old = self.levels.rule
+        self.levels.configure_rule(cfg)
+        if old is None or self.levels.rule is old:
+            return []
+        return old.end(None)
+
     # -- model updates (device/daemon/updates.py) ---------------------------
 
     def settings_for(self, cfg: AcmonConfig, model: AnomalyModel) -> DetectorSettings:
@@ -746,8 +870,10 @@ class Runner:
         self.publish_model_state()
 
     def publish_model_state(self) -> None:
-        """The retained <base>/model message: the model in use, where it came from, the last update's outcome."""
-        self.outbox.publish("publish_model", self.updates.payload())
+        """The retained <base>/model message: the model in use, where it came from, the last update's outcome
+        (none without a model)."""
+        if not self.level_only:
+            self.outbox.publish("publish_model", self.updates.payload())
 
     def report_storage(self, what: str, error: str | None) -> None:
         self._storage(what, error)
@@ -758,6 +884,9 @@ class Runner:
         self.muted_until_wall = time.time() + minutes * 60.0
         for transition in self.pipeline.mute(self.pipeline.stream_seconds + minutes * 60.0):
             self.emit(transition, self.source_name)
+        if self.levels.rule is not None:
+            for transition in self.levels.rule.mute(self.levels.rule.last_seconds + minutes * 60.0):
+                self.emit(transition, self.source_name)
         logger.warning("events muted until %s", iso_utc(self.muted_until_wall))
         return {"muted_until": iso_utc(self.muted_until_wall)}
 
@@ -766,6 +895,8 @@ class Runner:
         remaining = self.muted_until_wall - time.time()
         if remaining > 0:
             self.pipeline.mute(remaining)
+            if self.levels.rule is not None:
+                self.levels.rule.mute(remaining)
 
     def set_threshold(self, value: float, force: bool = False) -> dict[str, Any]:
         """Replace the detector threshold at once (not persisted; calibrate persists).
@@ -779,6 +910,8 @@ class Runner:
             AcmonError: refused (out of the band without force, not a finite number > 0, or below
                 detector.off_threshold); the threshold is unchanged.
         """
+        if self.level_only:
+            raise AcmonError("set_threshold: no model (model.path null): change detector.level_rule.rise_db and reload")
         check_threshold_change(value, self.calibrated_threshold, force)
         value = float(value)  # finite: checked
         try:
@@ -815,12 +948,17 @@ class Runner:
             raise AcmonError("calibrate: a calibration is already running")
         if self.config_path is None:
             raise AcmonError("calibrate: the daemon was started without --config: nowhere to write calibration.yaml")
-        target = max(1, round(minutes * 60.0 / self.model.params.hop_seconds))
-        check_calibration_audio(target, self.model.params.hop_seconds)
+        hop = self._calibration_hop_seconds()
+        target = max(1, round(minutes * 60.0 / hop))
+        check_calibration_audio(target, hop)
         self._calibration = CalibrationSession(target, reply, force=force)
-        self.pipeline.score_all = True
+        self.pipeline.score_all = not self.level_only  # without a model, level frames are what is collected
         logger.info(
-            "calibrating: collecting %.1f min of audio (%d windows)%s", minutes, target, ", forced" if force else ""
+            "calibrating: collecting %.1f min of audio (%d %s)%s",
+            minutes,
+            target,
+            "level frames" if self.level_only else "windows",
+            ", forced" if force else "",
         )
 
     def calibrate(
@@ -858,9 +996,13 @@ class Runner:
         if session is None:
             return
         try:
-            false_alarms = self._add_false_alarms(session)
-            check_calibration_audio(session.collected, self.model.params.hop_seconds, requested=False)
-            result = {**self.calibrate_now(session), "false_alarm_clips": false_alarms}
+            if self.level_only:
+                check_calibration_audio(len(session.level_frames), self._calibration_hop_seconds(), requested=False)
+                result = self.calibrate_levels_now(session)
+            else:
+                false_alarms = self._add_false_alarms(session)
+                check_calibration_audio(session.collected, self.model.params.hop_seconds, requested=False)
+                result = {**self.calibrate_now(session), "false_alarm_clips": false_alarms}
         except AcmonError as exc:
             logger.error("calibration failed: %s", exc)
             session.reply(None, str(exc))
@@ -900,6 +1042,43 @@ class Runner:
         logger.info("calibration: %d clip(s) labelled false_alarm joined the site's normal audio", used)
         return used
 
+    def _calibration_hop_seconds(self) -> float:
+        """What a calibration counts: analysis windows, or without a model level frames (every half frame)."""
+        meter = self.levels.meter
+        if self.level_only and meter is not None:
+            return meter.hop_samples / meter.sample_rate_hz
+        return self.model.params.hop_seconds
+
+    def calibrate_levels_now(self, session: CalibrationSession) -> dict[str, Any]:
+        """Without a model: the commissioned normal band levels from the session, written and applied.
+
+        Raises:
+            AcmonError: calibration.yaml cannot be written (storage fault); nothing is applied then.
+        """
+        assert self.config_path is not None
+        normal = self.levels.normal_from(session.level_frames, self.cfg.detector.min_rms_dbfs)
+        if normal is None:
+            raise AcmonError("calibrate: no level frame was measured: is audio flowing?")
+        record = {"frames": len(session.level_frames), "input_filters": input_filters_record(self.cfg)}
+        try:
+            path = write_calibration(self.config_path, levels_calibration_document(normal, record))
+        except AcmonError as exc:
+            self._storage("calibration", str(exc))
+            raise
+        self._storage("calibration", None)
+        logger.warning(
+            "calibration written to %s: the normal band levels of %d frames", path, len(session.level_frames)
+        )
+        self.reload()
+        previous = calibration_paths(self.config_path)[1]
+        return {
+            "file": str(path),
+            "frames": len(session.level_frames),
+            "level_normal_db": {f"{k:g}": v for k, v in normal.items()},
+            "previous_file": str(previous) if previous.exists() else None,
+            "forced": session.force,
+        }
+
     def calibrate_now(self, session: CalibrationSession) -> dict[str, Any]:
         """Threshold (and level gate, site statistics) from the session; checked, written, applied.
 
@@ -913,9 +1092,18 @@ class Runner:
             session, self.cfg, self.model, self.calibrated_threshold, calibration_in_force(self.config_path) is not None
         )
         result = decided.result
+        # The commissioned normal band levels (the level rule's reference), over the frames the new gate passes;
+        # and the input filters they and the threshold were measured through.
+        gate = result.min_rms_dbfs if result.min_rms_dbfs is not None else self.cfg.detector.min_rms_dbfs
+        level_normal = self.levels.normal_from(session.level_frames, gate)
+        result = dataclasses.replace(result, info={**result.info, "input_filters": input_filters_record(self.cfg)})
+        decided = dataclasses.replace(decided, result=result)
         try:
             path, site_file = save_site_calibration(
-                self.config_path, decided, f"{self.model.metadata.name} {self.model.metadata.version}"
+                self.config_path,
+                decided,
+                f"{self.model.metadata.name} {self.model.metadata.version}",
+                level_normal_db=level_normal,
             )
         except AcmonError as exc:
             self._storage("calibration", str(exc))
@@ -934,7 +1122,7 @@ class Runner:
             logger.warning("calibration: %s", result.info["warning"])
         applied = self.reload()
         previous = calibration_paths(self.config_path)[1]
-        return calibration_reply(
+        reply = calibration_reply(
             decided,
             session,
             path,
@@ -943,6 +1131,8 @@ class Runner:
             previous if previous.exists() else None,
             per_day,
         )
+        reply["level_normal_db"] = None if level_normal is None else {f"{k:g}": v for k, v in level_normal.items()}
+        return reply
 
 
 def _lost_blocks(stream: Stream) -> int:

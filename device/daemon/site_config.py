@@ -31,7 +31,11 @@ logger = logging.getLogger(__name__)
 CALIBRATION_FILENAME = "calibration.yaml"
 PREVIOUS_FILENAME = "calibration.prev.yaml"
 # Keys a calibration file may set, by section; everything else in it is rejected.
-CALIBRATED_KEYS = {"model": ("threshold", "site_statistics"), "detector": ("min_rms_dbfs",)}
+CALIBRATED_KEYS = {
+    "model": ("threshold", "site_statistics"),
+    "detector": ("min_rms_dbfs",),
+    "levels": ("normal_db",),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,18 +91,25 @@ def prepare_calibration_folder(config_path: str | os.PathLike, environ: Mapping[
 
 
 def calibration_document(
-    result: CalibrationResult, source: str, wall_time: float | None = None, site_statistics: str | None = None
+    result: CalibrationResult,
+    source: str,
+    wall_time: float | None = None,
+    site_statistics: str | None = None,
+    level_normal_db: dict[float, float] | None = None,
 ) -> str:
     """The YAML text of a calibration file: the calibrated keys, and how they were measured.
 
     Args:
         site_statistics: file name (beside the config) of the site's normal statistics, if learnt.
+        level_normal_db: the commissioned normal level per 1/3-octave band ({nominal Hz: dBFS}), if measured.
     """
     sections: dict[str, Any] = {"model": {"threshold": round(result.threshold, 6)}}
     if site_statistics is not None:
         sections["model"]["site_statistics"] = site_statistics
     if result.min_rms_dbfs is not None:
         sections["detector"] = {"min_rms_dbfs": result.min_rms_dbfs}
+    if level_normal_db:
+        sections["levels"] = {"normal_db": {_plain(k): _plain(v) for k, v in level_normal_db.items()}}
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if wall_time is None else wall_time))
     record = {"time": when, "source": source, **{k: _plain(v) for k, v in result.info.items()}}
     header = (
@@ -106,6 +117,22 @@ def calibration_document(
         "# Laid over the config at start and on reload; roll back with `python -m device calibrate --rollback`.\n"
     )
     return header + yaml.safe_dump({**sections, "calibration": record}, sort_keys=False)
+
+
+def levels_calibration_document(
+    level_normal_db: dict[float, float], record: dict[str, Any], wall_time: float | None = None
+) -> str:
+    """The YAML text of a calibration without a model (model.path null): the normal band levels only."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if wall_time is None else wall_time))
+    header = (
+        f"# On-site calibration (no model: the level rule's normal band levels) written at {when}.\n"
+        "# Laid over the config at start and on reload; roll back with `python -m device calibrate --rollback`.\n"
+    )
+    document = {
+        "levels": {"normal_db": {_plain(k): _plain(v) for k, v in level_normal_db.items()}},
+        "calibration": {"time": when, "source": "level rule", **{k: _plain(v) for k, v in record.items()}},
+    }
+    return header + yaml.safe_dump(document, sort_keys=False)
 
 
 def _plain(value: Any) -> Any:
@@ -143,12 +170,17 @@ def write_calibration(config_path: str | os.PathLike, document: str, environ: Ma
 
 
 def save_site_calibration(
-    config_path: str | os.PathLike, decided: SiteCalibration, source: str, environ: Mapping[str, str] = os.environ
+    config_path: str | os.PathLike,
+    decided: SiteCalibration,
+    source: str,
+    environ: Mapping[str, str] = os.environ,
+    level_normal_db: dict[float, float] | None = None,
 ) -> tuple[Path, str | None]:
     """Write what a session decided: the site statistics (when learnt) and calibration.yaml naming them.
 
     Args:
         source: the model it was measured with ('<name> <version>'), recorded in the file.
+        level_normal_db: the commissioned normal band levels (levels.normal_db), if measured.
 
     Returns:
         (calibration.yaml's path, the site statistics' file name or None).
@@ -166,7 +198,7 @@ def save_site_calibration(
                 f"calibrate: cannot write {exc.filename or folder} ({exc.strerror or exc}); nothing was changed"
             ) from None
         site_file = saved.name
-    document = calibration_document(decided.result, source, site_statistics=site_file)
+    document = calibration_document(decided.result, source, site_statistics=site_file, level_normal_db=level_normal_db)
     return write_calibration(config_path, document, environ), site_file
 
 

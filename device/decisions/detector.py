@@ -4,6 +4,7 @@ and muting, with no I/O."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,8 @@ class Event:
     last_score: float = 0.0
     last_seconds: float = 0.0
     evidence: str | None = None  # evidence file name, set by whoever records it
+    rule: str = "model"  # what raised it: "model" (anomaly scores) or "level" (decisions/level_rule.py)
+    band_hz: float | None = None  # level rule: the chosen band furthest above its normal, at the latest message
 
     @property
     def mean_score(self) -> float:
@@ -151,6 +154,7 @@ class Transition:
     window_index: int
     time_seconds: float
     score: float | None
+    reason: str | None = None  # on an end the detector did not decide itself: "schedule" (outside operating hours)
 
 
 @dataclass
@@ -165,6 +169,10 @@ class Detector:
 
     settings: DetectorSettings
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+    rule: str = "model"
+    held: bool = False
+    """No event may start while set (outside operating hours, another rule's alarm open); set by the caller
+    before each update. Windows above the threshold still count, so a start deferred by it comes at once."""
     _above: int = 0
     _below: int = 0
     _event: Event | None = None
@@ -225,9 +233,11 @@ class Detector:
             return self._maybe_update(window_index, time_seconds, None)
         if self._event is None:
             self._above = self._above + 1 if score > s.threshold else 0
-            ready = time_seconds >= self._cooldown_until and not self.is_muted(time_seconds)
+            ready = time_seconds >= self._cooldown_until and not self.is_muted(time_seconds) and not self.held
             if self._above >= s.patience_windows and ready:
-                self._event = Event(self.new_id(), time_seconds, window_index, score, last_seconds=time_seconds)
+                self._event = Event(
+                    self.new_id(), time_seconds, window_index, score, last_seconds=time_seconds, rule=self.rule
+                )
                 self._below = 0
                 self._add(score, time_seconds)
                 self._next_update = time_seconds + s.update_seconds if s.update_seconds > 0 else float("inf")
@@ -244,6 +254,12 @@ class Detector:
         if self._event is None:
             return []
         return [self._end(window_index, time_seconds, None)]
+
+    def end_now(self, window_index: int, time_seconds: float, reason: str | None) -> list[Transition]:
+        """End the open event, if any, for a reason outside the scores (e.g. "schedule"); cooldown follows."""
+        if self._event is None:
+            return []
+        return [dataclasses.replace(self._end(window_index, time_seconds, None), reason=reason)]
 
     def _maybe_update(self, window_index: int, time_seconds: float, score: float | None) -> list[Transition]:
         if time_seconds < self._next_update:

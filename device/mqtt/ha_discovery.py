@@ -34,6 +34,7 @@ class DeviceInfo:
     base_topic: str
     model: str = "acmon acoustic monitor"
     sw_version: str = __version__
+    extra_entities: tuple[Entity, ...] = ()  # e.g. band_level_entities(): after ENTITIES
 
     @property
     def node_id(self) -> str:
@@ -117,6 +118,33 @@ ENTITIES: tuple[Entity, ...] = (
 )
 
 
+def band_level_entities(bands_hz: tuple[float, ...] | list[float], unit: str = "dBFS") -> tuple[Entity, ...]:
+    """One sensor per chosen 1/3-octave band: its Leq over the telemetry period (telemetry `bands`).
+
+    The template finds the band by its centre frequency, not by position, so it reads the right value
+    whatever other bands the device measures; with `bands` null (no frame in the period) it gives nothing.
+    """
+    entities = []
+    for band in bands_hz:
+        label = f"{band:g}"
+        template = (
+            "{% if value_json.bands %}{% for c in value_json.bands.centre_hz %}"
+            f"{{% if c == {label} %}}{{{{ value_json.bands.leq_db[loop.index0] }}}}{{% endif %}}"
+            "{% endfor %}{% endif %}"
+        )
+        entities.append(
+            Entity(
+                "sensor",
+                f"band_{label.replace('.', '_')}hz",
+                f"Level {label} Hz band",
+                "telemetry",
+                template,
+                (("unit_of_measurement", unit), MEASUREMENT),
+            )
+        )
+    return tuple(entities)
+
+
 def discovery_topic(prefix: str, component: str, node_id: str, object_id: str) -> str:
     """`<prefix>/<component>/<node_id>/<object_id>/config`."""
     return f"{prefix}/{component}/{node_id}/{object_id}/config"
@@ -157,7 +185,10 @@ def discovery_messages(info: DeviceInfo, prefix: str = "homeassistant") -> list[
     """
     if not NODE_PATTERN.match(info.node_id):
         raise ValueError(f"node id {info.node_id!r} is not valid for Home Assistant discovery")
-    return [(discovery_topic(prefix, e.component, info.node_id, e.object_id), entity_config(info, e)) for e in ENTITIES]
+    return [
+        (discovery_topic(prefix, e.component, info.node_id, e.object_id), entity_config(info, e))
+        for e in ENTITIES + info.extra_entities
+    ]
 
 
 def status_topic(prefix: str = "homeassistant") -> str:

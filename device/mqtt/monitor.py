@@ -90,9 +90,10 @@ def _apply(view: DeviceView, leaf: str, body: dict[str, Any], fleet: FleetView) 
         if key in fleet._seen_events:  # at-least-once delivery: drop duplicates
             return
         fleet._seen_events.add(key)
-        if body.get("score") is not None:
-            view.score = body["score"]
-        view.threshold = body.get("threshold", view.threshold)
+        if body.get("rule") != "level":  # the level rule's score and threshold are dB, not the model's units
+            if body.get("score") is not None:
+                view.score = body["score"]
+            view.threshold = body.get("threshold", view.threshold)
         if body.get("state") == "start":
             view.state = "anomaly"
         fleet.events.append(format_event(view, body))
@@ -105,6 +106,11 @@ def format_event(view: DeviceView, body: dict[str, Any]) -> str:
     return (
         f"{str(body.get('time', '?'))[:19]}  {view.site}/{view.device_id}  {str(body.get('state', '?')):<6}"
         f"  {str(body.get('event_id', '?'))[:8]}  score {_number(score)} / {_number(body.get('threshold'))}"
+        + (
+            f"  level rule, {_number(body.get('band_hz'), 5)} Hz band (dB above normal)"
+            if body.get("rule") == "level"
+            else ""
+        )
         + (f"  {evidence}" if evidence else "")
     )
 

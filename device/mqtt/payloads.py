@@ -112,7 +112,7 @@ def event_payload(
             stem beside it), or None when evidence is off.
     """
     ev = transition.event
-    return {
+    payload = {
         "schema": EVENT_SCHEMA,
         "event_id": ev.event_id,
         "state": transition.state,
@@ -130,7 +130,13 @@ def event_payload(
         "model": {"name": model_name, "version": model_version},
         "source": source,
         "evidence": evidence,
+        "rule": ev.rule,
     }
+    if ev.band_hz is not None:
+        payload["band_hz"] = ev.band_hz
+    if transition.reason is not None:
+        payload["reason"] = transition.reason
+    return payload
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -175,6 +181,7 @@ def telemetry_payload(
     threshold: float,
     cpu_temperature_c: float | None,
     time_utc: str | None = None,
+    bands: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One periodic telemetry message (QoS 0); the publisher adds its own `spool` statistics.
 
@@ -183,6 +190,8 @@ def telemetry_payload(
             score_mean, score_max, windows, scored_windows, realtime_factor = analysis
             time / audio time, dropped_blocks, damaged_samples).
         cpu_temperature_c: degrees Celsius, None where the board does not expose it.
+        bands: the period's 1/3-octave band levels (device.analysis.levels.LevelPeriod.take()), None when
+            levels are off or no frame completed.
     """
     keys = (
         "level_dbfs",
@@ -205,6 +214,7 @@ def telemetry_payload(
         **{k: period.get(k) for k in keys},
         "cpu_temperature_c": None if cpu_temperature_c is None else round(cpu_temperature_c, 1),
         "threshold": round(threshold, 6),
+        "bands": bands,
     }
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..settings.config import mqtt_client_id
 from .commands import CommandDispatcher, CommandHandler, ContainedErrors
-from .ha_discovery import DeviceInfo, discovery_messages
+from .ha_discovery import DeviceInfo, band_level_entities, discovery_messages
 from .ha_discovery import status_topic as ha_status_topic
 from .payloads import loads_untrusted_json
 from .spool import Spool, SpoolEntry, default_spool_root, remove_empty_parents, spool_directory
@@ -732,7 +732,14 @@ def make_publisher(
     """
     m, dev = cfg.mqtt, cfg.device
     base = topic_base(m.topic_prefix, dev.site, dev.id)
-    device = DeviceInfo(dev.site, dev.id, base, **({"model": model_label} if model_label else {}))
+    bands = band_level_entities(cfg.levels.ha_bands_hz, "dB" if cfg.audio.calibration_db else "dBFS")
+    device = DeviceInfo(
+        dev.site,
+        dev.id,
+        base,
+        **({"model": model_label} if model_label else {}),
+        extra_entities=bands if cfg.levels.enabled else (),
+    )
     return MqttPublisher(
         host=host or m.host,
         port=port or m.port,

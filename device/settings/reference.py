@@ -34,6 +34,9 @@ def _type_text(annotation: Any) -> str:
     if origin in (list, list):
         (item,) = typing.get_args(annotation) or (Any,)
         return f"list of {_type_text(item)}"
+    if origin is dict:
+        key, value = typing.get_args(annotation) or (Any, Any)
+        return f"mapping of {_type_text(key)} to {_type_text(value)}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "section"
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(annotation, str(annotation))
@@ -86,6 +89,8 @@ def _section_markdown(model: Any, path: str, out: list[str]) -> None:
     nested = []
     for name, field in model.model_fields.items():
         sub = unwrap_model(field.annotation)
+        if typing.get_origin(sub) is list:  # a list of sections (detector.schedule): document the item's keys
+            sub = (typing.get_args(sub) or (None,))[0]
         type_text = _type_text(field.annotation)
         if isinstance(sub, type) and issubclass(sub, BaseModel):
             nested.append((sub, f"{path}.{name}"))
@@ -117,10 +122,13 @@ def config_reference_markdown() -> str:
         "config exactly as `run` does and give the same verdict: exit 0 and `FILE: OK`, or exit 1 and one line per "
         "problem on stderr. Besides the keys below they check:\n",
         "- `calibration.yaml` (written by `calibrate`), laid over it (it may set only `model.threshold`, "
-        "`model.site_statistics` and `detector.min_rms_dbfs`);\n"
+        "`model.site_statistics`, `detector.min_rms_dbfs` and `levels.normal_db`);\n"
         "- the model: a regular file (not a device or FIFO) that loads, matches the pinned `features.*`, and with "
         "`model.threshold` (or the model's own) and `detector.threshold_scale` stays at or above "
         "`detector.off_threshold`;\n"
+        "- the input filters, band levels and level rule at the model's sample rate: `audio.highpass_hz`, "
+        "`audio.notch_hz`, `levels.fmax_hz`, `levels.ha_bands_hz` and `detector.level_rule.bands_hz` must lie below "
+        "its Nyquist frequency (a level rule without `levels.normal_db` is a warning: it stays off until calibrated);\n"
         "- with MQTT on: `mqtt.tls.ca_file` (and `cert_file`/`key_file`, the key without a passphrase) load as PEM, "
         "and the password source gives a password. A `password_env` variable or `password_credential` missing "
         "from the checking shell's environment is a warning, since only the service's environment has it.\n",

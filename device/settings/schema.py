@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from ..analysis.features import NORMALIZATIONS, FeatureParams
+from ..analysis.levels import DEFAULT_FRAME_SECONDS, NOMINAL_CENTRES_HZ, lowest_resolved_hz
+from ..audio.filters import DEFAULT_NOTCH_Q, MAX_NOTCHES
 from ..audio.health import (
     DEFAULT_CLIPPING_FAULT_RATIO,
     DEFAULT_DC_OFFSET_FAULT,
@@ -30,6 +32,7 @@ from ..decisions.detector import (
     DEFAULT_SMOOTHING_WINDOWS,
     DEFAULT_UPDATE_SECONDS,
 )
+from ..decisions.schedule import DAY_NAMES, hours_window
 
 logger = logging.getLogger(__name__)
 
@@ -70,16 +73,38 @@ class DeviceConfig(SectionConfig):
         pattern=NAME_PATTERN,
         description="Site (plant, building) the device belongs to: 1 to 64 letters, digits, '_' or '-'.",
     )
+    timezone: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="IANA time zone of detector.schedule's operating hours, e.g. 'Europe/Berlin'; null = the "
+        "system's local time zone.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415 -- only when a zone is named
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError("unknown time zone: give an IANA name such as 'Europe/Berlin' or 'UTC'") from None
+        return value
 
 
 class ModelConfig(SectionConfig):
     """The anomaly model the daemon loads."""
 
-    path: str = Field(
+    path: str | None = Field(
         "models/demo/model.tflite",
         min_length=1,
         description="Path of the model: a .acmon bundle (python -m firmware_tools bundle), a .tflite file, or a "
-        "folder containing model.tflite (relative paths are relative to the daemon's working directory).",
+        "folder containing model.tflite (relative paths are relative to the daemon's working directory). null = no "
+        "model: the level rule (detector.level_rule) alone raises alarms, at the sample rate features.sample_rate_hz "
+        "pins (16000 if not pinned).",
     )
     trusted_keys: str | None = Field(
         None,
@@ -197,6 +222,43 @@ class AudioConfig(SectionConfig):
         le=384000,
         description="Source 'stdin': sample rate of the stream, in hertz; null = the model's rate.",
     )
+    highpass_hz: float | None = Field(
+        None,
+        gt=0,
+        le=100000,
+        description="Input high-pass filter: a 2nd-order Butterworth, -3 dB at this frequency and -12 dB per "
+        "octave below, in hertz; null = none. Applied to the audio before the analysis, the band levels and the "
+        "evidence clips (not the health checks); below the Nyquist frequency of the model's rate.",
+    )
+    notch_hz: list[float] = Field(
+        default_factory=list,
+        max_length=MAX_NOTCHES,
+        description="Input band-reject (notch) filters at these frequencies, in hertz, e.g. [50, 100, 150] for "
+        "mains hum and its harmonics; [] = none. Applied with highpass_hz.",
+    )
+    notch_q: float = Field(
+        DEFAULT_NOTCH_Q,
+        ge=1,
+        le=200,
+        description="Quality factor of every notch: its -3 dB width is frequency / Q (5 Hz at 50 Hz with 10, which "
+        "still removes over 30 dB of a hum drifting 0.05 Hz). Dimensionless.",
+    )
+    calibration_db: float | None = Field(
+        None,
+        ge=-50,
+        le=250,
+        description="Added to dBFS to give sound pressure level, in dB: e.g. 120 when a 94 dB SPL calibrator reads "
+        "-26 dBFS. Only the band levels in telemetry use it (their unit becomes 'dB'); null = report dBFS.",
+    )
+
+    @field_validator("notch_hz")
+    @classmethod
+    def _check_notches(cls, value: list[float]) -> list[float]:
+        if any(not f > 0 for f in value):
+            raise ValueError("notch frequencies must be > 0 Hz")
+        if len(set(value)) != len(value):
+            raise ValueError("notch frequencies must not repeat")
+        return value
 
     @field_validator("input_device", mode="plain")
     @classmethod
@@ -227,6 +289,76 @@ class AudioConfig(SectionConfig):
                 f"channel {self.channel} does not exist with channels: {self.channels} "
                 f"(channels are numbered from 0; open more channels or pick a lower one)"
             )
+        return self
+
+
+class LevelRuleConfig(SectionConfig):
+    """The level-only alarm rule: an alarm when a chosen 1/3-octave band rises `rise_db` above its commissioned
+    normal (levels.normal_db, recorded by calibrate) for `patience_seconds`. It needs no model (model.path
+    null runs it alone) and raises the same events, with `rule: level`. One alarm is open at a time: while
+    the model's is open the rule waits, and the other way round."""
+
+    bands_hz: list[float] = Field(
+        ...,
+        min_length=1,
+        max_length=len(NOMINAL_CENTRES_HZ),
+        description="Bands to watch, by nominal centre frequency (IEC 61260-1: 25, 31.5, 40, 50, 63, 80, 100, "
+        "125, ... 20000), in hertz.",
+    )
+    rise_db: float = Field(10.0, gt=0, le=100, description="Rise above the normal level that raises the alarm, in dB.")
+    hysteresis_db: float = Field(
+        3.0,
+        ge=0,
+        le=100,
+        description="The alarm ends below rise_db - hysteresis_db (patience_seconds long), in dB; < rise_db.",
+    )
+    patience_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="How long a band must stay above before the alarm starts (and below before it ends), in "
+        "seconds; counted in level frames (every levels.frame_seconds / 2).",
+    )
+
+    @field_validator("bands_hz")
+    @classmethod
+    def _check_bands(cls, value: list[float]) -> list[float]:
+        for band in value:
+            if band not in NOMINAL_CENTRES_HZ:
+                raise ValueError(
+                    f"{band:g} Hz is not a nominal 1/3-octave centre frequency; use one of "
+                    f"{', '.join(f'{c:g}' for c in NOMINAL_CENTRES_HZ)}"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("bands must not repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _check_hysteresis(self) -> LevelRuleConfig:
+        if self.hysteresis_db >= self.rise_db:
+            raise ValueError(f"hysteresis_db ({self.hysteresis_db}) must be below rise_db ({self.rise_db})")
+        return self
+
+
+class OperatingWindowConfig(SectionConfig):
+    """One weekly window of operating hours, in local time (device.timezone)."""
+
+    days: list[Literal[DAY_NAMES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(DAY_NAMES),
+        min_length=1,
+        max_length=7,
+        description="Days the window starts on: mon, tue, wed, thu, fri, sat, sun.",
+    )
+    start: str = Field(..., max_length=5, description="Start, 'HH:MM' on a 24-hour clock, local time.")
+    end: str = Field(
+        ...,
+        max_length=5,
+        description="End, 'HH:MM' or '24:00'; an end at or before the start runs past midnight into the next day.",
+    )
+
+    @model_validator(mode="after")
+    def _check_window(self) -> OperatingWindowConfig:
+        hours_window(self.days, self.start, self.end)  # ValueError with the reason
         return self
 
 
@@ -286,6 +418,89 @@ class DetectorConfig(SectionConfig):
         le=86400,
         description="While an alarm lasts, an 'update' event message every this many seconds; 0 = none.",
     )
+    level_rule: LevelRuleConfig | None = Field(
+        None, description="The level-only alarm rule (a section); null = off. Needs levels.normal_db (calibrate)."
+    )
+    schedule: list[OperatingWindowConfig] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Operating hours: a list of {days, start, end} windows in local time; outside them no alarm "
+        "starts, an open one ends (reason 'schedule') and the state is 'off_hours'. [] = always.",
+    )
+
+
+class LevelsConfig(SectionConfig):
+    """1/3-octave band levels (IEC 61260-1 base-10 bands) in every telemetry message: Leq, minimum and maximum of
+    the period's frames, per band. Measured on the filtered input (audio.highpass_hz, notch_hz) from the FFT
+    power of Hann-windowed frames of `frame_seconds`, one every half frame."""
+
+    enabled: bool = Field(True, description="Report band levels in telemetry (`bands`); false = `bands: null`.")
+    fmin_hz: float = Field(
+        25.0,
+        gt=0,
+        le=20000,
+        description="Lowest band's nominal centre frequency, in hertz (25 Hz needs frame_seconds >= 1).",
+    )
+    fmax_hz: float | None = Field(
+        None,
+        gt=0,
+        le=100000,
+        description="No band reaches above this frequency, in hertz; null = the Nyquist frequency of the model's "
+        "rate (6300 Hz is the last band at 16 kHz).",
+    )
+    frame_seconds: float = Field(
+        DEFAULT_FRAME_SECONDS,
+        ge=0.125,
+        le=10,
+        description="Frame length, in seconds: min and max are those of these frames; longer frames resolve lower "
+        "bands (1 s: 1 Hz bins).",
+    )
+    normal_db: dict[float, float] | None = Field(
+        None,
+        max_length=len(NOMINAL_CENTRES_HZ),
+        description="The commissioned normal level of each band, {nominal centre Hz: dBFS}; written by `python -m "
+        "device calibrate` into calibration.yaml (the Leq of the calibration's frames that pass the level gate). "
+        "detector.level_rule compares against it.",
+    )
+    ha_bands_hz: list[float] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Bands that get a Home Assistant sensor (their Leq), by nominal centre, in hertz; [] = none.",
+    )
+
+    @field_validator("normal_db")
+    @classmethod
+    def _check_normal(cls, value: dict[float, float] | None) -> dict[float, float] | None:
+        if value is None:
+            return None
+        for band, level in value.items():
+            if band not in NOMINAL_CENTRES_HZ:
+                raise ValueError(f"{band:g} Hz is not a nominal 1/3-octave centre frequency")
+            if not -200 <= level <= 50:
+                raise ValueError(f"{band:g} Hz: {level:g} dBFS is not a level between -200 and 50 dBFS")
+        return value
+
+    @field_validator("ha_bands_hz")
+    @classmethod
+    def _check_ha_bands(cls, value: list[float]) -> list[float]:
+        for band in value:
+            if band not in NOMINAL_CENTRES_HZ:
+                raise ValueError(f"{band:g} Hz is not a nominal 1/3-octave centre frequency")
+        if len(set(value)) != len(value):
+            raise ValueError("bands must not repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _check_range(self) -> LevelsConfig:
+        if self.fmax_hz is not None and self.fmax_hz <= self.fmin_hz:
+            raise ValueError(f"fmax_hz ({self.fmax_hz}) must be above fmin_hz ({self.fmin_hz})")
+        lowest = lowest_resolved_hz(self.frame_seconds)
+        if self.fmin_hz < lowest * 10 ** (-1 / 20):
+            raise ValueError(
+                f"frames of {self.frame_seconds:g} s resolve bands from {lowest:g} Hz up: raise fmin_hz to {lowest:g} "
+                "or lengthen frame_seconds"
+            )
+        return self
 
 
 class EvidenceConfig(SectionConfig):
@@ -633,6 +848,7 @@ class AcmonConfig(SectionConfig):
     )
     audio: AudioConfig = Field(default_factory=AudioConfig, description="Where the audio comes from.")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="When scores become alarms.")
+    levels: LevelsConfig = Field(default_factory=LevelsConfig, description="1/3-octave band levels in telemetry.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Audio clips saved for each alarm.")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Input checks, faults and telemetry.")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="On-site calibration.")
@@ -641,6 +857,15 @@ class AcmonConfig(SectionConfig):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
     web: WebConfig = Field(default_factory=WebConfig, description="The commissioning page.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+
+    @model_validator(mode="after")
+    def _check_something_alarms(self) -> AcmonConfig:
+        if self.model.path is None and self.detector.level_rule is None:
+            raise ValueError(
+                "model.path is null (no model) and detector.level_rule is not set: nothing would raise an alarm; "
+                "give a model or a level rule"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

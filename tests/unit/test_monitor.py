@@ -45,3 +45,13 @@ def test_fleet_view_and_table():
     assert lines[4].split() == ["plant-a/pump-7", "online", "anomaly", "2.5", "1", "-31.5", "-", "2", "3", "s", "ago"]
     assert lines[5].split()[:3] == ["plant-b/fan-1", "offline", "?"]
     assert len(fleet.events) == 1 and event["event_id"][:8] in table
+
+
+def test_level_rule_events_say_so_and_keep_the_model_score():
+    fleet = FleetView("acmon/x")
+    _feed(fleet, "acmon/x/plant-a/pump-7/state", sample_state("ok", 0.8))
+    level = {**sample_event(5), "rule": "level", "band_hz": 31.5, "score": 14.0, "threshold": 10.0}
+    assert _feed(fleet, "acmon/x/plant-a/pump-7/events", level)
+    view = fleet.devices[("plant-a", "pump-7")]
+    assert view.state == "anomaly" and view.score == 0.8 and view.threshold != 10.0  # dB stay out of the score column
+    assert "level rule, 31.5 Hz band" in fleet.events[-1]
