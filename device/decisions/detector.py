@@ -7,9 +7,12 @@ import collections
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..analysis.explain import Explanation
 
 Smoothing = Literal["mean", "median", "max"]
 SMOOTHING_METHODS: tuple[str, ...] = ("mean", "median", "max")
@@ -130,6 +133,8 @@ class Event:
     last_score: float = 0.0
     last_seconds: float = 0.0
     evidence: str | None = None  # evidence file name, set by whoever records it
+    # What changed (device/analysis/explain.py Explanation), set by the pipeline at each start and update.
+    explanation: Explanation | None = None
 
     @property
     def mean_score(self) -> float:

@@ -110,8 +110,13 @@ def event_payload(
         time_utc: wall-clock time of the message; now unless given.
         evidence: file name of the event's evidence clip (WAV; a PNG of the same
             stem beside it), or None when evidence is off.
+
+    The event's explanation (device/analysis/explain.py, set by the pipeline at each start and
+    update) adds `bands` (when the model records normal band levels) and `fault` (supervised
+    models); an end repeats its event's last ones.
     """
     ev = transition.event
+    explained = ev.explanation.payload_fields() if ev.explanation is not None else {}
     return {
         "schema": EVENT_SCHEMA,
         "event_id": ev.event_id,
@@ -130,6 +135,7 @@ def event_payload(
         "model": {"name": model_name, "version": model_version},
         "source": source,
         "evidence": evidence,
+        **explained,
     }
 
 
