@@ -41,6 +41,9 @@ _GLYPHS = {
 _GLYPH_W, _GLYPH_H = 3, 5
 CHAR_PIXELS = (_GLYPH_W + 1) * FONT_SCALE  # one blank column between characters
 LABEL_HEIGHT = _GLYPH_H * FONT_SCALE
+# The margin left of the spectrogram: 2 px, a 6-character label, 2 px, the bracket, 3 px (its ticks).
+BRACKET_LEFT = 2 + 6 * CHAR_PIXELS + 2
+MARGIN_PIXELS = BRACKET_LEFT + BRACKET_WIDTH + 3
 
 
 def label_text(band: BandRise) -> str:
@@ -81,15 +84,13 @@ def mark_bands(spectrogram: np.ndarray, bands: Sequence[BandRise], n_mels: int) 
         bands: the event's band ranges (explain.BandRise), strongest first.
 
     Returns:
-        uint8 (n_mels * scale, margin + width, 3); the spectrogram unchanged if there is no band.
+        uint8 (n_mels * scale, MARGIN_PIXELS + width, 3); the spectrogram unchanged if there is no band.
     """
     if not bands:
         return spectrogram
     height, width = spectrogram.shape[:2]
     scale = max(1, height // n_mels)
-    label_width = 6 * CHAR_PIXELS
-    bracket_left = 2 + label_width + 2
-    margin = bracket_left + BRACKET_WIDTH + 3
+    bracket_left, margin = BRACKET_LEFT, MARGIN_PIXELS
     image = np.empty((height, margin + width, 3), dtype=np.uint8)
     image[:, :margin] = MARGIN_BACKGROUND
     image[:, margin:] = spectrogram

@@ -9,7 +9,9 @@ from device.analysis.features import FeatureParams
 from device.audio.ring_buffer import RingBuffer
 from device.evidence.clips import EvidenceRecorder
 from device.evidence.marks import (
+    BRACKET_LEFT,
     LABEL_HEIGHT,
+    MARGIN_PIXELS,
     STEADY_COLOUR,
     TRANSIENT_COLOUR,
     _label_tops,
@@ -44,8 +46,11 @@ def test_brackets_cover_exactly_their_bands_rows():
     image = mark_bands(spectrogram, (steady, transient), N)
     assert image.shape[0] == spectrogram.shape[0] and image.shape[1] > spectrogram.shape[1]
     margin = image.shape[1] - spectrogram.shape[1]
-    np.testing.assert_array_equal(image[:, margin:][~_edge_rows(image, margin)], spectrogram[~_edge_rows(image, margin)])
-    column = margin - 5  # inside the bracket
+    assert margin == MARGIN_PIXELS
+    np.testing.assert_array_equal(
+        image[:, margin:][~_edge_rows(image, margin)], spectrogram[~_edge_rows(image, margin)]
+    )
+    column = BRACKET_LEFT + 1  # inside the bracket
     top, bottom = band_rows(steady, N, 2)
     assert (top, bottom) == ((N - 1 - 23) * 2, (N - 20) * 2 - 1)  # low bands at the bottom
     assert _colour_rows(image, column, STEADY_COLOUR) == set(range(top, bottom + 1))  # solid
@@ -84,7 +89,9 @@ def test_the_recorder_writes_the_marked_png(tmp_path):
     margin = marked.shape[1] - unmarked.shape[1]
     assert margin > 0 and marked.shape[0] == unmarked.shape[0] == 2 * N
     top, bottom = band_rows(band, N, 2)
-    assert _colour_rows(marked, margin - 5, STEADY_COLOUR) == set(range(top, bottom + 1))
+    assert _colour_rows(marked, BRACKET_LEFT + 1, STEADY_COLOUR) == set(range(top, bottom + 1))
     # The label is drawn in the bracket's colour left of it, beside the band.
-    label_rows = set(np.flatnonzero(np.all(marked[:, : margin - 8] == STEADY_COLOUR, axis=2).any(axis=1)).tolist())
+    label_rows = set(
+        np.flatnonzero(np.all(marked[:, : BRACKET_LEFT - 1] == STEADY_COLOUR, axis=2).any(axis=1)).tolist()
+    )
     assert label_rows and min(label_rows) >= top - LABEL_HEIGHT and max(label_rows) <= bottom + LABEL_HEIGHT
