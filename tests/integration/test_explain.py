@@ -66,6 +66,8 @@ def _replay(model: Path, wavs: list[Path], folder: Path) -> list[dict]:
 
 
 def test_fit_records_the_normal_band_levels(trained_model):
+    out = run_cli("firmware_tools", "inspect", str(trained_model))
+    assert out.returncode == 0 and "explains    the bands that rose (normal band levels from" in out.stdout, out
     _, _, meta = load_metadata(trained_model)
     levels = meta.band_levels
     assert levels is not None and levels.windows >= 100
@@ -141,6 +143,8 @@ def _without_band_levels(trained_model: Path, folder: Path) -> Path:
 def test_a_model_without_band_levels_still_runs_and_names_no_bands(trained_model, demo_data, tmp_path):
     old = _without_band_levels(trained_model, tmp_path / "old")
     assert load_metadata(old)[2].band_levels is None and AnomalyModel(old).new_explainer() is None
+    inspected = run_cli("firmware_tools", "inspect", str(old))
+    assert "explains    nothing: no normal band levels" in inspected.stdout, inspected
     events = _replay(old, [_fault_clip(demo_data, "bearing")], tmp_path / "evidence")
     assert events and all("bands" not in e and "fault" not in e for e in events)
     new_events = _replay(trained_model, [_fault_clip(demo_data, "bearing")], tmp_path / "evidence-new")
@@ -177,11 +181,24 @@ def test_non_finite_band_levels_are_refused_at_load_in_one_line(trained_model, t
 
 
 @pytest.mark.broker
-def test_events_over_mqtt_carry_the_bands(broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path):
-    """Through a real mosquitto: the published events name the bands, and every message fits its schema."""
-    mqtt = {"host": "127.0.0.1", "port": broker.port, "topic_prefix": unique_prefix, "spool_dir": str(tmp_path / "s")}
+def test_events_over_mqtt_carry_the_bands_and_home_assistant_reads_them(
+    broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path
+):
+    """Through a real mosquitto: the published events name the bands, every message fits its schema, and the
+    anomaly sensor's discovery config points its attributes at them (rendered as Home Assistant does)."""
+    import jinja2
+
+    ha_prefix = f"{unique_prefix}-ha"
+    mqtt = {
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "topic_prefix": unique_prefix,
+        "spool_dir": str(tmp_path / "s"),
+        "discovery_prefix": ha_prefix,
+    }
     cfg = write_config(tmp_path, trained_model, mqtt, device={"site": "plant-a"}, evidence={"enabled": False})
     sub = subscribe(broker.host, broker.port, f"{unique_prefix}/#")
+    ha = subscribe(broker.host, broker.port, f"{ha_prefix}/#")
     out = run_cli("device", "replay", "--config", str(cfg), str(_fault_clip(demo_data, "bearing")))
     assert out.returncode == 0, out.stderr
     assert sub.wait_for(lambda s: len(s.json_on("events")) >= 2, 20), sub.messages
@@ -189,3 +206,12 @@ def test_events_over_mqtt_carry_the_bands(broker, subscribe, unique_prefix, trai
     assert [e["state"] for e in events] == ["start", "end"] and all(e["bands"] for e in events), events
     assert events[0]["device_id"] == "pump-7" and events[0]["site"] == "plant-a"
     assert validate_messages(sub.messages) >= 2
+    assert ha.wait_for(lambda s: any(t.endswith("/anomaly/config") for t, _, _ in s.messages), 20)
+    anomaly = next(json.loads(p) for t, p, _ in ha.messages if t.endswith("/anomaly/config"))
+    assert anomaly["json_attributes_topic"] == f"{unique_prefix}/plant-a/pump-7/events"
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(anomaly["json_attributes_template"])
+    attributes = json.loads(template.render(value_json=events[0]))
+    band = events[0]["bands"][0]
+    assert attributes["bands"] == events[0]["bands"] and attributes["cause"].startswith(
+        f"{band['low_hz']}-{band['high_hz']} Hz +{band['db_above_normal']} dB {band['kind']}"
+    )

@@ -45,3 +45,20 @@ def test_fleet_view_and_table():
     assert lines[4].split() == ["plant-a/pump-7", "online", "anomaly", "2.5", "1", "-31.5", "-", "2", "3", "s", "ago"]
     assert lines[5].split()[:3] == ["plant-b/fan-1", "offline", "?"]
     assert len(fleet.events) == 1 and event["event_id"][:8] in table
+
+
+def test_events_show_what_rose_and_survive_garbage_in_those_fields():
+    fleet = FleetView("acmon/x")
+    bands = [{"low_hz": 2161, "high_hz": 2627, "db_above_normal": 8.6, "z": 17.1, "kind": "steady"}]
+    named = {**sample_event(1), "bands": bands, "fault": {"label": "bearing\x1b[2J", "probability": 0.734}}
+    assert _feed(fleet, "acmon/x/plant-a/pump-7/events", named)
+    assert fleet.events[-1].endswith("2161-2627 Hz +8.6 dB steady, bearing[2J 0.73")  # no escape reaches the tty
+    for garbage in (
+        {"bands": "x"},
+        {"bands": [1]},
+        {"bands": [{"low_hz": True}]},
+        {"fault": {"label": 5}},
+        {"fault": []},
+    ):
+        assert _feed(fleet, "acmon/x/plant-a/pump-7/events", {**sample_event(2), **garbage})
+        assert fleet.events[-1].endswith("score 2.5 / 1")
