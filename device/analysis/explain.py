@@ -271,35 +271,50 @@ class EventExplainer:
         self.params = params
         self.normal = normal
         self.labels = tuple(labels)
-        self._mean = np.zeros(params.n_mels)
-        self._peak = np.zeros(params.n_mels)
+        self._sums = np.zeros(params.n_mels)  # per band: the sum over windows of its frames' sum, dB
+        self._peaks = np.zeros(params.n_mels)  # per band: the sum over windows of its loudest frame, dB
+        self._total = 0.0  # the sum of all frames of all bands of all windows, dB
         self._probabilities = np.zeros(len(self.labels))
         self._windows = 0
 
     def reset(self) -> None:
-        self._mean[:] = 0.0
-        self._peak[:] = 0.0
+        self._sums[:] = 0.0
+        self._peaks[:] = 0.0
+        self._total = 0.0
         self._probabilities[:] = 0.0
         self._windows = 0
 
     def add(self, logmel: np.ndarray, output: np.ndarray | None) -> None:
-        """One scored window of the event: its log-mel frames (before normalization) and the model's output."""
+        """One scored window of the event: its log-mel frames (before normalization) and the model's output.
+
+        The average of band_summary over the windows is linear in their sums, maxima and levels, so only
+        those are kept: a sum and a max over the frames per window (see band_summary on the float32 sum).
+        """
         if self.normal is not None:
-            mean_db, peak_db = band_summary(logmel)
-            self._mean += mean_db
-            self._peak += peak_db
+            sums = logmel.sum(axis=0)
+            self._sums += sums
+            self._peaks += logmel.max(axis=0)
+            self._total += float(sums.sum())
         if self.labels and output is not None:
             self._probabilities += np.asarray(output, dtype=np.float64).reshape(-1)[: len(self.labels)]
         self._windows += 1
+
+    def band_averages(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """band_summary's two arrays averaged over the windows added since the last take(); None before any."""
+        n = self._windows
+        if n == 0:
+            return None
+        frames, n_mels = self.params.patch_shape
+        level = self._total / (n * frames * n_mels)  # the windows' mean level, averaged
+        return self._sums / (n * frames) - level, self._peaks / n - level
 
     def take(self) -> Explanation | None:
         """The explanation of the windows added since the last take(), or None if none was added."""
         n = self._windows
         if n == 0:
             return None
-        bands = None
-        if self.normal is not None:
-            bands = rises(self.params, self.normal, self._mean / n, self._peak / n)
+        averages = self.band_averages()
+        bands = rises(self.params, self.normal, *averages) if self.normal is not None and averages else None
         fault = None
         if len(self.labels) > 1:
             p = self._probabilities / n

@@ -128,6 +128,21 @@ def test_explainer_averages_the_windows_since_the_last_message_and_names_a_fault
     assert explainer.take() is None  # taken: the next update starts afresh
 
 
+def test_explainer_averages_band_summary_exactly():
+    """What take() compares is the average of band_summary over the windows, as training measured it."""
+    rng = np.random.default_rng(3)
+    windows = [rng.normal(-50.0, 6.0, size=PARAMS.patch_shape).astype(np.float32) for _ in range(7)]
+    explainer = EventExplainer(PARAMS, _normal(), ())
+    assert explainer.band_averages() is None
+    for w in windows:
+        explainer.add(w, None)
+    averages = explainer.band_averages()
+    assert averages is not None
+    summaries = [band_summary(w) for w in windows]
+    np.testing.assert_allclose(averages[0], np.mean([m for m, _ in summaries], axis=0), atol=1e-4)
+    np.testing.assert_allclose(averages[1], np.mean([p for _, p in summaries], axis=0), atol=1e-4)
+
+
 def test_explainer_refuses_levels_for_another_front_end():
     with pytest.raises(ValueError):
         EventExplainer(FeatureParams(n_mels=40), _normal(), ())
