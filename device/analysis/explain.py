@@ -260,9 +260,10 @@ def rises(params: FeatureParams, normal: BandLevels, mean_db: np.ndarray, peak_d
 class EventExplainer:
     """Collects the scored windows of an open event and explains them at each start and update message.
 
-    Per window it keeps the two band_summary arrays and (supervised models) the class probabilities:
-    a few hundred additions, against the front end's FFTs. take() explains the windows added since the
-    previous take() and starts afresh, so an update says what the last minute sounded like.
+    Per window it adds up each band's frame sum and loudest frame, the window's level and (supervised
+    models) the class probabilities: a sum and a max over the frames the pipeline already has, 10 to 20 us
+    against the front end's 160 us. take() explains the windows added since the previous take() and starts
+    afresh, so an update says what the last minute sounded like.
     """
 
     def __init__(self, params: FeatureParams, normal: BandLevels | None, labels: Sequence[str] = ()):
