@@ -14,6 +14,9 @@ Measured in one run on the same windows:
   time ratio and whether their clip scores agree (issue 13's budget: at most 1.3x);
 - the input filter (high-pass and three mains notches) and the 1/3-octave band levels per second of audio,
   and `device score`'s path with band levels measured and with filters on against neither;
+- what explaining alarms costs (device/analysis/explain.py): per event window (the band summary of frames the
+  pipeline already has) and per start/update message, and the replay with every window inside an event,
+  explained or not (models that record normal band levels);
 - peak resident memory of this process.
 Runs on one core (one BLAS thread, pinned to one CPU). A benchmark, not a test: numbers vary with
 the machine and its load.
@@ -136,6 +139,44 @@ def score_command_start(model_path: Path, wav: Path, repeats: int = 3) -> float:
     return min(times)
 
 
+def explain_costs(model, wav: Path, windows) -> dict:
+    """What explaining alarms costs: EventExplainer.add per event window, take per message, and a replay where
+    every window is inside one event (threshold near 0, an update a minute) with and without the explainer,
+    alternated so that load on the machine falls on both, in CPU time of this process (best of 9: on a shared
+    machine wall time swings by 20 % between runs, more than the difference measured). {} when the model can
+    explain nothing."""
+    explainer = model.new_explainer()
+    if explainer is None:
+        return {}
+    p = model.params
+    logmels = [compute_logmel(w, p) for w in windows]
+    output = np.full(len(explainer.labels), 1.0 / max(1, len(explainer.labels))) if explainer.labels else None
+    add_s = best_of(lambda: [explainer.add(x, output) for x in logmels]) / len(logmels)
+    take_s = best_of(lambda: [(explainer.add(x, output), explainer.take()) for x in logmels]) / len(logmels) - add_s
+    settings = DetectorSettings(threshold=1e-9, patience_windows=1, update_seconds=60.0)
+
+    def replay(explained: bool) -> float:
+        pipe = Pipeline(model, settings)
+        if not explained:
+            pipe._explainer = None
+        started = time.process_time()
+        for block in WavFileStream(wav, p.sample_rate_hz, block_samples=1024).blocks():
+            pipe.process(block)
+        return time.process_time() - started
+
+    with_s, without_s = [], []
+    for _ in range(9):
+        with_s.append(replay(True))
+        without_s.append(replay(False))
+    return {
+        "explain_add_ms": add_s * 1e3,
+        "explain_take_ms": take_s * 1e3,
+        "explained_replay_seconds": min(with_s),
+        "unexplained_replay_seconds": min(without_s),
+        "explained_over_unexplained": min(with_s) / min(without_s),
+    }
+
+
 def best_of(fn, repeats=5):
     times = []
     for _ in range(repeats):
@@ -194,6 +235,7 @@ def main() -> int:
                 pipe.process(block)
 
         replay_s = best_of(replay, repeats=3)
+        explain = explain_costs(model, wav, windows)
 
         # device score's path against the minimal reference, alternated so that load on the machine falls on both.
         acmon_times, reference_times = [], []
@@ -254,6 +296,7 @@ def main() -> int:
         "score_path_real_time_factor": args.seconds / min(acmon_times),
         "largest_window_score_difference": agree,
         "score_command_start_seconds": start_s,
+        **explain,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if args.json:
@@ -285,6 +328,16 @@ def main() -> int:
         f"{levels_path_s / plain_s:.2f}x / {filters_path_s / plain_s:.2f}x ({plain_s * 1e3:.0f}, {levels_path_s * 1e3:.0f}, "
         f"{filters_path_s * 1e3:.0f} ms) |"
     )
+    if explain:
+        print(f"| explanation, per window inside an event (band summary) | {explain['explain_add_ms'] * 1e3:.1f} us |")
+        print(f"| explanation, per start/update message (bands named) | {explain['explain_take_ms'] * 1e3:.1f} us |")
+        print(
+            f"| replay with every window inside an event, CPU time: explained / not explained | "
+            f"{explain['explained_over_unexplained']:.3f}x ({explain['explained_replay_seconds'] * 1e3:.0f} vs "
+            f"{explain['unexplained_replay_seconds'] * 1e3:.0f} ms) |"
+        )
+    else:
+        print("| explanation | the model records no normal band levels and no fault classes: nothing to explain |")
     print(f"| peak RSS of this process (incl. scipy for the reference) | {results['peak_rss_mb']:.0f} MB |")
     return 0
 

@@ -122,6 +122,11 @@ class Pipeline:
     with score_all: it is gated like a quiet window (the detector sees no score, the score
     context is cleared) and counted in nonfinite_windows.
 
+    While an event is open, each scored window's log-mel frames (already computed for the model)
+    go to the model's EventExplainer (device/analysis/explain.py), and each start and update
+    transition's event gets the explanation of the windows since the previous message
+    (Event.explanation: the bands that rose, the fault class); windows outside events cost nothing.
+
     Attributes:
         nonfinite_windows: windows skipped for NaN, infinite or absurd samples since the
             pipeline was made; never reset (a counter for health and telemetry).
@@ -143,6 +148,7 @@ class Pipeline:
         self._ring = RingBuffer(p.window_samples, p.hop_samples, capacity_samples=history)
         self._detector = Detector(self.settings)
         self._score_state = self.model.new_score_state()
+        self._explainer = self.model.new_explainer()
         self._frames = FrameCache(p)  # overlapping windows share their STFT frames: each computed once
         self._last_index = -1
         self._last_end_seconds = 0.0
@@ -201,6 +207,7 @@ class Pipeline:
         self.model, self.settings, self.min_rms_dbfs = model, settings, min_rms_dbfs
         self._detector = Detector(settings)
         self._score_state = model.new_score_state()
+        self._explainer = model.new_explainer()
         self._detector.mute(muted_until, max(self._last_index, 0), self._last_end_seconds)
         return ended
 
@@ -217,18 +224,20 @@ class Pipeline:
                 samples = self._count_nonfinite(window)
             level, steady = window_levels(samples, p.stft_hop_samples)
             gated = nonfinite or steady < self.min_rms_dbfs
-            model_score, model_output = None, None
+            model_score, model_output, logmel, output = None, None, None, None
             if gated and self._score_state is not None:
                 self._score_state.clear()  # the context never averages across a gap
             if not nonfinite and (not gated or self.score_all):
                 # A gated window scored for calibration gets a throwaway state: it is not part of the stream's context.
                 state = self._score_state if not gated else None
-                patch = normalize(self._frames.logmel(window.samples, window.start_sample), p)
-                model_score, output = self.model.evaluate(patch, state)
+                logmel = self._frames.logmel(window.samples, window.start_sample)
+                model_score, output = self.model.evaluate(normalize(logmel, p), state)
                 model_output = output if self.score_all else None
             score = None if gated else model_score
             end_seconds = (window.start_sample + p.window_samples) / p.sample_rate_hz
             transitions = tuple(self._detector.update(window.index, end_seconds, score))
+            if self._explainer is not None and (transitions or self._detector.active is not None):
+                self._explain(transitions, logmel if score is not None else None, output)
             result = WindowResult(
                 window.index,
                 window.start_sample,
@@ -246,6 +255,22 @@ class Pipeline:
                 self.on_window(result)
             results.append(result)
         return results
+
+    def _explain(
+        self, transitions: tuple[Transition, ...], logmel: np.ndarray | None, output: np.ndarray | None
+    ) -> None:
+        """Add a scored window of an open event to the explainer; explain each start and update (see the class)."""
+        explainer = self._explainer
+        assert explainer is not None
+        if any(t.state == "start" for t in transitions):
+            explainer.reset()  # windows of an earlier event that ended without a message since
+        if logmel is not None and self._detector.active is not None:
+            explainer.add(logmel, output)
+        for t in transitions:
+            if t.state in ("start", "update"):
+                explanation = explainer.take()
+                if explanation is not None:  # an update at a gated window keeps the last explanation
+                    t.event.explanation = explanation
 
     def close(self) -> list[Transition]:
         """End an open event (end of stream, shutdown)."""

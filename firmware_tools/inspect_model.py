@@ -77,10 +77,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"windows     {p.window_seconds:.3f} s ({p.window_samples} samples), hop {p.hop_seconds:.3f} s "
         f"({100 * (1 - p.hop_samples / p.window_samples):.0f}% overlap), patch {p.n_frames}x{p.n_mels}"
     )
+    print(f"explains    {explains(meta)}")
     training = meta.training
     if training:
         print(f"trained on  {training_summary(training)}")
     return 0
+
+
+def explains(meta: ModelMetadata) -> str:
+    """What the model's events can say changed (device/analysis/explain.py)."""
+    said = []
+    if meta.band_levels is not None:
+        said.append(f"the bands that rose (normal band levels from {meta.band_levels.windows} windows)")
+    if meta.score_kind == "anomaly_probability" and len(meta.labels) > 1:
+        said.append(f"the fault class ({', '.join(meta.labels[1:])})")
+    if not said:
+        return "nothing: no normal band levels (made before acmon recorded them); retrain to have events name bands"
+    return " and ".join(said)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from device.errors import AcmonError
 from device.pipeline import Pipeline
 from device.state import atomic_write
 
+from .band_levels import measure_band_levels
 from .datasets import ANOMALY, clip_patches, discover, load_record
 from .ensemble import fit_ensemble
 from .export import convert_int8, embed_metadata
@@ -326,6 +327,7 @@ def _fit_into(
     logger.info("quantizing to int8")
     tflite = convert_int8(export_model, rep)
     score_kind = {"classifier": "anomaly_probability"}.get(kind, options.score_kind)
+    normal_clips = [np.asarray(c.samples()) for c in train_clips + val_clips if c.label == 0]
     metadata = _metadata(
         name,
         version,
@@ -333,6 +335,7 @@ def _fit_into(
         score_kind,
         _UNCALIBRATED,
         labels=tuple(labels) if kind == "classifier" else (),
+        band_levels=measure_band_levels(normal_clips, params, progress),
         training={
             "data": str(data_dir),
             "recordings": len(train_clips),
@@ -452,6 +455,7 @@ def fit_gaussian_ensemble(
         gparams,
         "gaussian_ensemble",
         result.threshold,
+        band_levels=measure_band_levels(normal, gparams, progress),
         scorer=ScorerRecord(
             sha256=sha256_hex(scorer_bytes),
             members=tuple(result.scorer.members),

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from .explain import BandLevels, EventExplainer
 from .features import FeatureParams
 from .gaussian import Scorer, ScoreState, identity_fit
 from .metadata import GAUSSIAN_KINDS
@@ -197,6 +198,12 @@ class AnomalyModel(QuantizedGraph):
         params = self.metadata.feature_params
         check_params(params, {"frontend_version": FeatureParams().frontend_version, **(expected_params or {})}, source)
         super().__init__(data, params, source, runtime, num_threads)
+        labels, outputs = self.metadata.labels, int(np.prod(self.output_shape))
+        if self.metadata.score_kind == "anomaly_probability" and labels and len(labels) != outputs:
+            raise ModelError(
+                f"{source}: the metadata names {len(labels)} classes but the model outputs {outputs} "
+                "probabilities; re-export the model"
+            )
         self.training_scorer = self._load_scorer(data, source)
         self.scorer = self.training_scorer
         self.site: Scorer | None = None
@@ -249,6 +256,16 @@ class AnomalyModel(QuantizedGraph):
                 f"{scorer.model_version}, {scorer.size} outputs); re-export the model"
             )
         return scorer
+
+    def new_explainer(self) -> EventExplainer | None:
+        """What explains this model's events (device/analysis/explain.py): None when it can say nothing (no normal
+        band levels recorded, not a classifier with fault classes)."""
+        meta = self.metadata
+        levels = BandLevels.from_record(meta.band_levels) if meta.band_levels is not None else None
+        labels = meta.labels if meta.score_kind == "anomaly_probability" and len(meta.labels) > 1 else ()
+        if levels is None and not labels:
+            return None
+        return EventExplainer(self.params, levels, labels)
 
     def new_score_state(self) -> ScoreState | None:
         """Per-stream memory for the scorer's context (None for models without a scorer)."""

@@ -5,7 +5,10 @@ Training builds a ModelMetadata and embeds `document()` in the .tflite file
 `from_document()` (device/analysis/model_file.py load_metadata), so a key is declared,
 typed and checked in one place. The document is JSON with sorted keys; keys
 this acmon does not know are kept (a newer training may add a record an
-older device ignores), a schema_version it does not know is refused.
+older device ignores), a schema_version it does not know is refused. So an optional record
+is added without a new schema_version (band_levels was): an older acmon loads the model and
+ignores the record, this one loads older models without it. A new schema_version is for
+changes an older acmon would misread.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import math
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import ModelError
 from .features import FeatureParams, one_line
@@ -46,6 +49,63 @@ class ScorerRecord(BaseModel):
     """How fit chose: validation AUC per candidate, fault clips and normal recordings used."""
 
 
+# Bounds on the normal band levels a model may carry (dB relative to the window's mean level): a log-mel band
+# spans at most about 200 dB (power floor -100 dB to full scale and beyond), and a spread beyond 100 dB is noise.
+BAND_LEVEL_MAX_DB = 200.0
+BAND_SPREAD_MAX_DB = 100.0
+
+
+def _band_values(value: Any, low: float, high: float) -> tuple[float, ...]:
+    """A list of finite numbers within [low, high] (bool and strings refused), or ValueError naming the first bad one."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"must be a list of numbers, one per mel band (got {type(value).__name__})")
+    out = []
+    for k, v in enumerate(value):
+        number = None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            try:
+                number = float(v)
+            except OverflowError:
+                number = None
+        if number is None or not (math.isfinite(number) and low <= number <= high):
+            raise ValueError(f"band {k}: must be a finite number within {low:g} to {high:g} dB (got {str(v)[:40]})")
+        out.append(number)
+    return tuple(out)
+
+
+class BandLevelsRecord(BaseModel):
+    """The normal sound's level per mel band, relative to each window's mean level (device/analysis/explain.py).
+
+    What an event's `bands` are measured against. Absent in models made before acmon recorded it: their
+    events name no bands.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
+
+    mean_db: tuple[float, ...]
+    """Per mel band: mean over normal windows of the band's level averaged over the window's frames, in dB re the
+    window's mean level."""
+    spread_db: tuple[float, ...]
+    """Per mel band: standard deviation of that over normal windows, in dB."""
+    peak_mean_db: tuple[float, ...]
+    """Per mel band: mean over normal windows of the band's level in the window's loudest frame for that band, in dB
+    re the window's mean level."""
+    peak_spread_db: tuple[float, ...]
+    """Per mel band: standard deviation of that over normal windows, in dB."""
+    windows: int = Field(gt=1)
+    """Normal windows the statistics were measured on."""
+
+    @field_validator("mean_db", "peak_mean_db", mode="before")
+    @classmethod
+    def _levels(cls, value: Any) -> tuple[float, ...]:
+        return _band_values(value, -BAND_LEVEL_MAX_DB, BAND_LEVEL_MAX_DB)
+
+    @field_validator("spread_db", "peak_spread_db", mode="before")
+    @classmethod
+    def _spreads(cls, value: Any) -> tuple[float, ...]:
+        return _band_values(value, 0.0, BAND_SPREAD_MAX_DB)
+
+
 class ModelMetadata(BaseModel):
     """What training records about a model, read back on the device."""
 
@@ -71,6 +131,9 @@ class ModelMetadata(BaseModel):
     """Class names for supervised models, () otherwise."""
     scorer: ScorerRecord | None = None
     """The Gaussian ensemble's scorer record; None for other score kinds."""
+    band_levels: BandLevelsRecord | None = None
+    """The normal sound's level per mel band, which events' `bands` are measured against; None in models made
+    before acmon recorded it (an older acmon keeps the key as an unknown one and ignores it)."""
     calibration: dict[str, Any] = Field(default_factory=dict)
     """How the threshold was calibrated (device/decisions/threshold.py calibrate_threshold's info)."""
     float_int8_parity: dict[str, Any] = Field(default_factory=dict)
@@ -101,6 +164,19 @@ class ModelMetadata(BaseModel):
         if number is None or not (math.isfinite(number) and number > 0):
             raise ValueError(f"must be a positive finite number (got {str(value)[:40]})")
         return number
+
+    @model_validator(mode="after")
+    def _band_levels_fit_the_front_end(self) -> ModelMetadata:
+        levels = self.band_levels
+        if levels is not None:
+            n_mels = self.feature_params.n_mels
+            for name in ("mean_db", "spread_db", "peak_mean_db", "peak_spread_db"):
+                if len(getattr(levels, name)) != n_mels:
+                    raise ValueError(
+                        f"band_levels.{name} has {len(getattr(levels, name))} values but the front end has "
+                        f"{n_mels} mel bands"
+                    )
+        return self
 
     @classmethod
     def from_document(cls, document: dict[str, Any], source: str) -> ModelMetadata:

@@ -76,14 +76,16 @@ class Outbox:
         )
         self.seq += 1
         log = logger.warning if transition.state == "start" else logger.info
+        what = ev.explanation.summary() if ev.explanation is not None and transition.state != "end" else ""
         log(
-            "event %s %s at %.2f s in %s (score %s, threshold %.4g)",
+            "event %s %s at %.2f s in %s (score %s, threshold %.4g)%s",
             transition.state,
             ev.event_id[:8],
             transition.time_seconds,
             source,
             "-" if transition.score is None else f"{transition.score:.4g}",
             threshold,
+            f": {what}" if what else "",
         )
         self._record_alarm(transition, payload)
         self._send(payload)

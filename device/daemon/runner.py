@@ -601,7 +601,8 @@ class Runner:
         """Publish one event message (stdout JSON line and MQTT); a start plans the evidence clip."""
         ev = transition.event
         if transition.state == "start" and self.evidence is not None:
-            ev.evidence = self.evidence.start(ev.event_id, transition.time_seconds)
+            bands = ev.explanation.bands if ev.explanation is not None else None
+            ev.evidence = self.evidence.start(ev.event_id, transition.time_seconds, bands=bands or ())
         meta = self.model.metadata
         threshold = self.settings.threshold
         if ev.rule == RULE_LEVEL and self.levels.rule is not None:

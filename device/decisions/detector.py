@@ -8,9 +8,12 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..analysis.explain import Explanation
 
 Smoothing = Literal["mean", "median", "max"]
 SMOOTHING_METHODS: tuple[str, ...] = ("mean", "median", "max")
@@ -133,6 +136,8 @@ class Event:
     evidence: str | None = None  # evidence file name, set by whoever records it
     rule: str = "model"  # what raised it: "model" (anomaly scores) or "level" (decisions/level_rule.py)
     band_hz: float | None = None  # level rule: the chosen band furthest above its normal, at the latest message
+    # What changed (device/analysis/explain.py Explanation), set by the pipeline at each start and update.
+    explanation: Explanation | None = None
 
     @property
     def mean_score(self) -> float:

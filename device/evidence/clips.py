@@ -6,18 +6,20 @@ import calendar
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..analysis.explain import BandRise
 from ..analysis.features import FeatureParams
 from ..audio.audio_io import write_wav
 from ..audio.ring_buffer import RingBuffer
 from ..errors import AcmonError
 from ..pipeline import logmel_image
 from ..state import state_root
+from .marks import mark_bands
 from .png import spectrogram_rgb, write_png
 
 logger = logging.getLogger(__name__)
@@ -40,11 +42,13 @@ class PendingClip:
     Attributes:
         stem: file name without suffix.
         start_sample, end_sample: stream sample range [start, end) wanted.
+        bands: the band ranges the event's start named, marked on the PNG (evidence/marks.py).
     """
 
     stem: str
     start_sample: int
     end_sample: int
+    bands: tuple[BandRise, ...] = ()
 
 
 def default_evidence_directory(environ: Mapping[str, str] = os.environ) -> Path:
@@ -215,11 +219,18 @@ class EvidenceRecorder:
         clip = self.pre_roll_samples + self.post_roll_samples + self.params.window_samples
         return clip / self.params.sample_rate_hz + BLOCK_MARGIN_SECONDS
 
-    def start(self, event_id: str, start_seconds: float, wall_time: float | None = None) -> str:
-        """Plan the clip of an event that starts at stream time start_seconds; returns its WAV file name."""
+    def start(
+        self, event_id: str, start_seconds: float, wall_time: float | None = None, bands: Sequence[BandRise] = ()
+    ) -> str:
+        """Plan the clip of an event that starts at stream time start_seconds; returns its WAV file name.
+
+        bands: the band ranges the event's start names, marked on the clip's spectrogram.
+        """
         stem = evidence_stem(event_id, time.time() if wall_time is None else wall_time)
         centre = round(start_seconds * self.params.sample_rate_hz)
-        self._pending.append(PendingClip(stem, max(0, centre - self.pre_roll_samples), centre + self.post_roll_samples))
+        self._pending.append(
+            PendingClip(stem, max(0, centre - self.pre_roll_samples), centre + self.post_roll_samples, tuple(bands))
+        )
         return stem + self.suffix
 
     def poll(self, ring: RingBuffer) -> list[Path]:
@@ -259,7 +270,8 @@ class EvidenceRecorder:
             else:
                 write_wav(wav, samples, self.params.sample_rate_hz)
             os.chmod(wav, EVIDENCE_FILE_MODE)
-            write_png(png, spectrogram_rgb(logmel_image(samples, self.params)))
+            image = mark_bands(spectrogram_rgb(logmel_image(samples, self.params)), clip.bands, self.params.n_mels)
+            write_png(png, image)
             os.chmod(png, EVIDENCE_FILE_MODE)
             removed = enforce_quota(
                 self.directory, self.quota_bytes, frozenset({clip.stem}), self.max_clips, self.max_age_seconds

@@ -4,7 +4,9 @@ Each entity is `<discovery_prefix>/<component>/<node_id>/<object_id>/config`
 (https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery), all tied to the
 device's retained `status` topic for availability and sharing one `device` block, so
 Home Assistant shows one device per acmon unit. Values come from our own topics
-(`state`, `telemetry`, `health`) through `value_template`s over their JSON fields.
+(`state`, `telemetry`, `health`) through `value_template`s over their JSON fields; the
+anomaly sensor's attributes come from the `events` topic (what the last alarm message
+said changed: its bands and fault class).
 """
 
 from __future__ import annotations
@@ -51,9 +53,26 @@ class Entity:
     topic_suffix: str  # state, telemetry or health
     value_template: str
     extra: tuple[tuple[str, Any], ...] = ()
+    attributes_suffix: str | None = None  # the topic whose messages set the entity's attributes
+    attributes_template: str | None = None  # renders those messages to a JSON object
 
 
 DIAGNOSTIC = ("entity_category", "diagnostic")
+
+# The anomaly sensor's attributes, from each event message: what changed (the `bands` and `fault` of
+# acmon.event/1, empty when the model cannot say) and a one-line `cause` for cards and notifications,
+# e.g. "2161-2627 Hz +8.6 dB steady; fault bearing 0.93". An end keeps its alarm's last cause.
+EVENT_ATTRIBUTES_TEMPLATE = (
+    "{%- set bands = value_json.bands | default([]) -%}"
+    "{%- set fault = value_json.fault | default(none) -%}"
+    "{%- set ns = namespace(parts=[]) -%}"
+    "{%- for b in bands -%}"
+    "{%- set ns.parts = ns.parts + [b.low_hz ~ '-' ~ b.high_hz ~ ' Hz +' ~ b.db_above_normal ~ ' dB ' ~ b.kind] -%}"
+    "{%- endfor -%}"
+    "{%- if fault -%}{%- set ns.parts = ns.parts + ['fault ' ~ fault.label ~ ' ' ~ fault.probability] -%}{%- endif -%}"
+    '{{ {"event_id": value_json.event_id, "event_state": value_json.state, "bands": bands, "fault": fault, '
+    '"cause": ns.parts | join("; ")} | tojson }}'
+)
 MEASUREMENT = ("state_class", "measurement")
 
 ENTITIES: tuple[Entity, ...] = (
@@ -64,6 +83,8 @@ ENTITIES: tuple[Entity, ...] = (
         "state",
         "{{ 'ON' if value_json.state == 'anomaly' else 'OFF' }}",
         (("device_class", "problem"), ("payload_on", "ON"), ("payload_off", "OFF")),
+        attributes_suffix="events",
+        attributes_template=EVENT_ATTRIBUTES_TEMPLATE,
     ),
     Entity("sensor", "score", "Anomaly score", "state", "{{ value_json.score }}", (MEASUREMENT,)),
     Entity("sensor", "threshold", "Threshold", "state", "{{ value_json.threshold }}", (DIAGNOSTIC,)),
@@ -163,6 +184,12 @@ def device_block(info: DeviceInfo) -> dict[str, Any]:
 
 def entity_config(info: DeviceInfo, entity: Entity) -> dict[str, Any]:
     """The discovery payload of one entity."""
+    attributes = {}
+    if entity.attributes_suffix is not None:
+        attributes = {
+            "json_attributes_topic": f"{info.base_topic}/{entity.attributes_suffix}",
+            "json_attributes_template": entity.attributes_template,
+        }
     return {
         "name": entity.name,
         "unique_id": f"{info.node_id}_{entity.object_id}",
@@ -173,6 +200,7 @@ def entity_config(info: DeviceInfo, entity: Entity) -> dict[str, Any]:
         "payload_not_available": "offline",
         "device": device_block(info),
         "origin": {"name": "acmon", "sw_version": info.sw_version},
+        **attributes,
         **dict(entity.extra),
     }
 

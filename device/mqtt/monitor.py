@@ -100,9 +100,10 @@ def _apply(view: DeviceView, leaf: str, body: dict[str, Any], fleet: FleetView) 
 
 
 def format_event(view: DeviceView, body: dict[str, Any]) -> str:
-    """One line per event: time, device, state, short id, score/threshold, evidence file."""
+    """One line per event: time, device, state, short id, score/threshold, evidence file, what rose."""
     score = body.get("score")
     evidence = body.get("evidence")
+    cause = _cause(body)
     return (
         f"{str(body.get('time', '?'))[:19]}  {view.site}/{view.device_id}  {str(body.get('state', '?')):<6}"
         f"  {str(body.get('event_id', '?'))[:8]}  score {_number(score)} / {_number(body.get('threshold'))}"
@@ -112,7 +113,27 @@ def format_event(view: DeviceView, body: dict[str, Any]) -> str:
             else ""
         )
         + (f"  {evidence}" if evidence else "")
+        + (f"  {cause}" if cause else "")
     )
+
+
+def _cause(body: dict[str, Any]) -> str:
+    """The event's strongest band and its fault class, short ('2161-2627 Hz +8.6 dB steady, bearing 0.73'); ''
+    when it names neither. Anything on the broker may publish here: what is not as the schema says is left out."""
+    parts = []
+    bands = body.get("bands")
+    band = bands[0] if isinstance(bands, list) and bands and isinstance(bands[0], dict) else {}
+    low, high, db, kind = (band.get(k) for k in ("low_hz", "high_hz", "db_above_normal", "kind"))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high, db)) and kind in (
+        "steady",
+        "transient",
+    ):
+        parts.append(f"{_number(low, 5)}-{_number(high, 5)} Hz +{_number(db, 3)} dB {kind}")
+    fault = body.get("fault")
+    if isinstance(fault, dict) and isinstance(fault.get("label"), str):
+        label = "".join(c for c in fault["label"][:40] if c.isprintable())
+        parts.append(f"{label} {_number(fault.get('probability'), 2)}")
+    return ", ".join(parts)
 
 
 def _number(value: Any, digits: int = 3) -> str:

@@ -110,8 +110,13 @@ def event_payload(
         time_utc: wall-clock time of the message; now unless given.
         evidence: file name of the event's evidence clip (WAV; a PNG of the same
             stem beside it), or None when evidence is off.
+
+    The event's explanation (device/analysis/explain.py, set by the pipeline at each start and
+    update) adds `bands` (when the model records normal band levels) and `fault` (supervised
+    models); an end repeats its event's last ones.
     """
     ev = transition.event
+    explained = ev.explanation.payload_fields() if ev.explanation is not None else {}
     payload = {
         "schema": EVENT_SCHEMA,
         "event_id": ev.event_id,
@@ -131,6 +136,7 @@ def event_payload(
         "source": source,
         "evidence": evidence,
         "rule": ev.rule,
+        **explained,
     }
     if ev.band_hz is not None:
         payload["band_hz"] = ev.band_hz

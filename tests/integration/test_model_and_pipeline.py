@@ -124,6 +124,11 @@ def test_refuses_metadata_that_disagrees_with_the_tensor(trained_model, tmp_path
     changed.pop("schema_version")
     bad = tmp_path / "model.tflite"
     bad.write_bytes(embed_metadata(data, changed))
+    # The metadata disagrees with itself first: 64 normal band levels for 40 mel bands.
+    with pytest.raises(ModelError, match=r"band_levels.mean_db has 64 values but the front end has 40 mel bands"):
+        AnomalyModel(bad)
+    changed.pop("band_levels")  # as a model made before acmon recorded them: the tensor check refuses it
+    bad.write_bytes(embed_metadata(data, changed))
     with pytest.raises(ModelError, match=r"input shape \(1, 64, 64, 1\) does not match"):
         AnomalyModel(bad)
 

@@ -9,7 +9,7 @@ import jinja2
 import pytest
 
 from device.mqtt.ha_discovery import ENTITIES, DeviceInfo, discovery_messages
-from tests.mqtt_support import sample_health, sample_state, sample_telemetry, validate
+from tests.mqtt_support import sample_event, sample_health, sample_state, sample_telemetry, validate
 
 INFO = DeviceInfo("plant-a", "pump-7", "acmon/plant-a/pump-7", model="pump 1.0", sw_version="0.1.0")
 # https://www.home-assistant.io/integrations/sensor.mqtt/ and binary_sensor.mqtt/ (configuration variables)
@@ -29,6 +29,8 @@ DOCUMENTED_KEYS = {
     "entity_category",
     "payload_on",
     "payload_off",
+    "json_attributes_topic",
+    "json_attributes_template",
 }
 REQUIRED_KEYS = {"state_topic", "unique_id", "availability_topic", "device", "name"}
 DEVICE_CLASSES = {"binary_sensor": {None, "problem", "sound"}, "sensor": {None, "temperature"}}
@@ -103,3 +105,39 @@ def test_null_score_renders_as_none_which_home_assistant_shows_as_unknown():
 def test_invalid_node_id_refused():
     with pytest.raises(ValueError):
         discovery_messages(DeviceInfo("a b", "c", "x/a b/c"))
+
+
+BANDS = [
+    {"low_hz": 2161, "high_hz": 2627, "db_above_normal": 8.6, "z": 17.1, "kind": "steady"},
+    {"low_hz": 1953, "high_hz": 2161, "db_above_normal": 3.3, "z": 3.6, "kind": "transient"},
+]
+
+
+def _attributes(payload: dict) -> dict:
+    """What Home Assistant makes of an event message: json_attributes_template rendered, parsed as a JSON object."""
+    validate("event", payload)
+    anomaly = dict(discovery_messages(INFO))["homeassistant/binary_sensor/acmon_plant-a_pump-7/anomaly/config"]
+    assert anomaly["json_attributes_topic"] == "acmon/plant-a/pump-7/events"
+    attributes = json.loads(_render(anomaly["json_attributes_template"], payload))
+    assert isinstance(attributes, dict)
+    return attributes
+
+
+def test_anomaly_attributes_name_the_bands_and_the_fault():
+    payload = {**sample_event(3), "bands": BANDS, "fault": {"label": "bearing_fault", "probability": 0.93}}
+    attributes = _attributes(payload)
+    assert attributes["bands"] == BANDS and attributes["fault"] == {"label": "bearing_fault", "probability": 0.93}
+    assert attributes["event_id"] == payload["event_id"] and attributes["event_state"] == "start"
+    assert attributes["cause"] == (
+        "2161-2627 Hz +8.6 dB steady; 1953-2161 Hz +3.3 dB transient; fault bearing_fault 0.93"
+    )
+
+
+def test_anomaly_attributes_of_events_that_name_nothing():
+    old_model = _attributes(sample_event(4, state="end"))  # no bands key: a model without normal band levels
+    assert old_model["bands"] == [] and old_model["fault"] is None and old_model["cause"] == ""
+    assert old_model["event_state"] == "end"
+    nothing_rose = _attributes({**sample_event(5), "bands": []})
+    assert nothing_rose["cause"] == ""
+    unsupervised = _attributes({**sample_event(6), "bands": BANDS[:1]})
+    assert unsupervised["cause"] == "2161-2627 Hz +8.6 dB steady" and unsupervised["fault"] is None

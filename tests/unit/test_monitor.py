@@ -55,3 +55,20 @@ def test_level_rule_events_say_so_and_keep_the_model_score():
     view = fleet.devices[("plant-a", "pump-7")]
     assert view.state == "anomaly" and view.score == 0.8 and view.threshold != 10.0  # dB stay out of the score column
     assert "level rule, 31.5 Hz band" in fleet.events[-1]
+
+
+def test_events_show_what_rose_and_survive_garbage_in_those_fields():
+    fleet = FleetView("acmon/x")
+    bands = [{"low_hz": 2161, "high_hz": 2627, "db_above_normal": 8.6, "z": 17.1, "kind": "steady"}]
+    named = {**sample_event(1), "bands": bands, "fault": {"label": "bearing\x1b[2J", "probability": 0.734}}
+    assert _feed(fleet, "acmon/x/plant-a/pump-7/events", named)
+    assert fleet.events[-1].endswith("2161-2627 Hz +8.6 dB steady, bearing[2J 0.73")  # no escape reaches the tty
+    for garbage in (
+        {"bands": "x"},
+        {"bands": [1]},
+        {"bands": [{"low_hz": True}]},
+        {"fault": {"label": 5}},
+        {"fault": []},
+    ):
+        assert _feed(fleet, "acmon/x/plant-a/pump-7/events", {**sample_event(2), **garbage})
+        assert fleet.events[-1].endswith("score 2.5 / 1")
