@@ -17,6 +17,16 @@ for arg in "$@"; do
   esac
 done
 
+# A 32-bit Pi (armv7l): PyPI has no ai-edge-litert, numpy, cffi or cryptography wheels for it. Those come from
+# Debian (the environment sees them) and the runtime is tflite-runtime 2.14, the last build for 32-bit ARM.
+VENV_OPTIONS=()
+ARCH_PIP=()
+if [[ $(uname -m) == armv7l ]]; then
+  APT_PACKAGES+=(python3-numpy python3-yaml python3-cffi python3-cryptography)
+  VENV_OPTIONS=(--system-site-packages)
+  ARCH_PIP=("tflite-runtime==2.14.0")
+fi
+
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # -- Debian packages -------------------------------------------------------
@@ -62,9 +72,9 @@ stamp=.venv/.acmon-installed
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
 if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
   say "Creating .venv and installing acmon with its ${EXTRAS//,/, } dependencies (first run: a few minutes)"
-  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv "${VENV_OPTIONS[@]}" .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
+  .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]" "${ARCH_PIP[@]}"
   echo "$want" > "$stamp"
 fi
 # Compiled on every run (only what changed, after a git pull too), while the checkout is writable: the
