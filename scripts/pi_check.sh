@@ -39,12 +39,12 @@ declare -A BINFMT=([arm64]=qemu-aarch64 [armhf]=qemu-arm)
 # runs); for armhf an ARMv7 core (a Pi 2's), whose kernel name armv7l is what a 32-bit Pi OS reports.
 declare -A PI_CPU=([arm64]=cortex-a72 [armhf]=cortex-a7)
 TEST_PIP=("pytest>=8,<10")  # tests/arm's runner, added to the device's environment after the installer
-HOST_TOOLS=(qemu-user-static binfmt-support mmdebstrap arch-test zstd mosquitto mosquitto-clients)
+HOST_TOOLS=(qemu-user-static binfmt-support mmdebstrap arch-test zstd procps mosquitto mosquitto-clients)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 fail() { echo "pi_check: $*" >&2; exit 1; }
 
-[[ $(id -u) -eq 0 ]] || fail "needs root (debootstrapping, chroot and mounts): sudo make pi-check"
+[[ $(id -u) -eq 0 ]] || fail "needs root (building roots, chroot and mounts): sudo make pi-check"
 [[ $(uname -m) == x86_64 ]] || fail "the reference values are x86_64's; this machine is $(uname -m)"
 [[ -x $HOST_PYTHON && -x $TFLITE_PYTHON ]] ||
   fail "no $HOST_PYTHON or $TFLITE_PYTHON: run scripts/setup.sh --tflite-runtime first (make pi-check does)"
