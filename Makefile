@@ -1,6 +1,6 @@
 # acmon: the two commands a new user needs are `make demo` and `make test`.
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint format clean
+.PHONY: help setup demo test test-unit lint format pi-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,10 @@ lint:  ## set up, then ruff (lint and format check) and mypy, as CI runs them fi
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+
+pi-check:  ## as root: the device on emulated ARM (arm64, armhf roots, cached): install, golden features, int8, MQTT alert
+	@scripts/setup.sh --tflite-runtime
+	@scripts/pi_check.sh
 
 format:  ## let ruff fix what it can and format the code
 	.venv/bin/ruff check --fix .
