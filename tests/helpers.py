@@ -183,3 +183,36 @@ def stop_daemon(proc: subprocess.Popen, timeout: float = 20.0) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait(5)
+
+
+class DeviceProcess:
+    """`python -m device run --config CONFIG` as a subprocess (log in log_path), and its MQTT commands: the pattern of
+    the tests that drive a running daemon over a real broker."""
+
+    def __init__(self, config: Path, log_path: Path, broker, sub: Subscriber, base: str):
+        self.config, self.log_path, self.broker, self.sub, self.base = config, log_path, broker, sub, base
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "device", "run", "--config", str(config)],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self, tail: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+    def command(self, name: str, args: dict, timeout: float = 30) -> dict:
+        """Publish <base>/cmd/<name> and return its result (failing with the daemon's log if none comes)."""
+        import paho.mqtt.publish as mqtt_publish
+
+        suffix = f"/cmd/{name}/result"
+        seen = len(self.sub.json_on(suffix))
+        mqtt_publish.single(
+            f"{self.base}/cmd/{name}", json.dumps(args), qos=1, hostname=self.broker.host, port=self.broker.port
+        )
+        assert self.sub.wait_for(lambda s: len(s.json_on(suffix)) > seen, timeout), self.log()
+        return self.sub.json_on(suffix)[-1]
+
+    def stop(self) -> int:
+        return stop_daemon(self.proc)

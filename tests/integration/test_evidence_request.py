@@ -4,15 +4,11 @@ the files on disk; unknown and malformed event ids are refused with one line."""
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 
-import paho.mqtt.publish as mqtt_publish
 import pytest
 import yaml
 
-from tests.helpers import REPO, stop_daemon
+from tests.helpers import DeviceProcess
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -36,25 +32,13 @@ def test_evidence_arrives_in_chunks_that_match_the_files(
     )
     base = f"{unique_prefix}/lab/pump-5"
     sub = subscribe(broker.host, broker.port, f"{base}/#")
-    log_path = tmp_path / "daemon.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "device", "run", "--config", str(cfg)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    daemon = DeviceProcess(cfg, tmp_path / "daemon.log", broker, sub, base)
 
     def command(args: dict) -> dict:
-        seen = len(sub.json_on("/cmd/get_evidence/result"))
-        mqtt_publish.single(f"{base}/cmd/get_evidence", json.dumps(args), qos=1, hostname=broker.host, port=broker.port)
-        assert sub.wait_for(lambda s: len(s.json_on("/cmd/get_evidence/result")) > seen, 30), log_path.read_text()
-        return sub.json_on("/cmd/get_evidence/result")[-1]
+        return daemon.command("get_evidence", args)
 
     try:
-        assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), 60), (
-            log_path.read_text()
-        )
+        assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), 60), daemon.log()
         start = next(e for e in sub.json_on("/events") if e["state"] == "start")
         assert sub.wait_for(lambda s: (evidence / start["evidence"]).exists(), 30)  # after the post-roll
         reply = command({"event_id": start["event_id"]})
@@ -80,4 +64,4 @@ def test_evidence_arrives_in_chunks_that_match_the_files(
             refused = command({"event_id": bad})
             assert not refused["ok"] and "event id" in refused["error"], refused
     finally:
-        assert stop_daemon(proc) == 0, log_path.read_text()[-2000:]
+        assert daemon.stop() == 0, daemon.log()

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
-import paho.mqtt.publish as mqtt_publish
 import pytest
 import yaml
 
 from device.daemon.labels import dataset_folder
 from device.settings.config import load_config
-from tests.helpers import REPO, run_cli, stop_daemon
+from tests.helpers import DeviceProcess, run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -36,25 +33,13 @@ def test_label_an_alarm_export_it_and_train_on_it(broker, subscribe, unique_pref
     dataset = dataset_folder(load_config(cfg))
     base = f"{unique_prefix}/lab/pump-6"
     sub = subscribe(broker.host, broker.port, f"{base}/#")
-    log_path = tmp_path / "daemon.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "device", "run", "--config", str(cfg)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    daemon = DeviceProcess(cfg, tmp_path / "daemon.log", broker, sub, base)
 
     def label(args: dict) -> dict:
-        seen = len(sub.json_on("/cmd/label/result"))
-        mqtt_publish.single(f"{base}/cmd/label", json.dumps(args), qos=1, hostname=broker.host, port=broker.port)
-        assert sub.wait_for(lambda s: len(s.json_on("/cmd/label/result")) > seen, 30), log_path.read_text()
-        return sub.json_on("/cmd/label/result")[-1]
+        return daemon.command("label", args)
 
     try:
-        assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), 60), (
-            log_path.read_text()
-        )
+        assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), 60), daemon.log()
         start = next(e for e in sub.json_on("/events") if e["state"] == "start")
         assert sub.wait_for(lambda s: (evidence / start["evidence"]).exists(), 30)
         event = start["event_id"]
@@ -74,7 +59,7 @@ def test_label_an_alarm_export_it_and_train_on_it(broker, subscribe, unique_pref
             refused = label(args)
             assert not refused["ok"] and needle in refused["error"], (args, refused)
     finally:
-        assert stop_daemon(proc) == 0, log_path.read_text()[-2000:]
+        assert daemon.stop() == 0, daemon.log()
 
     # A normal clip labelled too (as the daemon would have stored one), then the manifest training reads.
     shutil.copy(sorted((demo_data / "pump" / "test").glob("normal_id_00_*.wav"))[0], dataset / "normal" / "n0.wav")

@@ -20,7 +20,7 @@ import paho.mqtt.publish as mqtt_publish
 import pytest
 import yaml
 
-from tests.helpers import REPO, run_cli, stop_daemon
+from tests.helpers import REPO, DeviceProcess, run_cli, stop_daemon
 from tests.mqtt_support import validate_messages
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -107,21 +107,14 @@ def test_update_confirms_a_good_model_rolls_back_a_flooding_one_and_refuses_bad_
     base = f"{unique_prefix}/lab/pump-9"
     sub = subscribe(broker.host, broker.port, f"{base}/#")
     log_path = tmp_path / "daemon.log"
+    daemon: DeviceProcess | None = None
 
-    def start():
-        with open(log_path, "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "device", "run", "--config", str(cfg)],
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    def start() -> DeviceProcess:
+        return DeviceProcess(cfg, log_path, broker, sub, base)
 
     def command(name: str, args: dict) -> dict:
-        seen = len(sub.json_on(f"/cmd/{name}/result"))
-        mqtt_publish.single(f"{base}/cmd/{name}", json.dumps(args), qos=1, hostname=broker.host, port=broker.port)
-        assert sub.wait_for(lambda s: len(s.json_on(f"/cmd/{name}/result")) > seen, 30), log_path.read_text()
-        return sub.json_on(f"/cmd/{name}/result")[-1]
+        assert daemon is not None
+        return daemon.command(name, args)
 
     def model_says(predicate, timeout: float = 30) -> dict:
         assert sub.wait_for(lambda s: s.json_on("/model") and predicate(s.json_on("/model")[-1]), timeout), (
@@ -133,7 +126,7 @@ def test_update_confirms_a_good_model_rolls_back_a_flooding_one_and_refuses_bad_
     def update(name: str, sha: str | None = None) -> dict:
         return command("update_model", {"url": f"{served['url']}/{name}.acmon", "sha256": sha or served["sha"][name]})
 
-    proc = start()
+    daemon = start()
     try:
         first = model_says(lambda m: m["model"]["source"] == "config")
         original, v2 = served["versions"]["v1"], served["versions"]["v2"]
@@ -161,9 +154,9 @@ def test_update_confirms_a_good_model_rolls_back_a_flooding_one_and_refuses_bad_
         assert "alarms" in back["last_update"]["reason"] and back["model"]["version"] == v2, back
         assert any(e["state"] == "start" and e["model"]["version"] == original for e in sub.json_on("/events"))
     finally:
-        assert stop_daemon(proc) == 0, log_path.read_text()[-3000:]
+        assert daemon.stop() == 0, daemon.log()
     # A restart keeps the confirmed update.
-    proc = start()
+    daemon = start()
     try:
         again = model_says(lambda m: m["time"] > back["time"] and m["last_update"] is None)
         assert again["model"]["version"] == v2 and again["model"]["source"] == "update", again
@@ -174,7 +167,7 @@ def test_update_confirms_a_good_model_rolls_back_a_flooding_one_and_refuses_bad_
         nothing = command("rollback_model", {})
         assert not nothing["ok"] and "no update to roll back" in nothing["error"]
     finally:
-        assert stop_daemon(proc) == 0, log_path.read_text()[-3000:]
+        assert daemon.stop() == 0, daemon.log()
     assert validate_messages(sub.messages) > 10
 
 
@@ -249,24 +242,12 @@ def test_a_site_calibration_is_set_aside_only_when_asked_and_comes_back_with_the
     assert "site_statistics" in site_calibration
     base = f"{unique_prefix}/lab/pump-3"
     sub = subscribe(broker.host, broker.port, f"{base}/#")
-    log_path = tmp_path / "daemon.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "device", "run", "--config", str(cfg)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def command(name: str, args: dict) -> dict:
-        seen = len(sub.json_on(f"/cmd/{name}/result"))
-        mqtt_publish.single(f"{base}/cmd/{name}", json.dumps(args), qos=1, hostname=broker.host, port=broker.port)
-        assert sub.wait_for(lambda s: len(s.json_on(f"/cmd/{name}/result")) > seen, 30), log_path.read_text()
-        return sub.json_on(f"/cmd/{name}/result")[-1]
+    daemon = DeviceProcess(cfg, tmp_path / "daemon.log", broker, sub, base)
+    command = daemon.command
 
     v2 = {"url": f"{served['url']}/v2.acmon", "sha256": served["sha"]["v2"]}
     try:
-        assert sub.wait_for(lambda s: s.json_on("/model"), 30), log_path.read_text()
+        assert sub.wait_for(lambda s: s.json_on("/model"), 30), daemon.log()
         refused = command("update_model", v2)
         assert not refused["ok"] and "drop_calibration" in refused["error"], refused
         assert calibration_paths(cfg)[0].read_text() == site_calibration  # nothing changed
@@ -279,4 +260,4 @@ def test_a_site_calibration_is_set_aside_only_when_asked_and_comes_back_with_the
         assert calibration_paths(cfg)[0].read_text() == site_calibration  # the site calibration is in force again
         assert sub.wait_for(lambda s: s.json_on("/model")[-1]["model"]["source"] == "config", 20)
     finally:
-        assert stop_daemon(proc) == 0, log_path.read_text()[-3000:]
+        assert daemon.stop() == 0, daemon.log()
