@@ -637,10 +637,12 @@ class MqttPublisher:
                 self._refused = str(reason_code)
             logger.error("MQTT: broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
             return
-        client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        # Subscribe before saying online: the broker handles one connection's packets in order, so a dashboard
+        # that sends a command as soon as it sees `online` never reaches a device not yet listening.
         client.subscribe(self.command_topic, qos=1)
         if self._ha_status_topic:
             client.subscribe(self._ha_status_topic, qos=1)
+        client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
         # Everything paho had in flight is re-sent by paho itself; retained values and
         # discovery are re-published in case the broker lost them.
         self._dirty.update(self._retained)

@@ -170,6 +170,10 @@ def test_commands_validated_and_answered_never_crash(broker, subscribe, unique_p
     pub.set_command_handler(handler)
     pub.start()
     results = subscribe(broker.host, broker.port, f"{base}/cmd/+/result")
+    # As a dashboard does: command once the device says it is online (it subscribes to its commands first). This
+    # test lost its first answers under load when the device said online before subscribing.
+    online = subscribe(broker.host, broker.port, f"{base}/status")
+    assert online.wait_for(lambda s: any(p == b"online" for _, p, _ in s.messages), 10), online.messages
     other_device = f"{unique_prefix}/plant-a/pump-8/cmd/ping"
     commands = [
         (f"{base}/cmd/ping", b'{"request_id": "r1"}'),
