@@ -22,12 +22,12 @@ from pathlib import Path
 from ..audio.audio_io import write_wav
 from ..errors import AcmonError
 from ..evidence.clips import AUDIO_SUFFIXES, evidence_files, read_flac_as_float
-from ..settings.schema import AcmonConfig
+from ..settings.schema import NAME_PATTERN, AcmonConfig
 from ..state import atomic_write, make_private_directory, state_root
 
 FALSE_ALARM = "false_alarm"
 NORMAL_FOLDER = "normal"  # training's name for the machine running normally
-LABEL_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+LABEL_PATTERN = NAME_PATTERN  # a label is a name, as a site or a device id is
 RESERVED = {"normal"}  # say false_alarm: the clip raised an alarm, and the machine was fine
 MAX_DATASET_CLIPS = 5000
 

@@ -104,6 +104,9 @@ class TextArg:
         return None
 
 
+# The events' ids (uuid4 hex), as the commands about one event take them.
+EVENT_ID_ARG = TextArg("event_id", r"[0-9a-f]{32}", 32, "an event id (32 lower-case hex digits)")
+
 # `force` overrides the runner's guardrails (the threshold band around the calibrated one, and
 # calibrate's refusal of audio that looks like a fault); the runner reports it in the result.
 COMMANDS: dict[str, tuple[NumberArg | FlagArg | TextArg, ...]] = {
@@ -120,10 +123,10 @@ COMMANDS: dict[str, tuple[NumberArg | FlagArg | TextArg, ...]] = {
     ),
     "rollback_model": (),
     # The clip and spectrogram of an alarm, in chunks on <base>/evidence/<event id>/<file>/<index>.
-    "get_evidence": (TextArg("event_id", r"[0-9a-f]{32}", 32, "an event id (32 lower-case hex digits)"),),
+    "get_evidence": (EVENT_ID_ARG,),
     # Keep an alarm's clip in the device's dataset: false_alarm, or a fault name (device/daemon/labels.py).
     "label": (
-        TextArg("event_id", r"[0-9a-f]{32}", 32, "an event id (32 lower-case hex digits)"),
+        EVENT_ID_ARG,
         TextArg("label", r"[A-Za-z0-9_-]{1,64}", 64, "false_alarm or a fault name (letters, digits, '_' or '-')"),
     ),
 }

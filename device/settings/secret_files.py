@@ -45,16 +45,7 @@ def resolve_mqtt_password(mqtt_cfg: MqttConfig, environ: Mapping[str, str] = os.
     if mqtt_cfg.password_file is not None:
         return _read_secret_file(Path(mqtt_cfg.password_file), f"mqtt.password_file: {mqtt_cfg.password_file}")
     if mqtt_cfg.password_credential is not None:
-        name = mqtt_cfg.password_credential
-        directory = environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise ConfigError(
-                f"mqtt.password_credential: credential {name!r} cannot be read: CREDENTIALS_DIRECTORY is not set "
-                f"(run the daemon under systemd with LoadCredential={name}:<file>, or use password_file)"
-            )
-        return _read_secret_file(
-            Path(directory) / name, f"mqtt.password_credential: credential {name!r} ({Path(directory) / name})"
-        )
+        return _read_credential("mqtt.password_credential", mqtt_cfg.password_credential, "password_file", environ)[0]
     return None
 
 
@@ -73,15 +64,7 @@ def resolve_web_token(web_cfg: WebConfig, environ: Mapping[str, str] = os.enviro
         what = f"web.token_file: {web_cfg.token_file}"
         token = _read_secret_file(Path(web_cfg.token_file), what)
     elif web_cfg.token_credential is not None:
-        name = web_cfg.token_credential
-        directory = environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise ConfigError(
-                f"web.token_credential: credential {name!r} cannot be read: CREDENTIALS_DIRECTORY is not set "
-                f"(run the daemon under systemd with LoadCredential={name}:<file>, or use token_file)"
-            )
-        what = f"web.token_credential: credential {name!r} ({Path(directory) / name})"
-        token = _read_secret_file(Path(directory) / name, what)
+        token, what = _read_credential("web.token_credential", web_cfg.token_credential, "token_file", environ)
     else:
         raise ConfigError("web: the page needs a token: set web.token_file or web.token_credential")
     if len(token.strip()) < MIN_WEB_TOKEN_CHARS or token != token.strip():
@@ -90,6 +73,23 @@ def resolve_web_token(web_cfg: WebConfig, environ: Mapping[str, str] = os.enviro
             "(make one with: openssl rand -hex 16)"
         )
     return token
+
+
+def _read_credential(key: str, name: str, alternative: str, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(content, how messages name it) of the systemd credential `name` that config key `key` names.
+
+    Raises:
+        ConfigError: $CREDENTIALS_DIRECTORY is not set (not under systemd: use `alternative`), or the file is
+            missing, unreadable or empty.
+    """
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise ConfigError(
+            f"{key}: credential {name!r} cannot be read: CREDENTIALS_DIRECTORY is not set "
+            f"(run the daemon under systemd with LoadCredential={name}:<file>, or use {alternative})"
+        )
+    what = f"{key}: credential {name!r} ({Path(directory) / name})"
+    return _read_secret_file(Path(directory) / name, what), what
 
 
 def _read_secret_file(path: Path, what: str) -> str:
