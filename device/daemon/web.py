@@ -43,13 +43,14 @@ import re
 import threading
 import time
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from ..errors import AcmonError
-from ..evidence.clips import MAX_EVIDENCE_FILE_BYTES
+from ..evidence.clips import EVIDENCE_NAME, MAX_EVIDENCE_FILE_BYTES, evidence_files
 from ..mqtt.commands import MAX_COMMAND_DEPTH, check_args
 from ..mqtt.payloads import iso_utc, loads_untrusted_json
 from ..pipeline import logmel_image
@@ -70,9 +71,7 @@ COOKIE_NAME = "acmon_session"
 COOKIE_MAX_AGE_SECONDS = 12 * 3600
 # Commands the page may send: no model updates or evidence over MQTT from a browser.
 WEB_COMMANDS = ("ping", "mute", "calibrate", "set_threshold", "reload", "label")
-# An evidence file name: evidence_stem() (UTC time, first 12 hex digits of the event id) and its suffix.
-EVIDENCE_NAME = re.compile(r"[0-9]{8}T[0-9]{6}Z_[0-9a-f]{12}\.(wav|png)")
-CONTENT_TYPES = {".wav": "audio/wav", ".png": "image/png"}
+CONTENT_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".png": "image/png"}  # every EVIDENCE_SUFFIXES
 CSRF_PLACEHOLDER = "__ACMON_CSRF__"
 REFUSAL_LOG_PER_MINUTE = 20
 
@@ -282,11 +281,10 @@ class WebServer:
         out = []
         for payload in reversed(list(latest.values())):
             files = []
-            wav = payload.get("evidence")
-            if directory is not None and isinstance(wav, str) and EVIDENCE_NAME.fullmatch(wav):
-                for name in (wav, wav[:-4] + ".png"):
-                    if (directory / name).is_file():
-                        files.append(name)
+            if directory is not None and payload.get("evidence"):
+                # The clip (WAV or FLAC) first, then its PNG.
+                found = evidence_files(directory, payload["event_id"])
+                files = [path.name for path in sorted(found, key=lambda path: path.suffix == ".png")]
             out.append({**payload, "evidence_files": files})
         return {"events": out}
 
@@ -299,7 +297,7 @@ class WebServer:
             data = read_small_file(r.evidence.directory / name, MAX_EVIDENCE_FILE_BYTES)
         except OSError:
             return None
-        return data, CONTENT_TYPES[name[-4:]]
+        return data, CONTENT_TYPES[Path(name).suffix]
 
     def command(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Check one POSTed command, queue it on the Runner as MQTT does, and wait for its reply.

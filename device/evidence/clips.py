@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,12 @@ def default_evidence_directory(environ: Mapping[str, str] = os.environ) -> Path:
     ProtectSystem=strict); elsewhere the XDG state folder of the user (see state.state_root).
     """
     return state_root(environ) / "evidence"
+
+
+# An evidence file's name: evidence_stem() (UTC time, first 12 hex digits of the event id) and one of its suffixes.
+EVIDENCE_NAME = re.compile(
+    r"[0-9]{8}T[0-9]{6}Z_[0-9a-f]{12}(" + "|".join(re.escape(suffix) for suffix in EVIDENCE_SUFFIXES) + ")"
+)
 
 
 def evidence_stem(event_id: str, wall_time: float) -> str:

@@ -188,3 +188,26 @@ def test_flac_without_soundfile_falls_back_to_wav(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_soundfile)
     rec = EvidenceRecorder(tmp_path, PARAMS, 1.0, 1.0, quota_mb=10, audio_format="flac")
     assert rec.suffix == ".wav"
+
+
+def test_evidence_names_cover_every_clip_format_and_nothing_else(tmp_path):
+    from device.daemon.web import CONTENT_TYPES
+    from device.evidence.clips import EVIDENCE_NAME, EVIDENCE_SUFFIXES, evidence_files
+
+    assert set(CONTENT_TYPES) == set(EVIDENCE_SUFFIXES)  # the page can serve every file evidence writes
+    for name in (
+        "20200101T000000Z_0123456789ab.wav",
+        "20200101T000000Z_0123456789ab.flac",
+        "20200101T000000Z_0123456789ab.png",
+    ):
+        assert EVIDENCE_NAME.fullmatch(name), name
+    for name in (
+        "20200101T000000Z_0123456789ab.txt",
+        "20200101T000000Z_0123456789AB.wav",
+        "../x.wav",
+        "x.wav",
+        "20200101T000000Z_0123456789ab.wav/../../etc",
+    ):
+        assert not EVIDENCE_NAME.fullmatch(name), name
+    (tmp_path / "20200101T000000Z_0123456789ab.flac").write_bytes(b"x")
+    assert [p.suffix for p in evidence_files(tmp_path, "0123456789ab" + "0" * 20)] == [".flac"]
