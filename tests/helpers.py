@@ -216,3 +216,48 @@ class DeviceProcess:
 
     def stop(self) -> int:
         return stop_daemon(self.proc)
+
+
+def alarming_daemon(
+    tmp_path: Path, model: Path, fault_clip: Path, broker, subscribe, prefix: str, device_id: str
+) -> tuple[DeviceProcess, dict, Path]:
+    """A daemon at site 'lab' replaying a fault clip with a threshold every window exceeds, evidence on (1 s before
+    and after), MQTT on: returned once its first alarm's clip is on disk, as (daemon, that start event, the evidence
+    folder). The caller stops the daemon."""
+    evidence = tmp_path / "evidence"
+    cfg = write_config(
+        tmp_path,
+        model,
+        {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+        device={"id": device_id, "site": "lab"},
+        model={"threshold": 1e-6},  # every window alarms: an event at once
+        audio={"source": "wav", "wav_paths": [str(fault_clip)] * 20, "realtime": True},
+        evidence={"directory": str(evidence), "pre_roll_seconds": 1, "post_roll_seconds": 1},
+    )
+    base = f"{prefix}/lab/{device_id}"
+    sub = subscribe(broker.host, broker.port, f"{base}/#")
+    daemon = DeviceProcess(cfg, tmp_path / "daemon.log", broker, sub, base)
+    try:
+        assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), 60), daemon.log()
+        start = next(e for e in sub.json_on("/events") if e["state"] == "start")
+        assert sub.wait_for(lambda s: (evidence / start["evidence"]).exists(), 30), daemon.log()  # after the post-roll
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon, start, evidence
+
+
+def calibrate_on_files(config: Path, folder: Path, minutes: float, *options: str):
+    """`python -m device calibrate --config CONFIG --source file --minutes M [OPTIONS] FOLDER`, as a technician runs it."""
+    return run_cli(
+        "device",
+        "calibrate",
+        "--config",
+        str(config),
+        "--source",
+        "file",
+        "--minutes",
+        f"{minutes:g}",
+        *options,
+        str(folder),
+    )

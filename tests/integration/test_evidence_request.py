@@ -6,9 +6,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-import yaml
 
-from tests.helpers import DeviceProcess
+from tests.helpers import alarming_daemon
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -17,30 +16,15 @@ def test_evidence_arrives_in_chunks_that_match_the_files(
     broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path
 ):
     fault = sorted((demo_data / "pump" / "test").glob("anomaly_id_00_*.wav"))[0]
-    evidence = tmp_path / "evidence"
-    cfg = tmp_path / "device.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "device": {"id": "pump-5", "site": "lab"},
-                "model": {"path": str(trained_model), "threshold": 1e-6},  # every window alarms: an event at once
-                "audio": {"source": "wav", "wav_paths": [str(fault)] * 20, "realtime": True},
-                "evidence": {"directory": str(evidence), "pre_roll_seconds": 1, "post_roll_seconds": 1},
-                "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": unique_prefix},
-            }
-        )
+    daemon, start, evidence = alarming_daemon(
+        tmp_path, trained_model, fault, broker, subscribe, unique_prefix, "pump-5"
     )
-    base = f"{unique_prefix}/lab/pump-5"
-    sub = subscribe(broker.host, broker.port, f"{base}/#")
-    daemon = DeviceProcess(cfg, tmp_path / "daemon.log", broker, sub, base)
+    base, sub = daemon.base, daemon.sub
 
     def command(args: dict) -> dict:
         return daemon.command("get_evidence", args)
 
     try:
-        assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), 60), daemon.log()
-        start = next(e for e in sub.json_on("/events") if e["state"] == "start")
-        assert sub.wait_for(lambda s: (evidence / start["evidence"]).exists(), 30)  # after the post-roll
         reply = command({"event_id": start["event_id"]})
         assert reply["ok"], reply
         files = {f["name"]: f for f in reply["result"]["files"]}

@@ -6,42 +6,26 @@ import json
 import shutil
 
 import pytest
-import yaml
 
 from device.daemon.labels import dataset_folder
 from device.settings.config import load_config
-from tests.helpers import DeviceProcess, run_cli
+from tests.helpers import alarming_daemon, calibrate_on_files, run_cli, write_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def test_label_an_alarm_export_it_and_train_on_it(broker, subscribe, unique_prefix, trained_model, demo_data, tmp_path):
     fault = sorted((demo_data / "pump" / "test").glob("anomaly_id_00_*.wav"))[0]
-    evidence = tmp_path / "evidence"
-    cfg = tmp_path / "device.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "device": {"id": "pump-6", "site": "lab"},
-                "model": {"path": str(trained_model), "threshold": 1e-6},
-                "audio": {"source": "wav", "wav_paths": [str(fault)] * 20, "realtime": True},
-                "evidence": {"directory": str(evidence), "pre_roll_seconds": 1, "post_roll_seconds": 1},
-                "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": unique_prefix},
-            }
-        )
+    daemon, start, evidence = alarming_daemon(
+        tmp_path, trained_model, fault, broker, subscribe, unique_prefix, "pump-6"
     )
+    cfg = daemon.config
     dataset = dataset_folder(load_config(cfg))
-    base = f"{unique_prefix}/lab/pump-6"
-    sub = subscribe(broker.host, broker.port, f"{base}/#")
-    daemon = DeviceProcess(cfg, tmp_path / "daemon.log", broker, sub, base)
 
     def label(args: dict) -> dict:
         return daemon.command("label", args)
 
     try:
-        assert sub.wait_for(lambda s: any(e["state"] == "start" for e in s.json_on("/events")), 60), daemon.log()
-        start = next(e for e in sub.json_on("/events") if e["state"] == "start")
-        assert sub.wait_for(lambda s: (evidence / start["evidence"]).exists(), 30)
         event = start["event_id"]
         first = label({"event_id": event, "label": "false_alarm"})
         assert first["ok"], first
@@ -74,25 +58,13 @@ def test_label_an_alarm_export_it_and_train_on_it(broker, subscribe, unique_pref
 
     # The false alarm joins the next calibration's normal audio (--force: the config's threshold of 1e-6, which made
     # every window alarm above, is far below what normal audio calls for, and calibrate would refuse the jump).
-    calibrated = run_cli(
-        "device",
-        "calibrate",
-        "--config",
-        str(cfg),
-        "--source",
-        "file",
-        "--minutes",
-        "2",
-        "--force",
-        str(demo_data / "pump" / "train"),
-    )
+    calibrated = calibrate_on_files(cfg, demo_data / "pump" / "train", 2, "--force")
     assert calibrated.returncode == 0, calibrated.stderr
     assert json.loads(calibrated.stdout)["false_alarm_clips"] == 1
 
 
 def test_export_labels_of_an_empty_dataset_is_one_line(trained_model, tmp_path):
-    cfg = tmp_path / "device.yaml"
-    cfg.write_text(yaml.safe_dump({"device": {"id": "pump-1", "site": "lab"}, "model": {"path": str(trained_model)}}))
+    cfg = write_config(tmp_path, trained_model, device={"id": "pump-1", "site": "lab"})
     out = run_cli("device", "export-labels", "--config", str(cfg))
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [

@@ -70,6 +70,19 @@ def _replay(runner: Runner, path: Path, block: int = 1024):
     return runner.run_stream(stream.name, stream.blocks())
 
 
+def _calibrate(runner: Runner, clips: list[Path], minutes: float = 2.0) -> dict:
+    """The calibrate command, fed the clips until it replies; its result (failing on an error reply)."""
+    replies = Replies()
+    runner.handle_command("calibrate", {"minutes": minutes}, replies)
+    for clip in clips:
+        _replay(runner, clip)
+        if replies.got:
+            break
+    result, error = replies.got[0]
+    assert error is None, error
+    return result
+
+
 def _with_tone(src: Path, dst: Path, freq_hz: float, amplitude: float, start_seconds: float = 0.0) -> Path:
     x, rate = read_wav(src)
     mono = x[:, 0].astype(np.float64)
@@ -116,14 +129,7 @@ def test_calibration_records_the_normal_and_the_level_rule_raises_alarms(trained
     )
     runner = _runner(cfg)
     assert runner.levels.rule is None and "no commissioned normal" in runner.levels.rule_problem
-    replies = Replies()
-    runner.handle_command("calibrate", {"minutes": 2.0}, replies)
-    for clip in site_clips["normal"]:
-        _replay(runner, clip)
-        if replies.got:
-            break
-    result, error = replies.got[0]
-    assert error is None, error
+    result = _calibrate(runner, site_clips["normal"])
     normal = result["level_normal_db"]
     assert set(normal) == {f"{c:g}" for c in runner.levels.nominal_hz} and all(-120 < v < 0 for v in normal.values())
     written = yaml.safe_load(calibration_paths(cfg)[0].read_text())
@@ -249,14 +255,7 @@ def test_without_a_model_the_level_rule_runs_alone(site_clips, tmp_path):
     assert load_daemon_config(cfg).config.model.path is None  # check-config accepts it (with the warning)
     runner = _runner(cfg)
     assert runner.level_only and runner.model.params.sample_rate_hz == RATE
-    replies = Replies()
-    runner.handle_command("calibrate", {"minutes": 2.0}, replies)
-    for clip in site_clips["normal"]:
-        _replay(runner, clip)
-        if replies.got:
-            break
-    result, error = replies.got[0]
-    assert error is None, error
+    result = _calibrate(runner, site_clips["normal"])
     assert result["frames"] == 240 and "threshold" not in result
     written = yaml.safe_load(calibration_paths(cfg)[0].read_text())
     assert set(written) == {"levels", "calibration"}  # no model threshold to write

@@ -9,10 +9,9 @@ import time
 import urllib.request
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import REPO, free_port, stop_daemon
+from tests.helpers import REPO, free_port, stop_daemon, write_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -24,21 +23,18 @@ def _scrape(port: int) -> dict[str, list]:
 
 
 def _config(tmp_path, model, wav, port, mqtt) -> str:
-    cfg = tmp_path / "device.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "device": {"id": "pump-4", "site": "lab"},
-                "model": {"path": str(model)},
-                "audio": {"source": "wav", "wav_paths": [str(wav)] * 30, "realtime": True},
-                "health": {"telemetry_seconds": 1},
-                "evidence": {"enabled": False},
-                "metrics": {"enabled": True, "port": port},
-                "mqtt": mqtt,
-            }
+    return str(
+        write_config(
+            tmp_path,
+            model,
+            mqtt,
+            device={"id": "pump-4", "site": "lab"},
+            audio={"source": "wav", "wav_paths": [str(wav)] * 30, "realtime": True},
+            health={"telemetry_seconds": 1},
+            evidence={"enabled": False},
+            metrics={"enabled": True, "port": port},
         )
     )
-    return str(cfg)
 
 
 def test_metrics_follow_the_running_daemon(broker, unique_prefix, trained_model, demo_data, tmp_path):

@@ -10,17 +10,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
-import paho.mqtt.publish as mqtt_publish
 import pytest
-import yaml
 
-from tests.helpers import REPO, DeviceProcess, run_cli, stop_daemon
+from tests.helpers import DeviceProcess, calibrate_on_files, run_cli, write_config
 from tests.mqtt_support import validate_messages
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -86,23 +81,35 @@ def served(trained_model, demo_data, tmp_path_factory):
         server.shutdown()
 
 
+def _device_on_v1(tmp_path, served, broker, prefix: str, device_id: str, clip, updates: dict, **sections):
+    """The config of a device at site 'lab' running the signed bundle v1 (its key trusted), replaying a normal clip
+    in real time, evidence off, MQTT on, with these update settings."""
+    return write_config(
+        tmp_path,
+        served["v1"],
+        {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
+        device={"id": device_id, "site": "lab"},
+        model={"trusted_keys": str(served["key"])},
+        audio={"source": "wav", "wav_paths": [str(clip)] * 60, "realtime": True},
+        evidence={"enabled": False},
+        updates=updates,
+        **sections,
+    )
+
+
 def test_update_confirms_a_good_model_rolls_back_a_flooding_one_and_refuses_bad_ones(
     broker, subscribe, unique_prefix, trained_model, demo_data, served, tmp_path
 ):
     normal = sorted((demo_data / "pump" / "test").glob("normal_id_00_*.wav"))[0]
-    cfg = tmp_path / "device.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "device": {"id": "pump-9", "site": "lab"},
-                "model": {"path": str(served["v1"]), "trusted_keys": str(served["key"])},
-                "audio": {"source": "wav", "wav_paths": [str(normal)] * 60, "realtime": True},
-                "detector": {"cooldown_seconds": 0},
-                "evidence": {"enabled": False},
-                "updates": {"enabled": True, "watch_minutes": 0.05, "max_alarms_while_watching": 0},
-                "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": unique_prefix},
-            }
-        )
+    cfg = _device_on_v1(
+        tmp_path,
+        served,
+        broker,
+        unique_prefix,
+        "pump-9",
+        normal,
+        {"enabled": True, "watch_minutes": 0.05, "max_alarms_while_watching": 0},
+        detector={"cooldown_seconds": 0},
     )
     base = f"{unique_prefix}/lab/pump-9"
     sub = subscribe(broker.host, broker.port, f"{base}/#")
@@ -172,8 +179,6 @@ def test_update_confirms_a_good_model_rolls_back_a_flooding_one_and_refuses_bad_
 
 
 def test_updates_are_off_by_default(broker, subscribe, unique_prefix, trained_model, demo_data, served, tmp_path):
-    from tests.helpers import write_config
-
     normal = sorted((demo_data / "pump" / "test").glob("normal_id_00_*.wav"))[0]
     cfg = write_config(
         tmp_path,
@@ -183,26 +188,13 @@ def test_updates_are_off_by_default(broker, subscribe, unique_prefix, trained_mo
     )
     base = f"{unique_prefix}/testsite/pump-7"
     sub = subscribe(broker.host, broker.port, f"{base}/#")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "device", "run", "--config", str(cfg)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    daemon = DeviceProcess(cfg, tmp_path / "daemon.log", broker, sub, base)
     try:
-        assert sub.wait_for(lambda s: s.json_on("/model"), 30)
-        mqtt_publish.single(
-            f"{base}/cmd/update_model",
-            json.dumps({"url": f"{served['url']}/v2.acmon", "sha256": served["sha"]["v2"]}),
-            qos=1,
-            hostname=broker.host,
-            port=broker.port,
-        )
-        assert sub.wait_for(lambda s: s.json_on("/cmd/update_model/result"), 30)
-        result = sub.json_on("/cmd/update_model/result")[-1]
+        assert sub.wait_for(lambda s: s.json_on("/model"), 30), daemon.log()
+        result = daemon.command("update_model", {"url": f"{served['url']}/v2.acmon", "sha256": served["sha"]["v2"]})
         assert not result["ok"] and "updates.enabled" in result["error"], result
     finally:
-        stop_daemon(proc)
+        daemon.stop()
 
 
 def test_a_site_calibration_is_set_aside_only_when_asked_and_comes_back_with_the_old_model(
@@ -213,30 +205,10 @@ def test_a_site_calibration_is_set_aside_only_when_asked_and_comes_back_with_the
     from device.daemon.site_config import calibration_paths
 
     normal = sorted((demo_data / "pump" / "test").glob("normal_id_00_*.wav"))[0]
-    cfg = tmp_path / "device.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "device": {"id": "pump-3", "site": "lab"},
-                "model": {"path": str(served["v1"]), "trusted_keys": str(served["key"])},
-                "audio": {"source": "wav", "wav_paths": [str(normal)] * 60, "realtime": True},
-                "evidence": {"enabled": False},
-                "updates": {"enabled": True, "watch_minutes": 60},
-                "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": unique_prefix},
-            }
-        )
+    cfg = _device_on_v1(
+        tmp_path, served, broker, unique_prefix, "pump-3", normal, {"enabled": True, "watch_minutes": 60}
     )
-    calibrated = run_cli(
-        "device",
-        "calibrate",
-        "--config",
-        str(cfg),
-        "--source",
-        "file",
-        "--minutes",
-        "3",
-        str(demo_data / "pump" / "train"),
-    )
+    calibrated = calibrate_on_files(cfg, demo_data / "pump" / "train", 3)
     assert calibrated.returncode == 0, calibrated.stderr
     site_calibration = calibration_paths(cfg)[0].read_text()
     assert "site_statistics" in site_calibration

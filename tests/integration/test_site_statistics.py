@@ -16,7 +16,7 @@ import pytest
 from device.analysis.gaussian import SITE_FILE_PREFIX
 from device.audio.audio_io import read_wav, write_wav
 from device.daemon.site_config import calibration_paths
-from tests.helpers import run_cli
+from tests.helpers import calibrate_on_files, run_cli
 
 
 def _with_hum(src: Path, dest: Path, rng: np.random.Generator) -> None:
@@ -71,17 +71,7 @@ def test_site_statistics_silence_the_site_and_keep_the_faults(trained_model, sit
     before = _score(trained_model, config, site)
     assert sum(before["normal"]) >= 3, f"the hum should read as a fault before calibration: {before}"
 
-    out = run_cli(
-        "device",
-        "calibrate",
-        "--config",
-        str(config),
-        "--source",
-        "file",
-        "--minutes",
-        "3",
-        str(site / "wav" / "pump" / "train"),
-    )
+    out = calibrate_on_files(config, site / "wav" / "pump" / "train", 3)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["site_statistics"] and result["site_statistics"].startswith(SITE_FILE_PREFIX)
@@ -94,17 +84,7 @@ def test_site_statistics_silence_the_site_and_keep_the_faults(trained_model, sit
 
     # A second calibration keeps the first one's file for rollback; rolling back restores it and scores as before.
     first = result["site_statistics"]
-    out = run_cli(
-        "device",
-        "calibrate",
-        "--config",
-        str(config),
-        "--source",
-        "file",
-        "--minutes",
-        "2.5",
-        str(site / "wav" / "pump" / "train"),
-    )
+    out = calibrate_on_files(config, site / "wav" / "pump" / "train", 2.5)
     assert out.returncode == 0, out.stderr
     second = json.loads(out.stdout)["site_statistics"]
     assert second != first and {p.name for p in folder.glob(f"{SITE_FILE_PREFIX}*")} == {first, second}
