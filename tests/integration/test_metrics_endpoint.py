@@ -57,7 +57,10 @@ def test_metrics_follow_the_running_daemon(broker, unique_prefix, trained_model,
                 metrics = _scrape(port)
             except OSError:
                 metrics = {}
-            if metrics.get("acmon_level_dbfs") and metrics.get("acmon_windows_scored"):
+            # present is not enough: a counter exists at 0 before the first window
+            if metrics.get("acmon_level_dbfs") and all(
+                metrics.get(name) and metrics[name][0].value >= 1 for name in ("acmon_windows", "acmon_windows_scored")
+            ):
                 break
             time.sleep(0.5)
         assert metrics.get("acmon_level_dbfs"), log_path.read_text()
