@@ -6,13 +6,16 @@ Method (all of it streaming, output independent of the block sizes audio arrives
 - Hum. The stream is decimated to about 2 kHz by block means of D samples (a boxcar: the hum harmonics of
   interest lie below 800 Hz, where it loses under 4 dB; what folds down from above is attenuated broadband
   noise, and harmonics of 100 Hz fold onto the 100 Hz comb itself since 2000 is a multiple of 100).
-  Hann frames of FRAME_SECONDS (4 s: 0.25 Hz bins) every half frame give power spectra; the period's sum is
-  searched for a peak near each harmonic k*f of the nominal mains frequency (within +-k*SEARCH_HZ). A peak's
-  frequency is refined by a parabola through the log powers of its bin and neighbours (sub-bin: about 0.02
-  bin for a Hann window), and f = (peak / k); the harmonics that stand LOCK_DB above the floor are combined
-  weighted by k^2 * SNR (a harmonic k pins f k times more finely). Mains 'auto' tries 50 and 60 Hz and keeps
-  the one whose even harmonics (the 2f comb) stand higher. Nothing locks (mains_hz null) when no harmonic
-  of 2f stands LOCK_DB above the floor.
+  Hann frames of FRAME_SECONDS (4 s: 0.25 Hz bins) every half frame give power spectra. In the period's sum,
+  a harmonic sum finds f: every candidate within +-SEARCH_HZ of the nominal frequency, on a grid fine enough
+  for the highest harmonic, scores the sum of its harmonics' levels above their local floors (so a stray tone
+  near one harmonic cannot pass for mains). Each harmonic k*f is then refined within 1.5 bins by a parabola
+  through the log powers of its peak bin and neighbours (sub-bin: about 0.02 bin for a Hann window), and the
+  harmonics that stand LOCK_DB above their floor give f = peak / k, combined weighted by k^2 * SNR (a harmonic
+  k pins f k times more finely). The hum locks (mains_hz is not null) when at least two harmonics stand LOCK_DB
+  up, one of them a harmonic of 2f. Mains 'auto' tries 50 and 60 Hz and keeps the one with the larger sum.
+  Caveat: a machine whose tones are multiples of f/2 or f/3 (a 33.4 Hz fan: 3 x 33.4 = 2 x 50.1) lines up
+  with the comb too; real recordings show such locks (README.md's table).
 - Comb strength. Per harmonic m*2f: the power of the three bins around the peak over three times the median
   power within +-FLOOR_HZ of the nominal harmonic (the local floor), in dB; comb_db is the mean of those
   ratios (power, then dB), so the strongest harmonics dominate it. It depends on the resolution (0.25 Hz
@@ -56,9 +59,9 @@ from ..audio.ring_buffer import RingBuffer
 DECIMATED_RATE_HZ = 2000.0
 # Hann frames of the hum spectrum, in seconds: 0.25 Hz bins; one every half frame.
 FRAME_SECONDS = 4.0
-# How far the mains frequency may stray from its nominal value, in hertz (grids keep within 0.2 Hz; a
-# generator set may stray further).
-SEARCH_HZ = 1.0
+# How far the mains frequency may stray from its nominal value, in hertz (interconnected grids keep within
+# 0.2 Hz, statutory limits are 0.5 Hz; an island or a generator set may stray further and is not followed).
+SEARCH_HZ = 0.5
 # The local floor of a harmonic: the median power within this many hertz of it.
 FLOOR_HZ = 20.0
 # A harmonic locks (counts for the frequency, gives a phase reference) this many dB above its floor.
@@ -116,34 +119,11 @@ def _median(values: np.ndarray) -> float:
     return float(np.partition(values, k)[k])
 
 
-def _peak(power: np.ndarray, bin_hz: float, centre_hz: float, half_hz: float):
-    """(frequency of the largest peak within centre +- half, its 3-bin power, the local floor) or None."""
-    n = len(power)
-    lo, hi = max(1, math.floor((centre_hz - half_hz) / bin_hz)), min(n - 2, math.ceil((centre_hz + half_hz) / bin_hz))
-    if hi < lo:
-        return None
-    p = lo + int(np.argmax(power[lo : hi + 1]))
-    a, b, c = (math.log(max(float(v), 1e-300)) for v in power[p - 1 : p + 2])
-    denom = a - 2.0 * b + c
-    # Parabola through the three log powers: its vertex is the tone's frequency within about 0.02 bin (Hann).
-    offset = 0.5 * (a - c) / denom if denom < 0 else 0.0
-    f_lo, f_hi = max(0, round((centre_hz - FLOOR_HZ) / bin_hz)), min(n, round((centre_hz + FLOOR_HZ) / bin_hz) + 1)
-    floor = _median(power[f_lo:f_hi])
-    peak = float(power[p - 1] + power[p] + power[p + 1])
-    return (p + min(0.5, max(-0.5, offset))) * bin_hz, peak, floor
-
-
-def _ratio_db(peak: float, floor: float) -> float:
-    """A 3-bin peak power over three bins of floor, dB (0 dB floors read as far below any lock)."""
-    if floor <= 0.0:
-        return 200.0 if peak > 0.0 else -200.0
-    return float(np.clip(10.0 * math.log10(max(peak, 1e-300) / (3.0 * floor)), -200.0, 200.0))
-
-
 def estimate_hum(
     power: np.ndarray, bin_hz: float, nominal_hz: float | None, max_hz: float, max_order: int = 64
 ) -> HumEstimate | None:
-    """The hum in a power spectrum (see the module's docstring).
+    """The hum in a power spectrum (see the module's docstring). Vectorised over the harmonics: a few numpy
+    calls per nominal frequency, whatever the number of harmonics.
 
     Args:
         power: float64 (n,) one-sided power spectrum of a Hann frame (or a sum of them), bins of bin_hz.
@@ -157,44 +137,57 @@ def estimate_hum(
     """
     best: HumEstimate | None = None
     best_score = -math.inf
+    n = len(power)
+    half = round(FLOOR_HZ / bin_hz)
     for f0 in NOMINAL_MAINS_HZ if nominal_hz is None else (nominal_hz,):
         k_max = min(max_order, int((max_hz - SEARCH_HZ * 4) // f0))
-        if k_max < 2:
+        if k_max < 2 or 2 * f0 / bin_hz + half + 2 >= n:
             continue
-        estimates: list[float] = []
-        weights: list[float] = []
-        orders: list[int] = []
-        comb: list[float] = []
-        ref_db = -200.0
-        for k in range(1, k_max + 1):
-            found = _peak(power, bin_hz, k * f0, k * SEARCH_HZ)
-            if found is None:
-                continue
-            freq, peak, floor = found
-            snr_db = _ratio_db(peak, floor)
-            if k % 2 == 0 and len(comb) < MAX_COMB_HARMONICS:
-                comb.append(snr_db)
-                if k == 2:
-                    ref_db = snr_db
-            if snr_db >= LOCK_DB:
-                estimates.append(freq / k)
-                orders.append(k)
-                weights.append(k * k * 10.0 ** (min(snr_db, 60.0) / 10.0))
-        if not comb:
-            continue
+        orders = np.arange(1, k_max + 1)
+        # Local floors: the median within +-FLOOR_HZ of each nominal harmonic (one partition for all of them).
+        centres = np.rint(orders * f0 / bin_hz).astype(np.int64)
+        windows = np.clip(centres[:, None] + np.arange(-half, half + 1)[None, :], 0, n - 1)
+        floors = np.partition(power[windows], half, axis=1)[:, half]
+        floors = np.maximum(floors, 1e-300)
+        # Harmonic sum: every candidate f on a grid fine enough that no harmonic skips a bin, scored by the sum
+        # of its harmonics' levels above their floors (0 dB at least: a harmonic below its floor costs nothing).
+        # A tone near one harmonic cannot pass for mains; the harmonics must line up.
+        grid = f0 + np.arange(-SEARCH_HZ, SEARCH_HZ + 1e-9, bin_hz / (2 * k_max))
+        idx = np.clip(np.rint(np.outer(orders, grid) / bin_hz).astype(np.int64), 0, n - 1)
+        levels = 10.0 * np.log10(np.maximum(power[idx] / floors[:, None], 1e-30))
+        total = np.sum(np.clip(levels, 0.0, 60.0), axis=0)
+        best_f = float(grid[int(np.argmax(total))])
+        # Each harmonic's own peak within 1.5 bins of where the comb puts it, refined to a fraction of a bin by a
+        # parabola through the log powers of the peak bin and its neighbours (about 0.02 bin for a Hann window).
+        near = np.rint(orders * best_f / bin_hz).astype(np.int64)
+        candidates = np.clip(near[:, None] + np.arange(-1, 2)[None, :], 1, n - 2)
+        peak_bin = candidates[np.arange(k_max), np.argmax(power[candidates], axis=1)]
+        three = power[peak_bin[:, None] + np.arange(-1, 2)[None, :]]
+        logs = np.log(np.maximum(three, 1e-300))
+        denom = logs[:, 0] - 2.0 * logs[:, 1] + logs[:, 2]
+        safe = np.where(denom < 0, denom, -1.0)
+        offset = np.where(denom < 0, np.clip(0.5 * (logs[:, 0] - logs[:, 2]) / safe, -0.5, 0.5), 0.0)
+        freqs = (peak_bin + offset) * bin_hz
+        snr_db = np.clip(10.0 * np.log10(np.maximum(three.sum(axis=1), 1e-300) / (3.0 * floors)), -200.0, 200.0)
+        even = orders % 2 == 0
+        comb = snr_db[even][:MAX_COMB_HARMONICS]
+        ref_db = float(snr_db[1])
+        locked = snr_db >= LOCK_DB
         mains = None
-        if estimates and max(comb) >= LOCK_DB:
-            f, w = np.asarray(estimates), np.asarray(weights)
+        # Locked: at least two harmonics stand LOCK_DB above their floors, one of them a harmonic of 2f.
+        if locked.sum() >= 2 and (locked & even).any():
+            f = freqs[locked] / orders[locked]
+            w = orders[locked] ** 2 * 10.0 ** (np.minimum(snr_db[locked], 60.0) / 10.0)
             centre = float(np.sum(f * w) / np.sum(w))
             # A stray tone that happens to lie near a harmonic pulls the mean: drop harmonics further than
             # two bins (of that harmonic) from it and average again.
-            keep = np.abs(f - centre) <= 2.0 * bin_hz / np.asarray(orders)
+            keep = np.abs(f - centre) <= 2.0 * bin_hz / orders[locked]
             if keep.any():
                 centre = float(np.sum(f[keep] * w[keep]) / np.sum(w[keep]))
             mains = centre
-        score = sum(max(0.0, c) for c in comb)
-        comb_db = 10.0 * math.log10(float(np.mean(10.0 ** (np.asarray(comb) / 10.0))))
-        estimate = HumEstimate(f0, mains, tuple(comb), comb_db, ref_db)
+        score = float(np.max(total))
+        comb_db = 10.0 * math.log10(float(np.mean(10.0 ** (comb / 10.0))))
+        estimate = HumEstimate(f0, mains, tuple(float(c) for c in comb), comb_db, ref_db)
         if score > best_score:
             best, best_score = estimate, score
     return best
