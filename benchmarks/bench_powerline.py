@@ -41,7 +41,10 @@ from device.analysis.powerline import PowerlineMeter, powerline_figures
 
 RATE = 16000
 SECONDS = 10.0
-SCORES = ("comb_db", "crackle_rate_per_s", "phase_concentration")
+SCORES = ("comb_db", "crackle_rate_per_s", "phase_concentration", "corona_score")
+# A clip looks like corona when its crackles are many and locked to the hum: at least this rate and concentration.
+CORONA_RATE_PER_S = 5.0
+CORONA_CONCENTRATION = 0.5
 
 
 def auc(normal: list[float], fault: list[float]) -> float:
@@ -51,6 +54,8 @@ def auc(normal: list[float], fault: list[float]) -> float:
 
 
 def _score(figures: dict, key: str) -> float:
+    if key == "corona_score":  # crackles per second that sit at the hum's phase: rate x concentration
+        return _score(figures, "crackle_rate_per_s") * _score(figures, "phase_concentration")
     value = figures.get(key)
     return 0.0 if value is None else float(value)
 
@@ -142,7 +147,7 @@ def real_set(folder: Path) -> list[dict]:
                     {
                         "set": manifest.parent.name,
                         "fault": "anomaly" if row.get("is_anomaly") in ("1", "True", "true") else "normal",
-                        "machine_type": row.get("machine_type") or row.get("label"),
+                        "machine_type": (row.get("machine_type") or row.get("label") or "?").split(" ")[0],
                         **figures,
                     }
                 )
@@ -183,8 +188,8 @@ def _median(values: list[float]) -> str:
 def summary_table(rows: list[dict]) -> list[str]:
     lines = [
         "| set | clips | locked | mains error, Hz (median / max) | comb dB | crackles/s | phase conc. "
-        "| AUC comb | AUC crackle rate | AUC phase conc. |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| AUC comb | AUC crackle rate | AUC phase conc. | AUC rate x conc. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in dict.fromkeys(r["set"] for r in rows):
         group = [r for r in rows if r["set"] == name]
@@ -197,7 +202,7 @@ def summary_table(rows: list[dict]) -> list[str]:
                 truth = r.get("true_hz") or r.get("nominal_true") or r["nominal_hz"]
                 errors.append(abs(r["mains_hz"] - truth))
             err = f"{np.median(errors):.3f} / {np.max(errors):.3f}" if errors else "-"
-            aucs = ["-"] * 3
+            aucs = ["-"] * len(SCORES)
             if fault != "normal" and normal:
                 aucs = [f"{auc([_score(r, k) for r in normal], [_score(r, k) for r in clips]):.2f}" for k in SCORES]
             lines.append(
@@ -210,8 +215,9 @@ def summary_table(rows: list[dict]) -> list[str]:
 
 def real_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| recordings | clips | mains locked (found, Hz) | clips with crackle | crackles/s (median / max) |",
-        "|---|---|---|---|---|",
+        "| recordings | clips | mains locked (found, Hz) | clips with crackle | crackles/s (median / max) "
+        f"| corona-like (>= {CORONA_RATE_PER_S:g}/s at conc. >= {CORONA_CONCENTRATION:g}) |",
+        "|---|---|---|---|---|---|",
     ]
     for name in dict.fromkeys(r["set"] for r in rows):
         for kind in dict.fromkeys(str(r["machine_type"]) for r in rows if r["set"] == name):
@@ -220,9 +226,14 @@ def real_table(rows: list[dict]) -> list[str]:
             rates = [r["crackle_rate_per_s"] for r in clips]
             found = ", ".join(f"{f:g}" for f in locked[:4]) + (" ..." if len(locked) > 4 else "")
             n_locked = sum(r["mains_hz"] is not None for r in clips)
+            corona_like = sum(
+                r["crackle_rate_per_s"] >= CORONA_RATE_PER_S
+                and _score(r, "phase_concentration") >= CORONA_CONCENTRATION
+                for r in clips
+            )
             lines.append(
                 f"| {name} {kind} | {len(clips)} | {n_locked} ({found or '-'}) "
-                f"| {sum(r > 0 for r in rates)} | {np.median(rates):.2g} / {np.max(rates):.2g} |"
+                f"| {sum(r > 0 for r in rates)} | {np.median(rates):.2g} / {np.max(rates):.2g} | {corona_like} |"
             )
     return lines
 

@@ -270,7 +270,7 @@ class PowerlineMeter:
             self._fill += take
             x = x[take:]
             if self._fill == c:
-                self._chunk(self._buffer.copy(), self._chunk_start)
+                self._chunk(self._buffer, self._chunk_start)  # _chunk keeps nothing of it
                 self._chunk_start += c
                 self._fill = 0
 
@@ -342,6 +342,8 @@ class PowerlineMeter:
         estimate = estimate_hum(power, self.bin_hz, self.mains_hz or self._nominal, self.max_hz, FRAME_MAX_ORDER)
         if estimate is None or estimate.mains_hz is None or estimate.ref_db < LOCK_DB:
             return  # no phase reference in this frame: its crackles are counted without a phase
+        if self.mains_hz is None and self._nominal is None:
+            self._nominal = estimate.nominal_hz  # auto: the next frames need not choose again
         f_ref = 2.0 * estimate.mains_hz
         # The 2f component's phase at the frame's centre, from the spectrum: the periodic Hann window is symmetric
         # about sample n/2, so a tone's transform referred to that sample is real and positive across the main
