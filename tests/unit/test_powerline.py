@@ -189,3 +189,16 @@ def test_a_flood_of_crackles_is_bounded():
     figures = powerline_figures(x, RATE)
     assert figures["crackles"] > 0
     assert figures["phased_crackles"] <= figures["crackles"]
+
+
+def test_the_module_imports_numpy_only():
+    """The device never loads scipy or TensorFlow: the meter runs on numpy alone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, device.analysis.powerline; "
+        "print(sorted(m for m in ('scipy', 'tensorflow', 'keras', 'training', 'paho') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
