@@ -40,7 +40,8 @@ Method (all of it streaming, output independent of the block sizes audio arrives
   resultant length |mean(exp(i*phase))|: 0 for phases spread evenly, 1 for all at one phase. A crackle's
   phase waits for the frame around it: up to FRAME_SECONDS after it, so it may count in the next period.
 
-Cost: about 0.2 ms per second of 16 kHz audio on one core (benchmarks/bench_powerline.py).
+Cost: about 0.3 ms per second of quiet 16 kHz audio and 0.6 ms with 300 crackles a second, on one core of a
+loaded machine; about 1.4 times what the band levels cost (benchmarks/bench_powerline.py, bench_pipeline.py).
 """
 
 from __future__ import annotations

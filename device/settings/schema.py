@@ -521,7 +521,9 @@ class PowerlineConfig(SectionConfig):
     hum, the 2f hum comb's strength, the crackle rate and the crackles' phase in the hum's cycle
     (device/analysis/powerline.py). Measured on the unfiltered input (audio.notch_hz would remove the hum)."""
 
-    enabled: bool = Field(False, description="Measure and report them (about 0.3 ms per second of audio).")
+    enabled: bool = Field(
+        False, description="Measure and report them (about 0.5 ms per second of audio, 1.4 times the band levels)."
+    )
     mains_hz: Literal[50, 60, "auto"] = Field(
         "auto", description="Mains frequency of the grid, 50 or 60 hertz; auto = whichever hum comb is stronger."
     )
