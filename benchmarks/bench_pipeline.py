@@ -13,7 +13,8 @@ Measured in one run on the same windows:
   windows at the hop, log-mel with rfft and the mel matrix, the same model and scorer per window), their
   time ratio and whether their clip scores agree (issue 13's budget: at most 1.3x);
 - the input filter (high-pass and three mains notches) and the 1/3-octave band levels per second of audio,
-  and `device score`'s path with band levels measured and with filters on against neither;
+  and `device score`'s path with band levels measured and with filters on against neither, and with the
+  power-line figures on (powerline.enabled, device/analysis/powerline.py);
 - what explaining alarms costs (device/analysis/explain.py): per event window (the band summary of frames the
   pipeline already has) and per start/update message, and the replay with every window inside an event,
   explained or not (models that record normal band levels);
@@ -248,9 +249,10 @@ def main() -> int:
         agree = float(np.max(np.abs(np.array(acmon_scores) - np.array(reference_scores))))
         # Issue 15 item 3's features on the same path: band levels measured (as with telemetry), and input filters.
         filters = {"audio": {"highpass_hz": 30.0, "notch_hz": [50.0, 100.0, 150.0]}}
-        feature_times: dict[str, list[float]] = {"levels": [], "levels_filters": [], "plain": []}
+        feature_times: dict[str, list[float]] = {"levels": [], "levels_filters": [], "plain": [], "powerline": []}
         for _ in range(3):
             feature_times["plain"].append(acmon_score_path(wav, model_path)[0])
+            feature_times["powerline"].append(acmon_score_path(wav, model_path, {"powerline": {"enabled": True}})[0])
             feature_times["levels"].append(acmon_score_path(wav, model_path, levels=True)[0])
             feature_times["levels_filters"].append(acmon_score_path(wav, model_path, filters, levels=True)[0])
         one_window = Path(tmp) / "one_window.wav"
@@ -279,6 +281,8 @@ def main() -> int:
         "input_filter_ms_per_audio_second": filter_s * 1e3,
         "band_levels_ms_per_audio_second": levels_s * 1e3,
         "score_path_with_levels_over_without": levels_path_s / plain_s,
+        "score_path_with_powerline_over_without": min(feature_times["powerline"]) / plain_s,
+        "score_path_with_powerline_real_time_factor": args.seconds / min(feature_times["powerline"]),
         "score_path_with_levels_and_filters_over_without": filters_path_s / plain_s,
         "windows": n,
         "window_seconds": p.window_seconds,
@@ -327,6 +331,11 @@ def main() -> int:
         f"| `device score`'s path with band levels measured / with levels and filters, against neither | "
         f"{levels_path_s / plain_s:.2f}x / {filters_path_s / plain_s:.2f}x ({plain_s * 1e3:.0f}, {levels_path_s * 1e3:.0f}, "
         f"{filters_path_s * 1e3:.0f} ms) |"
+    )
+    print(
+        f"| `device score`'s path with the power-line figures on, against off | "
+        f"{results['score_path_with_powerline_over_without']:.2f}x "
+        f"({results['score_path_with_powerline_real_time_factor']:.0f}x real time) |"
     )
     if explain:
         print(f"| explanation, per window inside an event (band summary) | {explain['explain_add_ms'] * 1e3:.1f} us |")

@@ -22,6 +22,7 @@ from ..analysis.features import FeatureParams
 from ..analysis.inference import AnomalyModel, Runtime
 from ..analysis.levels import BandLevelMeter, LevelFrame, LevelPeriod, band_table
 from ..analysis.metadata import ModelMetadata
+from ..analysis.powerline import PowerlineMeter
 from ..audio.filters import InputFilter
 from ..decisions.level_rule import LevelRule, LevelRuleSettings, level_rule_settings
 from ..decisions.schedule import OperatingHours, hours_window
@@ -93,6 +94,22 @@ def make_input_filter(cfg: AcmonConfig, sample_rate_hz: int) -> InputFilter | No
     return InputFilter(sample_rate_hz, a.highpass_hz, a.notch_hz, a.notch_q)
 
 
+def make_powerline_meter(cfg: AcmonConfig, sample_rate_hz: int) -> PowerlineMeter | None:
+    """The power-line meter the powerline section describes at this rate, or None when it is off.
+
+    Raises:
+        ConfigError: the rate is too low for the hum; one line naming the section.
+    """
+    p = cfg.powerline
+    if not p.enabled:
+        return None
+    try:
+        mains = None if p.mains_hz == "auto" else float(p.mains_hz)
+        return PowerlineMeter(sample_rate_hz, mains, p.phase_bins, p.crackle_threshold_db)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def make_hours(cfg: AcmonConfig) -> OperatingHours:
     """detector.schedule in device.timezone (both validated by the schema)."""
     windows = [hours_window(w.days, w.start, w.end) for w in cfg.detector.schedule]
@@ -129,6 +146,7 @@ def check_level_settings(cfg: AcmonConfig, sample_rate_hz: int) -> list[str]:
         problems.append(str(exc))
     try:
         LevelWatch(cfg, sample_rate_hz, warn=False)
+        make_powerline_meter(cfg, sample_rate_hz)
     except ConfigError as exc:
         problems.append(str(exc))
     return list(dict.fromkeys(problems))

@@ -30,6 +30,13 @@ PERIOD_GAUGES = {
     "dropped_blocks": ("acmon_dropped_blocks", "audio blocks lost (overflow) in the last telemetry period"),
     "damaged_samples": ("acmon_damaged_samples", "NaN, infinite or absurd samples in the last telemetry period"),
 }
+# The last period's power-line figures (powerline section; absent when off or not locked).
+POWERLINE_GAUGES = {
+    "mains_hz": ("acmon_mains_hz", "mains frequency tracked from the hum over the last telemetry period, Hz"),
+    "comb_db": ("acmon_hum_comb_db", "2f hum comb above its local floor over the last telemetry period, dB"),
+    "crackle_rate_per_s": ("acmon_crackle_rate", "crackles (impulses) per second over the last telemetry period"),
+    "phase_concentration": ("acmon_crackle_phase_concentration", "resultant length of the crackles' 2f phases"),
+}
 
 
 class RunnerCollector:
@@ -81,6 +88,9 @@ class RunnerCollector:
         period = r.last_period or {}
         for key, (name, doc) in PERIOD_GAUGES.items():
             families.append(gauge(name, doc, period.get(key)))
+        powerline = getattr(r, "last_powerline", None) or {}
+        for key, (name, doc) in POWERLINE_GAUGES.items():
+            families.append(gauge(name, doc, powerline.get(key)))
         publisher = r.outbox.publisher
         if publisher is not None:
             stats = publisher.stats

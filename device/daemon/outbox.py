@@ -53,6 +53,7 @@ class Outbox:
         self.open_alarm = open_alarm
         self.on_storage = on_storage
         self.seq = 0
+        self.asset: dict[str, Any] | None = None  # the site metadata every event carries (payloads.asset_payload)
         self._alarm_start_time: str | None = None
         self._published_state: tuple | None = None
         # The last event messages, newest last, for the commissioning page (read from its thread: copy first).
@@ -73,6 +74,7 @@ class Outbox:
             model_version=model_version,
             source=source,
             evidence=ev.evidence,
+            asset=self.asset,
         )
         self.seq += 1
         log = logger.warning if transition.state == "start" else logger.info
@@ -135,6 +137,7 @@ class Outbox:
             model_version=record["model"]["version"],
             source=record["source"],
             evidence=evidence,
+            asset=self.asset,
         )
         payload["reason"] = "restart"
         logger.warning(

@@ -47,7 +47,7 @@ from ..evidence.clips import (
     evidence_files,
 )
 from ..mqtt.commands import check_args
-from ..mqtt.payloads import health_payload, iso_utc, telemetry_payload
+from ..mqtt.payloads import asset_payload, health_payload, iso_utc, telemetry_payload
 from ..pipeline import Pipeline, WindowResult, clip_score
 from ..settings.config import feature_pins, parse_broker
 from ..settings.schema import AcmonConfig
@@ -57,7 +57,7 @@ from .calibrate import CalibrationSession, calibration_reply, decide_site_calibr
 from .daemon_config import detector_settings, trusted_keys
 from .guardrails import check_calibration_audio, check_threshold_change
 from .labels import dataset_folder, false_alarm_clips, store_label
-from .level_watch import LevelOnlyModel, LevelWatch, input_filters_record
+from .level_watch import LevelOnlyModel, LevelWatch, input_filters_record, make_powerline_meter
 from .metrics import MetricsServer
 from .outbox import Outbox
 from .sdnotify import SystemdNotifier
@@ -176,6 +176,8 @@ class Runner:
         )
         # Input filters, band levels, the level rule and operating hours (ConfigError: one line naming the key).
         self.levels = LevelWatch(cfg, params.sample_rate_hz)
+        self.powerline = make_powerline_meter(cfg, params.sample_rate_hz)  # None unless powerline.enabled
+        self.last_powerline: dict[str, Any] | None = None  # the last period's power-line figures (metrics)
         self._in_hours = True
         self._last_window_index = -1
         self.measure_levels = False  # measure band levels without MQTT too (tests, benchmarks)
@@ -207,6 +209,8 @@ class Runner:
             alarm_state = publisher is not None
         open_alarm = OpenAlarmFile(open_alarm_path(cfg.device.site, cfg.device.id)) if alarm_state else None
         self.outbox = Outbox(cfg.device.id, cfg.device.site, events_out, publisher, open_alarm, self._storage)
+        d = cfg.device
+        self.outbox.asset = asset_payload(d.asset_id, d.location, d.line_voltage_kv)
         logger.info(
             "model %s (%s %s, %s), threshold %.4g, window %.2f s, hop %.2f s",
             self.model.path,
@@ -367,6 +371,8 @@ class Runner:
         self.source_name = name
         self.pipeline.reset()
         self.levels.reset_stream()
+        if self.powerline is not None:
+            self.powerline.reset()
         self._last_window_index = -1
         self._reapply_mute()
         if self._calibration is not None:
@@ -376,6 +382,8 @@ class Runner:
             for block in blocks:
                 started = time.perf_counter()
                 results, frames = self._analyse(self.levels.filter_block(block))
+                if self.powerline is not None:  # the unfiltered block: a notch would take the hum away
+                    self.powerline.process(block)
                 self.health.add_block(block, time.perf_counter() - started)
                 if dropped_blocks is not None:
                     total = dropped_blocks()
@@ -663,7 +671,10 @@ class Runner:
             self._shown_score()[1],
             read_cpu_temperature_c(),
             bands=self.levels.take_bands(),
+            powerline=self.powerline.take() if self.powerline is not None else None,
+            asset=self.outbox.asset,
         )
+        self.last_powerline = payload.get("powerline")
         logger.debug("telemetry %s", payload)
         self.outbox.publish("publish_telemetry", payload)
         self._publish_state(force=True)
@@ -759,7 +770,7 @@ class Runner:
         ended += self._reconfigure_levels(cfg)
         restart_needed = [
             s
-            for s in ("device", "audio", "mqtt", "evidence", "health", "features", "logging")
+            for s in ("device", "audio", "mqtt", "evidence", "health", "features", "logging", "powerline")
             if getattr(cfg, s) != getattr(self.cfg, s)
         ]
         if cfg.levels.model_copy(update={"normal_db": None}) != self.cfg.levels.model_copy(update={"normal_db": None}):

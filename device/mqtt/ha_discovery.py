@@ -166,6 +166,30 @@ def band_level_entities(bands_hz: tuple[float, ...] | list[float], unit: str = "
     return tuple(entities)
 
 
+# Power-line sensors (telemetry `powerline`, when powerline.enabled): (object id, name, key, unit).
+POWERLINE_SENSORS = (
+    ("mains_frequency", "Mains frequency", "mains_hz", "Hz"),
+    ("hum_comb", "Hum comb strength", "comb_db", "dB"),
+    ("crackle_rate", "Crackle rate", "crackle_rate_per_s", "1/s"),
+    ("crackle_phase_concentration", "Crackle phase concentration", "phase_concentration", None),
+)
+
+
+def powerline_entities() -> tuple[Entity, ...]:
+    """One sensor per power-line figure of the telemetry period; nothing while `powerline` is absent or null."""
+    return tuple(
+        Entity(
+            "sensor",
+            object_id,
+            name,
+            "telemetry",
+            f"{{{{ value_json.powerline.{key} if value_json.powerline is defined and value_json.powerline else none }}}}",
+            ((("unit_of_measurement", unit),) if unit else ()) + (MEASUREMENT,),
+        )
+        for object_id, name, key, unit in POWERLINE_SENSORS
+    )
+
+
 def discovery_topic(prefix: str, component: str, node_id: str, object_id: str) -> str:
     """`<prefix>/<component>/<node_id>/<object_id>/config`."""
     return f"{prefix}/{component}/{node_id}/{object_id}/config"

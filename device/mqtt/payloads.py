@@ -100,6 +100,7 @@ def event_payload(
     source: str,
     time_utc: str | None = None,
     evidence: str | None = None,
+    asset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of one event message (start, update or end of an alarm).
 
@@ -110,6 +111,7 @@ def event_payload(
         time_utc: wall-clock time of the message; now unless given.
         evidence: file name of the event's evidence clip (WAV; a PNG of the same
             stem beside it), or None when evidence is off.
+        asset: the site metadata (asset_payload()), added as `asset` when given.
 
     The event's explanation (device/analysis/explain.py, set by the pipeline at each start and
     update) adds `bands` (when the model records normal band levels) and `fault` (supervised
@@ -142,7 +144,17 @@ def event_payload(
         payload["band_hz"] = ev.band_hz
     if transition.reason is not None:
         payload["reason"] = transition.reason
+    if asset:
+        payload["asset"] = asset
     return payload
+
+
+def asset_payload(asset_id: str | None, location: str | None, line_voltage_kv: float | None) -> dict[str, Any] | None:
+    """The site metadata of device.asset_id, location and line_voltage_kv as events and telemetry carry it
+    (`asset`); None when none is set (the key is then left out)."""
+    if asset_id is None and location is None and line_voltage_kv is None:
+        return None
+    return {"asset_id": asset_id, "location": location, "line_voltage_kv": line_voltage_kv}
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -188,6 +200,8 @@ def telemetry_payload(
     cpu_temperature_c: float | None,
     time_utc: str | None = None,
     bands: dict[str, Any] | None = None,
+    powerline: dict[str, Any] | None = None,
+    asset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One periodic telemetry message (QoS 0); the publisher adds its own `spool` statistics.
 
@@ -198,6 +212,9 @@ def telemetry_payload(
         cpu_temperature_c: degrees Celsius, None where the board does not expose it.
         bands: the period's 1/3-octave band levels (device.analysis.levels.LevelPeriod.take()), None when
             levels are off or no frame completed.
+        powerline: the period's power-line figures (device.analysis.powerline.PowerlineMeter.take()), added as
+            `powerline` when given (powerline.enabled and audio came in the period).
+        asset: the site metadata (asset_payload()), added as `asset` when given.
     """
     keys = (
         "level_dbfs",
@@ -211,7 +228,7 @@ def telemetry_payload(
         "dropped_blocks",
         "damaged_samples",
     )
-    return {
+    payload = {
         "schema": TELEMETRY_SCHEMA,
         "device_id": device_id,
         "site": site,
@@ -222,6 +239,11 @@ def telemetry_payload(
         "threshold": round(threshold, 6),
         "bands": bands,
     }
+    if powerline is not None:
+        payload["powerline"] = powerline
+    if asset:
+        payload["asset"] = asset
+    return payload
 
 
 def health_payload(device_id: str, site: str, faults: list[Any], time_utc: str | None = None) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..settings.config import mqtt_client_id
 from .commands import CommandDispatcher, CommandHandler, ContainedErrors
-from .ha_discovery import DeviceInfo, band_level_entities, discovery_messages
+from .ha_discovery import DeviceInfo, band_level_entities, discovery_messages, powerline_entities
 from .ha_discovery import status_topic as ha_status_topic
 from .payloads import loads_untrusted_json
 from .spool import Spool, SpoolEntry, default_spool_root, remove_empty_parents, spool_directory
@@ -740,7 +740,7 @@ def make_publisher(
         dev.id,
         base,
         **({"model": model_label} if model_label else {}),
-        extra_entities=bands if cfg.levels.enabled else (),
+        extra_entities=(bands if cfg.levels.enabled else ()) + (powerline_entities() if cfg.powerline.enabled else ()),
     )
     return MqttPublisher(
         host=host or m.host,

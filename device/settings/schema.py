@@ -46,6 +46,9 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A systemd credential name is a file name inside $CREDENTIALS_DIRECTORY.
 CREDENTIAL_NAME_PATTERN = r"^[^/\x00]{1,255}$"
 
+# Site metadata is free text, printable, on one line.
+ASSET_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
 PASSWORD_SOURCES = ("password_file", "password_env", "password_credential")
 
 
@@ -79,6 +82,16 @@ class DeviceConfig(SectionConfig):
         max_length=64,
         description="IANA time zone of detector.schedule's operating hours, e.g. 'Europe/Berlin'; null = the "
         "system's local time zone.",
+    )
+    # Site metadata: carried in every event and telemetry message (`asset`) when any is set.
+    asset_id: str | None = Field(
+        None, pattern=ASSET_TEXT_PATTERN, max_length=64, description="Asset the device watches, e.g. a tower number."
+    )
+    location: str | None = Field(
+        None, pattern=ASSET_TEXT_PATTERN, max_length=128, description="Where it is, free text (or 'lat,lon')."
+    )
+    line_voltage_kv: float | None = Field(
+        None, gt=0, le=1500, description="Line voltage of the asset, in kilovolts (e.g. 110, 400)."
     )
 
     @field_validator("timezone")
@@ -503,6 +516,23 @@ class LevelsConfig(SectionConfig):
         return self
 
 
+class PowerlineConfig(SectionConfig):
+    """Power-line figures for towers in every telemetry message (`powerline`): the mains frequency tracked from the
+    hum, the 2f hum comb's strength, the crackle rate and the crackles' phase in the hum's cycle
+    (device/analysis/powerline.py). Measured on the unfiltered input (audio.notch_hz would remove the hum)."""
+
+    enabled: bool = Field(
+        False, description="Measure and report them (about 0.5 ms per second of audio, 1.4 times the band levels)."
+    )
+    mains_hz: Literal[50, 60, "auto"] = Field(
+        "auto", description="Mains frequency of the grid, 50 or 60 hertz; auto = whichever hum comb is stronger."
+    )
+    phase_bins: int = Field(36, ge=4, le=360, description="Bins of the crackle phase histogram over 360 degrees.")
+    crackle_threshold_db: float = Field(
+        10.0, ge=3, le=40, description="A crackle stands this many dB above the running floor of the ticks' band."
+    )
+
+
 class EvidenceConfig(SectionConfig):
     """Audio clips saved for each alarm, kept in memory until written.
 
@@ -849,6 +879,7 @@ class AcmonConfig(SectionConfig):
     audio: AudioConfig = Field(default_factory=AudioConfig, description="Where the audio comes from.")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="When scores become alarms.")
     levels: LevelsConfig = Field(default_factory=LevelsConfig, description="1/3-octave band levels in telemetry.")
+    powerline: PowerlineConfig = Field(default_factory=PowerlineConfig, description="Power-line figures (towers).")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Audio clips saved for each alarm.")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Input checks, faults and telemetry.")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="On-site calibration.")
