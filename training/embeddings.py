@@ -19,7 +19,11 @@ when ``pooling="mean_std"``.
 
 The licence of the weights is CC BY-NC-SA 4.0 (BirdNET-Analyzer): research and non-commercial use.
 
-Measured: benchmarks/bench_embeddings.py, README "Pretrained embeddings (BirdNET), measured".
+Measured (benchmarks/bench_embeddings.py, README "Pretrained embeddings (BirdNET), measured"): as an
+anomaly score (a Gaussian or nearest neighbour on the embeddings) it lost to acmon's default on the
+choosing set (mean AUC 0.938 against 0.956), so `fit` does not offer it; as classification features on
+the UrbanSound8K subset it beat log-mel mean/std (0.654 against 0.510 leave-one-fold-out). The device
+could not run it: 51.7 MB of float32 weights, about 15 ms of one x86 core per second of audio here.
 """
 
 from __future__ import annotations
