@@ -188,8 +188,11 @@ def segment_embeddings(
         segments = clip_segments(clip, int(sample_rate), name)  # checks every clip, cached or not
         path = cache / f"{_cache_key(clip, int(sample_rate))}.npy" if cache is not None else None
         if path is not None and path.is_file():
-            cached = np.load(path)
-            if cached.shape == (len(segments), EMBEDDING_SIZE):
+            try:
+                cached = np.load(path, allow_pickle=False)
+            except (OSError, ValueError, EOFError):  # a damaged cache file is computed again and replaced
+                cached = None
+            if cached is not None and cached.shape == (len(segments), EMBEDDING_SIZE) and cached.dtype == np.float32:
                 out.append(cached)
                 continue
         if model is None:

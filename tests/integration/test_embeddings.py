@@ -63,6 +63,20 @@ def test_deterministic_and_cached_only_in_the_cache_dir(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
+def test_a_damaged_cache_is_computed_again(tmp_path) -> None:
+    clip = [noise(4.0)]
+    expected = clip_embeddings(clip, RATE, cache_dir=tmp_path)
+    (cached,) = list(tmp_path.rglob("*.npy"))
+    for damage in (b"not a numpy file", b""):
+        cached.write_bytes(damage)
+        np.testing.assert_array_equal(clip_embeddings(clip, RATE, cache_dir=tmp_path), expected)
+    np.save(cached, np.zeros((7, 3)))  # a readable array of the wrong shape
+    np.testing.assert_array_equal(clip_embeddings(clip, RATE, cache_dir=tmp_path), expected)
+    repaired = np.load(cached)  # replaced by the segments' embeddings: 2 segments of 3 s cover 4 s
+    assert repaired.shape == (2, EMBEDDING_SIZE)
+    np.testing.assert_array_equal(repaired.mean(axis=0), expected[0])
+
+
 def test_tone_and_noise_differ() -> None:
     e = clip_embeddings([tone(4.0), tone(4.0, 445.0), noise(4.0), noise(4.0, seed=1)], RATE).astype(np.float64)
     e /= np.linalg.norm(e, axis=1, keepdims=True)
@@ -92,6 +106,11 @@ def test_hostile_clips_give_one_line_errors(clip: np.ndarray, message: str) -> N
     with pytest.raises(EmbeddingError, match=message) as info:
         clip_embeddings([tone(4.0), clip], RATE, names=["good.wav", "bad.wav"])
     assert "\n" not in str(info.value) and str(info.value).startswith("bad.wav: ")
+
+
+def test_an_over_long_clip_is_refused_before_resampling() -> None:
+    with pytest.raises(EmbeddingError, match="3601 s of audio in one clip; cut it to at most 3600 s"):
+        clip_embeddings([np.zeros(3601 * 1000, dtype=np.float32)], 1000)
 
 
 def test_bad_sample_rate() -> None:
