@@ -86,7 +86,7 @@ def import_mlflow() -> Any:
 
 def brief(exc: BaseException) -> str:
     """An exception as one short line (MLflow's messages can be pages of HTML or a retry chain)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(str(exc).split()).split(" [SQL: ")[0] or type(exc).__name__  # SQLAlchemy appends the query
     return f"{type(exc).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
@@ -395,8 +395,8 @@ class TrackedRun:
                 self.target,
                 self.run_id[:8],
             )
-        elif self.target is not None:
-            logger.warning("this run was not tracked (%s)", self.failed_reason)
+        elif self.run_id is not None:  # lost midway with nowhere else to go (not said yet: start() says its own)
+            logger.warning("run %s in %s is incomplete: %s", self.run_id[:8], self.target, self.failed_reason)
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
@@ -465,7 +465,7 @@ def tracked_run(
     A run that raises is ended FAILED with the error as the tag acmon.error; the exception goes on.
     """
     global _active
-    if getattr(args, "no_track", False):
+    if getattr(args, "no_track", False) or not Path(data).exists():  # no data: the command stops with its own error
         yield TrackedRun()
         return
     mlflow = import_mlflow()
