@@ -174,20 +174,17 @@ class Fingerprint:
 
 
 def data_files(data: str | Path, exclude: str | Path | None = None) -> tuple[Path, list[Path]]:
-    """(the folder paths are relative to, the files): every non-hidden file under a data folder; for a manifest or a
-    single file, that file and the recordings it lists.
+    """(the folder paths are relative to, the files): every non-hidden file under a data folder, or under a manifest's
+    folder (where its relative paths start), or a single recording.
 
     Raises:
         AcmonError: the data does not exist, or holds more than MAX_DATA_FILES files.
     """
     root = Path(data)
+    if root.is_file() and root.suffix.lower() != ".csv":
+        return root.resolve().parent, [root]
     if root.is_file():
-        files = [root]
-        if root.suffix.lower() == ".csv":
-            from .datasets import discover  # noqa: PLC0415 -- a manifest's recordings: the reader fit uses
-
-            files += sorted({Path(r.path) for r in discover(root)})
-        return root.resolve().parent, files
+        root = root.resolve().parent
     if not root.is_dir():
         raise AcmonError(f"{root}: no such data folder or file")
     skip = Path(exclude).resolve() if exclude is not None else None
