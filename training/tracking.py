@@ -321,8 +321,9 @@ class TrackedRun:
         if self.failed_reason:
             if self.fallback is not None:
                 logger.warning("%s; logging this run to the local store %s instead", self.failed_reason, self.fallback)
+                moved = {"acmon.fallback_from": str(self.target), "acmon.fallback_reason": self.failed_reason}
                 self.target, self.fallback, self.failed_reason = self.fallback, None, None
-                self.start(run_name, {})
+                self.start(run_name, moved)
             else:
                 logger.warning("%s; this run is not tracked", self.failed_reason)
 

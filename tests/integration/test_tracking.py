@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -121,7 +122,23 @@ def test_evaluate_run_holds_the_roc_png_and_the_model_it_measured(tracked, tmp_p
     assert {"evaluation/report.md", "evaluation/report.json", "evaluation/scores.csv"} <= names
 
 
-def test_runs_lists_shows_and_compares(tracked):
+def _runs_command(capsys, store: Path, *args: str) -> tuple[int, str, str]:
+    """`python -m training runs` in this process (MLflow is imported once, not per command): (code, stdout, stderr)."""
+    from training.__main__ import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    capsys.readouterr()
+    try:
+        code = main(["runs", "--tracking-uri", str(store), *args])
+    finally:  # main() sets up logging to this test's captured stderr; later tests must not write there
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_runs_lists_shows_and_compares(tracked, capsys):
     store, _ = tracked
     _, runs = _runs(store)
     fit_id, eval_id = runs["fit"].info.run_id, runs["evaluate"].info.run_id
@@ -135,24 +152,24 @@ def test_runs_lists_shows_and_compares(tracked):
     assert " fit " in rows[fit_id[:8]] and "val_loss " in rows[fit_id[:8]] and fingerprint in rows[fit_id[:8]]
     assert " evaluate " in rows[eval_id[:8]] and "auc " in rows[eval_id[:8]]
 
-    out = run_cli("training", "runs", "--tracking-uri", str(store), "--compare", fit_id[:8], eval_id[:6])
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0].split() == [fit_id[:8], eval_id[:8]]
-    assert "* cli.model" in out.stdout and "  data_fingerprint" not in out.stdout  # equal params are hidden
-    out = run_cli("training", "runs", "--tracking-uri", str(store), "--compare", fit_id, eval_id, "--all")
-    assert "  data_fingerprint" in out.stdout
+    code, out, err = _runs_command(capsys, store, "--compare", fit_id[:8], eval_id[:6])
+    assert code == 0, err
+    assert out.splitlines()[0].split() == [fit_id[:8], eval_id[:8]]
+    assert "* cli.model" in out and "  data_fingerprint" not in out  # equal params are hidden
+    code, out, err = _runs_command(capsys, store, "--compare", fit_id, eval_id, "--all")
+    assert code == 0 and "  data_fingerprint" in out, err
 
-    out = run_cli("training", "runs", "--tracking-uri", str(store), "--show", fit_id[:8])
-    assert out.returncode == 0, out.stderr
-    assert f"run {fit_id} (fit pump), fit, finished" in out.stdout
-    assert "(2 steps, min " in out.stdout and "model/model.tflite (" in out.stdout
+    code, out, err = _runs_command(capsys, store, "--show", fit_id[:8])
+    assert code == 0, err
+    assert f"run {fit_id} (fit pump), fit, finished" in out
+    assert "(2 steps, min " in out and "model/model.tflite (" in out
 
     for args, message in (
         (["--show", "zzzz"], "error: run 'zzzz': no such run in "),
         (["--compare", fit_id], "error: runs --compare: give two or more run ids"),
     ):
-        out = run_cli("training", "runs", "--tracking-uri", str(store), *args)
-        assert out.returncode == 1 and out.stderr.startswith(message) and out.stderr.count("\n") == 1, out.stderr
+        code, _, err = _runs_command(capsys, store, *args)
+        assert code == 1 and err.startswith(message) and err.count("\n") == 1, err
 
 
 def test_fingerprint_follows_the_content_not_the_place(demo_data, tmp_path):
@@ -204,6 +221,7 @@ def test_unreachable_tracking_server_keeps_the_fit_and_logs_it_locally(demo_data
     assert (
         runs["fit"].info.status == "FINISHED" and len(client.get_metric_history(runs["fit"].info.run_id, "loss")) == 2
     )
+    assert runs["fit"].data.tags["acmon.fallback_from"] == f"http://127.0.0.1:{port}"
 
 
 def test_a_store_failing_midway_is_written_whole_to_the_local_store(tmp_path, caplog):
@@ -262,12 +280,22 @@ def test_without_mlflow_commands_say_so_in_one_line(trained_model, demo_data, tm
         "INFO training.tracking: runs are not tracked: MLflow is not installed "
         "(pip install 'acmon[track]'; --no-track hides this line)"
     ], lines
-    out = _python(prelude, *evaluate, "--no-track")
-    assert out.returncode == 0 and "track" not in out.stderr, out.stderr[-3000:]
     out = _python(prelude, "runs")
     assert out.returncode == 1 and out.stderr == (
         "error: listing tracked runs needs MLflow, which is not installed: pip install 'acmon[track]'\n"
     )
+
+
+def test_no_track_touches_no_store(demo_data, tmp_path):
+    import argparse
+
+    from training.tracking import tracked_run
+
+    store = tmp_path / "store"
+    args = argparse.Namespace(no_track=True, tracking_uri=str(store), data=str(demo_data / "pump"))
+    with tracked_run(args, "fit", args.data) as run:
+        run.log_metrics({"loss": 1.0}, step=1)
+    assert not run.enabled and not store.exists()
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:
