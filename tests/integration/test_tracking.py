@@ -82,7 +82,7 @@ def tracked(demo_data, tmp_path_factory):
 
 
 def test_fit_run_holds_params_fingerprint_epochs_and_the_model(tracked, demo_data, tmp_path):
-    from training.tracking import fingerprint
+    from training.fingerprint import fingerprint
 
     store, model = tracked
     client, runs = _runs(store)
@@ -173,7 +173,7 @@ def test_runs_lists_shows_and_compares(tracked, capsys):
 
 
 def test_fingerprint_follows_the_content_not_the_place(demo_data, tmp_path):
-    from training.tracking import fingerprint
+    from training.fingerprint import fingerprint
 
     data = tmp_path / "a"
     shutil.copytree(demo_data / "pump" / "test", data)
