@@ -331,7 +331,7 @@ say "Training the demo model on the host and computing the x86_64 reference valu
 t=$SECONDS
 {
   "$HOST_PYTHON" -m training synth --demo --out "$work/host/data" &&
-    "$HOST_PYTHON" -m training fit --data "$work/host/data/pump" --out "$work/host/model" &&
+    "$HOST_PYTHON" -m training fit --data "$work/host/data/pump" --out "$work/host/model" --no-track &&
     "$HOST_PYTHON" -m tests.arm.reference --model "$work/host/model" --clips "$work/host/data/pump/test" \
       --out "$work/check" &&
     "$TFLITE_PYTHON" -m tests.arm.reference --add-runtime --out "$work/check" &&

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from device.daemon.cli import make_parser, run_command
 
-from . import evaluate, fit, spectrograms, stats, synth
+from . import evaluate, fit, runs, spectrograms, stats, synth
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.register(commands)
     fit.register(commands)
     evaluate.register(commands)
+    runs.register(commands)
     return parser
 
 

@@ -33,6 +33,8 @@ from device.pipeline import WindowResult, clip_score, iter_windows
 from . import datasets
 from .datasets import DCASE_NAME
 from .metrics import confusion_matrix, harmonic_mean, partial_auc, roc_auc, roc_curve
+from .tracking import add_arguments as add_tracking_arguments
+from .tracking import tracked_run
 
 logger = logging.getLogger(__name__)
 
@@ -672,17 +674,20 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--machine-type", help="evaluate this machine type only (default: the model's, if the data holds several)"
     )
+    add_tracking_arguments(parser)
     parser.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run `evaluate` from parsed arguments and print the Markdown report."""
-    report = evaluate(
-        args.model,
-        args.data,
-        getattr(args, "out", None),
-        config_path=getattr(args, "config", None),
-        machine_type=getattr(args, "machine_type", None),
-    )
+    with tracked_run(args, "evaluate", args.data) as run:
+        report = evaluate(
+            args.model,
+            args.data,
+            getattr(args, "out", None),
+            config_path=getattr(args, "config", None),
+            machine_type=getattr(args, "machine_type", None),
+        )
+        run.log_evaluation(report)
     print(report["markdown"], end="")
     return 0

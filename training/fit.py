@@ -48,6 +48,8 @@ from .models import (
 from .options import MODEL_KINDS, FitOptions, load_training_config
 from .sampling import WindowSampler, build_cache, make_dataset
 from .tf_setup import import_tensorflow
+from .tracking import add_arguments as add_tracking_arguments
+from .tracking import keras_callbacks, tracked_run
 
 logger = logging.getLogger(__name__)
 
@@ -554,7 +556,7 @@ def train_network(
         validation_data=(x_val, y_val),
         epochs=options.epochs,
         shuffle=False,  # the sampler already draws random windows; Keras cannot shuffle a generator
-        callbacks=[stop],
+        callbacks=[stop, *keras_callbacks(tf)],  # each epoch's history into the tracked run, if any
         verbose=2 if progress else 0,
     )
     return model, history.history, {"windows_per_epoch": per_epoch, "epochs": len(history.history["loss"])}
@@ -609,6 +611,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--epochs", type=int, help="maximum epochs of the autoencoder or classifier (default: 40)")
     parser.add_argument("--seed", type=int, help="random seed for a reproducible run (default: 0)")
+    add_tracking_arguments(parser)
     parser.set_defaults(func=run_fit)
 
 
@@ -628,7 +631,9 @@ def run_fit(args: argparse.Namespace) -> int:
         options = dataclasses.replace(options, **overrides)
     except ValueError as exc:
         raise AcmonError(f"fit: {exc}") from None
-    summary = fit(args.data, args.out, params, options, machine_type=args.machine_type)
+    with tracked_run(args, "fit", args.data, {"features": params, "fit": options}) as run:
+        summary = fit(args.data, args.out, params, options, machine_type=args.machine_type)
+        run.log_fit(summary, args.out)
     parity = summary["float_int8_parity"]
     print(
         f"wrote {summary['model']} ({summary['size_bytes'] / 1024:.0f} KiB, threshold {summary['threshold']:.4g}, "
