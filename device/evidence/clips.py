@@ -173,9 +173,11 @@ def withheld_reason(directory: Path, event_id: str) -> str | None:
     """Why an event's clip was withheld (the speech guard's one line), or None when it was not."""
     for path in directory.glob(f"*_{event_id[:12]}{WITHHELD_SUFFIX}"):
         try:
-            return path.read_text(errors="replace")[:200].splitlines()[0].strip() or WITHHELD_SPEECH
-        except (OSError, IndexError):
-            return WITHHELD_SPEECH
+            with open(path, "rb") as f:  # at most 200 bytes: the line is ours, the file may not be
+                line = f.read(200).decode(errors="replace").splitlines()
+        except OSError:
+            line = []
+        return (line[0].strip() if line else "") or WITHHELD_SPEECH
     return None
 
 

@@ -135,3 +135,12 @@ def test_withheld_lines_are_under_the_retention(tmp_path):
         recorder.start(f"{i:02d}" * 16, 2.5, wall_time=i * 60)
     recorder.flush(ring)
     assert len(list(recorder.directory.glob("*.withheld"))) == 2
+
+
+def test_a_planted_withheld_file_gives_one_bounded_line(tmp_path):
+    event_id = "ef" * 16
+    (tmp_path / f"20260101T000000Z_{event_id[:12]}.withheld").write_bytes(b"x" * 10_000_000 + b"\nsecond line")
+    assert withheld_reason(tmp_path, event_id) == "x" * 200
+    (tmp_path / f"20260101T000000Z_{event_id[:12]}.withheld").write_bytes(b"")
+    assert withheld_reason(tmp_path, event_id) == WITHHELD_SPEECH
+    assert withheld_reason(tmp_path, "00" * 16) is None
