@@ -28,9 +28,11 @@ How it tells a voice from a machine, on one clip (typically 10 s, any rate from 
    the threshold was chosen on the dev half of the speech and machine types, reported on the
    rest); the default threshold 0.5 is that point.
 
-Tried and dropped (no separation on the development data): the share of voiced frames, the
-2-8 Hz syllabic modulation of the voicing, the range of the pitch; an autocorrelation pitch
-detector (band-limited noise looked voiced).
+Tried in earlier versions and dropped: an autocorrelation pitch detector (band-limited noise left
+after the background looked voiced), a log-power comb (a weak voice's harmonics did not add up),
+and as segment features the share of voiced frames, the 2-8 Hz syllabic modulation of the voicing
+and the range of the pitch: with those versions' voicing they did not separate speech from the
+development machines; they were not tried again with the present voicing.
 
 What it misses: whispers (no voicing), speech far below the machine (the README's table: most
 speech at -12 dB and below), a clip that is speech from start to end with no machine-only part
