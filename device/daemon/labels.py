@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..audio.audio_io import write_wav
 from ..errors import AcmonError
-from ..evidence.clips import AUDIO_SUFFIXES, evidence_files, read_flac_as_float
+from ..evidence.clips import AUDIO_SUFFIXES, evidence_files, read_flac_as_float, withheld_reason
 from ..settings.schema import NAME_PATTERN, AcmonConfig
 from ..state import atomic_write, make_private_directory, state_root
 
@@ -57,6 +57,9 @@ def store_label(evidence_directory: Path, dataset: Path, event_id: str, label: s
     """
     folder = folder_for(label)
     wavs = [p for p in evidence_files(evidence_directory, event_id) if p.suffix in AUDIO_SUFFIXES]
+    withheld = withheld_reason(evidence_directory, event_id)
+    if withheld is not None:
+        raise AcmonError(f"label: event {event_id}: {withheld}; there is no clip to keep")
     if not wavs:
         raise AcmonError(
             f"label: no evidence clip for event {event_id} (written evidence.post_roll_seconds after the alarm, "

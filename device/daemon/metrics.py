@@ -73,6 +73,11 @@ class RunnerCollector:
                 "acmon_windows_scored", "windows scored since start (not skipped by the level gate)", r.windows_scored
             ),
             counter("acmon_alarms", "alarms started since start", r.alarms_started),
+            counter(
+                "acmon_evidence_withheld",
+                "evidence clips the speech guard withheld since start",
+                r.evidence.withheld if r.evidence is not None else 0,
+            ),
         ]
         state = GaugeMetricFamily(
             "acmon_state", "1 for the current state: ok, anomaly, fault or muted", labels=[*labels, "state"]

@@ -76,6 +76,8 @@ class Outbox:
             evidence=ev.evidence,
             asset=self.asset,
         )
+        if ev.evidence_withheld is not None:
+            payload["evidence_withheld"] = ev.evidence_withheld
         self.seq += 1
         log = logger.warning if transition.state == "start" else logger.info
         what = ev.explanation.summary() if ev.explanation is not None and transition.state != "end" else ""

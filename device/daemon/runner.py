@@ -45,6 +45,7 @@ from ..evidence.clips import (
     EvidenceRecorder,
     default_evidence_directory,
     evidence_files,
+    withheld_reason,
 )
 from ..mqtt.commands import check_args
 from ..mqtt.payloads import asset_payload, health_payload, iso_utc, telemetry_payload
@@ -164,6 +165,8 @@ class Runner:
                 e.max_clips,
                 e.max_age_days,
                 e.format,
+                e.speech_guard,
+                e.speech_guard_threshold,
             )
         self.pipeline = Pipeline(
             self.model,
@@ -397,6 +400,7 @@ class Runner:
                 if self.evidence is not None:
                     self.evidence.poll(self.pipeline.ring)
                     self._storage("evidence", self.evidence.error)
+                    self._mark_withheld()
                 self._after_block()
                 if self.stop_event.is_set():
                     break
@@ -629,6 +633,14 @@ class Runner:
             return "muted"
         return "ok" if self._in_hours else "off_hours"
 
+    def _mark_withheld(self) -> None:
+        """An open alarm whose clip the speech guard withheld says so in its next messages (evidence null)."""
+        ev = self._active_event()
+        if ev is not None and ev.evidence and self.evidence is not None and self.evidence.withheld_stems:
+            why = self.evidence.withheld_stems.get(Path(ev.evidence).stem)
+            if why is not None:
+                ev.evidence, ev.evidence_withheld = None, why
+
     def _active_event(self):
         """The open alarm (the model's or the level rule's: one at a time), or None."""
         active = self.pipeline.detector.active
@@ -821,6 +833,9 @@ class Runner:
         if publisher is None:
             raise AcmonError("get_evidence: MQTT is off; the evidence is in " + str(self.evidence.directory))
         files = evidence_files(self.evidence.directory, event_id)
+        withheld = withheld_reason(self.evidence.directory, event_id)
+        if withheld is not None:
+            raise AcmonError(f"get_evidence: event {event_id}: {withheld}")
         if not files:
             raise AcmonError(
                 f"get_evidence: no evidence for event {event_id}: it is written evidence.post_roll_seconds after the "

@@ -50,7 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from ..errors import AcmonError
-from ..evidence.clips import EVIDENCE_NAME, MAX_EVIDENCE_FILE_BYTES, evidence_files
+from ..evidence.clips import EVIDENCE_NAME, MAX_EVIDENCE_FILE_BYTES, evidence_files, withheld_reason
 from ..mqtt.commands import MAX_COMMAND_DEPTH, check_args
 from ..mqtt.payloads import iso_utc, loads_untrusted_json
 from ..pipeline import logmel_image
@@ -281,11 +281,13 @@ class WebServer:
         out = []
         for payload in reversed(list(latest.values())):
             files = []
+            withheld = payload.get("evidence_withheld")
             if directory is not None and payload.get("evidence"):
-                # The clip (WAV or FLAC) first, then its PNG.
+                # The clip (WAV or FLAC) first, then its PNG; or the speech guard's one line.
                 found = evidence_files(directory, payload["event_id"])
                 files = [path.name for path in sorted(found, key=lambda path: path.suffix == ".png")]
-            out.append({**payload, "evidence_files": files})
+                withheld = withheld or withheld_reason(directory, payload["event_id"])
+            out.append({**payload, "evidence_files": files, "evidence_withheld": withheld})
         return {"events": out}
 
     def evidence_file(self, name: str) -> tuple[bytes, str] | None:

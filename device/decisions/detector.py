@@ -134,6 +134,7 @@ class Event:
     last_score: float = 0.0
     last_seconds: float = 0.0
     evidence: str | None = None  # evidence file name, set by whoever records it
+    evidence_withheld: str | None = None  # why the clip was not kept (the speech guard), then evidence is None
     rule: str = "model"  # what raised it: "model" (anomaly scores) or "level" (decisions/level_rule.py)
     band_hz: float | None = None  # level rule: the chosen band furthest above its normal, at the latest message
     # What changed (device/analysis/explain.py Explanation), set by the pipeline at each start and update.

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..analysis.explain import BandRise
 from ..analysis.features import FeatureParams
+from ..analysis.speech import MIN_SAMPLE_RATE_HZ, analyse_clip
 from ..audio.audio_io import write_wav
 from ..audio.ring_buffer import RingBuffer
 from ..errors import AcmonError
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 EVIDENCE_SUFFIXES = (".wav", ".flac", ".png")
 AUDIO_SUFFIXES = (".wav", ".flac")
+# A clip the speech guard withheld leaves only this: one line saying why (never audio nor a spectrogram).
+WITHHELD_SUFFIX = ".withheld"
+WITHHELD_SPEECH = "evidence withheld: speech detected"
 # Clips are audio from the site: the owner writes them, its group (an operator's viewer) may read them.
 EVIDENCE_FILE_MODE = 0o640
 EVIDENCE_DIRECTORY_MODE = 0o750
@@ -103,7 +107,7 @@ def enforce_quota(
     """
     groups: dict[str, list[Path]] = {}
     for path in directory.iterdir():
-        if path.suffix in EVIDENCE_SUFFIXES and path.is_file():
+        if (path.suffix in EVIDENCE_SUFFIXES or path.suffix == WITHHELD_SUFFIX) and path.is_file():
             groups.setdefault(path.stem, []).append(path)
     sizes = {stem: sum(p.stat().st_size for p in paths) for stem, paths in groups.items()}
     total = sum(sizes.values())
@@ -165,6 +169,18 @@ def evidence_files(directory: Path, event_id: str) -> list[Path]:
     return sorted(p for p in directory.glob(f"*_{event_id[:12]}.*") if p.suffix in EVIDENCE_SUFFIXES and p.is_file())
 
 
+def withheld_reason(directory: Path, event_id: str) -> str | None:
+    """Why an event's clip was withheld (the speech guard's one line), or None when it was not."""
+    for path in directory.glob(f"*_{event_id[:12]}{WITHHELD_SUFFIX}"):
+        try:
+            with open(path, "rb") as f:  # at most 200 bytes: the line is ours, the file may not be
+                line = f.read(200).decode(errors="replace").splitlines()
+        except OSError:
+            line = []
+        return (line[0].strip() if line else "") or WITHHELD_SPEECH
+    return None
+
+
 class EvidenceRecorder:
     """Cuts the audio around each alarm from the pipeline's ring buffer and writes it to disk.
 
@@ -190,8 +206,14 @@ class EvidenceRecorder:
         max_clips: int | None = None,
         max_age_days: float | None = None,
         audio_format: str = "wav",
+        speech_guard: bool = False,
+        speech_threshold: float = 0.5,
     ):
-        """audio_format: "wav", or "flac" (about 40 % smaller; needs the soundfile package, else WAV with a warning)."""
+        """audio_format: "wav", or "flac" (about 40 % smaller; needs the soundfile package, else WAV with a warning).
+
+        speech_guard: judge each clip with analysis/speech.py first; a clip whose speech probability is
+        speech_threshold or more is not written (neither audio nor PNG): a `<stem>.withheld` line says so.
+        """
         self.directory = Path(directory)
         self._soundfile = _flac_writer() if audio_format == "flac" else None
         self.suffix = ".flac" if self._soundfile is not None else ".wav"
@@ -204,6 +226,10 @@ class EvidenceRecorder:
         self._pending: list[PendingClip] = []
         self.written = 0
         self.failed = 0
+        self.speech_guard = speech_guard
+        self.speech_threshold = speech_threshold
+        self.withheld = 0
+        self.withheld_stems: dict[str, str] = {}  # stem -> the line saying why, for the runner's next event message
         self.error: str | None = None
         """Why the last clip could not be written; None once one is written again."""
         self._make_directory()
@@ -271,6 +297,11 @@ class EvidenceRecorder:
         if not self._make_directory():
             self.failed += 1
             return None
+        if self.speech_guard:
+            why = self._speech(clip.stem, samples)
+            if why is not None:
+                self._withhold(clip.stem, why)
+                return None
         try:
             if self._soundfile is not None:
                 write_flac(self._soundfile, wav, samples, self.params.sample_rate_hz)
@@ -303,3 +334,36 @@ class EvidenceRecorder:
             logger.info("evidence retention: removed %d old file(s)", len(removed))
         logger.info("evidence %s: %.1f s of audio", wav, len(samples) / self.params.sample_rate_hz)
         return wav
+
+    def _speech(self, stem: str, samples: np.ndarray) -> str | None:
+        """The line saying why a clip is withheld, or None to write it. A rate the guard cannot judge withholds."""
+        rate = self.params.sample_rate_hz
+        if rate < MIN_SAMPLE_RATE_HZ:
+            return f"evidence withheld: the speech guard cannot judge audio sampled below {MIN_SAMPLE_RATE_HZ} Hz"
+        verdict = analyse_clip(samples, rate, self.speech_threshold)
+        logger.info(
+            "evidence %s: speech probability %.2f (threshold %g)", stem, verdict.probability, self.speech_threshold
+        )
+        if not verdict.speech:
+            return None
+        return f"{WITHHELD_SPEECH} (probability {verdict.probability:.2f} at {verdict.at_seconds:.1f} s of the clip)"
+
+    def _withhold(self, stem: str, why: str) -> None:
+        """Write the one line instead of the clip (kept under the same retention), and count it."""
+        self.withheld += 1
+        self.withheld_stems[stem] = why
+        while len(self.withheld_stems) > 100:
+            self.withheld_stems.pop(next(iter(self.withheld_stems)))
+        logger.warning("evidence %s: %s; no audio or spectrogram kept", stem, why)
+        marker = self.directory / f"{stem}{WITHHELD_SUFFIX}"
+        try:
+            tmp = marker.with_name(marker.name + ".tmp")
+            tmp.write_text(why + "\n")
+            os.chmod(tmp, EVIDENCE_FILE_MODE)
+            os.replace(tmp, marker)
+            enforce_quota(self.directory, self.quota_bytes, frozenset({stem}), self.max_clips, self.max_age_seconds)
+        except OSError as exc:
+            self.error = f"evidence {stem}: cannot write to {self.directory} ({exc.strerror or exc})"
+            logger.error("%s; the alarm is still raised", self.error)
+            return
+        self.error = None

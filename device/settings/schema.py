@@ -565,6 +565,15 @@ class EvidenceConfig(SectionConfig):
     max_age_days: float | None = Field(
         None, gt=0, le=3650, description="Remove clips older than this many days (at the next clip); null = no limit."
     )
+    speech_guard: bool = Field(
+        False,
+        description="Judge each clip with a small voice-activity detector (no downloaded weights) and keep neither "
+        "its audio nor its spectrogram when it holds speech: `<clip>.withheld` says 'evidence withheld: speech "
+        "detected' instead. Off by default: it also withholds a few clips of machines that sound like a voice.",
+    )
+    speech_guard_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Speech probability (0 to 1) from which the speech guard withholds a clip."
+    )
 
 
 class HealthConfig(SectionConfig):
