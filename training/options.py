@@ -65,6 +65,10 @@ class FitOptions:
     recordings come from the mounted sensor itself."""
     context_windows: int = DEFAULT_CONTEXT_WINDOWS
     """Gaussian model: windows averaged by the scorer's context member (8 = 4.6 s at the default hop)."""
+    cross_validate: bool = True
+    """Sound classification (no 'normal' label): cross-validate over the manifest's folds (train on all folds but
+    one, test the int8 model on that one, for each) before training the exported model on all the data. Costs
+    one training per fold; off with `fit --no-folds`. Anomaly detection ignores folds."""
     seed: int = 0
     name: str | None = None
     """Model name; defaults to the data folder's name (usually the machine type)."""
