@@ -167,3 +167,20 @@ def test_class_with_one_clip_is_refused(tmp_path):
     manifest.write_text("\n".join(kept) + "\n")
     with pytest.raises(AcmonError, match="class 'buzz' has only 1 recording"):
         fit(manifest, tmp_path / "m", FeatureParams(), _options(tmp_path), progress=False)
+
+
+def test_folds_from_urbansound8k_paths(tmp_path):
+    """No fold column: the fold in the path (audio/fold3/... or fold3_...), and paths that start with the dataset's
+    own folder resolve against the folder holding it (the shared UrbanSound8K subset's manifest)."""
+    from training.datasets import discover, folds
+
+    data = tmp_path / "us8k"
+    (data / "audio" / "fold7").mkdir(parents=True)
+    write_wav(data / "audio" / "fold3_1-0-0-0.wav", _clip(150.0, 1), RATE)
+    write_wav(data / "audio" / "fold7" / "2-1-0-0.wav", _clip(700.0, 2), RATE)
+    write_wav(data / "audio" / "x_fold9.wav", _clip(700.0, 3), RATE)
+    (data / "manifest.csv").write_text(
+        "path,label\nus8k/audio/fold3_1-0-0-0.wav,a\naudio/fold7/2-1-0-0.wav,b\naudio/x_fold9.wav,b\n"
+    )
+    records = discover(data, FeatureParams())
+    assert [r.fold for r in records] == [3, 7, None] and folds(records) == [3, 7]
