@@ -131,7 +131,8 @@ def plot_curves(
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # an MLP's history has its loss only
+            ax.legend()
     fig.suptitle("training curves (final model)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

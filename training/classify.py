@@ -61,7 +61,7 @@ def choose_task(labels: set[str], data_dir, requested_model: str) -> str:
             f"{data_dir}: every recording is labelled {only!r}: anomaly detection needs recordings labelled normal, "
             "sound classification at least two classes; add recordings or fix the labels"
         )
-    if requested_model not in ("auto", "classifier"):
+    if requested_model not in ("auto", "classifier", "mlp"):
         raise AcmonError(
             f"{data_dir}: --model {requested_model} learns normal sound, and no recording is labelled normal "
             f"({len(labels)} classes): use --model auto (sound classification) or label the normal recordings"
@@ -204,17 +204,21 @@ def fit_classification(
     clip_of: dict[str, CachedClip] = {c.source: c for c in clips}
     check_classes([i for i in items if i.source in clip_of], data_dir)
 
-    cv = cross_validate(tf, items, clip_of, labels, params, options, progress) if options.cross_validate else None
-    tf.keras.backend.clear_session()
-    logger.info("final model: training on all %d recordings", len(clip_of))
-    model, tflite, history, trained = _train_and_export(
-        tf, items, clip_of, params, options, len(labels), progress, options.seed
-    )
-    model.save(stage / "model_float.keras")
+    if options.model == "mlp":
+        cv, tflite, history, trained = _mlp(items, clip_of, labels, params, options)
+    else:
+        cv = cross_validate(tf, items, clip_of, labels, params, options, progress) if options.cross_validate else None
+        tf.keras.backend.clear_session()
+        logger.info("final model: training on all %d recordings", len(clip_of))
+        model, tflite, history, trained = _train_and_export(
+            tf, items, clip_of, params, options, len(labels), progress, options.seed
+        )
+        model.save(stage / "model_float.keras")
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     cv_record = None
     if cv is not None:
-        cv_record = {k: cv[k] for k in ("folds", "mean_accuracy", "std_accuracy", "pooled_accuracy")}
+        keys = ("model", "folds", "mean_accuracy", "std_accuracy", "mean_float_accuracy", "pooled_accuracy")
+        cv_record = {k: cv[k] for k in keys if k in cv}
     metadata = _metadata(
         name,
         version,
@@ -227,7 +231,7 @@ def fit_classification(
             "data": str(data_dir),
             "skipped_recordings": len(failed),
             "seconds": round(sum(c.n_samples for c in clips) / params.sample_rate_hz, 1),
-            "model": "classifier",
+            "model": options.model if options.model == "mlp" else "classifier",
             **trained,
             "seed": options.seed,
             "augmentation": dataclasses.asdict(options.augment),
@@ -246,7 +250,7 @@ def fit_classification(
         "task": CLASSIFICATION,
         "sha256": sha256_hex(final),
         "size_bytes": len(final),
-        "model_kind": "classifier",
+        "model_kind": metadata.training["model"],
         "score_kind": "class_probability",
         "labels": labels,
         "threshold": UNUSED_THRESHOLD,
@@ -264,6 +268,50 @@ def fit_classification(
     return summary
 
 
+def _mlp(
+    items, clip_of, labels, params, options
+) -> tuple[dict[str, Any] | None, bytes, dict[str, list[float]], dict[str, Any]]:
+    """`--model mlp`: scikit-learn's MLP on per-window features, cross-validated float against int8, then fitted
+    on everything and exported (training/mlp_export.py). Returns what the CNN's path returns."""
+    try:
+        from . import mlp_export  # noqa: PLC0415 - scikit-learn is the optional 'workbench' extra
+    except ImportError as exc:
+        raise AcmonError(
+            f"--model mlp needs scikit-learn ({exc}); install it: pip install 'acmon[workbench]'"
+        ) from None
+    usable = [i for i in items if i.source in clip_of]
+    clips = [np.asarray(clip_of[i.source].samples()) for i in usable]
+    y = np.array([labels.index(i.label) for i in usable])
+    folds = np.array([i.fold if i.fold is not None else -1 for i in usable])
+    cv = None
+    if options.cross_validate and len(np.unique(folds[folds >= 0])) >= 2:
+        rows, y_true, y_pred = mlp_export.cross_validate(clips, y, folds, params, options.seed)
+        accuracies = np.array([r["accuracy"] for r in rows])
+        cv = {
+            "model": "mlp",
+            "folds": rows,
+            "mean_accuracy": round(float(accuracies.mean()), 4),
+            "std_accuracy": round(float(accuracies.std()), 4),
+            "mean_float_accuracy": round(float(np.mean([r["float_accuracy"] for r in rows])), 4),
+            "pooled_accuracy": round(float(sum(r["correct"] for r in rows) / max(1, len(clips))), 4),
+            "y_true": y_true,
+            "y_pred": y_pred,
+            "histories": [],
+        }
+    logger.info("final model: fitting the MLP on all %d recordings", len(clips))
+    pipeline, chosen = mlp_export.fit_mlp(clips, y, folds, params, options.seed)
+    tflite = mlp_export.export(pipeline, clips, params, options.seed, options.representative_patches)
+    float_accuracy, int8_accuracy = mlp_export.clip_accuracy_float_int8(pipeline, tflite, clips, y, params)
+    logger.info("MLP on its training clips: float accuracy %.3f, int8 %.3f", float_accuracy, int8_accuracy)
+    loss = [float(v) for v in pipeline.named_steps["mlpclassifier"].loss_curve_]
+    trained = {
+        "chosen": chosen,
+        "training_clip_accuracy": {"float": round(float_accuracy, 4), "int8": round(int8_accuracy, 4)},
+        "recordings": len(clips),
+    }
+    return cv, tflite, {"loss": loss}, trained
+
+
 def _baselines(items, clip_of, labels, params, cv, stage: Path, progress: bool) -> list[dict[str, Any]] | None:
     """The classical models on the same folds, beside the CNN (training/classical.py); None without scikit-learn."""
     try:
@@ -276,7 +324,10 @@ def _baselines(items, clip_of, labels, params, cv, stage: Path, progress: bool) 
     y = np.array([labels.index(i.label) for i in usable])
     folds = np.array([i.fold if i.fold is not None else -1 for i in usable])
     rows = classical.compare(waveforms, y, folds, classical.default_extractors(params), progress=progress)
-    rows.insert(0, classical.row_from_folds("log-mel patches", "CNN (int8)", cv["folds"]))
+    if cv.get("model") == "mlp":
+        rows.insert(0, classical.row_from_folds("log-mel window mean+std", "MLP (int8, device)", cv["folds"]))
+    else:
+        rows.insert(0, classical.row_from_folds("log-mel patches", "CNN (int8)", cv["folds"]))
     classical.write_table(rows, stage)
     return rows
 
@@ -295,6 +346,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(
             f"cross-validation, int8 accuracy per held-out fold: {folds}; mean {cv['mean_accuracy']:.3f} ± {cv['std_accuracy']:.3f}"
         )
+        if cv.get("mean_float_accuracy") is not None:
+            print(f"scikit-learn's float MLP on the same folds: mean {cv['mean_float_accuracy']:.3f}")
     if summary.get("comparison"):
         from .classical import table_markdown  # noqa: PLC0415 - only with scikit-learn
 

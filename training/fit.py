@@ -516,6 +516,8 @@ def resolve_model_kind(requested: str, supervised: bool, data_dir) -> str:
     """
     if requested == "auto":
         return "classifier" if supervised else "gaussian"
+    if requested == "mlp":
+        raise AcmonError(f"{data_dir}: model 'mlp' is for sound classification (labels with no 'normal'); use auto")
     if requested == "classifier" and not supervised:
         raise AcmonError(f"{data_dir}: model 'classifier' needs recordings labelled with faults; these are all normal")
     return requested
@@ -616,7 +618,8 @@ def register(subparsers) -> None:
         "--model",
         choices=MODEL_KINDS,
         help="auto (default): the classifier when faults are labelled, else the Gaussian model of per-band window "
-        "statistics; autoencoder: the convolutional autoencoder",
+        "statistics; autoencoder: the convolutional autoencoder; mlp (sound classification): scikit-learn's MLP on "
+        "log-mel mean and std, exported as int8 instead of the CNN",
     )
     parser.add_argument("--epochs", type=int, help="maximum epochs of the autoencoder or classifier (default: 40)")
     parser.add_argument("--seed", type=int, help="random seed for a reproducible run (default: 0)")

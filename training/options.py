@@ -18,7 +18,7 @@ from device.settings.yaml_files import read_yaml_file_with_lines
 
 from .sampling import AugmentOptions
 
-MODEL_KINDS = ("auto", "gaussian", "autoencoder", "classifier")
+MODEL_KINDS = ("auto", "gaussian", "autoencoder", "classifier", "mlp")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class FitOptions:
     """Where decoded audio is cached as float32 .npy (default: ~/.cache/acmon/audio)."""
     model: str = "auto"
     """'auto' (the classifier when fault labels exist, else the Gaussian model), 'gaussian', 'autoencoder' or
-    'classifier'. The Gaussian model of per-band window statistics is the measured best on normal-only data
+    'classifier', or for sound classification (no 'normal' label) 'mlp': scikit-learn's MLP on per-window log-mel
+    mean and std exported as int8 (training/mlp_export.py) instead of the CNN. The Gaussian model of per-band window statistics is the measured best on normal-only data
     (benchmarks/bench_detection.py); the autoencoder is kept for comparison."""
     score_kind: str = "reconstruction_band_max"
     """The autoencoder's score: 'reconstruction_band_max' or 'reconstruction_mse'."""

@@ -184,3 +184,27 @@ def test_folds_from_urbansound8k_paths(tmp_path):
     )
     records = discover(data, FeatureParams())
     assert [r.fold for r in records] == [3, 7, None] and folds(records) == [3, 7]
+
+
+def test_mlp_exports_to_int8(tmp_path):
+    """fit --model mlp: scikit-learn's MLP rebuilt as int8 TFLite, its int8 clip accuracy beside the float one."""
+    manifest = _dataset(tmp_path / "data")
+    summary = fit(manifest, tmp_path / "m", FeatureParams(), _options(tmp_path, model="mlp"), progress=False)
+    assert summary["task"] == "classification" and summary["model_kind"] == "mlp"
+    cv = summary["cross_validation"]
+    assert [f["fold"] for f in cv["folds"]] == [1, 2, 3]
+    for fold in cv["folds"]:
+        assert abs(fold["accuracy"] - fold["float_accuracy"]) <= 1 / 6 + 1e-9  # at most one of 6 clips differs
+    assert summary["training"]["training_clip_accuracy"]["int8"] >= 0.9
+    assert summary["comparison"][0]["model"] == "MLP (int8, device)"
+    result = run_cli("device", "score", str(manifest.parent / "buzz_2_0.wav"), "--model", str(tmp_path / "m"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["label"] == "buzz"
+
+
+def test_mlp_is_for_classification_only(tmp_path):
+    manifest = _dataset(tmp_path / "data", per_fold=1)
+    text = manifest.read_text().replace(",hum,", ",normal,")
+    manifest.write_text(text)
+    with pytest.raises(AcmonError, match="model 'mlp' is for sound classification"):
+        fit(manifest, tmp_path / "m", FeatureParams(), _options(tmp_path, model="mlp"), progress=False)
