@@ -208,3 +208,24 @@ def test_mlp_is_for_classification_only(tmp_path):
     manifest.write_text(text)
     with pytest.raises(AcmonError, match="model 'mlp' is for sound classification"):
         fit(manifest, tmp_path / "m", FeatureParams(), _options(tmp_path, model="mlp"), progress=False)
+
+
+def test_metadata_task_must_fit_the_score():
+    """A classification model scores by class_probability with two labels or more; nothing else does."""
+    from pydantic import ValidationError
+
+    from device.analysis.metadata import ModelMetadata
+
+    base = {"name": "m", "version": "1", "feature_params": FeatureParams(), "threshold": 0.5}
+    ok = ModelMetadata.model_validate(
+        {**base, "score_kind": "class_probability", "task": "classification", "labels": ["a", "b"]}
+    )
+    assert ok.task == "classification"
+    assert ModelMetadata.model_validate({**base, "score_kind": "anomaly_probability"}).task == "anomaly_detection"
+    for bad in (
+        {"score_kind": "class_probability", "labels": ["a", "b"]},  # task left at anomaly_detection
+        {"score_kind": "anomaly_probability", "task": "classification", "labels": ["a", "b"]},
+        {"score_kind": "class_probability", "task": "classification", "labels": ["a"]},
+    ):
+        with pytest.raises(ValidationError):
+            ModelMetadata.model_validate({**base, **bad})
