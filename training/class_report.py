@@ -222,4 +222,11 @@ def evaluate_classifier(model_path: Path, data_dir, out: Path, progress: bool = 
             plot_curves(json.loads(history_path.read_text()), out / CURVES_PNG)
     except OSError as exc:
         raise AcmonError(f"{out}: cannot write the report: {exc.strerror or exc}; choose a writable --out") from None
-    return {**report, "markdown": markdown}
+    files = {
+        name: str(out / name)
+        for name in (PER_CLASS_JSON, PER_CLASS_MD, CONFUSION_PNG, CURVES_PNG)
+        if (out / name).is_file()
+    }
+    meta = model.metadata
+    described = {"name": meta.name, "version": meta.version, "sha256": model.sha256, "score_kind": meta.score_kind}
+    return {**report, "model": described, "files": files, "markdown": markdown}

@@ -3,6 +3,7 @@ folds beside the classical baselines; the device's score names the class, and ru
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -14,7 +15,7 @@ from device.analysis.features import FeatureParams
 from device.analysis.inference import AnomalyModel
 from device.audio.audio_io import write_wav
 from device.errors import AcmonError
-from tests.helpers import run_cli
+from tests.helpers import require, run_cli
 from training.fit import FitOptions, fit
 
 pytestmark = pytest.mark.slow
@@ -45,6 +46,12 @@ def _dataset(folder: Path, per_fold: int = 2, folds=(1, 2, 3), rows: list[str] |
                 lines.append(f"{name},{label},{fold}")
     (folder / "manifest.csv").write_text("\n".join(rows if rows is not None else lines) + "\n")
     return folder / "manifest.csv"
+
+
+def _require_sklearn() -> None:
+    require(
+        importlib.util.find_spec("sklearn") is not None, "scikit-learn not installed: pip install 'acmon[workbench]'"
+    )
 
 
 def _options(tmp: Path, **changes) -> FitOptions:
@@ -96,6 +103,7 @@ def test_fit_picks_classification_and_reports_folds(classifier):
 
 
 def test_classical_table_has_every_model_beside_the_cnn(classifier):
+    _require_sklearn()
     _, _, summary, _ = classifier
     rows = summary["comparison"]
     assert [r["model"] for r in rows] == ["CNN (int8)", "SVM (RBF)", "random forest", "gradient boosting", "MLP"]
@@ -188,6 +196,7 @@ def test_folds_from_urbansound8k_paths(tmp_path):
 
 def test_mlp_exports_to_int8(tmp_path):
     """fit --model mlp: scikit-learn's MLP rebuilt as int8 TFLite, its int8 clip accuracy beside the float one."""
+    _require_sklearn()
     manifest = _dataset(tmp_path / "data")
     summary = fit(manifest, tmp_path / "m", FeatureParams(), _options(tmp_path, model="mlp"), progress=False)
     assert summary["task"] == "classification" and summary["model_kind"] == "mlp"
