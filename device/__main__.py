@@ -145,10 +145,13 @@ class _ScoreTrace:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """One JSON line per file: its clip score and whether the detector raised an event."""
+    from .analysis.model_file import load_metadata  # noqa: PLC0415
     from .audio.sources import expand_wav_paths, open_source  # noqa: PLC0415
     from .daemon.runner import Runner  # noqa: PLC0415
 
     cfg = _load_config(args.config)
+    if load_metadata(args.model)[2].task == "classification":
+        return _classify_files(args, cfg)
     runner = Runner(cfg, model_path=args.model, use_mqtt=False, events_out=None)
     paths = expand_wav_paths(args.wavs)
     for path in paths:
@@ -168,6 +171,30 @@ def cmd_score(args: argparse.Namespace) -> int:
             ),
             flush=True,
         )
+    return 0
+
+
+def _classify_files(args: argparse.Namespace, cfg) -> int:
+    """`score` with a sound classification model: one JSON line per file with its most probable label.
+
+    Every window of the file is classified (no level gate: a classifier is asked what a clip is, not
+    whether it is loud enough to watch) and the probabilities are averaged over the file. `score` is that
+    label's probability, so each line still has a path and a score.
+    """
+    from .analysis.inference import AnomalyModel, classify_clip  # noqa: PLC0415
+    from .audio.sources import expand_wav_paths, open_source  # noqa: PLC0415
+    from .daemon.daemon_config import trusted_keys  # noqa: PLC0415
+    from .pipeline import iter_patches, iter_windows  # noqa: PLC0415
+    from .settings.config import feature_pins  # noqa: PLC0415
+
+    model = AnomalyModel(args.model, expected_params=feature_pins(cfg), trusted_keys=trusted_keys(cfg))
+    params = model.params
+    for path in expand_wav_paths(args.wavs):
+        stream = open_source(cfg.audio, params.sample_rate_hz, path)
+        result = classify_clip(model, iter_patches(iter_windows(stream.blocks(), params), params))
+        probability = None if result.probability is None else round(result.probability, 6)
+        line = {"path": str(path), "score": probability, "label": result.label, "probability": probability}
+        print(json.dumps({**line, "windows": result.windows, "probabilities": result.probabilities}), flush=True)
     return 0
 
 
@@ -365,7 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="manifest to write (default: manifest.csv in the dataset folder)")
     p.set_defaults(func=cmd_export_labels)
 
-    p = commands.add_parser("score", help="score WAV files: one JSON line per file")
+    p = commands.add_parser(
+        "score",
+        help="score WAV files: one JSON line per file",
+        description="One JSON line per file. An anomaly model: path, score (the clip's score), max_score, windows, "
+        "events, anomaly. A sound classification model (trained on labels with no 'normal'): path, label (the most "
+        "probable class over the file's windows), probability and score (both that label's mean probability), "
+        "windows and probabilities (every class's).",
+    )
     p.add_argument("wavs", nargs="+", metavar="FILE", help="WAV files or folders")
     p.add_argument("--model", required=True, help="model file or folder")
     p.add_argument("--config", help="YAML config for detector settings (optional)")

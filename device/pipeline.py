@@ -48,8 +48,14 @@ def window_patches(windows: Iterable[Window], params: FeatureParams) -> list[np.
     The same values as extract_patch window by window (FrameCache), at about half the front end's cost
     for windows one hop apart; training cuts its clips' windows through this, as the Pipeline does.
     """
+    return list(iter_patches(windows, params))
+
+
+def iter_patches(windows: Iterable[Window], params: FeatureParams) -> Iterator[np.ndarray]:
+    """window_patches one at a time, for a stream of any length (`python -m device score` of a classifier)."""
     cache = FrameCache(params)
-    return [normalize(cache.logmel(w.samples, w.start_sample), params) for w in windows]
+    for w in windows:
+        yield normalize(cache.logmel(w.samples, w.start_sample), params)
 
 
 def logmel_image(samples: np.ndarray, params: FeatureParams) -> np.ndarray:

@@ -70,6 +70,8 @@ SCORE_MEANINGS = {
     "the int8 input and y the dequantized output; the score is the mean over the patch of (y - x)^2, in float",
     "anomaly_probability": "1 - dequantized output[0] (output[0] is P(normal); the labels are ACMON_LABELS); "
     "acmon_scorer_score computes it",
+    "class_probability": "a sound classifier, not an anomaly score: the dequantized output holds one probability per "
+    "class of ACMON_LABELS; the label is the largest (averaged over a clip's windows), and the threshold is unused",
 }
 
 

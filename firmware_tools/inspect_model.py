@@ -44,7 +44,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "re-export the model to add one"
         )
     print(f"name        {meta.name}  version {meta.version}  made by acmon {meta.acmon_version or '?'}")
-    print(f"score       {meta.score_kind}, threshold {meta.threshold:.6g}")
+    if meta.task == "classification":
+        cv = meta.training.get("cross_validation") or {}
+        folds = f"; cross-validated accuracy {cv['mean_accuracy']:.3f} over {len(cv['folds'])} folds" if cv else ""
+        print(f"task        sound classification, {len(meta.labels)} classes: {', '.join(meta.labels)}{folds}")
+        print(f"score       {meta.score_kind} (the top class's probability; no alarms, threshold unused)")
+    else:
+        print(f"score       {meta.score_kind}, threshold {meta.threshold:.6g}")
     scorer = meta.scorer
     if scorer:
         choice = scorer.choice
@@ -86,6 +92,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def explains(meta: ModelMetadata) -> str:
     """What the model's events can say changed (device/analysis/explain.py)."""
+    if meta.task == "classification":
+        return "nothing: a sound classifier names classes (python -m device score) and raises no events"
     said = []
     if meta.band_levels is not None:
         said.append(f"the bands that rose (normal band levels from {meta.band_levels.windows} windows)")

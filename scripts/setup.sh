@@ -15,7 +15,7 @@ APT_PACKAGES=(mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-ut
 # broker and no PulseAudio: the daemon reads ALSA directly, and a broker it does not use should not listen.
 DEVICE_APT_PACKAGES=(libportaudio2 alsa-utils tzdata)  # tzdata: device.timezone (zoneinfo)
 WITH_TFLITE=0
-EXTRAS="device,train,dev,embeddings"  # embeddings: BirdNET's weights for training/embeddings.py's tests
+EXTRAS="device,train,workbench,dev,embeddings"  # workbench: scikit-learn; embeddings: BirdNET's weights for training/embeddings.py's tests
 for arg in "$@"; do
   case "$arg" in
     --tflite-runtime) WITH_TFLITE=1 ;;

@@ -59,6 +59,8 @@ MANIFEST_COLUMNS = {
     "end_seconds": ("end_seconds", "end"),
 }
 MANIFEST_REQUIRED = ("path", "label")
+# A fold named in a manifest path when there is no fold column: a folder 'fold3/' or a file name 'fold3_...'.
+FOLD_IN_PATH = re.compile(r"(?:^|[/\\])fold(\d{1,3})(?:[/\\]|_)", re.IGNORECASE)
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_HINT = "the first line must be a header such as path,label[,fold][,machine_type][,machine_id]"
 
@@ -436,11 +438,21 @@ def _manifest_row(
             raise AcmonError(f"{where}: empty {name!r}; every line needs a path and a label")
     path = Path(value("path"))
     if not path.is_absolute():
-        path = csv_path.parent / path
+        given = path
+        path = csv_path.parent / given
+        if not path.exists() and given.parts and given.parts[0] == csv_path.parent.name:
+            # A path that starts with the dataset's own folder (urbansound8k_subset/audio/...): relative to the
+            # folder that holds the dataset, as a manifest written for several datasets side by side has it.
+            path = csv_path.parent.parent / given
 
     fold = None
     fold_text = value("fold")
-    if columns.get("fold") is not None:
+    if columns.get("fold") is None:
+        # No fold column: UrbanSound8K's own layout names the fold in the path (audio/fold3/..., or fold3_... once
+        # flattened), and its folds are meant to be kept (clips of one recording share a fold).
+        named_fold = FOLD_IN_PATH.search(value("path"))
+        fold = int(named_fold.group(1)) if named_fold else None
+    else:
         try:
             fold = int(fold_text)
         except ValueError:

@@ -25,12 +25,14 @@ from tqdm import tqdm
 from device import __version__
 from device.analysis.features import extract_patch
 from device.analysis.inference import output_score
-from device.analysis.model_file import resolve_model_path
+from device.analysis.metadata import CLASSIFICATION
+from device.analysis.model_file import load_metadata, resolve_model_path
 from device.audio.sources import WAV_SUFFIXES, open_source
 from device.errors import AcmonError
 from device.pipeline import WindowResult, clip_score, iter_windows
 
 from . import datasets
+from .class_report import evaluate_classifier
 from .datasets import DCASE_NAME
 from .metrics import confusion_matrix, harmonic_mean, partial_auc, roc_auc, roc_curve
 from .tracking import add_arguments as add_tracking_arguments
@@ -509,6 +511,8 @@ def evaluate(
     model_path = resolve_model_path(model_dir)
     model_folder = model_path.parent
     out = Path(out_dir) if out_dir is not None else model_folder / "evaluation"
+    if load_metadata(model_path)[2].task == CLASSIFICATION:  # a sound classifier: accuracy, not AUC
+        return evaluate_classifier(model_path, data_dir, out, progress)
     cfg = load_config(config_path) if config_path else AcmonConfig()
     test_set = find_test_clips(data_dir)
     runner = Runner(cfg, model_path=str(model_path), use_mqtt=False, events_out=None)
@@ -668,7 +672,13 @@ def register(subparsers) -> None:
         "and roc.png; prints the Markdown report.",
     )
     parser.add_argument("--model", required=True, help="model folder (with model.tflite) or .tflite file")
-    parser.add_argument("--data", required=True, help="machine folder with test/, or a folder of machine folders")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="machine folder with test/, or a folder of machine folders; for a sound classification model, any "
+        "labelled data fit reads (its test split if it has one): writes confusion_matrix.png, per_class.md/.json "
+        "and training_curves.png",
+    )
     parser.add_argument("--out", help="report folder (default: MODEL/evaluation)")
     parser.add_argument("--config", help="device YAML for detector settings (optional; defaults otherwise)")
     parser.add_argument(

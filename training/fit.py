@@ -27,7 +27,7 @@ import numpy as np
 from device import __version__
 from device.analysis.features import FeatureParams
 from device.analysis.inference import AnomalyModel, output_score
-from device.analysis.metadata import ModelMetadata, ScorerRecord
+from device.analysis.metadata import CLASSIFICATION, ModelMetadata, ScorerRecord
 from device.analysis.model_file import MODEL_FILENAME, SCORER_NAME, sha256_hex
 from device.decisions.detector import DetectorSettings
 from device.decisions.threshold import calibrate_threshold, sustained_scores  # noqa: F401 - numpy-only, shared with the device
@@ -36,6 +36,7 @@ from device.pipeline import Pipeline
 from device.state import atomic_write
 
 from .band_levels import measure_band_levels
+from .classify import choose_task, fit_classification
 from .datasets import ANOMALY, clip_patches, discover, load_record
 from .ensemble import fit_ensemble
 from .export import convert_int8, embed_metadata
@@ -81,6 +82,8 @@ class TrainingItem:
     label: str
     group: str
     load: Callable[[], np.ndarray]
+    fold: int | None = None
+    """Cross-validation fold from the manifest (sound classification), None without one."""
 
 
 def collect_items(data_dir: str | Path, params: FeatureParams, machine_type: str | None = None) -> list[TrainingItem]:
@@ -102,7 +105,7 @@ def collect_items(data_dir: str | Path, params: FeatureParams, machine_type: str
                 f"--machine-type {machine_type!r}: not in {data_dir} (found: {', '.join(types) or 'none'})"
             )
         records = [r for r in records if r.machine_type == machine_type]
-    elif len(types) > 1:
+    elif len(types) > 1 and any(r.label == "normal" for r in records):  # sound classification ignores types
         raise AcmonError(
             f"{data_dir}: holds {len(types)} machine types ({', '.join(types)}); train one model per machine "
             f"with --machine-type, e.g. --machine-type {types[0]}"
@@ -124,7 +127,13 @@ def collect_items(data_dir: str | Path, params: FeatureParams, machine_type: str
             f"|decode{_DECODE_VERSION}"
         )
         items.append(
-            TrainingItem(source, record.label, str(path), functools.partial(load_record, record, params.sample_rate_hz))
+            TrainingItem(
+                source,
+                record.label,
+                str(path),
+                functools.partial(load_record, record, params.sample_rate_hz),
+                record.fold,
+            )
         )
     return items
 
@@ -261,10 +270,11 @@ def _fit_into(
     """fit() writing into the stage folder; returns the summary (fit() writes it and publishes)."""
     tf = import_tensorflow(seed=options.seed)
     items = items if items is not None else collect_items(data_dir, params, machine_type)
+    if choose_task({i.label for i in items}, data_dir, options.model) == CLASSIFICATION:
+        name = options.name or machine_type or Path(data_dir).resolve().name
+        return fit_classification(tf, stage, data_dir, params, options, items, progress, name, started)
     labels = ["normal"] + sorted({i.label for i in items} - {"normal"})
     supervised = len(labels) > 1
-    if not any(i.label == "normal" for i in items):
-        raise AcmonError(f"{data_dir}: no normal recordings; training needs the machine running normally")
     train_items, val_items = split_items(items, options.validation_fraction, options.seed)
     cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
     label_index = {name: k for k, name in enumerate(labels)}
@@ -508,6 +518,8 @@ def resolve_model_kind(requested: str, supervised: bool, data_dir) -> str:
     """
     if requested == "auto":
         return "classifier" if supervised else "gaussian"
+    if requested == "mlp":
+        raise AcmonError(f"{data_dir}: model 'mlp' is for sound classification (labels with no 'normal'); use auto")
     if requested == "classifier" and not supervised:
         raise AcmonError(f"{data_dir}: model 'classifier' needs recordings labelled with faults; these are all normal")
     return requested
@@ -590,7 +602,8 @@ def register(subparsers) -> None:
         "its feature parameters and calibrated threshold embedded. Normal recordings only (DCASE layout "
         "MACHINE/train/normal_*.wav, a folder of WAVs, long recordings with Audacity labels) fit a "
         "Gaussian model of per-band window statistics (or, with --model autoencoder, a convolutional autoencoder); recordings labelled with faults (a folder per label, a CSV manifest) "
-        "train a CNN classifier. Test-split recordings are left for `evaluate`.",
+        "train a CNN classifier. Labels with no 'normal' at all (UrbanSound8K) train a plain sound classifier, "
+        "cross-validated over the manifest's folds. Test-split recordings are left for `evaluate`.",
     )
     parser.add_argument(
         "--data", required=True, help="machine folder (DCASE train/), label folders, a manifest .csv, or WAVs"
@@ -607,11 +620,20 @@ def register(subparsers) -> None:
         "--model",
         choices=MODEL_KINDS,
         help="auto (default): the classifier when faults are labelled, else the Gaussian model of per-band window "
-        "statistics; autoencoder: the convolutional autoencoder",
+        "statistics; autoencoder: the convolutional autoencoder; mlp (sound classification): scikit-learn's MLP on "
+        "log-mel mean and std, exported as int8 instead of the CNN",
     )
     parser.add_argument("--epochs", type=int, help="maximum epochs of the autoencoder or classifier (default: 40)")
     parser.add_argument("--seed", type=int, help="random seed for a reproducible run (default: 0)")
     add_tracking_arguments(parser)
+    parser.add_argument(
+        "--no-folds",
+        dest="cross_validate",
+        action="store_false",
+        default=None,
+        help="sound classification: skip the cross-validation over the manifest's folds (default: run it when the "
+        "manifest gives folds, then train the exported model on all the data)",
+    )
     parser.set_defaults(func=run_fit)
 
 
@@ -624,6 +646,7 @@ def run_fit(args: argparse.Namespace) -> int:
             ("seed", args.seed),
             ("false_alarms_per_day", args.false_alarms_per_day),
             ("model", args.model),
+            ("cross_validate", getattr(args, "cross_validate", None)),
         )
         if v is not None
     }
@@ -634,6 +657,11 @@ def run_fit(args: argparse.Namespace) -> int:
     with tracked_run(args, "fit", args.data, {"features": params, "fit": options}) as run:
         summary = fit(args.data, args.out, params, options, machine_type=args.machine_type)
         run.log_fit(summary, args.out)
+    if summary.get("task") == CLASSIFICATION:
+        from .classify import print_summary  # noqa: PLC0415 - beside the task it reports
+
+        print_summary(summary)
+        return 0
     parity = summary["float_int8_parity"]
     print(
         f"wrote {summary['model']} ({summary['size_bytes'] / 1024:.0f} KiB, threshold {summary['threshold']:.4g}, "

@@ -18,7 +18,7 @@ from device.settings.yaml_files import read_yaml_file_with_lines
 
 from .sampling import AugmentOptions
 
-MODEL_KINDS = ("auto", "gaussian", "autoencoder", "classifier")
+MODEL_KINDS = ("auto", "gaussian", "autoencoder", "classifier", "mlp")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class FitOptions:
     """Where decoded audio is cached as float32 .npy (default: ~/.cache/acmon/audio)."""
     model: str = "auto"
     """'auto' (the classifier when fault labels exist, else the Gaussian model), 'gaussian', 'autoencoder' or
-    'classifier'. The Gaussian model of per-band window statistics is the measured best on normal-only data
+    'classifier', or for sound classification (no 'normal' label) 'mlp': scikit-learn's MLP on per-window log-mel
+    mean and std exported as int8 (training/mlp_export.py) instead of the CNN. The Gaussian model of per-band window statistics is the measured best on normal-only data
     (benchmarks/bench_detection.py); the autoencoder is kept for comparison."""
     score_kind: str = "reconstruction_band_max"
     """The autoencoder's score: 'reconstruction_band_max' or 'reconstruction_mse'."""
@@ -65,6 +66,10 @@ class FitOptions:
     recordings come from the mounted sensor itself."""
     context_windows: int = DEFAULT_CONTEXT_WINDOWS
     """Gaussian model: windows averaged by the scorer's context member (8 = 4.6 s at the default hop)."""
+    cross_validate: bool = True
+    """Sound classification (no 'normal' label): cross-validate over the manifest's folds (train on all folds but
+    one, test the int8 model on that one, for each) before training the exported model on all the data. Costs
+    one training per fold; off with `fit --no-folds`. Anomaly detection ignores folds."""
     seed: int = 0
     name: str | None = None
     """Model name; defaults to the data folder's name (usually the machine type)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from ..errors import ModelError
 from .explain import BandLevels, EventExplainer
 from .features import FeatureParams
 from .gaussian import Scorer, ScoreState, identity_fit
-from .metadata import GAUSSIAN_KINDS
+from .metadata import CLASSIFICATION, GAUSSIAN_KINDS
 from .model_file import SCORER_NAME, embedded_metadata, load_metadata, sha256_hex
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,11 @@ class AnomalyModel(QuantizedGraph):
         check_params(params, {"frontend_version": FeatureParams().frontend_version, **(expected_params or {})}, source)
         super().__init__(data, params, source, runtime, num_threads)
         labels, outputs = self.metadata.labels, int(np.prod(self.output_shape))
-        if self.metadata.score_kind == "anomaly_probability" and labels and len(labels) != outputs:
+        if (
+            self.metadata.score_kind in ("anomaly_probability", "class_probability")
+            and labels
+            and len(labels) != outputs
+        ):
             raise ModelError(
                 f"{source}: the metadata names {len(labels)} classes but the model outputs {outputs} "
                 "probabilities; re-export the model"
@@ -256,6 +260,24 @@ class AnomalyModel(QuantizedGraph):
                 f"{scorer.model_version}, {scorer.size} outputs); re-export the model"
             )
         return scorer
+
+    def require_anomaly_task(self) -> None:
+        """Refuse a sound classification model where alarms are wanted (the daemon, replay, calibrate).
+
+        A classifier trained without a 'normal' class has no notion of normal: its top-class probability
+        says which sound it heard, not that something is wrong, so no threshold on it is an alarm.
+
+        Raises:
+            ModelError: one line saying what to do instead.
+        """
+        meta = self.metadata
+        if meta.task == CLASSIFICATION:
+            shown = ", ".join(meta.labels[:4]) + (", ..." if len(meta.labels) > 4 else "")
+            raise ModelError(
+                f"{self.path}: a sound classification model ({len(meta.labels)} classes: {shown}), not an anomaly "
+                f"model, so it cannot raise alarms; classify recordings with python -m device score FILES --model "
+                f"{self.path}, or train an anomaly model on recordings labelled normal (python -m training fit)"
+            )
 
     def new_explainer(self) -> EventExplainer | None:
         """What explains this model's events (device/analysis/explain.py): None when it can say nothing (no normal
@@ -315,6 +337,39 @@ class AnomalyModel(QuantizedGraph):
         return output_score(patch_of(self.dequantize_input(q), self.params), out, self.metadata.score_kind), out
 
 
+@dataclass(frozen=True)
+class ClipClass:
+    """What a sound classifier says about one clip: the most probable label and the probabilities it averaged."""
+
+    label: str | None
+    """The most probable class over the clip's windows; None for a clip shorter than one window."""
+    probability: float | None
+    """Its probability: the mean over the clip's windows of the model's (dequantized) output for it."""
+    probabilities: dict[str, float]
+    """Every class's mean probability."""
+    windows: int
+
+
+def classify_clip(model: AnomalyModel, patches: Iterable[np.ndarray]) -> ClipClass:
+    """The class of a clip from its normalized patches (device.pipeline.window_patches), by the mean of the
+    windows' probabilities: a clip-level decision, as UrbanSound8K's clips are labelled.
+
+    Raises:
+        ModelError: the model is not a classification model.
+    """
+    meta = model.metadata
+    if meta.task != CLASSIFICATION:
+        raise ModelError(f"{model.path}: not a classification model (task {meta.task!r}); it scores anomalies")
+    outputs = [model.infer(p)[1].reshape(-1) for p in patches]
+    if not outputs:
+        return ClipClass(None, None, {}, 0)
+    mean = np.clip(np.mean(outputs, axis=0), 0.0, 1.0)
+    top = int(np.argmax(mean))
+    return ClipClass(
+        meta.labels[top], float(mean[top]), {k: round(float(v), 6) for k, v in zip(meta.labels, mean)}, len(outputs)
+    )
+
+
 def patch_of(x: np.ndarray, params: FeatureParams) -> np.ndarray:
     return x.reshape(params.patch_shape)
 
@@ -331,8 +386,11 @@ def output_score(patch: np.ndarray, output: np.ndarray, kind: str) -> float:
     that a mean over all bands would dilute it into.
     reconstruction_mse: mean squared error over the whole patch.
     anomaly_probability: 1 - P(normal), P(normal) being output 0.
+    class_probability: a sound classifier's top class probability (not an anomaly score: see classify_clip).
     """
     out = np.asarray(output, dtype=np.float32).reshape(-1)
+    if kind == "class_probability":
+        return float(out.max())
     if kind == "gaussian_distance":
         return float(np.mean(out * out))
     if kind == "anomaly_probability":

@@ -25,10 +25,19 @@ from .features import FeatureParams, one_line
 METADATA_SCHEMA_VERSION: Literal[1] = 1
 
 ScoreKind = Literal[
-    "gaussian_ensemble", "gaussian_distance", "reconstruction_band_max", "reconstruction_mse", "anomaly_probability"
+    "gaussian_ensemble",
+    "gaussian_distance",
+    "reconstruction_band_max",
+    "reconstruction_mse",
+    "anomaly_probability",
+    "class_probability",
 ]
 SCORE_KINDS: tuple[str, ...] = typing.get_args(ScoreKind)
 GAUSSIAN_KINDS = ("gaussian_ensemble", "gaussian_distance")
+
+Task = Literal["anomaly_detection", "classification"]
+CLASSIFICATION = "classification"
+"""A plain multi-class sound classifier (labels with no 'normal'): it names a class per clip and raises no alarm."""
 
 REQUIRED_KEYS = ("feature_params", "score_kind", "threshold", "name", "version")
 _REEXPORT = "re-export the model with python -m training fit"
@@ -127,8 +136,12 @@ class ModelMetadata(BaseModel):
     """How the model's output becomes an anomaly score."""
     threshold: float
     """Calibrated score threshold (alarm when a window's score exceeds it)."""
+    task: Task = "anomaly_detection"
+    """What the model is for: 'anomaly_detection' (a score against a threshold: the daemon's alarms) or
+    'classification' (score_kind 'class_probability': the most probable of `labels`, which `python -m device score`
+    reports and the daemon refuses). Absent in models made before acmon recorded it: all anomaly detection."""
     labels: tuple[str, ...] = ()
-    """Class names for supervised models, () otherwise."""
+    """Class names for supervised models (in output order), () otherwise."""
     scorer: ScorerRecord | None = None
     """The Gaussian ensemble's scorer record; None for other score kinds."""
     band_levels: BandLevelsRecord | None = None
@@ -164,6 +177,18 @@ class ModelMetadata(BaseModel):
         if number is None or not (math.isfinite(number) and number > 0):
             raise ValueError(f"must be a positive finite number (got {str(value)[:40]})")
         return number
+
+    @model_validator(mode="after")
+    def _task_fits_the_score(self) -> ModelMetadata:
+        classifies = self.score_kind == "class_probability"
+        if classifies != (self.task == CLASSIFICATION):
+            raise ValueError(
+                f"task {self.task!r} does not fit score_kind {self.score_kind!r} (a classification model scores by "
+                "class_probability, and only it)"
+            )
+        if classifies and len(self.labels) < 2:
+            raise ValueError(f"a classification model needs at least 2 labels (got {len(self.labels)})")
+        return self
 
     @model_validator(mode="after")
     def _band_levels_fit_the_front_end(self) -> ModelMetadata:

@@ -180,6 +180,7 @@ def _model_problems(cfg: AcmonConfig, name: str, model_path: str | None) -> list
         return [f"{name}: {key}: {path} is not a regular file; give a .tflite file or a model folder"]
     try:
         model = AnomalyModel(given, expected_params=feature_pins(cfg), trusted_keys=trusted_keys(cfg))
+        model.require_anomaly_task()
         if cfg.model.site_statistics:  # load_site_config made it absolute (beside the config)
             model.use_site_statistics(Scorer.load(cfg.model.site_statistics), source=cfg.model.site_statistics)
         detector_settings(cfg, model)

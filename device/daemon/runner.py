@@ -261,6 +261,7 @@ class Runner:
             expected_params=feature_pins(cfg),
             trusted_keys=trusted_keys(cfg),
         )
+        model.require_anomaly_task()
         if cfg.model.site_statistics:  # load_site_config made it absolute (beside the file that named it)
             statistics = Path(cfg.model.site_statistics)
             model.use_site_statistics(Scorer.load(statistics), source=str(statistics))
