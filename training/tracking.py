@@ -324,9 +324,17 @@ class TrackedRun:
             figures.update({"val_auc": validation["auc"], "val_pauc": validation.get("pauc")})
         if summary.get("val_loss"):
             figures["best_val_loss"] = min(summary["val_loss"])
+        cv = summary.get("cross_validation") or {}
+        if cv.get("mean_accuracy") is not None:  # a sound classifier: its held-out folds, not its unused threshold
+            figures.update({"cv_mean_accuracy": cv["mean_accuracy"], "cv_std_accuracy": cv.get("std_accuracy")})
+        for row in summary.get("comparison") or []:
+            figures[f"cv_accuracy.{row.get('features')}.{row.get('model')}"] = row.get("mean_accuracy")
         self.log_metrics(figures)
         for name in ("model.tflite", "training_summary.json"):
             self.log_artifact(Path(out) / name, "model")
+        for name in [*(summary.get("reports") or []), "comparison.md", "comparison.json"]:
+            if (Path(out) / name).is_file():
+                self.log_artifact(Path(out) / name, "reports")
 
     def log_evaluation(self, report: Mapping[str, Any]) -> None:
         """A finished evaluation: the model it measured, its figures, report and plots."""
