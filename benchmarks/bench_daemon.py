@@ -375,6 +375,14 @@ FEATURE_STEPS = (
         "detector: {level_rule: {bands_hz: [125, 1000], rise_db: 30}, "
         "schedule: [{start: '00:00', end: '24:00'}]}\n",
     ),
+    (
+        "+ power-line figures (towers)",
+        "  highpass_hz: 30\n  notch_hz: [50, 100, 150]\n"
+        "levels: {normal_db: {125: -40.0, 1000: -40.0}}\n"
+        "detector: {level_rule: {bands_hz: [125, 1000], rise_db: 30}, "
+        "schedule: [{start: '00:00', end: '24:00'}]}\n"
+        "powerline: {enabled: true}\n",
+    ),
 )
 
 

@@ -20,6 +20,7 @@ from .tracking import EXPERIMENT, INSTALL_HINT, STORE_DB, brief, import_mlflow, 
 KEY_METRICS = (
     ("auc", "auc"),
     ("pauc", "pauc"),
+    ("cv_mean_accuracy", "cv_acc"),
     ("accuracy", "acc"),
     ("val_auc", "val_auc"),
     ("best_val_loss", "val_loss"),

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from device import __version__
+from device.analysis.metadata import CLASSIFICATION
 from device.errors import AcmonError
 from device.state import state_root
 
@@ -313,7 +314,13 @@ class TrackedRun:
     def log_fit(self, summary: Mapping[str, Any], out: str | Path) -> None:
         """A finished fit: its model, summary and figures."""
         self.log_params({"model": {"kind": summary.get("model_kind"), "sha256": summary.get("sha256")}})
-        figures = {k: summary.get(k) for k in ("threshold", "size_bytes", "seconds")}
+        # A sound classifier's threshold is a placeholder nothing uses: not a figure to compare.
+        kept = (
+            ("size_bytes", "seconds")
+            if summary.get("task") == CLASSIFICATION
+            else ("threshold", "size_bytes", "seconds")
+        )
+        figures = {k: summary.get(k) for k in kept}
         figures.update(
             {k: summary.get(k) for k in ("calibration", "float_int8_parity", "training", "choice") if k in summary}
         )
